@@ -1,0 +1,127 @@
+"""The one place a policy becomes docker-py ``containers.create`` keyword arguments, and the check that the
+engine applied them.
+
+Every hardening setting lives here, so a reviewer reads one function to know what a sandbox may do:
+non-root user, no capabilities, no new privileges, read-only root, a size-capped tmpfs, tini as PID 1, pids /
+memory / CPU / file-size limits, no network by default, no devices, and exactly one bind mount: the tenant's
+workspace at ``/workspace``. ``host_config_mismatches`` compares ``docker inspect`` with what was asked,
+so a daemon that silently ignores a limit (e.g. rootless Docker on cgroup v1) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policies.model import Policy
+
+WORKSPACE_MOUNT = "/workspace"
+MIB = 1024 * 1024
+DOCKER_SOCKET_NAMES = ("docker.sock", "containerd.sock")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything besides the policy that a tenant container is made from."""
+
+    image: str
+    workspace: Path
+    uid: int
+    gid: int
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    command: list[str] | None = None  # None: the image's ENTRYPOINT/CMD starts the runner
+    runtime: str | None = None  # overrides the policy's runtime when set (server-wide choice)
+
+
+def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
+    """docker-py ``containers.create`` kwargs for one tenant container under ``policy``."""
+    memory = f"{policy.memory_mb}m"
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "user": f"{spec.uid}:{spec.gid}",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "privileged": False,
+        "read_only": True,
+        # `exec` on /tmp: agents write a script to /tmp and run it; forbidding that buys nothing when the
+        # workspace (rw, needed) is executable anyway and the root filesystem is read-only. nosuid+nodev stay.
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,exec,size={policy.tmpfs_mb}m,mode=1777"},
+        "shm_size": f"{min(policy.tmpfs_mb, 64)}m",
+        "init": True,  # tini as PID 1 reaps orphans the runner does not own
+        "pids_limit": policy.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,  # equal: no swap beyond the memory limit
+        "nano_cpus": int(policy.cpus * 1_000_000_000),
+        "ulimits": [
+            {"Name": "nofile", "Soft": policy.nofile, "Hard": policy.nofile},
+            {"Name": "fsize", "Soft": policy.fsize_mb * MIB, "Hard": policy.fsize_mb * MIB},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        # The runner's stdout is the protocol stream and its stderr is captured over the attach stream by the
+        # host (toolrunner.attach): a log driver would only copy every protocol byte to disk a second time.
+        "log_config": {"Type": "none", "Config": {}},
+        "network_mode": policy.network,
+        "devices": [],
+        "volumes": {str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"}},
+        # Only what the runner needs; never the server's environment (provider keys live there).
+        "environment": {"LANG": "C.UTF-8", "OPENANALYST_SANDBOX": "1"},
+        "labels": dict(spec.labels),
+        "stdin_open": True,
+        "tty": False,
+        "working_dir": WORKSPACE_MOUNT,
+        "hostname": "sandbox",
+        "ipc_mode": "private",
+    }
+    if spec.command is not None:
+        kwargs["command"] = list(spec.command)
+    if spec.name is not None:
+        kwargs["name"] = spec.name
+    runtime = spec.runtime or policy.runtime
+    if runtime is not None:
+        kwargs["runtime"] = runtime
+    return kwargs
+
+
+def _mount_sources(attrs: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, destination) of every mount a container has, from ``docker inspect``."""
+    return [(str(m.get("Source", "")), str(m.get("Destination", ""))) for m in attrs.get("Mounts") or []]
+
+
+def host_config_mismatches(attrs: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
+    """What ``docker inspect`` shows that differs from the create kwargs; empty when the engine obeyed."""
+    hc: dict[str, Any] = attrs.get("HostConfig") or {}
+    cfg: dict[str, Any] = attrs.get("Config") or {}
+    problems: list[str] = []
+
+    def expect(label: str, actual: Any, wanted: Any) -> None:
+        if actual != wanted:
+            problems.append(f"{label}: asked {wanted!r}, engine reports {actual!r}")
+
+    memory = int(str(kwargs["mem_limit"]).rstrip("m")) * MIB
+    expect("User", cfg.get("User"), kwargs["user"])
+    expect("CapDrop", sorted(hc.get("CapDrop") or []), ["ALL"])
+    expect("CapAdd", hc.get("CapAdd") or [], [])
+    expect("ReadonlyRootfs", hc.get("ReadonlyRootfs"), True)
+    expect("SecurityOpt", sorted(hc.get("SecurityOpt") or []), sorted(kwargs["security_opt"]))
+    expect("Privileged", hc.get("Privileged"), False)
+    expect("PidsLimit", hc.get("PidsLimit"), kwargs["pids_limit"])
+    expect("Memory", hc.get("Memory"), memory)
+    expect("MemorySwap", hc.get("MemorySwap"), memory)
+    expect("NanoCpus", hc.get("NanoCpus"), kwargs["nano_cpus"])
+    expect("NetworkMode", hc.get("NetworkMode"), kwargs["network_mode"])
+    expect("Devices", hc.get("Devices") or [], [])
+    expect("Tmpfs", sorted((hc.get("Tmpfs") or {}).keys()), ["/tmp"])
+    expect("PidMode", hc.get("PidMode") or "", "")
+    expect("IpcMode", hc.get("IpcMode"), "private")
+    expect("UsernsMode", hc.get("UsernsMode") or "", "")
+    (source, bind), = kwargs["volumes"].items()
+    expect("Binds", hc.get("Binds") or [], [f"{source}:{bind['bind']}:rw"])
+    mounts = _mount_sources(attrs)
+    if mounts != [(source, WORKSPACE_MOUNT)]:
+        problems.append(f"Mounts: asked only {source} at {WORKSPACE_MOUNT}, engine reports {mounts!r}")
+    for src, dst in mounts:
+        if any(src.endswith(n) or dst.endswith(n) for n in DOCKER_SOCKET_NAMES):
+            problems.append(f"Mounts: a container-engine socket is mounted ({src} -> {dst})")
+    return problems

@@ -1,0 +1,69 @@
+"""The sandbox policy: every limit a tenant's container and tool calls run under, validated once.
+
+A ``Policy`` is frozen and forbids unknown fields, so a typo in a preset file is an error rather than a limit
+silently left at its default. Policies are data (``policies/presets/*.toml``); ``policies.docker_args`` is the
+one place a policy becomes Docker settings.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: The largest frame the runner protocol carries (8 MiB); an output cap above it could never be delivered.
+MAX_OUTPUT_CAP_BYTES = 8 * 1024 * 1024
+
+
+class Policy(BaseModel):
+    """Limits for one tenant's sandbox: container resources, call timeouts, output size, tool access."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    cpus: float = Field(gt=0, le=64)
+    memory_mb: int = Field(ge=32, le=1024 * 1024)
+    pids: int = Field(ge=32, le=1_000_000)
+    tmpfs_mb: int = Field(ge=1, le=1024 * 1024)
+    nofile: int = Field(ge=64, le=1_048_576)
+    fsize_mb: int = Field(ge=1, le=1024 * 1024)
+    default_timeout_s: float = Field(gt=0, le=86_400)
+    max_timeout_s: float = Field(gt=0, le=86_400)
+    output_cap_bytes: int = Field(ge=1024, le=MAX_OUTPUT_CAP_BYTES)
+    max_concurrent_calls: int = Field(ge=1, le=1024)
+    allowed_tools: tuple[str, ...] | None = None
+    denied_tools: tuple[str, ...] = ()
+    network: Literal["none", "bridge"] = "none"
+    runtime: Literal["runc", "runsc"] | None = None
+
+    @field_validator("allowed_tools", "denied_tools")
+    @classmethod
+    def _tool_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        for tool in value:
+            if not tool or not tool.replace("_", "").isalnum():
+                raise ValueError(f"tool name {tool!r} is not a plain identifier")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.max_timeout_s < self.default_timeout_s:
+            raise ValueError(f"max_timeout_s ({self.max_timeout_s}) is below default_timeout_s "
+                             f"({self.default_timeout_s})")
+        if self.runtime == "runsc" and self.network != "none":
+            # Measured: gVisor's sandbox networking fails on these kernels (gVisor issue #10704).
+            raise ValueError("runtime 'runsc' needs network 'none'")
+        return self
+
+    def allows(self, tool: str) -> bool:
+        """Whether ``tool`` may run under this policy (a denial wins over an allowance)."""
+        if tool in self.denied_tools:
+            return False
+        return self.allowed_tools is None or tool in self.allowed_tools
+
+    def effective_timeout(self, requested_s: float | None) -> float:
+        """The timeout a call runs under: the default when none is asked, never above the maximum."""
+        if requested_s is None or requested_s <= 0:
+            return self.default_timeout_s
+        return min(float(requested_s), self.max_timeout_s)
