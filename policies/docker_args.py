@@ -61,6 +61,8 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
         ],
         # The runner's stdout is the protocol stream and its stderr is captured over the attach stream by the
         # host (toolrunner.attach): a log driver would only copy every protocol byte to disk a second time.
+        # Measured (echo over attach, median): 16 KiB frames 0.19-0.21 ms with "none" vs 0.22-0.24 ms with
+        # json-file max-size=1m; 100 B frames within noise. "none" also keeps tenant output off the host disk.
         "log_config": {"Type": "none", "Config": {}},
         "network_mode": policy.network,
         "devices": [],
@@ -69,6 +71,9 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
         "environment": {"LANG": "C.UTF-8", "OPENANALYST_SANDBOX": "1"},
         "labels": dict(spec.labels),
         "stdin_open": True,
+        # detach=True keeps StdinOnce false: the runner's stdin survives a host detach, so a restarted server
+        # can re-attach to it (docker-py sets StdinOnce whenever stdin_open is set without detach).
+        "detach": True,
         "tty": False,
         "working_dir": WORKSPACE_MOUNT,
         "hostname": "sandbox",
@@ -101,6 +106,9 @@ def host_config_mismatches(attrs: dict[str, Any], kwargs: dict[str, Any]) -> lis
 
     memory = int(str(kwargs["mem_limit"]).rstrip("m")) * MIB
     expect("User", cfg.get("User"), kwargs["user"])
+    expect("OpenStdin", cfg.get("OpenStdin"), True)
+    expect("StdinOnce", cfg.get("StdinOnce"), False)
+    expect("Tty", cfg.get("Tty"), False)
     expect("CapDrop", sorted(hc.get("CapDrop") or []), ["ALL"])
     expect("CapAdd", hc.get("CapAdd") or [], [])
     expect("ReadonlyRootfs", hc.get("ReadonlyRootfs"), True)

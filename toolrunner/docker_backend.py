@@ -1,0 +1,152 @@
+"""The only module that talks to docker-py about containers; every call has a deadline.
+
+docker-py is synchronous and untyped, so each operation runs in a worker thread under ``asyncio.wait_for``
+and the client itself carries an HTTP timeout: a hung engine becomes ``SandboxBackendUnavailable`` instead of
+a hung request. Removals go through a single-thread executor because dockerd 20.10.24 can deadlock when
+containers are removed from several threads at once (docs: /work/shared/DOCKER_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from toolrunner.attach import DETACH_KEYS
+from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MANAGED_LABEL = "openanalyst.managed"
+
+
+class ContainerGone(LookupError):
+    """The container no longer exists (removed behind our back)."""
+
+
+class DockerBackend:
+    """Async, deadline-bounded container operations over one shared docker-py client."""
+
+    def __init__(self, client: Any | None = None, *, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+        self._own_client = client is None
+        self._client: Any = client if client is not None else docker.from_env(
+            timeout=max(5, int(timeout_s)), max_pool_size=64)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
+        self._remover = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-rm")
+
+    async def _run(self, what: str, fn: Callable[[], T], *, timeout_s: float | None = None,
+                   pool: concurrent.futures.Executor | None = None) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = timeout_s or self.timeout_s
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(pool or self._pool, fn), deadline)
+        except TimeoutError as exc:
+            raise SandboxBackendUnavailable(f"the container engine did not answer {what} within "
+                                            f"{deadline:.0f} s") from exc
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxImageUnavailable(f"sandbox image missing: {exc.explanation}") from exc
+        except docker.errors.NotFound as exc:
+            raise ContainerGone(str(exc.explanation)) from exc
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError) as exc:
+            if isinstance(exc, docker.errors.APIError) and exc.status_code is not None \
+                    and exc.status_code < 500:
+                raise
+            raise SandboxBackendUnavailable(f"the container engine failed {what}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Raise ``SandboxBackendUnavailable`` unless the engine answers."""
+        await self._run("ping", self._client.ping, timeout_s=min(self.timeout_s, 10))
+
+    async def create(self, kwargs: dict[str, Any]) -> str:
+        """Create (not start) a container; returns its id."""
+        container = await self._run("create", lambda: self._client.containers.create(**kwargs))
+        return str(container.id)
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        """``docker inspect`` of one container."""
+        attrs = await self._run("inspect", lambda: self._client.api.inspect_container(container_id))
+        return cast(dict[str, Any], attrs)
+
+    async def image_id(self, image: str) -> str:
+        """The image's content id (sha256:…) for the audit record."""
+        attrs = await self._run("image inspect", lambda: self._client.api.inspect_image(image))
+        return str(attrs["Id"])
+
+    async def attach(self, container_id: str) -> socket.socket:
+        """Open stdin/stdout/stderr of a container as one raw socket (see toolrunner.attach)."""
+
+        def attach() -> socket.socket:
+            params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": DETACH_KEYS}
+            io = self._client.api.attach_socket(container_id, params=params)
+            raw = getattr(io, "_sock", io)
+            if not isinstance(raw, socket.socket):
+                raise SandboxBackendUnavailable("attach is supported over the engine's unix or tcp socket")
+            dup = raw.dup()  # ours alone: docker-py's objects may close theirs whenever they are collected
+            with contextlib.suppress(OSError):
+                io.close()
+                raw.close()
+            return dup
+
+        return await self._run("attach", attach)
+
+    async def start(self, container_id: str) -> None:
+        await self._run("start", lambda: self._client.api.start(container_id))
+
+    async def stop(self, container_id: str, *, grace_s: int = 2) -> None:
+        await self._run("stop", lambda: self._client.api.stop(container_id, timeout=grace_s),
+                        timeout_s=self.timeout_s + grace_s)
+
+    async def kill(self, container_id: str) -> None:
+        await self._run("kill", lambda: self._client.api.kill(container_id))
+
+    async def wait_stopped(self, container_id: str, timeout_s: float) -> None:
+        """Wait until the container is no longer running (or the timeout passes; no error then)."""
+        with contextlib.suppress(SandboxBackendUnavailable):
+            await self._run("wait", lambda: self._client.api.wait(container_id, timeout=timeout_s),
+                            timeout_s=timeout_s + 1)
+
+    async def remove(self, container_id: str) -> None:
+        """Force-remove a container, one removal at a time process-wide; a missing one is fine."""
+        def remove() -> None:
+            try:
+                self._client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: removal already in progress
+                    raise
+
+        await self._run("remove", remove, pool=self._remover)
+
+    async def list_managed(self, server_id: str) -> list[dict[str, Any]]:
+        """Summaries (Id, Labels, State, Image) of this server's containers, running or not."""
+        filters = {"label": [f"{MANAGED_LABEL}=1", f"openanalyst.server={server_id}"]}
+        rows = await self._run("list", lambda: self._client.api.containers(all=True, filters=filters))
+        return cast(list[dict[str, Any]], rows)
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        """One ``docker stats`` sample (no streaming)."""
+        data = await self._run("stats", lambda: self._client.api.stats(container_id, stream=False,
+                                                                        one_shot=True))
+        return cast(dict[str, Any], data)
+
+    async def exec_run(self, container_id: str, cmd: list[str]) -> int:
+        """``docker exec`` (benchmarks only: the manager never execs per call)."""
+        result = await self._run("exec", lambda: self._client.containers.get(container_id).exec_run(cmd))
+        return int(result.exit_code)
+
+    def close(self) -> None:
+        """Stop the worker threads (and the client, if this backend made it)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._remover.shutdown(wait=False, cancel_futures=True)
+        if self._own_client:
+            self._client.close()
