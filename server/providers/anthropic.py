@@ -1,0 +1,142 @@
+"""Anthropic Messages API, streamed (providers ``anthropic`` and ``openanalyst``, which speaks the same wire
+format at its own base URL).
+
+The base URL has no ``/v1`` (the SDKs' convention). Tool arguments arrive as ``input_json_delta`` fragments
+per content block index and are parsed only at ``content_block_stop``; ``output_tokens`` in ``message_delta``
+is cumulative. Errors can arrive inside a 200 stream as ``event: error``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from server.providers.base import HttpAdapter, classify_words, parse_json_object, sse_events
+from server.providers.types import (
+    ChatRequest,
+    Message,
+    Stop,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    ToolCall,
+    ToolUseBlock,
+    Usage,
+)
+
+API_VERSION = "2023-06-01"
+THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16000, "max": 32000}
+
+
+def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content: list[dict[str, Any]] = []
+        for b in m.blocks:
+            if isinstance(b, TextBlock):
+                content.append({"type": "text", "text": b.text})
+            elif isinstance(b, ToolUseBlock):
+                content.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
+            else:
+                content.append({"type": "tool_result", "tool_use_id": b.tool_use_id, "content": b.content,
+                                "is_error": b.is_error})
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+def _mid_tool_loop(messages: list[Message]) -> bool:
+    """Thinking may not be switched on half-way through a tool loop (its blocks are not kept), so only a
+    fresh user turn gets it."""
+    return bool(messages) and messages[-1].role == "user" and any(
+        not isinstance(b, TextBlock) for b in messages[-1].blocks)
+
+
+def build_body(req: ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens, "stream": True,
+                            "messages": wire_messages(req.messages)}
+    if req.system:
+        body["system"] = req.system
+    if req.tools:
+        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                         for t in req.tools]
+    if req.effort and not _mid_tool_loop(req.messages):
+        budget = THINKING_BUDGET[req.effort]
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if req.max_tokens <= budget:
+            body["max_tokens"] = budget + req.max_tokens
+    return body
+
+
+class AnthropicAdapter(HttpAdapter):
+    """POST {base}/v1/messages with ``stream: true``; x-api-key (or Bearer for an OAuth token)."""
+
+    def headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION, "content-type": "application/json",
+                   "accept": "text/event-stream"}
+        key = self.credential.api_key or ""
+        if self.credential.extra.get("auth_method") == "oauth":
+            headers["authorization"] = f"Bearer {key}"
+        else:
+            headers["x-api-key"] = key
+        return headers
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+        async with self._open(f"{self.base_url}/v1/messages", self.headers(), build_body(req)) as resp:
+            async for event in self._events(resp):
+                yield event
+
+    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
+        input_tokens = output_tokens = 0
+        stop_reason = "end_turn"
+        tools: dict[int, dict[str, Any]] = {}
+        async for name, data in sse_events(resp):
+            if name == "ping":
+                continue
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                raise self.error("retryable", f"malformed stream event {name!r}") from None
+            kind = obj.get("type", name)
+            if kind == "content_block_delta":
+                delta = obj.get("delta", {})
+                dtype = delta.get("type")
+                if dtype == "text_delta":
+                    if delta.get("text"):
+                        yield TextDelta(text=delta["text"])
+                elif dtype == "input_json_delta":
+                    block = tools.get(obj.get("index", -1))
+                    if block is not None:
+                        block["json"].append(delta.get("partial_json", ""))
+            elif kind == "content_block_start":
+                block = obj.get("content_block", {})
+                if block.get("type") == "tool_use":
+                    tools[obj.get("index", 0)] = {"id": block.get("id", ""), "name": block.get("name", ""),
+                                                  "json": [], "input": block.get("input") or {}}
+                elif block.get("type") == "text" and block.get("text"):
+                    yield TextDelta(text=block["text"])
+            elif kind == "content_block_stop":
+                done = tools.pop(obj.get("index", -1), None)
+                if done is not None:
+                    args = parse_json_object("".join(done["json"])) if done["json"] else done["input"]
+                    if args is None:
+                        raise self.error("retryable", f"malformed arguments for tool call {done['name']!r}")
+                    yield ToolCall(id=done["id"], name=done["name"], arguments=args)
+            elif kind == "message_start":
+                usage = obj.get("message", {}).get("usage", {})
+                input_tokens = (int(usage.get("input_tokens") or 0)
+                                + int(usage.get("cache_read_input_tokens") or 0)
+                                + int(usage.get("cache_creation_input_tokens") or 0))
+                output_tokens = int(usage.get("output_tokens") or 0)
+            elif kind == "message_delta":
+                stop_reason = obj.get("delta", {}).get("stop_reason") or stop_reason
+                output_tokens = int(obj.get("usage", {}).get("output_tokens") or output_tokens)
+            elif kind == "message_stop":
+                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+                yield Stop(reason=stop_reason)
+                return
+            elif kind == "error":
+                err = obj.get("error", {})
+                etype = str(err.get("type", "error"))
+                raise self.error(classify_words(etype), f"{etype}: {err.get('message', '')}")
+        raise self.error("retryable", "stream ended before message_stop")
