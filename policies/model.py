@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: The largest frame the runner protocol carries (8 MiB); an output cap above it could never be delivered.
-MAX_OUTPUT_CAP_BYTES = 8 * 1024 * 1024
+#: The runner protocol's output ceiling (toolrunner.protocol.MAX_OUTPUT_CAP, 1 MiB: output is JSON-escaped
+#: inside an 8 MiB frame). Repeated here because policies imports nothing of ours.
+MAX_OUTPUT_CAP_BYTES = 1024 * 1024
 
 
 class Policy(BaseModel):
