@@ -1,14 +1,24 @@
-"""``SandboxConfig``: what the server tells the sandbox manager, filled from its own settings.
+"""``SandboxConfig`` (what the server tells the sandbox manager) and the workspace layout it implies.
 
 Plain pydantic (no environment reading here: ``server/settings.py`` is the only reader of the environment).
+Tenants' workspaces are ``<data_dir>/workspaces/<tenant>/``, owned by the sandbox uid:gid so the container's
+non-root user can write them; the owner's workspace is the configured directory, used as its owner's uid:gid.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from toolrunner.errors import InvalidTenant
+
+log = logging.getLogger(__name__)
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
 
 def _default_owner_workspace() -> Path:
@@ -32,6 +42,7 @@ class SandboxConfig(BaseModel):
     server_id: str | None = None  # labels our containers; None: derived from data_dir, stable across restarts
     sandbox_uid: int = Field(default=1000, ge=1)
     sandbox_gid: int = Field(default=1000, ge=1)
+    extra_labels: dict[str, str] = Field(default_factory=dict)  # e.g. {"openanalyst.test": "1"} in tests
     runner_command: list[str] | None = None  # None: the image's ENTRYPOINT/CMD starts the runner
     docker_timeout_s: float = Field(default=30.0, gt=0)  # deadline on every engine call
     start_timeout_s: float = Field(default=20.0, gt=0)  # create → runner hello
@@ -48,3 +59,47 @@ class SandboxConfig(BaseModel):
     def image_hash(self) -> str:
         """The content hash in the image tag; a container made from another hash runs an old runner."""
         return self.image.rsplit(":", 1)[-1] if ":" in self.image.rsplit("/", 1)[-1] else self.image
+
+
+def validate_tenant(tenant: str) -> str:
+    """The tenant id if it is safe as a directory name and label value, else ``InvalidTenant``."""
+    if not isinstance(tenant, str) or not TENANT_ID.match(tenant):
+        raise InvalidTenant(f"tenant id {tenant!r} must match {TENANT_ID.pattern}")
+    return tenant
+
+
+def _writable_by(st: os.stat_result, uid: int, gid: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o200)
+    if st.st_gid == gid:
+        return bool(st.st_mode & 0o020)
+    return bool(st.st_mode & 0o002)
+
+
+def prepare_workspace(config: SandboxConfig, tenant: str) -> tuple[Path, int, int]:
+    """Create the tenant's workspace if needed; returns (host path, uid, gid) the container runs as."""
+    uid, gid = config.sandbox_uid, config.sandbox_gid
+    if tenant == config.owner_tenant_id:
+        path = config.owner_workspace.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        st = path.stat()
+        if st.st_uid != 0:
+            return path, st.st_uid, st.st_gid  # files the agent writes stay the owner's
+        if not _writable_by(st, uid, gid):
+            log.warning("owner workspace %s belongs to root and is not writable by the sandbox user %d:%d; "
+                        "tools can read it but not write to it", path, uid, gid)
+        return path, uid, gid
+    root = config.data_dir.resolve() / "workspaces"
+    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    path = root / validate_tenant(tenant)
+    path.mkdir(exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink():
+        raise InvalidTenant(f"workspace of {tenant!r} is not a plain directory")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        try:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        except PermissionError:
+            # A server that is not root cannot hand the directory over: run the container as its owner.
+            return path, st.st_uid, st.st_gid
+    return path, uid, gid

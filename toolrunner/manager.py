@@ -1,0 +1,394 @@
+"""``SandboxManager``: one hardened container per tenant, its lifecycle, and every tool call into it.
+
+A tenant's container is created on first need (or ahead of it by ``prestart``), checked with ``docker
+inspect`` against what was asked (refused and removed if the engine did not apply a setting), attached once,
+and shared by all the tenant's sessions over one ``RunnerChannel`` — never ``docker exec`` per call. Idle
+containers are stopped by one background reaper (the workspace stays; the next call starts the container
+again). A container that dies mid-call (OOM, ``docker kill``) fails the calls in flight with ``OOM_KILLED``
+or ``SANDBOX_DIED`` and is replaced on the next call, workspace intact. On start, ``adopt_or_reap``
+re-attaches to this server's running containers whose image hash matches and removes the rest, one at a time.
+
+``shutdown`` closes the channels and leaves the containers running, so that a restarted server adopts them
+instead of paying a cold start for every tenant; an image change or ``remove`` retires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches
+from policies.model import Policy
+from toolrunner.attach import AttachStream, open_attach_stream
+from toolrunner.channel import ChannelError, RunnerChannel
+from toolrunner.config import SandboxConfig, prepare_workspace, validate_tenant
+from toolrunner.docker_backend import ContainerGone, DockerBackend
+from toolrunner.errors import (
+    SandboxError,
+    SandboxPolicyNotEnforced,
+    SandboxStartFailed,
+    ToolDenied,
+    TooManyCalls,
+)
+from toolrunner.protocol import PROTOCOL_VERSION, encode
+from toolrunner.results import ToolError, ToolResult, error_result
+
+log = logging.getLogger(__name__)
+ChunkCallback = Callable[[str, str], Awaitable[None]]
+DEATH_CODES = frozenset({"SANDBOX_DIED", "PROTOCOL_ERROR"})
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """A call's result plus what the audit record needs to name the container that ran it."""
+
+    result: ToolResult
+    container_id: str | None
+    image_id: str | None
+    oom_killed: bool = False
+
+
+@dataclass(eq=False)
+class _Sandbox:
+    tenant: str
+    container_id: str
+    policy: Policy
+    stream: AttachStream
+    channel: RunnerChannel
+    last_used: float = field(default_factory=time.monotonic)
+    death: asyncio.Future[bool] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.death is None and not self.stream.closed
+
+
+class SandboxManager:
+    """Async API over the tenants' containers (docs/design.md §2)."""
+
+    def __init__(self, config: SandboxConfig, policy_for_tenant: Callable[[str], Policy], *,
+                 backend: DockerBackend | None = None) -> None:
+        self.config = config
+        self._policy_for = policy_for_tenant
+        self._own_backend = backend is None
+        self.backend = backend or DockerBackend(timeout_s=config.docker_timeout_s)
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._stopped: dict[str, str] = {}  # tenant -> container id stopped for idleness
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._image_id: str | None = None
+
+    # ---- calls -------------------------------------------------------------------------------------
+
+    async def call(self, tenant: str, session: str, tool: str, input: dict[str, Any], *,
+                   timeout_s: float | None = None, on_chunk: ChunkCallback | None = None) -> CallOutcome:
+        """Run one tool call in the tenant's container; failures inside the call come back as results."""
+        policy = self._policy_for(validate_tenant(tenant))
+        if not policy.allows(tool):
+            raise ToolDenied(f"tool {tool!r} is not allowed by policy {policy.name!r}")
+        in_flight = self._in_flight.get(tenant, 0)
+        if in_flight >= policy.max_concurrent_calls:
+            raise TooManyCalls(f"{in_flight} calls already running (policy {policy.name!r} allows "
+                               f"{policy.max_concurrent_calls})", retry_after_s=1.0)
+        self._in_flight[tenant] = in_flight + 1
+        try:
+            sandbox = await self._ensure(tenant)
+            timeout = policy.effective_timeout(timeout_s)
+            sandbox.last_used = time.monotonic()
+            try:
+                result = await asyncio.wait_for(
+                    sandbox.channel.call(session, tool, input, timeout_s=timeout,
+                                         output_cap=policy.output_cap_bytes, on_chunk=on_chunk),
+                    timeout + 2 * self.config.call_grace_s + 1)
+            except (ConnectionError, OSError, EOFError) as exc:
+                result = error_result(tool, "SANDBOX_DIED", f"the sandbox connection broke: {exc}")
+            except TimeoutError:
+                result = error_result(tool, "TIMEOUT", f"no answer from the sandbox within {timeout:.0f} s",
+                                      timed_out=True, limit="timeout")
+            finally:
+                sandbox.last_used = time.monotonic()
+            oom = False
+            if (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive:
+                result, oom = await self._after_death(sandbox, result)
+            return CallOutcome(result, sandbox.container_id, self._image_id, oom)
+        finally:
+            self._in_flight[tenant] -= 1
+
+    async def close_session(self, tenant: str, session: str) -> None:
+        """End a session's shell, REPL and background processes (nothing to do if no container runs)."""
+        sandbox = self._sandboxes.get(validate_tenant(tenant))
+        if sandbox is None or not sandbox.alive:
+            return
+        try:
+            await asyncio.wait_for(sandbox.channel.close_session(session), 10)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.warning("close_session %s/%s failed: %s", tenant, session, exc)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def prestart(self, tenant: str) -> None:
+        """Start the tenant's container in the background (returns at once; errors are logged)."""
+        validate_tenant(tenant)
+        if tenant in self._sandboxes and self._sandboxes[tenant].alive:
+            return
+        task = asyncio.create_task(self._prestart(tenant), name=f"prestart-{tenant}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prestart(self, tenant: str) -> None:
+        try:
+            await self._ensure(tenant)
+        except SandboxError as exc:
+            log.warning("prestart of %s failed: %s", tenant, exc)
+
+    async def ensure_started(self, tenant: str) -> str:
+        """Start the tenant's container now if needed; returns its id."""
+        return (await self._ensure(validate_tenant(tenant))).container_id
+
+    async def _ensure(self, tenant: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(tenant)
+        if sandbox is not None and sandbox.alive:
+            return sandbox
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            sandbox = self._sandboxes.get(tenant)
+            if sandbox is not None and sandbox.alive:
+                return sandbox
+            if sandbox is not None:
+                await self._after_death(sandbox, None)
+            self._start_reaper()
+            if self._image_id is None:
+                self._image_id = await self.backend.image_id(self.config.image)
+            stopped = self._stopped.pop(tenant, None)
+            if stopped is not None:
+                try:
+                    sandbox = await self._open(tenant, stopped, start=True)
+                except (SandboxError, ContainerGone, OSError) as exc:
+                    log.info("restarting %s's stopped container failed (%s); creating a new one", tenant, exc)
+                    await self._remove_quietly(stopped)
+            if sandbox is None or not sandbox.alive:
+                sandbox = await self._create(tenant)
+            self._sandboxes[tenant] = sandbox
+            return sandbox
+
+    def _kwargs_for(self, tenant: str, policy: Policy) -> dict[str, Any]:
+        workspace, uid, gid = prepare_workspace(self.config, tenant)
+        labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
+                  "openanalyst.server": self.config.instance_id,
+                  "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
+        spec = ContainerSpec(image=self.config.image, workspace=workspace, uid=uid, gid=gid, labels=labels,
+                             command=self.config.runner_command, runtime=self.config.runtime)
+        return container_kwargs(policy, spec)
+
+    async def _create(self, tenant: str) -> _Sandbox:
+        policy = self._policy_for(tenant)
+        kwargs = await asyncio.to_thread(self._kwargs_for, tenant, policy)
+        container_id = await self.backend.create(kwargs)
+        try:
+            await self._verify(container_id, kwargs)
+            return await self._open(tenant, container_id, start=True)
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(container_id))
+            raise
+
+    async def _verify(self, container_id: str, kwargs: dict[str, Any]) -> None:
+        problems = host_config_mismatches(await self.backend.inspect(container_id), kwargs)
+        if problems:
+            log.error("refusing container %s: %s", container_id[:12], "; ".join(problems))
+            raise SandboxPolicyNotEnforced("the container engine did not apply the sandbox settings: "
+                                           + "; ".join(problems))
+
+    async def _open(self, tenant: str, container_id: str, *, start: bool) -> _Sandbox:
+        """Attach (before start, so no output is missed), start if asked, and shake hands.
+
+        A re-attached runner said its hello to an earlier server; the host replays a hello locally so the
+        channel starts routing, then a ping proves the runner is there and its stream is in sync.
+        """
+        sock = await self.backend.attach(container_id)
+        stream = await open_attach_stream(sock)
+        channel = RunnerChannel(stream.reader, stream.writer, grace_s=self.config.call_grace_s)
+        try:
+            if start:
+                await self.backend.start(container_id)
+                await channel.hello(self.config.start_timeout_s)
+            else:
+                stream.reader.feed_data(encode({"type": "hello", "version": PROTOCOL_VERSION, "pid": None,
+                                                "caps": {}, "replayed": True}))
+                await channel.hello(5)
+                await channel.ping()
+        except (ChannelError, TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            await asyncio.sleep(0.05)  # let the last stderr bytes of a crashing runner arrive
+            tail = stream.stderr_tail(1000).strip()[-500:]
+            await channel.close()
+            await stream.close()
+            raise SandboxStartFailed(f"the runner in {container_id[:12]} did not answer: {exc}; "
+                                     f"stderr: {tail or '(empty)'}") from exc
+        except BaseException:
+            await channel.close()
+            await stream.close()
+            raise
+        return _Sandbox(tenant, container_id, self._policy_for(tenant), stream, channel)
+
+    async def _after_death(self, sandbox: _Sandbox, result: ToolResult | None) -> tuple[ToolResult, bool]:
+        """Find out why a container died (once, shared by every call it failed) and retire it."""
+        if sandbox.death is None:
+            sandbox.death = asyncio.ensure_future(self._examine_death(sandbox))
+        if self._sandboxes.get(sandbox.tenant) is sandbox:
+            del self._sandboxes[sandbox.tenant]
+        oom = await asyncio.shield(sandbox.death)
+        tool = result.tool_name if result is not None else "?"
+        if oom:
+            message = (f"the sandbox ran out of memory (limit {sandbox.policy.memory_mb} MB) and was "
+                       "restarted; the workspace is kept")
+            base = result or error_result(tool, "OOM_KILLED", message, limit="memory")
+            return base.model_copy(update={"error": ToolError(code="OOM_KILLED", message=message),
+                                           "limit": "memory"}), True
+        message = "the sandbox container stopped during the call; the next call starts a fresh one"
+        if result is not None and result.error is not None and result.error.code in DEATH_CODES:
+            message = f"{message} ({result.error.message})"
+        base = result or error_result(tool, "SANDBOX_DIED", message)
+        return base.model_copy(update={"error": ToolError(code="SANDBOX_DIED", message=message)}), False
+
+    async def _examine_death(self, sandbox: _Sandbox) -> bool:
+        with contextlib.suppress(Exception):
+            await sandbox.channel.close()
+        await sandbox.stream.close()
+        oom = False
+        try:
+            await self.backend.wait_stopped(sandbox.container_id, 3)
+            state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
+            oom = bool(state.get("OOMKilled"))
+            log.warning("sandbox %s of %s died: status %s, exit %s, OOMKilled %s; stderr: %s",
+                        sandbox.container_id[:12], sandbox.tenant, state.get("Status"), state.get("ExitCode"),
+                        oom, sandbox.stream.stderr_tail(500).strip())
+        except (SandboxError, ContainerGone) as exc:
+            log.warning("sandbox %s of %s is gone: %s", sandbox.container_id[:12], sandbox.tenant, exc)
+        await self._remove_quietly(sandbox.container_id)
+        return oom
+
+    async def _remove_quietly(self, container_id: str) -> None:
+        try:
+            await self.backend.remove(container_id)
+        except (SandboxError, ContainerGone) as exc:
+            log.error("could not remove container %s: %s", container_id[:12], exc)
+
+    # ---- reaping, adoption, inspection ------------------------------------------------------------
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_idle(), name="sandbox-reaper")
+
+    async def _reap_idle(self) -> None:
+        interval = max(0.5, min(self.config.idle_timeout_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for tenant, sandbox in list(self._sandboxes.items()):
+                if self._in_flight.get(tenant, 0) or now - sandbox.last_used < self.config.idle_timeout_s:
+                    continue
+                try:
+                    await self._stop_idle(tenant, sandbox)
+                except (SandboxError, ContainerGone) as exc:
+                    log.warning("stopping idle sandbox of %s failed: %s", tenant, exc)
+
+    async def _stop_idle(self, tenant: str, sandbox: _Sandbox) -> None:
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            if self._sandboxes.get(tenant) is not sandbox or self._in_flight.get(tenant, 0):
+                return
+            del self._sandboxes[tenant]
+            sandbox.death = asyncio.get_running_loop().create_future()
+            sandbox.death.set_result(False)
+            await sandbox.channel.close()
+            await sandbox.stream.close()
+            await self.backend.stop(sandbox.container_id, grace_s=1)
+            self._stopped[tenant] = sandbox.container_id
+            log.info("stopped idle sandbox %s of %s", sandbox.container_id[:12], tenant)
+
+    async def adopt_or_reap(self) -> dict[str, list[str]]:
+        """Re-attach to this server's running, current containers; remove the others, one at a time."""
+        adopted: list[str] = []
+        removed: list[str] = []
+        for row in await self.backend.list_managed(self.config.instance_id):
+            container_id = str(row["Id"])
+            labels: dict[str, str] = row.get("Labels") or {}
+            tenant = labels.get("openanalyst.tenant", "")
+            current = (row.get("State") == "running" and tenant not in self._sandboxes
+                       and labels.get("openanalyst.image_hash") == self.config.image_hash)
+            if current:
+                try:
+                    validate_tenant(tenant)
+                    kwargs = await asyncio.to_thread(self._kwargs_for, tenant, self._policy_for(tenant))
+                    await self._verify(container_id, kwargs)
+                    self._sandboxes[tenant] = await self._open(tenant, container_id, start=False)
+                    adopted.append(container_id)
+                    continue
+                except (SandboxError, ContainerGone, OSError) as exc:
+                    log.warning("not adopting %s of %r: %s", container_id[:12], tenant, exc)
+            await self._remove_quietly(container_id)
+            removed.append(container_id)
+        if adopted:
+            self._start_reaper()
+            self._image_id = await self.backend.image_id(self.config.image)
+        return {"adopted": adopted, "removed": removed}
+
+    async def remove(self, tenant: str) -> None:
+        """Throw the tenant's container away (the workspace stays)."""
+        validate_tenant(tenant)
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            sandbox = self._sandboxes.pop(tenant, None)
+            if sandbox is not None:
+                await self._after_death(sandbox, None)
+            stopped = self._stopped.pop(tenant, None)
+            if stopped is not None:
+                await self._remove_quietly(stopped)
+
+    async def info(self, tenant: str) -> dict[str, Any]:
+        """What the tenant's sandbox is and how much it uses now."""
+        policy = self._policy_for(validate_tenant(tenant))
+        out: dict[str, Any] = {
+            "tenant": tenant, "policy": policy.name, "image": self.config.image, "image_id": self._image_id,
+            "limits": {"cpus": policy.cpus, "memory_mb": policy.memory_mb, "pids": policy.pids,
+                       "tmpfs_mb": policy.tmpfs_mb, "network": policy.network,
+                       "max_concurrent_calls": policy.max_concurrent_calls,
+                       "default_timeout_s": policy.default_timeout_s, "max_timeout_s": policy.max_timeout_s,
+                       "output_cap_bytes": policy.output_cap_bytes},
+            "calls_in_flight": self._in_flight.get(tenant, 0),
+        }
+        sandbox = self._sandboxes.get(tenant)
+        if sandbox is None or not sandbox.alive:
+            stopped = self._stopped.get(tenant)
+            return {**out, "state": "stopped" if stopped else "absent", "container_id": stopped,
+                    "usage": None}
+        state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
+        stats = await self.backend.stats(sandbox.container_id)
+        memory = stats.get("memory_stats") or {}
+        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+        return {**out, "state": state.get("Status"), "container_id": sandbox.container_id,
+                "started_at": state.get("StartedAt"),
+                "idle_s": round(time.monotonic() - sandbox.last_used, 3),
+                "usage": {"memory_bytes": memory.get("usage"), "memory_limit_bytes": memory.get("limit"),
+                          "pids": (stats.get("pids_stats") or {}).get("current"),
+                          "cpu_total_s": (cpu.get("total_usage") or 0) / 1e9}}
+
+    async def shutdown(self, *, stop_containers: bool = False) -> None:
+        """Close every channel; containers keep running for the next start to adopt (or stop them)."""
+        tasks = [*self._tasks, *([self._reaper] if self._reaper else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for tenant, sandbox in list(self._sandboxes.items()):
+            del self._sandboxes[tenant]
+            with contextlib.suppress(Exception):
+                await sandbox.channel.close()
+            await sandbox.stream.close()
+            if stop_containers:
+                with contextlib.suppress(SandboxError, ContainerGone):
+                    await self.backend.stop(sandbox.container_id, grace_s=1)
+        if self._own_backend:
+            self.backend.close()
