@@ -1,0 +1,306 @@
+"""The host's end of the runner protocol over an asyncio stream pair (docs/design.md §2).
+
+One reader task routes the runner's frames to the calls waiting for them, so many calls share one channel.
+Everything the runner sends is treated as untrusted: frame size, output size, chunk volume and error codes
+are bounded here. A call whose coroutine is cancelled tells the runner to stop it; a runner that goes quiet
+cannot hang the host past ``timeout_s + grace_s``; a channel that breaks fails every call in flight with
+``SANDBOX_DIED`` (the manager may refine that to ``OOM_KILLED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from toolrunner.protocol import (
+    HEADER,
+    MAX_OUTPUT_CAP,
+    PROTOCOL_VERSION,
+    FrameError,
+    cut_text,
+    decode,
+    encode,
+    frame_length,
+)
+from toolrunner.results import ToolResult, error_result
+
+ChunkCallback = Callable[[str, str], Awaitable[None]]
+log = logging.getLogger(__name__)
+NOTE_SLACK = 4096  # room for the runner's truncation and continuation notes beyond the output cap
+
+
+class ChannelError(Exception):
+    """The channel cannot be used: it broke, or the runner's hello was wrong."""
+
+
+class RunnerChannel:
+    """Multiplexes calls to one runner by id. Call `hello()` first; it starts the reader task."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        grace_s: float = 5.0,
+        control_timeout_s: float = 10.0,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.grace_s = grace_s
+        self.control_timeout_s = control_timeout_s
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Queue[tuple[str, Any, Any]]] = {}
+        self._chunk_budget: dict[int, int] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.broken: str | None = None
+        self.info: dict[str, Any] = {}
+
+    async def hello(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Wait for the runner's hello, check the version, and start routing frames."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                msg = await self._read_frame()
+        except (TimeoutError, FrameError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            self._break(f"no hello from the runner: {exc or type(exc).__name__}")
+            raise ChannelError(self.broken) from None
+        if msg.get("type") != "hello" or msg.get("version") != PROTOCOL_VERSION:
+            self._break(
+                f"unexpected first frame from the runner: type={msg.get('type')!r} "
+                f"version={msg.get('version')!r} (want hello, version {PROTOCOL_VERSION})"
+            )
+            raise ChannelError(self.broken)
+        self.info = msg
+        self._task = asyncio.create_task(self._read_loop(), name="runner-channel-reader")
+        return msg
+
+    async def call(
+        self,
+        session: str,
+        tool: str,
+        input: dict[str, Any],
+        *,
+        timeout_s: float,
+        output_cap: int,
+        on_chunk: ChunkCallback | None = None,
+    ) -> ToolResult:
+        """Run one tool call; always returns a result (errors included) unless the caller is cancelled."""
+        started = time.perf_counter()
+        output_cap = max(0, min(output_cap, MAX_OUTPUT_CAP))
+        if self.broken is not None:
+            return error_result(tool, "SANDBOX_DIED", self.broken)
+        cid = next(self._ids)
+        queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
+        self._calls[cid] = queue
+        self._chunk_budget[cid] = output_cap
+        streamed = 0
+        try:
+            await self._send(
+                {
+                    "type": "call",
+                    "id": cid,
+                    "session": session,
+                    "tool": tool,
+                    "input": input,
+                    "timeout_s": timeout_s,
+                    "output_cap": output_cap,
+                    "stream": on_chunk is not None,
+                }
+            )
+            async with asyncio.timeout(timeout_s + self.grace_s):
+                while True:
+                    kind, a, b = await queue.get()
+                    if kind == "chunk":
+                        if on_chunk is not None and streamed < output_cap:
+                            data, _ = cut_text(b, output_cap - streamed)
+                            streamed += len(data.encode("utf-8", "surrogatepass"))
+                            await on_chunk(a, data)
+                        continue
+                    if kind == "dead":
+                        return error_result(tool, "SANDBOX_DIED", a, duration_ms=_ms(started))
+                    return self._result(tool, a, output_cap, started)
+        except TimeoutError:
+            self._send_nowait({"type": "cancel", "id": cid})
+            return error_result(
+                tool,
+                "TIMEOUT",
+                f"the runner did not answer within {timeout_s + self.grace_s:g} s",
+                duration_ms=_ms(started),
+                timed_out=True,
+                limit="timeout",
+            )
+        except asyncio.CancelledError:
+            self._send_nowait({"type": "cancel", "id": cid})
+            raise
+        finally:
+            self._calls.pop(cid, None)
+            self._chunk_budget.pop(cid, None)
+
+    def _result(self, tool: str, raw: Any, output_cap: int, started: float) -> ToolResult:
+        try:
+            result = ToolResult.model_validate(raw)
+        except ValidationError as exc:
+            return error_result(
+                tool,
+                "INTERNAL",
+                f"the runner sent a malformed result: {exc.errors()[:1]}",
+                duration_ms=_ms(started),
+            )
+        output, cut = cut_text(result.output, output_cap + NOTE_SLACK)
+        if cut or result.tool_name != tool:
+            result = result.model_copy(
+                update={
+                    "output": output,
+                    "truncated": result.truncated or cut,
+                    "limit": result.limit or ("output" if cut else None),
+                    "tool_name": tool,
+                }
+            )
+        return result
+
+    async def cancel(self, call_id: int) -> None:
+        """Ask the runner to stop a call now; its result still arrives, with error CANCELLED."""
+        await self._send({"type": "cancel", "id": call_id})
+
+    async def close_session(self, session: str) -> ToolResult:
+        """End the session's shell state, REPL and background processes."""
+        return await self.call_control({"type": "close_session", "session": session}, "close_session")
+
+    async def call_control(self, frame: dict[str, Any], tool: str) -> ToolResult:
+        if self.broken is not None:
+            return error_result(tool, "SANDBOX_DIED", self.broken)
+        cid = next(self._ids)
+        queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
+        self._calls[cid] = queue
+        started = time.perf_counter()
+        try:
+            await self._send({**frame, "id": cid})
+            async with asyncio.timeout(self.control_timeout_s):
+                kind, a, _ = await queue.get()
+        except TimeoutError:
+            return error_result(
+                tool, "TIMEOUT", f"no answer within {self.control_timeout_s:g} s", duration_ms=_ms(started)
+            )
+        finally:
+            self._calls.pop(cid, None)
+        if kind == "dead":
+            return error_result(tool, "SANDBOX_DIED", a, duration_ms=_ms(started))
+        return self._result(tool, a, MAX_OUTPUT_CAP, started)
+
+    async def ping(self) -> float:
+        """Round trip in milliseconds; raises ChannelError if the runner does not answer."""
+        started = time.perf_counter()
+        await self._reply({"type": "ping"})
+        return _ms(started)
+
+    async def stats(self) -> dict[str, Any]:
+        """The container cgroup's memory, pids and CPU as the runner sees them."""
+        reply = await self._reply({"type": "stats"})
+        stats = reply.get("stats")
+        return stats if isinstance(stats, dict) else {}
+
+    async def _reply(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if self.broken is not None:
+            raise ChannelError(self.broken)
+        cid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[cid] = fut
+        try:
+            await self._send({**frame, "id": cid})
+            async with asyncio.timeout(self.control_timeout_s):
+                return await fut
+        except TimeoutError:
+            raise ChannelError(f"no answer to {frame['type']} within {self.control_timeout_s:g} s") from None
+        finally:
+            self._replies.pop(cid, None)
+
+    async def close(self) -> None:
+        """Stop reading, close the stream, fail whatever is still waiting."""
+        self._break("the channel was closed by the host")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self._writer.wait_closed()
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self.broken is not None:
+            raise ChannelError(self.broken)
+        try:
+            self._writer.write(encode(frame))
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._break(f"writing to the runner failed: {exc}")
+
+    def _send_nowait(self, frame: dict[str, Any]) -> None:
+        if self.broken is None and not self._writer.is_closing():
+            with contextlib.suppress(Exception):
+                self._writer.write(encode(frame))
+
+    async def _read_frame(self) -> dict[str, Any]:
+        header = await self._reader.readexactly(HEADER.size)
+        return decode(await self._reader.readexactly(frame_length(header)))
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                self._route(await self._read_frame())
+        except asyncio.IncompleteReadError:
+            self._break("the runner's stream ended (the sandbox process exited)")
+        except FrameError as exc:
+            self._break(f"protocol error from the runner: {exc}")
+        except ConnectionError as exc:
+            self._break(f"the runner's stream broke: {exc}")
+
+    def _route(self, msg: dict[str, Any]) -> None:
+        kind, mid = msg.get("type"), msg.get("id")
+        if kind in ("pong", "stats"):
+            fut = self._replies.get(mid) if isinstance(mid, int) else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            return
+        queue = self._calls.get(mid) if isinstance(mid, int) else None
+        if kind == "result":
+            if queue is not None:
+                queue.put_nowait(("result", msg.get("result"), None))
+            elif mid is None:
+                log.warning("runner reported a protocol error: %s", str(msg.get("result"))[:500])
+        elif kind == "chunk":
+            data, stream = msg.get("data"), msg.get("stream")
+            budget = self._chunk_budget.get(mid, 0) if isinstance(mid, int) else 0
+            if (
+                isinstance(mid, int)
+                and queue is not None
+                and isinstance(data, str)
+                and budget > 0
+                and stream in ("stdout", "stderr")
+            ):
+                data, _ = cut_text(data, budget)
+                self._chunk_budget[mid] = budget - len(data.encode("utf-8", "surrogatepass"))
+                queue.put_nowait(("chunk", stream, data))
+        else:
+            log.warning("runner sent an unknown frame type %r", kind)
+
+    def _break(self, reason: str) -> None:
+        if self.broken is not None:
+            return
+        self.broken = reason
+        for queue in self._calls.values():
+            queue.put_nowait(("dead", reason, None))
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.set_exception(ChannelError(reason))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

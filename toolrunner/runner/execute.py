@@ -1,0 +1,148 @@
+"""Run one process for one call: capture its output within the cap, enforce the deadline and cancellation,
+clean up everything it started, and name the limit that stopped it (timeout, memory, pids, disk)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+
+from toolrunner.runner import stats
+from toolrunner.runner.context import Call, ToolFailure
+from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, killpg
+
+_PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|can't start new thread|EAGAIN")
+_DISK = re.compile(r"No space left on device|File too large|ENOSPC|EFBIG|Disk quota exceeded")
+DRAIN_S = 1.0
+
+
+def run(
+    call: Call, argv: list[str], *, token: str, env: dict[str, str], cwd: str, errors: bytearray | None = None
+) -> int:
+    """Run `argv` to completion (or limit); returns the exit code in shell convention.
+
+    Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given.
+    """
+    oom_before = stats.oom_kills()
+    REGISTRY.add_token(token)
+    try:
+        try:
+            proc = REGISTRY.spawn(
+                argv,
+                token,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env={**env, MARKER: token},
+            )
+        except BlockingIOError as exc:
+            call.limit = "pids"
+            raise ToolFailure(
+                "RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)"
+            ) from None
+        except FileNotFoundError as exc:
+            raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
+        except OSError as exc:
+            raise ToolFailure("INTERNAL", f"cannot start {argv[0]}: {exc.strerror}") from None
+        try:
+            _pump(call, proc, token, errors)
+        finally:
+            code_raw = REGISTRY.finish(proc)
+    finally:
+        REGISTRY.drop_token(token)
+        REGISTRY.sweep()
+    code = exit_code(code_raw)
+    _classify(call, code_raw, oom_before, errors)
+    call.exit_code = code
+    return code
+
+
+def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None) -> int:
+    assert proc.stdout is not None and proc.stderr is not None
+    streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    call.on_cancel(lambda: killpg(proc.pid))
+    sel = selectors.DefaultSelector()
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        for fd in streams:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(pidfd, selectors.EVENT_READ)
+        exited = False
+        drain_until: float | None = None
+        while streams:
+            now = time.perf_counter()
+            if drain_until is None and not exited and now >= call.deadline and not call.timed_out:
+                call.timed_out = True
+                call.limit = "timeout"
+                killpg(proc.pid)
+            if drain_until is not None and now >= drain_until:
+                break
+            wait = (drain_until if drain_until is not None else call.deadline) - now
+            for key, _ in sel.select(max(0.0, min(wait, 0.5)) if not call.timed_out else 0.05):
+                fd = int(key.fd)
+                if fd == pidfd:
+                    exited = True
+                    sel.unregister(pidfd)
+                    # The shell is gone: kill whatever still holds its pipes, then read what is left.
+                    killpg(proc.pid)
+                    REGISTRY.drop_token(token)
+                    REGISTRY.sweep()
+                    drain_until = time.perf_counter() + DRAIN_S
+                    continue
+                _read(call, fd, streams, sel, errors)
+        return proc.wait()
+    finally:
+        sel.close()
+        os.close(pidfd)
+
+
+def _read(
+    call: Call, fd: int, streams: dict[int, str], sel: selectors.BaseSelector, errors: bytearray | None
+) -> None:
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if not data:
+        sel.unregister(fd)
+        del streams[fd]
+        return
+    if streams[fd] == "stderr" and errors is not None:
+        if len(errors) < 65536:
+            errors += data[: 65536 - len(errors)]
+        return
+    call.output.add(data, streams[fd])
+
+
+def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | None) -> None:
+    """Name the limit that stopped the process, if any (a timeout or cancel was already recorded)."""
+    if call.timed_out or call.cancelled.is_set():
+        return
+    if returncode == -signal.SIGKILL and stats.oom_kills() > oom_before:
+        call.limit = "memory"
+        call.note = "[killed: the sandbox ran out of memory (memory limit)]"
+        return
+    if returncode == -signal.SIGXFSZ:
+        call.limit = "disk"
+        call.note = "[killed: file size limit exceeded]"
+        return
+    if returncode == 0:
+        return
+    tail = call.output.tail_text() + (errors or b"")[-4096:].decode("utf-8", "replace")
+    if _DISK.search(tail):
+        call.limit = "disk"
+    elif _PIDS.search(tail):
+        call.limit = "pids"
+
+
+def close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

@@ -1,0 +1,250 @@
+"""The runner's protocol loop: read frames from the host, run each call on its own thread, write results.
+
+It never dies on bad input: a frame that is not a JSON object, or a call with bad fields, gets a
+PROTOCOL_ERROR result (``id`` null when it could not be read); only an oversized length, which leaves the
+stream unreadable, closes the channel as docs/design.md §1 requires.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from toolrunner.protocol import (
+    DEFAULT_OUTPUT_CAP,
+    MAX_FRAME,
+    MAX_OUTPUT_CAP,
+    MAX_TIMEOUT_S,
+    PROTOCOL_VERSION,
+    FrameError,
+    cut_text,
+    decode,
+    encode,
+    frame_length,
+    make_result,
+)
+from toolrunner.runner import code, files, search, shell, stats
+from toolrunner.runner.context import Call, Output, ToolFailure
+from toolrunner.runner.procs import REGISTRY, log
+from toolrunner.runner.repl import repl
+from toolrunner.runner.state import Runtime, Session
+
+Tool = Callable[[Session, Call], None]
+
+
+def tools(rt: Runtime) -> dict[str, Tool]:
+    ws = rt.workspace
+
+    def with_ws(fn: Callable[[Any, Session, Call], None]) -> Tool:
+        return lambda s, c: fn(ws, s, c)
+
+    return {
+        "bash": shell.bash,
+        "bash_output": shell.bash_output,
+        "kill_process": shell.kill_process,
+        "python": code.python,
+        "javascript": code.javascript,
+        "powershell": code.powershell,
+        "repl": repl,
+        "read_file": with_ws(files.read_file),
+        "write_file": with_ws(files.write_file),
+        "edit_file": with_ws(files.edit_file),
+        "notebook_edit": with_ws(files.notebook_edit),
+        "grep_search": with_ws(search.grep_search),
+        "glob_search": with_ws(search.glob_search),
+    }
+
+
+class Server:
+    def __init__(self, rt: Runtime, in_fd: int, out_fd: int) -> None:
+        self.rt = rt
+        self.tools = tools(rt)
+        self._in = os.fdopen(in_fd, "rb", buffering=1 << 16)
+        self._out = out_fd
+        self._out_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self.calls: dict[int, Call] = {}
+        self.sessions: dict[str, Session] = {}
+
+    def send(self, obj: dict[str, Any]) -> None:
+        try:
+            data = encode(obj)
+        except FrameError:
+            result = obj.get("result") or {}
+            result["output"], _ = cut_text(result.get("output", ""), MAX_FRAME // 8)
+            result["truncated"] = True
+            data = encode(obj)
+        with self._out_lock:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._out, view) :]
+            except OSError:
+                pass  # The host is gone; the reader will see EOF and shut down.
+
+    def serve(self) -> int:
+        self.send({"type": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid(), "caps": self.rt.caps})
+        while True:
+            header = self._in.read(4)
+            if len(header) < 4:
+                return 0 if not header else 1
+            try:
+                length = frame_length(header)
+            except FrameError as exc:
+                self.send(
+                    {
+                        "type": "result",
+                        "id": None,
+                        "result": make_result("", error=("PROTOCOL_ERROR", f"{exc}; closing the channel")),
+                    }
+                )
+                log(f"closing: {exc}")
+                return 2
+            body = self._in.read(length)
+            if len(body) < length:
+                return 1
+            try:
+                self.dispatch(decode(body))
+            except FrameError as exc:
+                self.send(
+                    {
+                        "type": "result",
+                        "id": None,
+                        "result": make_result("", error=("PROTOCOL_ERROR", str(exc))),
+                    }
+                )
+
+    def dispatch(self, msg: dict[str, Any]) -> None:
+        kind, mid = msg.get("type"), msg.get("id")
+        if not isinstance(mid, int) or isinstance(mid, bool):
+            raise FrameError(f"frame of type {kind!r} has no integer 'id'")
+        if kind == "call":
+            self.start_call(mid, msg)
+        elif kind == "cancel":
+            with self._lock:
+                call = self.calls.get(mid)
+            if call is not None:
+                call.cancel()
+        elif kind == "ping":
+            self.send({"type": "pong", "id": mid})
+        elif kind == "stats":
+            self.send({"type": "stats", "id": mid, "stats": stats.snapshot()})
+        elif kind == "close_session":
+            name = msg.get("session")
+            if not isinstance(name, str):
+                self.protocol_error(mid, "close_session needs a string 'session'")
+                return
+            self.spawn(lambda: self.close_session(mid, name))
+        else:
+            self.protocol_error(mid, f"unknown frame type {kind!r}")
+
+    def protocol_error(self, mid: int, message: str, tool: str = "") -> None:
+        self.send(
+            {"type": "result", "id": mid, "result": make_result(tool, error=("PROTOCOL_ERROR", message))}
+        )
+
+    def spawn(self, fn: Callable[[], None]) -> bool:
+        try:
+            threading.Thread(target=fn, daemon=True).start()
+            return True
+        except RuntimeError:  # "can't start new thread": the pids limit is reached
+            return False
+
+    def start_call(self, mid: int, msg: dict[str, Any]) -> None:
+        tool, session, inp = msg.get("tool"), msg.get("session"), msg.get("input")
+        timeout, cap = msg.get("timeout_s"), msg.get("output_cap", DEFAULT_OUTPUT_CAP)
+        problem = None
+        if not isinstance(tool, str) or not isinstance(session, str) or not session or len(session) > 256:
+            problem = "a call needs string 'tool' and 'session' (1-256 characters)"
+        elif not isinstance(inp, dict):
+            problem = "a call needs an object 'input'"
+        elif (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT_S
+        ):
+            problem = f"'timeout_s' must be a number in (0, {MAX_TIMEOUT_S:g}]"
+        elif isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= MAX_OUTPUT_CAP:
+            problem = f"'output_cap' must be an integer in [0, {MAX_OUTPUT_CAP}]"
+        with self._lock:
+            if problem is None and mid in self.calls:
+                problem = f"call id {mid} is already in flight"
+        if problem is not None:
+            self.protocol_error(mid, problem, tool if isinstance(tool, str) else "")
+            return
+        assert isinstance(tool, str) and isinstance(session, str) and isinstance(inp, dict)
+        assert isinstance(timeout, (int, float))
+        wanted = inp.get("timeout_s")
+        if isinstance(wanted, (int, float)) and not isinstance(wanted, bool) and 0 < wanted < timeout:
+            timeout = wanted
+        call = Call(
+            mid,
+            session,
+            tool,
+            inp,
+            float(timeout),
+            Output(cap, mid, self.send if msg.get("stream") else None),
+        )
+        with self._lock:
+            self.calls[mid] = call
+        if not self.spawn(lambda: self.run_call(call)):
+            call.limit = "pids"
+            self.finish(
+                call, ("RESOURCE_LIMIT", "the runner cannot start a thread: the pids limit is reached")
+            )
+
+    def session(self, name: str) -> Session:
+        with self._lock:
+            s = self.sessions.get(name)
+            if s is None:
+                s = self.sessions[name] = Session(name, self.rt)
+            return s
+
+    def run_call(self, call: Call) -> None:
+        error: tuple[str, str] | None = None
+        extra = ""
+        try:
+            fn = self.tools.get(call.tool)
+            if fn is None:
+                raise ToolFailure(
+                    "TOOL_NOT_FOUND", f"no tool named {call.tool!r}; known: {', '.join(self.tools)}"
+                )
+            fn(self.session(call.session), call)
+        except ToolFailure as exc:
+            error, extra = (exc.code, exc.message), exc.output
+        except Exception as exc:  # never let one call take the runner down
+            log(traceback.format_exc())
+            error = ("INTERNAL", f"the runner failed: {type(exc).__name__}: {exc}")
+        self.finish(call, error, extra)
+
+    def finish(self, call: Call, error: tuple[str, str] | None, extra: str = "") -> None:
+        try:
+            result = call.result(error, extra)
+        finally:
+            with self._lock:
+                self.calls.pop(call.id, None)
+        self.send({"type": "result", "id": call.id, "result": result})
+
+    def close_session(self, mid: int, name: str) -> None:
+        with self._lock:
+            s = self.sessions.pop(name, None)
+            doomed = [c for c in self.calls.values() if c.session == name]
+        for call in doomed:
+            call.cancel()
+        if s is not None:
+            s.close()
+        text = f"session {name!r} closed" if s is not None else f"session {name!r} had nothing to close"
+        self.send({"type": "result", "id": mid, "result": make_result("close_session", text, exit_code=0)})
+
+    def shutdown(self) -> None:
+        with self._lock:
+            calls, sessions = list(self.calls.values()), list(self.sessions.values())
+        for call in calls:
+            call.cancel()
+        for s in sessions:
+            s.close()
+        REGISTRY.sweep()
+        self.rt.cleanup()

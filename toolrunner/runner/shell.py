@@ -1,0 +1,233 @@
+"""The `bash` tool and its background processes (`bash_output`, `kill_process`).
+
+Each call is a fresh ``bash`` in its own process group that first restores the session's saved state
+(exported variables via ``export -p`` and the cwd), sources the command, and on exit saves the state again.
+So a timeout kills one process group and the session's "shell" survives it; the state of a call that was
+killed is simply not saved. State lives in the runner's private temp dir, never in the workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shlex
+import subprocess
+import threading
+import time
+
+from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
+from toolrunner.runner.execute import run
+from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, killpg
+from toolrunner.runner.state import Session
+
+BG_BUFFER = 4 * 1024 * 1024
+_END = "# oa-end\n"
+
+
+def _script(session: Session, token: str, cmd_file: str, save: bool) -> str:
+    q = shlex.quote
+    lines = [f"builtin . {q(session.state_file)} 2>/dev/null", f"builtin export {MARKER}={q(token)}"]
+    if save:
+        out_state, out_cwd = (os.path.join(session.runtime.tmp, f"{token}.{x}") for x in ("env", "cwd"))
+        lines += [
+            "__oa_save() { { builtin export -p; builtin printf 'builtin cd -- %q 2>/dev/null\\n' \"$PWD\";"
+            f" builtin printf '{_END[:-1]}\\n'; }} > {q(out_state)} 2>/dev/null;"
+            f" builtin printf '%s' \"$PWD\" > {q(out_cwd)} 2>/dev/null; }}",
+            "trap __oa_save EXIT",
+        ]
+    lines.append(f"builtin . {q(cmd_file)}")
+    return "\n".join(lines) + "\n"
+
+
+def _prepare(session: Session, token: str, command: str, save: bool) -> tuple[list[str], dict[str, str], str]:
+    cmd_file = os.path.join(session.runtime.tmp, f"{token}.sh")
+    try:
+        with open(cmd_file, "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(command)
+            f.write("\n")
+    except OSError as exc:
+        raise ToolFailure("RESOURCE_LIMIT", f"cannot write the command to /tmp: {exc.strerror}") from None
+    # Once a state exists it carries the whole environment, so unset variables stay unset.
+    env = {} if os.path.exists(session.state_file) else dict(session.runtime.base_env)
+    argv = ["bash", "--noprofile", "--norc", "-c", _script(session, token, cmd_file, save)]
+    return argv, env, cmd_file
+
+
+def _commit_state(session: Session, token: str) -> None:
+    tmp = session.runtime.tmp
+    out_state, out_cwd = os.path.join(tmp, f"{token}.env"), os.path.join(tmp, f"{token}.cwd")
+    try:
+        with open(out_state, "rb") as f:
+            f.seek(-len(_END), os.SEEK_END)
+            complete = f.read() == _END.encode()
+        if complete and not session.closed:
+            os.replace(out_state, session.state_file)
+            os.replace(out_cwd, session.cwd_file)
+    except OSError:
+        pass
+    for path in (out_state, out_cwd):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def bash(session: Session, call: Call) -> None:
+    check_fields(call.input, {"command", "timeout_s", "run_in_background"})
+    command = require_str(call.input, "command", allow_empty=False)
+    if "\0" in command:
+        raise ToolFailure("INVALID_INPUT", "field 'command' contains a NUL byte")
+    if opt_bool(call.input, "run_in_background"):
+        start_background(session, call, command)
+        return
+    token = session.token("c")
+    argv, env, cmd_file = _prepare(session, token, command, save=True)
+    try:
+        run(call, argv, token=token, env=env, cwd=session.cwd())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(cmd_file)
+        if not (call.timed_out or call.cancelled.is_set()):
+            _commit_state(session, token)
+
+
+class Background:
+    """A process started with run_in_background: its unread output and its fate."""
+
+    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, cmd_file: str) -> None:
+        self.id = bid
+        self.proc = proc
+        self.token = token
+        self._cmd_file = cmd_file
+        self._buf = bytearray()
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.code: int | None = None
+        threading.Thread(target=self._pump, name=f"bg-{bid}", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        fds = [self.proc.stdout.fileno(), self.proc.stderr.fileno()]
+        pidfd = os.pidfd_open(self.proc.pid)
+        sel = selectors.DefaultSelector()
+        try:
+            for fd in fds:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ)
+            sel.register(pidfd, selectors.EVENT_READ)
+            drain_until: float | None = None
+            while fds and (drain_until is None or time.perf_counter() < drain_until):
+                for key, _ in sel.select(0.5 if drain_until is None else 0.05):
+                    fd = int(key.fd)
+                    if fd == pidfd:
+                        sel.unregister(pidfd)
+                        killpg(self.proc.pid)
+                        REGISTRY.drop_token(self.token)
+                        REGISTRY.sweep()
+                        drain_until = time.perf_counter() + 1.0
+                        continue
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(fd)
+                        fds.remove(fd)
+                    else:
+                        self._append(data)
+        finally:
+            sel.close()
+            os.close(pidfd)
+            self.code = exit_code(REGISTRY.finish(self.proc))
+            REGISTRY.drop_token(self.token)
+            REGISTRY.sweep()
+            with contextlib.suppress(OSError):
+                os.unlink(self._cmd_file)
+            self.done.set()
+
+    def _append(self, data: bytes) -> None:
+        with self._lock:
+            self._buf += data
+            over = len(self._buf) - BG_BUFFER
+            if over > 0:
+                del self._buf[:over]
+                self.dropped += over
+
+    def read(self, cap: int) -> tuple[bytes, int, bool]:
+        """New output since the last read (at most `cap` bytes; the rest waits), bytes dropped, more left."""
+        with self._lock:
+            data = bytes(self._buf[:cap])
+            del self._buf[:cap]
+            dropped, self.dropped = self.dropped, 0
+            return data, dropped, bool(self._buf)
+
+    def kill(self) -> None:
+        killpg(self.proc.pid)
+        self.done.wait(5)
+
+
+def start_background(session: Session, call: Call, command: str) -> None:
+    token = session.token("bg")
+    bid = token[len(session.prefix) :]
+    argv, env, cmd_file = _prepare(session, token, command, save=False)
+    REGISTRY.add_token(token)
+    try:
+        proc = REGISTRY.spawn(
+            argv,
+            token,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=session.cwd(),
+            env={**env, MARKER: token},
+        )
+    except OSError as exc:
+        REGISTRY.drop_token(token)
+        if isinstance(exc, BlockingIOError):
+            call.limit = "pids"
+        raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror}") from None
+    session.background[bid] = Background(bid, proc, token, cmd_file)
+    call.exit_code = 0
+    call.output.add(
+        f"started in the background with id {bid} (pid {proc.pid}); read its output with "
+        f"bash_output and stop it with kill_process\n".encode()
+    )
+
+
+def _get(session: Session, call: Call) -> Background:
+    check_fields(call.input, {"id"})
+    bid = require_str(call.input, "id", allow_empty=False)
+    bg = session.background.get(bid)
+    if bg is None:
+        raise ToolFailure("PROCESS_NOT_FOUND", f"no background process {bid!r} in this session")
+    return bg
+
+
+def bash_output(session: Session, call: Call) -> None:
+    bg = _get(session, call)
+    finished = bg.done.is_set()
+    data, dropped, more = bg.read(call.output.cap)
+    if dropped:
+        call.output.add(
+            f"[{dropped} older bytes were dropped: the buffer holds {BG_BUFFER} bytes]\n".encode()
+        )
+    call.output.add(data)
+    if more:
+        call.note = "[more output is waiting: call bash_output again]"
+    if finished:
+        call.exit_code = bg.code
+        status = f"[process {bg.id} exited with code {bg.code}]"
+    else:
+        status = f"[process {bg.id} is still running]"
+    call.note = f"{call.note}\n{status}" if call.note else status
+
+
+def kill_process(session: Session, call: Call) -> None:
+    bg = _get(session, call)
+    if bg.done.is_set():
+        call.exit_code = bg.code
+        call.output.add(f"process {bg.id} had already exited with code {bg.code}".encode())
+        return
+    bg.kill()
+    call.exit_code = 0
+    call.output.add(f"process {bg.id} killed".encode())

@@ -1,0 +1,85 @@
+"""The container's cgroup as the runner sees it: usage for `stats`, and the OOM-kill counter that tells a
+memory-limit kill apart from any other SIGKILL. Best effort on cgroup v1 and v2."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+CG = "/sys/fs/cgroup"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _int(path: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    if text == "max":
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _keyed(path: str, key: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            try:
+                return int(parts[1])
+            except ValueError:
+                return None
+    return None
+
+
+def cgroup_v2() -> bool:
+    return os.path.exists(f"{CG}/cgroup.controllers")
+
+
+def oom_kills() -> int:
+    """How many processes the memory cgroup has OOM-killed so far (0 when unknown)."""
+    if cgroup_v2():
+        value = _keyed(f"{CG}/memory.events", "oom_kill")
+    else:
+        value = _keyed(f"{CG}/memory/memory.oom_control", "oom_kill")
+    return value or 0
+
+
+def snapshot() -> dict[str, Any]:
+    """Memory, pids and CPU of the cgroup; a field is null when this kernel or mount does not say."""
+    if cgroup_v2():
+        limit = _int(f"{CG}/memory.max")
+        return {
+            "cgroup": 2,
+            "memory_bytes": _int(f"{CG}/memory.current"),
+            "memory_limit_bytes": limit,
+            "memory_peak_bytes": _int(f"{CG}/memory.peak"),
+            "oom_kills": oom_kills(),
+            "pids": _int(f"{CG}/pids.current"),
+            "pids_limit": _int(f"{CG}/pids.max"),
+            "cpu_usage_ns": (_keyed(f"{CG}/cpu.stat", "usage_usec") or 0) * 1000,
+        }
+    limit = _int(f"{CG}/memory/memory.limit_in_bytes")
+    if limit is not None and limit >= 1 << 60:
+        limit = None
+    return {
+        "cgroup": 1,
+        "memory_bytes": _int(f"{CG}/memory/memory.usage_in_bytes"),
+        "memory_limit_bytes": limit,
+        "memory_peak_bytes": _int(f"{CG}/memory/memory.max_usage_in_bytes"),
+        "oom_kills": oom_kills(),
+        "pids": _int(f"{CG}/pids/pids.current"),
+        "pids_limit": _int(f"{CG}/pids/pids.max"),
+        "cpu_usage_ns": _int(f"{CG}/cpuacct/cpuacct.usage"),
+    }
