@@ -1,0 +1,105 @@
+"""The caller's tool audit log: list it, export it (JSON Lines, streamed), verify its chain.
+
+Always scoped to the calling tenant. Times in filters are RFC 3339 (with an offset or ``Z``) or epoch seconds;
+anything else is a 422 ``INVALID_TIMESTAMP``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from server.audit.db import AuditFilter
+from server.audit.log import AuditLog
+from server.audit.records import DECISIONS, PHASES
+from server.errors import ServiceUnavailable, Unprocessable
+from server.tenancy import TenantDep
+
+router = APIRouter(tags=["audit"])
+
+MAX_PER_PAGE = 200
+Text = Annotated[str | None, Query(max_length=256)]
+
+
+def _audit_log(request: Request) -> AuditLog:
+    services = getattr(request.app.state, "services", None)
+    audit: AuditLog | None = getattr(services, "audit", None)
+    if audit is None:
+        raise ServiceUnavailable("AUDIT_UNAVAILABLE", "the audit log is not open")
+    return audit
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """An RFC 3339 date-time with an offset, or seconds since the epoch; ``None`` passes through."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:
+            raise Unprocessable("INVALID_TIMESTAMP", f"{name}: epoch seconds out of range: {value!r}")
+        return datetime.fromtimestamp(seconds, UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or "T" not in text.upper() or parsed.tzinfo is None:
+        raise Unprocessable("INVALID_TIMESTAMP",
+                            f"{name}: expected RFC 3339 with an offset (2026-01-02T03:04:05Z) "
+                            f"or epoch seconds, got {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _filters(session_id: str | None, tool: str | None, since: str | None, until: str | None,
+             decision: str | None, phase: str | None) -> AuditFilter:
+    if decision is not None and decision not in DECISIONS:
+        raise Unprocessable("INVALID_FILTER", f"decision must be one of {list(DECISIONS)}, got {decision!r}")
+    if phase is not None and phase not in PHASES:
+        raise Unprocessable("INVALID_FILTER", f"phase must be one of {list(PHASES)}, got {phase!r}")
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    if start is not None and end is not None and start > end:
+        raise Unprocessable("INVALID_FILTER", "since is after until")
+    return AuditFilter(session_id=session_id, tool=tool, since=start, until=end, decision=decision,
+                       phase=phase)
+
+
+@router.get("/v1/audit")
+async def list_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
+                     since: Text = None, until: Text = None, decision: Text = None, phase: Text = None,
+                     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+                     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50) -> dict[str, Any]:
+    """The tenant's records in seq order, one page at a time, shaped like ``GET /sessions``."""
+    flt = _filters(session_id, tool, since, until, decision, phase)
+    records, total = await _audit_log(request).list(
+        tenant.id, session_id=flt.session_id, tool=flt.tool, since=flt.since, until=flt.until,
+        decision=flt.decision, phase=flt.phase, page=page, per_page=per_page)
+    return {"data": records,
+            "meta": {"page": page, "per_page": per_page, "total": total,
+                     "total_pages": math.ceil(total / per_page)}}
+
+
+@router.get("/v1/audit/export")
+async def export_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
+                       since: Text = None, until: Text = None, decision: Text = None,
+                       phase: Text = None) -> StreamingResponse:
+    """JSON Lines, streamed: an ``export`` line, the records, then the signed ``head`` line."""
+    flt = _filters(session_id, tool, since, until, decision, phase)
+    lines = _audit_log(request).iter_export(tenant.id, flt)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    filename = f"audit-{tenant.id}-{stamp}.jsonl"
+    return StreamingResponse(lines, media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Cache-Control": "no-store"})
+
+
+@router.get("/v1/audit/verify")
+async def verify_audit(tenant: TenantDep, request: Request) -> dict[str, Any]:
+    """Whether the tenant's chain is intact and ends at its signed head."""
+    return await _audit_log(request).verify(tenant.id)

@@ -1,0 +1,151 @@
+"""The audit SQLite file: schema, connections and the read queries (the writer lives in ``writer.py``).
+
+Each record is stored whole as its canonical JSON (``body``); a few fields are copied into columns only so
+that they can be filtered and indexed. Verification recomputes everything from ``body`` and checks that the
+columns agree with it, so editing either one is detected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from server.audit.records import utc_timestamp
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, session_id TEXT, call_id TEXT,
+    phase TEXT NOT NULL, tool TEXT, decision TEXT, hash TEXT NOT NULL, body TEXT NOT NULL,
+    UNIQUE (tenant, seq)
+);
+CREATE INDEX IF NOT EXISTS records_by_session ON records (tenant, session_id, seq);
+CREATE INDEX IF NOT EXISTS records_by_tool ON records (tenant, tool, seq);
+CREATE INDEX IF NOT EXISTS records_by_ts ON records (tenant, ts);
+CREATE TABLE IF NOT EXISTS heads (
+    tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+COLUMNS = ("seq", "ts", "session_id", "call_id", "phase", "tool", "decision", "hash")
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which records of one tenant to list or export; ``since`` and ``until`` are both inclusive."""
+
+    session_id: str | None = None
+    tool: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    decision: str | None = None
+    phase: str | None = None
+
+    def is_empty(self) -> bool:
+        return self == AuditFilter()
+
+    def describe(self) -> dict[str, Any]:
+        """The filter as JSON data (for the export's head line)."""
+        return {"session_id": self.session_id, "tool": self.tool, "decision": self.decision,
+                "phase": self.phase, "since": utc_timestamp(self.since) if self.since else None,
+                "until": utc_timestamp(self.until) if self.until else None}
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL conditions (after ``tenant = ?``) and their parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("session_id", "tool", "decision", "phase"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(utc_timestamp(self.since))
+        if self.until is not None:
+            clauses.append("ts <= ?")
+            params.append(utc_timestamp(self.until))
+        return "".join(f" AND {c}" for c in clauses), params
+
+
+def create_file(path: Path) -> None:
+    """Make the database file with mode 0600 before SQLite opens it (its -wal/-shm files copy the mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def connect(path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, with a busy timeout."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+    return conn
+
+
+def read_heads(conn: sqlite3.Connection) -> dict[str, tuple[int, str, str]]:
+    return {t: (s, h, m) for t, s, h, m in conn.execute("SELECT tenant, seq, hash, mac FROM heads")}
+
+
+def read_head(conn: sqlite3.Connection, tenant: str) -> tuple[int, str, str] | None:
+    row = conn.execute("SELECT seq, hash, mac FROM heads WHERE tenant = ?", (tenant,)).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+
+def last_records(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+    """Each tenant's highest stored seq and its hash (to notice a head that disagrees with the records)."""
+    rows = conn.execute(
+        "SELECT r.tenant, r.seq, r.hash FROM records r JOIN "
+        "(SELECT tenant, MAX(seq) AS seq FROM records GROUP BY tenant) m "
+        "ON r.tenant = m.tenant AND r.seq = m.seq")
+    return {t: (s, h) for t, s, h in rows}
+
+
+def count(conn: sqlite3.Connection, tenant: str, flt: AuditFilter) -> int:
+    where, params = flt.where()
+    row = conn.execute(f"SELECT COUNT(*) FROM records WHERE tenant = ?{where}",  # noqa: S608 (fixed columns)
+                       [tenant, *params]).fetchone()
+    return int(row[0])
+
+
+def page(conn: sqlite3.Connection, tenant: str, flt: AuditFilter, *, offset: int,
+         limit: int) -> list[dict[str, Any]]:
+    where, params = flt.where()
+    rows = conn.execute(
+        f"SELECT body FROM records WHERE tenant = ?{where} ORDER BY seq LIMIT ? OFFSET ?",  # noqa: S608
+        [tenant, *params, limit, offset])
+    return [json.loads(body) for (body,) in rows]
+
+
+def iter_rows(conn: sqlite3.Connection, tenant: str, flt: AuditFilter, *, max_seq: int | None = None,
+              columns: str = "body") -> Iterator[tuple[Any, ...]]:
+    """Rows in seq order, fetched in batches by seq (no long-lived cursor, memory stays flat)."""
+    where, params = flt.where()
+    if max_seq is not None:
+        where += " AND seq <= ?"
+        params.append(max_seq)
+    after = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT seq, {columns} FROM records WHERE tenant = ? AND seq > ?{where} "  # noqa: S608
+            "ORDER BY seq LIMIT ?", [tenant, after, *params, BATCH]).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield tuple(row[1:])
+        after = int(rows[-1][0])

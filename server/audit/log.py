@@ -1,0 +1,189 @@
+"""``AuditLog``: the tool audit log's public face — write ``started``/``finished`` records, query, export,
+verify.
+
+Its own SQLite file ``<data_dir>/audit.db`` (WAL, mode 0600) and key ``<data_dir>/audit.key`` (0600); never
+mounted into a container. Writes go through the single writer thread (``writer.py``) and return once the
+record is committed; reads use short-lived read-only connections in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from server.audit import db, export
+from server.audit.db import AuditFilter
+from server.audit.keys import load_or_create_key
+from server.audit.records import OUTPUT_CAP, finished_draft, started_draft
+from server.audit.verify import ChainVerifier, Verdict
+from server.audit.writer import AuditWriteError, Writer
+
+__all__ = ["AuditFilter", "AuditLog", "AuditWriteError"]
+
+Records = list[dict[str, Any]]
+# Above this much output, hashing and capping move off the event loop.
+_OFFLOAD_BYTES = 8 * OUTPUT_CAP
+
+
+def _as_mapping(result: Any) -> Mapping[str, Any]:
+    if isinstance(result, Mapping):
+        return result
+    dump = getattr(result, "model_dump", None)
+    if callable(dump):
+        dumped: Mapping[str, Any] = dump()
+        return dumped
+    raise TypeError(f"result must be a mapping of ToolResult fields, not {type(result).__name__}")
+
+
+class AuditLog:
+    """Hash-chained, per-tenant tool audit log with a signed head per tenant."""
+
+    def __init__(self, path: Path, *, key_path: Path | None = None,
+                 synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        self.path = Path(path)
+        self.key_path = key_path or self.path.with_name("audit.key")
+        self._synchronous = synchronous
+        self._key = b""
+        self._writer: Writer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the files if needed (0600) and start the writer."""
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = load_or_create_key(self.key_path)
+        db.create_file(self.path)
+        writer = Writer(self.path, self._key, synchronous=self._synchronous)
+        writer.start()
+        self._writer = writer
+
+    async def close(self) -> None:
+        """Write everything already submitted, then stop the writer."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems noticed at open (heads that do not verify, records past the head)."""
+        return list(self._writer.warnings) if self._writer else []
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    async def _submit(self, tenant_id: str, draft: dict[str, Any]) -> int:
+        if self._writer is None:
+            raise AuditWriteError("the audit log is not open")
+        return await self._writer.submit(tenant_id, draft)
+
+    async def started(self, tenant_id: str, *, call_id: str, session_id: str | None, tool: str,
+                      input: Mapping[str, Any], policy: str, decision: str,
+                      reason: str | None = None) -> int:
+        """Record a call before it runs (or its refusal); returns the record's seq once it is durable."""
+        draft = started_draft(tenant_id, call_id=call_id, session_id=session_id, tool=tool, input=input,
+                              policy=policy, decision=decision, reason=reason)
+        return await self._submit(tenant_id, draft)
+
+    async def finished(self, tenant_id: str, *, call_id: str, session_id: str | None, tool: str,
+                       result: Mapping[str, Any], oom_killed: bool, container_id: str | None,
+                       image_id: str | None, policy: str, decision: str) -> int:
+        """Record how a call ended (``result`` holds the ToolResult fields); returns the seq once durable."""
+        fields = _as_mapping(result)
+        output = fields.get("output")
+        kwargs: dict[str, Any] = {"call_id": call_id, "session_id": session_id, "tool": tool,
+                                  "result": fields, "oom_killed": oom_killed, "container_id": container_id,
+                                  "image_id": image_id, "policy": policy, "decision": decision}
+        if isinstance(output, str) and len(output) > _OFFLOAD_BYTES:
+            draft = await asyncio.to_thread(lambda: finished_draft(tenant_id, **kwargs))
+        else:
+            draft = finished_draft(tenant_id, **kwargs)
+        return await self._submit(tenant_id, draft)
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise AuditWriteError("the audit log is not open")
+        return db.connect(self.path, readonly=True)
+
+    async def list(self, tenant_id: str, *, session_id: str | None = None, tool: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None, decision: str | None = None,
+                   phase: str | None = None, page: int = 1, per_page: int = 50) -> tuple[Records, int]:
+        """One page (1-based) of the tenant's records in seq order, and how many match in all."""
+        flt = AuditFilter(session_id=session_id, tool=tool, since=since, until=until, decision=decision,
+                          phase=phase)
+
+        def run() -> tuple[Records, int]:
+            conn = self._connect()
+            try:
+                total = db.count(conn, tenant_id, flt)
+                rows = db.page(conn, tenant_id, flt, offset=(max(page, 1) - 1) * per_page, limit=per_page)
+                return rows, total
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def count(self, tenant_id: str, phase: str | None = None) -> int:
+        """How many records the tenant has (of one phase, if given)."""
+        def run() -> int:
+            conn = self._connect()
+            try:
+                return db.count(conn, tenant_id, AuditFilter(phase=phase))
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    def iter_export(self, tenant_id: str, filters: AuditFilter | None = None) -> Iterator[str]:
+        """The tenant's export as JSON lines (a blocking iterator: run it in a thread, as Starlette does)."""
+        if self._writer is None:
+            raise AuditWriteError("the audit log is not open")
+        return export.iter_export(self._connect, self._key, tenant_id, filters)
+
+    async def verify(self, tenant_id: str) -> dict[str, Any]:
+        """Check the tenant's chain and its signed head: ``{"ok", "records", "first_bad_seq", "reason"}``."""
+        return (await asyncio.to_thread(self.verify_verdict, tenant_id)).as_dict()
+
+    def verify_verdict(self, tenant_id: str) -> Verdict:
+        """The blocking verification behind ``verify``; also checks the indexed columns against each body."""
+        conn = self._connect()
+        try:
+            verifier = ChainVerifier(tenant_id)
+            columns = ", ".join(db.COLUMNS) + ", body"
+            for row in db.iter_rows(conn, tenant_id, AuditFilter(), columns=columns):
+                record, problem = _parse_row(row)
+                if problem is None:
+                    verifier.feed(record)
+                else:
+                    verifier.reject(problem)
+            head = db.read_head(conn, tenant_id)
+        finally:
+            conn.close()
+        head_obj = None if head is None else {"tenant": tenant_id, "seq": head[0], "hash": head[1],
+                                              "mac": head[2]}
+        if head_obj is None and verifier.records == 0:
+            return Verdict(ok=True, records=0, tail_authenticated=True)
+        return verifier.finish(head_obj, self._key)
+
+
+def _parse_row(row: tuple[Any, ...]) -> tuple[Any, str | None]:
+    """The stored body, or why it cannot stand: not JSON, or an indexed column that disagrees with it."""
+    *values, body = row
+    try:
+        record = json.loads(body)
+    except (TypeError, ValueError):
+        return None, "stored body is not JSON"
+    if not isinstance(record, dict):
+        return None, "stored body is not a JSON object"
+    for name, value in zip(db.COLUMNS, values, strict=True):
+        if record.get(name) != value:
+            return None, f"column {name!r} disagrees with the stored record"
+    return record, None

@@ -1,0 +1,182 @@
+"""Chain verification, shared by the server (``AuditLog.verify``) and the offline verifier (``cli.py``).
+
+Standard library only: a researcher can run it with nothing of the server installed. A chain is good when
+every record has exactly the v1 fields, its ``hash`` matches its content, its ``seq`` is the next number
+and its ``prev_hash`` is the previous record's hash — and when it ends exactly at the signed head.
+``first_bad_seq`` is the first position (1, 2, …) at which that fails;
+records before it are proven, nothing after it is.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.audit.records import FIELDS, FORMAT_VERSION, genesis_hash, head_mac, key_id, record_hash
+
+
+@dataclass
+class Verdict:
+    """The outcome; ``inconclusive`` means the check could not be made (e.g. the wrong key), not tampering."""
+
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    tail_authenticated: bool = False
+    inconclusive: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq,
+                "reason": self.reason}
+
+
+class ChainVerifier:
+    """Feed a tenant's records in order, then ``finish`` with the head; judging stops at the first fault."""
+
+    def __init__(self, tenant: str | None = None, *, partial: bool = False) -> None:
+        self.tenant = tenant
+        self.partial = partial  # a filtered export: links are checked only between consecutive seqs
+        self.records = 0
+        self.last_seq = 0
+        self.last_hash: str | None = None if tenant is None else genesis_hash(tenant)
+        self.first_bad_seq: int | None = None
+        self.reason: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.first_bad_seq is not None
+
+    def fail(self, seq: int, reason: str) -> None:
+        if self.first_bad_seq is None:
+            self.first_bad_seq, self.reason = seq, reason
+
+    def reject(self, reason: str) -> None:
+        """Count a record that could not even be read, failing at its position."""
+        self.records += 1
+        self.fail(self.last_seq + 1, reason)
+
+    def feed(self, record: Any) -> None:
+        self.records += 1
+        if self.broken:
+            return
+        expected = self.last_seq + 1
+        problem = self._check(record, expected)
+        if problem is not None:
+            self.fail(expected, problem)
+            return
+        self.last_seq, self.last_hash = record["seq"], record["hash"]
+
+    def _check(self, record: Any, expected: int) -> str | None:
+        if not isinstance(record, Mapping):
+            return "not a JSON object"
+        if set(record) != FIELDS:
+            missing, extra = sorted(FIELDS - set(record)), sorted(set(record) - FIELDS)
+            return f"wrong fields (missing {missing}, extra {extra})"
+        if record["v"] != FORMAT_VERSION:
+            return f"unknown format version {record['v']!r}"
+        if self.tenant is None and isinstance(record["tenant"], str):
+            self.tenant = record["tenant"]
+            self.last_hash = genesis_hash(self.tenant)
+        if record["tenant"] != self.tenant:
+            return f"record of tenant {record['tenant']!r} in the chain of {self.tenant!r}"
+        seq = record["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return "seq is not an integer"
+        if self.partial:
+            if seq < expected:
+                return f"seq {seq} out of order (after {self.last_seq})"
+        elif seq > expected:
+            return f"missing record(s): expected seq {expected}, found {seq}"
+        elif seq != expected:
+            return f"out of order: expected seq {expected}, found {seq}"
+        if record["hash"] != record_hash(record):
+            return "hash does not match the record's content"
+        linked = not self.partial or seq == expected
+        if linked and record["prev_hash"] != self.last_hash:
+            return f"prev_hash does not match the hash of seq {seq - 1}"
+        return None
+
+    def finish(self, head: Mapping[str, Any] | None, key: bytes | None) -> Verdict:
+        """The verdict, checking that the chain ends at ``head`` and, given the key, the head's HMAC."""
+        if not self.broken:
+            self._check_head(head, key)
+        ok = not self.broken
+        tail_ok = ok and key is not None and head is not None
+        reason = self.reason
+        if ok and not tail_ok:
+            reason = "chain intact; tail unauthenticated (no key given to check the head's HMAC)"
+        if ok and self.partial:
+            reason = "filtered export: each record's hash checked, links only between consecutive seqs"
+        inconclusive = self.reason is not None and self.reason.startswith("wrong key")
+        return Verdict(ok=ok, records=self.records, first_bad_seq=self.first_bad_seq, reason=reason,
+                       tail_authenticated=tail_ok, inconclusive=inconclusive)
+
+    def _check_head(self, head: Mapping[str, Any] | None, key: bytes | None) -> None:
+        after = self.last_seq + 1
+        if head is None:
+            if self.records or not self.partial:
+                self.fail(after, "no signed head: the end of the chain cannot be checked")
+            return
+        seq, last_hash, tenant = head.get("seq"), head.get("hash"), head.get("tenant")
+        if not isinstance(seq, int) or not isinstance(last_hash, str) or not isinstance(tenant, str):
+            self.fail(after, "malformed head")
+            return
+        if self.tenant is None:
+            self.tenant, self.last_hash = tenant, genesis_hash(tenant)
+        if tenant != self.tenant:
+            self.fail(after, f"head of tenant {tenant!r} for the chain of {self.tenant!r}")
+            return
+        if key is not None:
+            given = head.get("key_id")
+            if isinstance(given, str) and given != key_id(key):
+                self.fail(after, f"wrong key: the head was signed by key {given}, this is {key_id(key)}")
+                return
+            mac = head.get("mac")
+            expected_mac = head_mac(key, tenant, seq, last_hash)
+            if not isinstance(mac, str) or not hmac.compare_digest(mac, expected_mac):
+                self.fail(after, "head signature invalid: the head was forged or altered")
+                return
+        if self.partial:
+            if seq < self.last_seq:
+                self.fail(seq + 1, f"records after the signed head (seq {seq})")
+            return
+        if seq > self.last_seq:
+            self.fail(after, f"chain ends at seq {self.last_seq} but the signed head is at seq {seq}: "
+                             "records at the tail were removed")
+        elif seq < self.last_seq:
+            self.fail(seq + 1, f"records after the signed head (seq {seq})")
+        elif last_hash != self.last_hash:
+            self.fail(seq, f"seq {seq} differs from the signed head")
+
+
+def verify_lines(lines: Iterable[str], key: bytes | None = None) -> Verdict:
+    """Verify an export, streaming: an optional ``{"type": "export", …}`` line, the records in seq order,
+    then one ``{"type": "head", …}`` line. An export whose first line names filters is checked as partial."""
+    verifier: ChainVerifier | None = None
+    head: Mapping[str, Any] | None = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj: Any = json.loads(line)
+        except ValueError:
+            obj = None
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if verifier is None:
+            filtered = kind == "export" and bool(obj.get("filters"))
+            verifier = ChainVerifier(partial=filtered)
+            if kind == "export":
+                continue
+        if head is not None:
+            verifier.reject(f"line {number}: data after the head line")
+        elif kind == "head":
+            head = obj
+        elif obj is None:
+            verifier.reject(f"line {number} is not JSON")
+        else:
+            verifier.feed(obj)
+    return (verifier or ChainVerifier()).finish(head, key)
