@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System packages CI needs, installed only when missing so that re-runs are fast and offline-safe.
+# debootstrap makes the sandbox base image locally where no container registry is reachable.
+set -euo pipefail
+
+need=()
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+command -v docker >/dev/null 2>&1 || need+=(docker.io)
+
+if [ "${#need[@]}" -eq 0 ]; then
+    echo "install-system: nothing to install"
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+echo "install-system: installing ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
