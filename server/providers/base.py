@@ -67,7 +67,7 @@ def error_message(body: str) -> str:
         err = data.get("error", data)
         if isinstance(err, dict):
             msg = err.get("message") or err.get("Message") or err.get("type") or json.dumps(err)
-            kind = err.get("type") or err.get("code") or err.get("status")
+            kind = err.get("type") or err.get("status") or err.get("code")
             return f"{kind}: {msg}"[:500] if kind and kind != msg else str(msg)[:500]
         if isinstance(err, str):
             return err[:500]

@@ -76,6 +76,8 @@ BEDROCK_IDS = {
 }
 _BEDROCK_SHAPE = re.compile(r"^(?:(?:us|eu|apac|global)\.)?anthropic\.(?P<name>.+?)(?:-v\d+(?::\d+)?)?$")
 _DATE = re.compile(r"-\d{8}$")
+_BEDROCK_OTHER = re.compile(r"^(?:(?:us|eu|apac|global)\.)?(?:amazon|meta|mistral|cohere|ai21|deepseek|qwen|"
+                            r"openai|writer|twelvelabs)\.")
 
 
 def canonical(model: str) -> str:
@@ -103,7 +105,7 @@ def family(model: str) -> Family:
 
 def can_serve(provider: str, model: str) -> bool:
     info = PROVIDERS[provider]
-    if provider == "bedrock" and "." in model and "/" not in model and not model.startswith("claude"):
+    if provider == "bedrock" and _BEDROCK_OTHER.match(model):
         return True  # a Bedrock model id such as amazon.nova-pro-v1:0
     return family(model) in info.families
 
@@ -120,7 +122,7 @@ def translate_model(provider: str, model: str) -> str:
         vendor = OPENROUTER_VENDOR.get(fam)
         return f"{vendor}/{name}" if vendor else name
     if provider == "bedrock":
-        if "." in model and not model.startswith("claude"):
+        if _BEDROCK_OTHER.match(model) or _BEDROCK_SHAPE.match(model):
             return model
         return BEDROCK_IDS.get(name) or BEDROCK_IDS.get(_DATE.sub("", name)) or f"us.anthropic.{name}-v1:0"
     return name

@@ -1,0 +1,300 @@
+"""ProviderRouter against two real fake providers (Anthropic wire first, OpenAI wire second): retries with
+Retry-After, failover before and after the first content, auth failures, all-down, nothing configured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from server.providers.config import RouterConfig
+from server.providers.credentials import ProviderCredential, StaticCredentials
+from server.providers.failover import (
+    AllProvidersFailed,
+    NoProviderConfigured,
+    ProviderRouter,
+    ProviderStatus,
+)
+from server.providers.types import Attempt, Discarded, ProviderError, TextDelta, ToolCall, Usage
+from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
+from tests.fakes.harness import request
+
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    with FakeAnthropic() as first, FakeOpenAI() as second:
+        yield first, second
+
+
+def creds(fakes: tuple[FakeAnthropic, FakeOpenAI], key: str = "sk-ant-first-key-1") -> StaticCredentials:
+    first, second = fakes
+    return StaticCredentials(
+        [
+            ProviderCredential("anthropic", key, first.base_url, "api"),
+            ProviderCredential("openai", "sk-openai-key-2", second.v1, "env"),
+        ]
+    )
+
+
+def turn(
+    router_args: tuple[StaticCredentials, RouterConfig],
+    model: str = "claude-sonnet-4-5",
+    clock: Clock | None = None,
+    turns: int = 1,
+    status_out: dict[str, ProviderStatus] | None = None,
+) -> list[tuple[str, list[Any], BaseException | None]]:
+    """Run ``turns`` turns through one router; per turn: the text as the agent keeps it, events, error."""
+    lookup, config = router_args
+
+    async def main() -> list[tuple[str, list[Any], BaseException | None]]:
+        out = []
+        async with httpx.AsyncClient() as client:
+            router = ProviderRouter(config, client, lookup, **({"clock": clock} if clock else {}))
+            for _ in range(turns):
+                parts: list[str] = []
+                events: list[Any] = []
+                error: BaseException | None = None
+                try:
+                    async for event in router.stream("tenant-1", request(model)):
+                        events.append(event)
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        elif isinstance(event, Discarded):
+                            parts.clear()
+                except (ProviderError, AllProvidersFailed, NoProviderConfigured) as exc:
+                    error = exc
+                out.append(("".join(parts), events, error))
+            if status_out is not None:
+                status_out.update({s.provider: s for s in await router.status("tenant-1")})
+        return out
+
+    return asyncio.run(main())
+
+
+def attempts(events: list[Any]) -> list[tuple[str, int]]:
+    return [(e.provider, e.attempt) for e in events if isinstance(e, Attempt)]
+
+
+def test_429_with_retry_after_is_waited_then_succeeds(fakes: Any) -> None:
+    """A 429 with Retry-After: 1 is retried on the same provider after about one second, not sooner."""
+    first, second = fakes
+    first.script([Reply.http_error(429, retry_after=1), Reply.text("Hello there.")])
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(**FAST)))
+    assert err is None and text == "Hello there."
+    assert attempts(events) == [("anthropic", 1), ("anthropic", 2)]
+    waited = first.requests[1].at - first.requests[0].at
+    assert 0.95 <= waited < 3.0
+    assert second.requests == []
+
+
+def test_retry_after_beyond_cap_moves_on_at_once(fakes: Any) -> None:
+    """A Retry-After longer than the cap is not waited for: the next provider answers immediately."""
+    first, second = fakes
+    first.script([Reply.http_error(429, retry_after=120)])
+    second.script([Reply.text("From OpenAI.")])
+    started = time.monotonic()
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(retry_after_cap_s=5, **FAST)))
+    assert err is None and text == "From OpenAI." and time.monotonic() - started < 2.0
+    assert attempts(events) == [("anthropic", 1), ("openai", 1)]
+    assert second.requests[0].json()["model"] == "gpt-4o"  # the other family's default model
+
+
+def test_529_then_next_provider_gives_one_clean_answer(fakes: Any) -> None:
+    """529 on every try of the first provider: the consumer sees Attempt events and only the second's text."""
+    first, second = fakes
+    first.script([Reply.http_error(529)] * 2)
+    second.script([Reply.text("Clean answer.", usage=(40, 4))])
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(max_retries=1, **FAST)))
+    assert err is None and text == "Clean answer."
+    assert attempts(events) == [("anthropic", 1), ("anthropic", 2), ("openai", 1)]
+    assert not any(isinstance(e, Discarded) for e in events)
+    assert [e for e in events if isinstance(e, Usage)] == [Usage(input_tokens=40, output_tokens=4)]
+    assert len(first.requests) == 2
+
+
+def test_in_stream_overload_before_content_is_invisible(fakes: Any) -> None:
+    """An overloaded_error inside the stream before any content fails over without a Discarded event."""
+    first, second = fakes
+    first.script([Reply.stream_error("overloaded")])
+    second.script([Reply.tool_call("bash", {"command": "ls"}, text="Checking.")])
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(max_retries=0, **FAST)))
+    assert err is None and text == "Checking."
+    assert [type(e).__name__ for e in events if not isinstance(e, TextDelta)] == [
+        "Attempt",
+        "Attempt",
+        "ToolCall",
+        "Usage",
+        "Stop",
+    ]
+    (call,) = [e for e in events if isinstance(e, ToolCall)]
+    assert call.arguments == {"command": "ls"}
+
+
+def test_failure_after_first_delta_is_discarded_and_redone(fakes: Any) -> None:
+    """Content already streamed by a failing provider is followed by Discarded and the full next answer."""
+    first, second = fakes
+    first.script([Reply.stream_error("overloaded", after_text="The answer is"), Reply.text("never used")])
+    second.script([Reply.text("The answer is 42.")])
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(**FAST)))
+    assert err is None and text == "The answer is 42."
+    kinds = [type(e).__name__ for e in events]
+    cut = kinds.index("Discarded")
+    assert events[cut].provider == "anthropic" and "overloaded" in events[cut].reason
+    assert "TextDelta" in kinds[:cut] and kinds[cut + 1] == "Attempt"
+    assert "".join(e.text for e in events[cut:] if isinstance(e, TextDelta)) == "The answer is 42."
+    assert len(first.requests) == 1  # not retried on the same provider after content
+
+
+def test_auth_failure_skips_provider_until_key_changes(fakes: Any) -> None:
+    """A 401 moves on without retrying; later turns skip that key; a new key is tried again."""
+    first, second = fakes
+    first.script([Reply.http_error(401)])
+    second.script([Reply.text("one"), Reply.text("two")])
+    lookup = creds(fakes)
+    config = RouterConfig(max_retries=3, **FAST)
+    status: dict[str, ProviderStatus] = {}
+    results = turn((lookup, config), turns=2, status_out=status)
+    assert [r[0] for r in results] == ["one", "two"]
+    assert len(first.requests) == 1
+    assert attempts(results[1][1]) == [("openai", 1)]
+    assert status["anthropic"].credential_rejected and status["anthropic"].configured
+    assert "sk-ant-first-key-1" not in (status["anthropic"].last_error or "")
+    # same router state is per router; a new router with a changed key tries anthropic again
+    lookup.set(ProviderCredential("anthropic", "sk-ant-rotated-key", first.base_url, "api"))
+    first.script([Reply.text("after rotation")])
+    ((text, _, _),) = turn((lookup, config))
+    assert text == "after rotation"
+
+
+def test_rejected_key_change_within_one_router(fakes: Any) -> None:
+    """Within one router, the rejected key stays skipped and the rotated key is used at once."""
+    first, second = fakes
+    first.script([Reply.http_error(403), Reply.text("rotated ok")])
+    second.script([Reply.text("fallback")])
+    lookup = creds(fakes)
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            router = ProviderRouter(RouterConfig(**FAST), client, lookup)
+            texts = []
+            for rotate in (False, True):
+                if rotate:
+                    lookup.set(ProviderCredential("anthropic", "sk-ant-new-key-9", first.base_url, "api"))
+                texts.append(
+                    "".join(
+                        [
+                            e.text
+                            async for e in router.stream("t", request("claude-sonnet-4-5"))
+                            if isinstance(e, TextDelta)
+                        ]
+                    )
+                )
+            return texts
+
+    assert asyncio.run(main()) == ["fallback", "rotated ok"]
+    assert first.requests[1].headers["x-api-key"] == "sk-ant-new-key-9"
+
+
+def test_every_provider_down_lists_each(fakes: Any) -> None:
+    """When every provider fails, AllProvidersFailed names each one with its error."""
+    first, second = fakes
+    first.script([Reply.http_error(503)])
+    second.script([Reply.http_error(401)])
+    ((_, _, err),) = turn((creds(fakes), RouterConfig(max_retries=0, **FAST)))
+    assert isinstance(err, AllProvidersFailed)
+    assert [p for p, _ in err.errors] == ["anthropic", "openai"]
+    assert "503" in err.errors[0][1] and "auth" in err.errors[1][1]
+    assert err.code == "ALL_PROVIDERS_FAILED" and err.status == 502
+
+
+def test_nothing_configured_says_how_to_add_a_provider() -> None:
+    """With no credentials the router raises NoProviderConfigured naming the env var and the API route."""
+    ((_, events, err),) = turn((StaticCredentials([]), RouterConfig()))
+    assert events == [] and isinstance(err, NoProviderConfigured)
+    assert "ANTHROPIC_API_KEY" in err.message and "PUT /me/providers/" in err.message
+
+
+def test_bad_request_is_raised_not_failed_over(fakes: Any) -> None:
+    """A 400 is the request's fault: raised at once, never retried or sent to another provider."""
+    first, second = fakes
+    first.script([Reply.http_error(400, message="messages: field required")])
+    ((_, _, err),) = turn((creds(fakes), RouterConfig(**FAST)))
+    assert isinstance(err, ProviderError) and err.kind == "bad_request"
+    assert len(first.requests) == 1 and second.requests == []
+
+
+def test_breaker_opens_skips_and_recovers_after_cooldown(fakes: Any) -> None:
+    """After K failures the provider is skipped without a request; after the cooldown a probe closes it."""
+    first, second = fakes
+    clock = Clock()
+    lookup = creds(fakes)
+    config = RouterConfig(max_retries=0, breaker_failure_threshold=2, breaker_cooldown_s=30, **FAST)
+    first.script([Reply.http_error(500), Reply.http_error(500), Reply.text("recovered")])
+    second.script([Reply.text("b1"), Reply.text("b2"), Reply.text("b3")])
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            router = ProviderRouter(config, client, lookup, clock=clock)
+            texts = []
+            for advance in (0, 0, 0, 30):
+                clock.now += advance
+                texts.append(
+                    "".join(
+                        [
+                            e.text
+                            async for e in router.stream("t", request("claude-sonnet-4-5"))
+                            if isinstance(e, TextDelta)
+                        ]
+                    )
+                )
+                if len(texts) == 3:
+                    status = {s.provider: s for s in await router.status("t")}
+                    assert status["anthropic"].state == "open"
+                    assert status["anthropic"].consecutive_failures == 2
+                    assert "500" in (status["anthropic"].last_error or "")
+            status = {s.provider: s for s in await router.status("t")}
+            assert status["anthropic"].state == "closed" and status["anthropic"].last_error is None
+            assert status["anthropic"].last_latency_ms is not None
+            assert status["gemini"].configured is False
+            return texts
+
+    assert asyncio.run(main()) == ["b1", "b2", "b3", "recovered"]
+    assert len(first.requests) == 3  # the third turn skipped anthropic without a request
+
+
+def test_provider_order_and_default_models_from_config(fakes: Any) -> None:
+    """provider_order overrides the family-first order; an unknown name in it is refused."""
+    _, second = fakes
+    second.script([Reply.text("openai first")])
+    config = RouterConfig(
+        provider_order=["openai", "anthropic"], default_models={"openai": "gpt-4.1"}, **FAST
+    )
+    ((text, events, _),) = turn((creds(fakes), config))
+    assert text == "openai first" and attempts(events) == [("openai", 1)]
+    assert second.requests[0].json()["model"] == "gpt-4.1"
+    with pytest.raises(ValueError, match="unknown provider"):
+        RouterConfig(provider_order=["nope"])
+
+
+def test_empty_model_uses_each_providers_default(fakes: Any) -> None:
+    """No model requested: each provider is asked for its own default model, in the registry order."""
+    first, _ = fakes
+    first.script([Reply.text("hi")])
+    ((_, events, _),) = turn((creds(fakes), RouterConfig(**FAST)), model="")
+    assert [(e.provider, e.model) for e in events if isinstance(e, Attempt)] == [
+        ("anthropic", "claude-sonnet-4-5")
+    ]
