@@ -1,0 +1,46 @@
+"""Session-wide fixtures shared by every test directory: the Docker client and the sandbox image.
+
+A missing engine fails the run loudly instead of skipping: the sandbox is the product, not an option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from toolrunner.image import ensure_sandbox_image
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """One docker-py client for the whole run (a large pool: tests share it across threads)."""
+    try:
+        client = docker.from_env(max_pool_size=64, timeout=60)
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"no Docker engine reachable ({exc}); these tests need a real one", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: Any, pytestconfig: pytest.Config) -> str:
+    """The current sandbox image's tag, built once if the engine lacks it (progress shown live)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    shown = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+    def progress(line: str) -> None:
+        print(f"[sandbox image] {line}", file=sys.stderr, flush=True)
+
+    with shown:
+        return ensure_sandbox_image(docker_client, progress)
