@@ -119,7 +119,7 @@ class RunnerChannel:
                     kind, a, b = await queue.get()
                     if kind == "chunk":
                         if on_chunk is not None and streamed < output_cap:
-                            data, _ = cut_text(b, output_cap - streamed)
+                            data = _head(b, output_cap - streamed)
                             streamed += len(data.encode("utf-8", "surrogatepass"))
                             await on_chunk(a, data)
                         continue
@@ -285,7 +285,7 @@ class RunnerChannel:
                 and budget > 0
                 and stream in ("stdout", "stderr")
             ):
-                data, _ = cut_text(data, budget)
+                data = _head(data, budget)
                 self._chunk_budget[mid] = budget - len(data.encode("utf-8", "surrogatepass"))
                 queue.put_nowait(("chunk", stream, data))
         else:
@@ -300,6 +300,12 @@ class RunnerChannel:
         for fut in self._replies.values():
             if not fut.done():
                 fut.set_exception(ChannelError(reason))
+
+
+def _head(text: str, limit: int) -> str:
+    """The first `limit` bytes of `text` (whole characters only), with no note: chunks are raw output."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
 
 
 def _ms(started: float) -> float:
