@@ -62,11 +62,11 @@ class Wire:
         if reply.raw_body is not None:
             return [reply.raw_body]
         events: list[tuple[bytes, bool]] = [(b, False) for b in self.start(reply, req)]
-        if reply.fast_deltas is not None:
+        if reply.fast_deltas is not None:  # render one delta and repeat its bytes: no per-event cost
             first = reply.parts[0]
             assert isinstance(first, TextPart)
-            block = self.text_block(0, [first.text] * reply.fast_deltas)
-            events += block
+            for data, is_content in self.text_block(0, [first.text]):
+                events += [(data, True)] * reply.fast_deltas if is_content else [(data, False)]
         else:
             for index, part in enumerate(reply.parts):
                 if isinstance(part, TextPart):
