@@ -6,13 +6,13 @@ with FakeAnthropic() as fake:
     assert fake.requests[1].json()["messages"][-1]["content"][0]["type"] == "tool_result"
 """
 
-from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.bedrock import FakeBedrock
-from tests.fakes.gemini import FakeGemini
-from tests.fakes.ollama import FakeOllama
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.reply import Reply, TextPart, ToolPart
-from tests.fakes.server import FakeServer, RecordedRequest
+from .anthropic import FakeAnthropic
+from .bedrock import FakeBedrock
+from .gemini import FakeGemini
+from .ollama import FakeOllama
+from .openai import FakeOpenAI
+from .reply import Reply, TextPart, ToolPart
+from .server import FakeServer, RecordedRequest
 
 __all__ = [
     "FakeAnthropic",

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from tests.fakes import FakeAnthropic, FakeBedrock, FakeGemini, FakeOllama, FakeOpenAI, Reply
+from . import FakeAnthropic, FakeBedrock, FakeGemini, FakeOllama, FakeOpenAI, Reply
 
 FAKES = {"anthropic": FakeAnthropic, "openai": FakeOpenAI, "gemini": FakeGemini, "ollama": FakeOllama,
          "bedrock": FakeBedrock}

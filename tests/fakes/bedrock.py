@@ -8,8 +8,9 @@ import json
 from typing import Any
 
 from server.providers.eventstream import encode_message
-from tests.fakes.reply import Reply, ToolPart
-from tests.fakes.server import FakeServer, RecordedRequest, Wire
+
+from .reply import Reply, ToolPart
+from .server import FakeServer, RecordedRequest, Wire
 
 EXCEPTIONS = {
     "overloaded": ("serviceUnavailableException", 503),

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.reply import Reply, ToolPart
-from tests.fakes.server import FakeServer, RecordedRequest, Wire
+from .reply import Reply, ToolPart
+from .server import FakeServer, RecordedRequest, Wire
 
 ERRORS = {
     "overloaded": (503, "UNAVAILABLE"),

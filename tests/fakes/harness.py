@@ -22,12 +22,13 @@ from server.providers.types import (
     ToolCall,
     ToolSpec,
 )
-from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.bedrock import FakeBedrock
-from tests.fakes.gemini import FakeGemini
-from tests.fakes.ollama import FakeOllama
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.server import FakeServer
+
+from .anthropic import FakeAnthropic
+from .bedrock import FakeBedrock
+from .gemini import FakeGemini
+from .ollama import FakeOllama
+from .openai import FakeOpenAI
+from .server import FakeServer
 
 T = TypeVar("T")
 KEY = "sk-test-SECRETKEY-0123456789"

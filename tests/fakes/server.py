@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakes.reply import Reply, TextPart, ToolPart
+from .reply import Reply, TextPart, ToolPart
 
 Step = bytes | float | None  # bytes to send, seconds to pause, None = cut the connection
 

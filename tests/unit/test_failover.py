@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import FakeAnthropic, FakeOpenAI, Reply
+from fakes.harness import request
 
 from server.providers.config import RouterConfig
 from server.providers.credentials import ProviderCredential, StaticCredentials
@@ -20,8 +22,6 @@ from server.providers.failover import (
     ProviderStatus,
 )
 from server.providers.types import Attempt, Discarded, ProviderError, TextDelta, ToolCall, Usage
-from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
-from tests.fakes.harness import request
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeAnthropic, Reply
+from fakes.harness import BASH, CASES, KEY, drain, request, run, send, text_of, tool_history
 
 from server.providers.credentials import ProviderCredential
 from server.providers.registry import make_adapter
 from server.providers.types import Stop
-from tests.fakes import FakeAnthropic, Reply
-from tests.fakes.harness import BASH, CASES, KEY, drain, request, run, send, text_of, tool_history
 
 CASE = CASES["anthropic"]
 

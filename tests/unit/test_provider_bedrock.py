@@ -7,13 +7,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from fakes import FakeBedrock, Reply
+from fakes.harness import CASES, KEY, drain, request, run, send, text_of, tool_history
 
 from server.providers.credentials import ProviderCredential
 from server.providers.eventstream import EventStreamDecoder, EventStreamError, encode_message
 from server.providers.registry import make_adapter
 from server.providers.sigv4 import sign
-from tests.fakes import FakeBedrock, Reply
-from tests.fakes.harness import CASES, KEY, drain, request, run, send, text_of, tool_history
 
 CASE = CASES["bedrock"]
 SUITE_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fakes import FakeGemini, Reply
+from fakes.harness import CASES, KEY, request, send, text_of, tool_history
+
 from server.providers.gemini import clean_schema
-from tests.fakes import FakeGemini, Reply
-from tests.fakes.harness import CASES, KEY, request, send, text_of, tool_history
 
 CASE = CASES["gemini"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.fakes import FakeOllama, Reply
-from tests.fakes.harness import CASES, request, send, text_of, tool_history
+from fakes import FakeOllama, Reply
+from fakes.harness import CASES, request, send, text_of, tool_history
 
 CASE = CASES["ollama"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.fakes import FakeOpenAI, Reply
-from tests.fakes.harness import BASH, CASES, KEY, request, send, text_of, tool_history
+from fakes import FakeOpenAI, Reply
+from fakes.harness import BASH, CASES, KEY, request, send, text_of, tool_history
 
 CASE = CASES["openai"]
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import Reply
+from fakes.harness import CASES, KEY, WireCase, adapter, calls_of, drain, request, run, text_of
+from fakes.server import FakeServer
 
 from server.providers.base import Timeouts
 from server.providers.types import Stop, Usage
-from tests.fakes import Reply
-from tests.fakes.harness import CASES, KEY, WireCase, adapter, calls_of, drain, request, run, text_of
-from tests.fakes.server import FakeServer
 
 
 @pytest.fixture(params=sorted(CASES))
