@@ -80,3 +80,60 @@ class ServiceUnavailable(ApiError):
 def error_body(code: str, message: str, status: int) -> dict[str, Any]:
     """The one error shape, for places that have no exception to raise (SSE error events, middleware)."""
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+# --- the edge: exception handlers installed by ``server.app.create_app`` ---------------------------------
+
+_HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE", 413: "PAYLOAD_TOO_LARGE",
+               415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR", 429: "TOO_MANY_REQUESTS"}
+
+
+def install_handlers(app: Any) -> None:
+    """Map every exception a request can raise to the one error shape (never a traceback)."""
+    import logging
+
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    log = logging.getLogger("server.errors")
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path[:200]}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path[:200]}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse(error_body(code, message, exc.status_code), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body("MALFORMED_JSON", "the request body is not valid JSON", 400),
+                                status_code=400)
+        parts = []
+        for e in errors[:10]:
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        return JSONResponse(error_body("VALIDATION_ERROR", "; ".join(parts), 422), status_code=422)
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("INTERNAL_ERROR", "internal server error; see the server log", 500),
+                            status_code=500)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,0 +1,12 @@
+"""HTTP routes, one module per resource group; ``ROUTERS`` is what ``create_app`` includes.
+
+The integrator appends the chat, tools, sandbox and audit routers here.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.api import events, health, me, providers, sessions
+
+ROUTERS: list[APIRouter] = [health.router, me.router, providers.router, sessions.router, events.router]

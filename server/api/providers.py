@@ -1,0 +1,58 @@
+"""Provider credentials of the calling tenant: list (masked), add/replace, remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.api.deps import ServicesDep, TenantDep
+from server.store.credentials import check_known
+
+router = APIRouter(tags=["providers"])
+
+
+class ProviderKeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Field(min_length=1, max_length=8192)
+    base_url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("api_key")
+    @classmethod
+    def _not_blank(cls, key: str) -> str:
+        key = key.strip()
+        if not key:
+            raise ValueError("must not be empty")
+        if any(c.isspace() for c in key):
+            raise ValueError("must not contain whitespace")
+        return key
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        if not (url.startswith(("http://", "https://")) and len(url) > 8 and " " not in url):
+            raise ValueError("must be an http(s) URL")
+        return url.rstrip("/")
+
+
+@router.get("/me/providers")
+async def list_providers(tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+    return {"data": [e.public() for e in services.credentials.list(tenant.id)]}
+
+
+@router.put("/me/providers/{name}")
+async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
+                       services: ServicesDep) -> dict[str, Any]:
+    entry = await services.credentials.put(tenant.id, name, body.api_key, body.base_url)
+    return entry.public()
+
+
+@router.delete("/me/providers/{name}", status_code=204)
+async def delete_provider(name: str, tenant: TenantDep, services: ServicesDep) -> Response:
+    check_known(name)
+    await services.credentials.delete(tenant.id, name)
+    return Response(status_code=204)

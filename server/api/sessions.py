@@ -1,0 +1,104 @@
+"""Sessions: create, list (paginated), read with the whole conversation, delete, and send a message.
+
+``POST /sessions/{id}/message`` stores the user turn, appends its ``message`` event, starts the turn in the
+background and answers with the session's events from that message up to the turn's ``state: idle``; a
+client that drops this response does not stop the turn (follow it on ``/events``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.api.deps import ServicesDep, TenantDep
+from server.api.events import SSEResponse, sse_chunks
+
+router = APIRouter(tags=["sessions"])
+
+
+class CreateSessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=200_000)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        if metadata is not None and len(metadata) > 100:
+            raise ValueError("at most 100 keys")
+        return metadata
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=1_000_000)
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be blank")
+        return text
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(tenant: TenantDep, services: ServicesDep,
+                         body: CreateSessionBody | None = None) -> dict[str, Any]:
+    body = body or CreateSessionBody()
+    record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
+                                            system_prompt=body.system_prompt, metadata=body.metadata)
+    return record.public()
+
+
+@router.get("/sessions")
+async def list_sessions(tenant: TenantDep, services: ServicesDep,
+                        page: int = Query(default=1, ge=1, le=10**6),
+                        per_page: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
+    records, total = services.sessions.page(tenant.id, page, per_page)
+    data = [r.public() | {"state": "running" if services.turns.busy(r.id) else "idle"} for r in records]
+    return {"data": data, "meta": {"page": page, "per_page": per_page, "total": total,
+                                   "total_pages": math.ceil(total / per_page)}}
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+    record = services.sessions.get(tenant.id, session_id)
+    return record.public() | {
+        "state": "running" if services.turns.busy(session_id) else "idle",
+        "last_seq": services.events.last_seq(session_id),
+        "messages": services.sessions.list_messages(tenant.id, session_id),
+    }
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> Response:
+    services.sessions.get(tenant.id, session_id)
+    await services.turns.cancel(session_id)
+    services.events.forget(tenant.id, session_id)
+    await services.sessions.delete(tenant.id, session_id)
+    return Response(status_code=204)
+
+
+@router.post("/sessions/{session_id}/message", response_model=None)
+async def send_message(session_id: str, body: MessageBody, tenant: TenantDep,
+                       services: ServicesDep) -> SSEResponse:
+    services.sessions.get(tenant.id, session_id)
+    services.turns.reserve(session_id)
+    try:
+        blocks = [{"type": "text", "text": body.message}]
+        message_id = await services.sessions.append_message(tenant.id, session_id, "user", blocks)
+        seq = services.events.append(tenant.id, session_id, "message",
+                                     {"id": message_id, "role": "user", "content": blocks})
+        sub = services.events.subscribe(tenant.id, session_id, seq - 1)
+        services.turns.start(tenant, session_id, body.message)
+    except BaseException:
+        services.turns.release(session_id)
+        raise
+    return SSEResponse(sse_chunks(sub, services.settings.sse_keepalive_s, stop_after_idle_from=seq))

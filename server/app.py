@@ -1,0 +1,44 @@
+"""``create_app(settings)``: the FastAPI application, with no module globals (tests build their own)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from server.api import ROUTERS
+from server.api.health import VERSION
+from server.errors import install_handlers
+from server.middleware import BodyLimitMiddleware
+from server.services import Services, open_services
+from server.sessions.turn_protocol import TurnRunner
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *,
+               turn_runner: Callable[[Services], TurnRunner] | None = None) -> FastAPI:
+    """The app; its lifespan opens the store and services (``app.state.services``) and closes them."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(settings, turn_runner)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="OpenAnalyst server", version=VERSION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    install_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                       allow_headers=["*"], expose_headers=["*"],
+                       allow_credentials="*" not in settings.cors_origins)
+    return app

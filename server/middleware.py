@@ -1,0 +1,77 @@
+"""Request body limit as a pure ASGI middleware: counts the bytes actually received.
+
+``Content-Length`` is checked first (cheap refusal); a chunked or lying body is read up to the limit and
+refused with 413 ``PAYLOAD_TOO_LARGE`` the moment it passes it, before the application sees any of it. A body
+within the limit is replayed to the app unchanged, and later ``receive`` calls (disconnect detection for SSE)
+go straight through.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import error_body
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if length is None and not chunked:
+            await self.app(scope, receive, send)
+            return
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _refuse(send, 400, "BAD_REQUEST", "Content-Length is not a number")
+                return
+            if declared > self.limit:
+                await _refuse(send, 413, "PAYLOAD_TOO_LARGE", self._message())
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away before sending the body
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await _refuse(send, 413, "PAYLOAD_TOO_LARGE", self._message())
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self) -> str:
+        return f"the request body is larger than the limit of {self.limit} bytes"
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message, status)).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"),
+                          (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,144 @@
+"""Server configuration: the one class that reads the environment.
+
+Server options use the ``OPENANALYST_`` prefix; provider keys and endpoints are read from the names their
+official SDKs use (``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL`` …), so a machine that already works with those
+SDKs works here unchanged. Invalid values stop the start with pydantic's message naming the setting.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; build one per app (tests pass their own, nothing is global)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENANALYST_", extra="ignore", populate_by_name=True)
+
+    # --- server core -------------------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path("~/.openanalyst/server"),
+                           description="Where server.db, audit.db, the key file and workspaces live.")
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=3080, ge=0, le=65535)
+    tenancy: Literal["header", "single"] = Field(
+        default="header",
+        description="header: X-Tenant-ID selects a tenant (absent = owner); single: the header is refused.")
+    require_api_key: bool = Field(default=False, description="Every request but /health needs a Bearer key.")
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=3600)
+    sse_queue_events: int = Field(default=10_000, ge=8, le=1_000_000,
+                                  description="Events buffered per live subscriber before it is dropped.")
+    share_env_providers_with_tenants: bool = Field(
+        default=True, description="Tenants other than the owner may use the host's env provider keys.")
+    enable_test_hooks: bool = Field(default=False, description="Internal event-append hook for bench/tests.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # --- provider credentials (their usual variable names, no prefix) -------------------------------------
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("ANTHROPIC_API_KEY"))
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("OPENAI_API_KEY"))
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_alias("GEMINI_API_KEY", "GOOGLE_API_KEY"))
+    xai_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("XAI_API_KEY"))
+    openrouter_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("OPENROUTER_API_KEY"))
+    openanalyst_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_alias("OPENANALYST_API_KEY"))
+    aws_access_key_id: SecretStr | None = Field(default=None, validation_alias=_alias("AWS_ACCESS_KEY_ID"))
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=_alias("AWS_SECRET_ACCESS_KEY"))
+    aws_session_token: SecretStr | None = Field(default=None, validation_alias=_alias("AWS_SESSION_TOKEN"))
+    aws_region: str | None = Field(default=None, validation_alias=_alias("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_bearer_token_bedrock: SecretStr | None = Field(
+        default=None, validation_alias=_alias("AWS_BEARER_TOKEN_BEDROCK"))
+    ollama_host: str | None = Field(default=None, validation_alias=_alias("OLLAMA_HOST"))
+
+    # Base-URL overrides, SDK conventions: Anthropic's base has no /v1, OpenAI-compatible ones end in /v1.
+    anthropic_base_url: str | None = Field(default=None, validation_alias=_alias("ANTHROPIC_BASE_URL"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_alias("OPENAI_BASE_URL"))
+    xai_base_url: str | None = Field(default=None, validation_alias=_alias("XAI_BASE_URL"))
+    openrouter_base_url: str | None = Field(default=None, validation_alias=_alias("OPENROUTER_BASE_URL"))
+    gemini_base_url: str | None = Field(default=None, validation_alias=_alias("GEMINI_BASE_URL"))
+    bedrock_base_url: str | None = Field(default=None, validation_alias=_alias("BEDROCK_BASE_URL"))
+    openanalyst_base_url: str | None = Field(default=None, validation_alias=_alias("OPENANALYST_BASE_URL"))
+
+    # --- sandbox and agent (the integrator extends this section) -----------------------------------------
+    owner_workspace: Path = Field(default_factory=Path.cwd, description="The owner's tools work here.")
+    sandbox_policy: str = Field(default="default", min_length=1, description="Policy preset for tenants.")
+    tenant_policies: dict[str, str] = Field(default_factory=dict, description="Per-tenant policy preset.")
+    sandbox_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    sandbox_runtime: Literal["runc", "runsc"] | None = None
+    provider_order: list[str] = Field(default_factory=list)
+    max_turns: int = Field(default=25, ge=1, le=1000)
+
+    @field_validator("data_dir", "owner_workspace")
+    @classmethod
+    def _expand(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("anthropic_base_url", "openai_base_url", "xai_base_url", "openrouter_base_url",
+                     "gemini_base_url", "bedrock_base_url", "openanalyst_base_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http(s) URL")
+        return url.rstrip("/")
+
+    @field_validator("tenant_policies")
+    @classmethod
+    def _tenant_ids(cls, policies: dict[str, str]) -> dict[str, str]:
+        bad = [t for t in policies if t != "owner" and not TENANT_ID_RE.match(t)]
+        if bad:
+            raise ValueError(f"invalid tenant id(s) {bad}")
+        return policies
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        bad = [o for o in origins if o != "*" and not re.match(r"^https?://[^\s/]+$", o)]
+        if bad:
+            raise ValueError(f"origin(s) {bad} must be '*' or scheme://host[:port] without a path")
+        return origins
+
+    @model_validator(mode="after")
+    def _aws_pair(self) -> Settings:
+        if self.aws_access_key_id and not self.aws_secret_access_key:
+            raise ValueError("AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY")
+        return self
+
+    def provider_env(self) -> dict[str, str]:
+        """The provider variables that are set, by their usual names, for ``credentials_from_env``."""
+        names = {
+            "ANTHROPIC_API_KEY": self.anthropic_api_key, "OPENAI_API_KEY": self.openai_api_key,
+            "GEMINI_API_KEY": self.gemini_api_key, "XAI_API_KEY": self.xai_api_key,
+            "OPENROUTER_API_KEY": self.openrouter_api_key, "OPENANALYST_API_KEY": self.openanalyst_api_key,
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+            "AWS_BEARER_TOKEN_BEDROCK": self.aws_bearer_token_bedrock,
+        }
+        env = {k: v.get_secret_value() for k, v in names.items() if v is not None and v.get_secret_value()}
+        plain = {
+            "AWS_REGION": self.aws_region, "OLLAMA_HOST": self.ollama_host,
+            "ANTHROPIC_BASE_URL": self.anthropic_base_url, "OPENAI_BASE_URL": self.openai_base_url,
+            "XAI_BASE_URL": self.xai_base_url, "OPENROUTER_BASE_URL": self.openrouter_base_url,
+            "GEMINI_BASE_URL": self.gemini_base_url, "BEDROCK_BASE_URL": self.bedrock_base_url,
+            "OPENANALYST_BASE_URL": self.openanalyst_base_url,
+        }
+        env.update({k: v for k, v in plain.items() if v})
+        return env
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "server.db"

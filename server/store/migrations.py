@@ -1,0 +1,40 @@
+"""Versioned schema migrations (``PRAGMA user_version``); append new steps, never edit old ones."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation
+    """
+    CREATE TABLE users (
+        tenant_id TEXT PRIMARY KEY, user_id TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+        created_at TEXT NOT NULL);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, title TEXT, model TEXT, system_prompt TEXT,
+        metadata TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX sessions_by_tenant ON sessions (tenant_id, created_at, id);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        role TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL);
+    CREATE INDEX messages_by_session ON messages (session_id);
+    CREATE TABLE events (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL,
+        created_at REAL NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+    CREATE TABLE provider_credentials (
+        tenant_id TEXT NOT NULL, provider TEXT NOT NULL, secret BLOB NOT NULL, base_url TEXT,
+        key_last4 TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (tenant_id, provider));
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, tenant_id TEXT, created_at TEXT NOT NULL);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns it. Each step commits atomically."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"database schema version {version} is newer than this server ({len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)

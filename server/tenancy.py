@@ -1,0 +1,66 @@
+"""Who is calling: the tenant every request acts for.
+
+Rules (docs/server.md explains the deployments):
+
+* no API key required, no ``X-Tenant-ID`` → the owner (tenant id ``"owner"``);
+* ``X-Tenant-ID: T`` → tenant ``T`` when ``tenancy="header"`` (the default, for a trusted proxy); refused
+  with 400 ``TENANT_HEADER_NOT_ALLOWED`` when ``tenancy="single"``;
+* ``require_api_key`` → ``Authorization: Bearer …`` is checked first; a key bound to a tenant fixes the
+  tenant and the header cannot override it; an unbound key lets the header choose (absent = owner).
+
+``owner`` is reserved (any case): a header cannot name the owner, so a tenant can never become it.
+A tenant id names a directory, hence the strict pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from server.errors import BadRequest
+from server.settings import TENANT_ID_RE
+
+OWNER_ID = "owner"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The caller's tenant; ``is_owner`` means the single-tenant owner (the server's own user)."""
+
+    id: str
+    is_owner: bool
+
+
+OWNER = Tenant(OWNER_ID, True)
+
+
+def parse_tenant_id(value: str) -> Tenant:
+    """A header value → Tenant, or 400 INVALID_TENANT_ID."""
+    if not TENANT_ID_RE.match(value):
+        raise BadRequest("INVALID_TENANT_ID",
+                         "X-Tenant-ID must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with '.'")
+    if value.lower() == OWNER_ID:
+        raise BadRequest("INVALID_TENANT_ID", "X-Tenant-ID 'owner' is reserved for the server's owner")
+    return Tenant(value, False)
+
+
+async def current_tenant(request: Request) -> Tenant:
+    """FastAPI dependency: resolve (and authenticate, when keys are required) the calling tenant."""
+    services = request.app.state.services
+    bound: str | None = None
+    if services.settings.require_api_key:
+        bound = await services.api_keys.authenticate(request.headers.get("authorization"))
+    if bound is not None:
+        return OWNER if bound == OWNER_ID else Tenant(bound, False)
+    header = request.headers.get("x-tenant-id")
+    if header is None:
+        return OWNER
+    if services.settings.tenancy == "single":
+        raise BadRequest("TENANT_HEADER_NOT_ALLOWED",
+                         "this server runs in single-tenant mode; remove the X-Tenant-ID header")
+    return parse_tenant_id(header)
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]
