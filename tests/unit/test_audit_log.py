@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
+import os
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,8 +152,6 @@ async def test_close_writes_everything_already_submitted(tmp_path: Path) -> None
 
 async def test_big_input_and_output_are_capped_but_hashed_whole(log: AuditLog) -> None:
     """A huge input/output is stored capped (flagged) while its sha256 covers the full value."""
-    import hashlib
-
     big = "x" * (5 * 1024 * 1024)
     await log.started("t1", call_id="c", session_id="s", tool="write_file", input={"content": big},
                       policy="default", decision="allowed")
@@ -207,3 +210,52 @@ def test_writer_refuses_submissions_before_start(tmp_path: Path) -> None:
 
     with pytest.raises(AuditWriteError):
         asyncio.run(submit())
+
+
+CRASH_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from server.audit.log import AuditLog
+
+async def main():
+    log = AuditLog(Path(sys.argv[1]))
+    await log.open()
+    n = 0
+    while True:
+        n += 1
+        seq = await log.started("t1", call_id=f"c{n}", session_id="s", tool="bash", input={"n": n},
+                                policy="default", decision="allowed")
+        print(seq, flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_records_acknowledged_before_a_kill_survive_it(tmp_path: Path) -> None:
+    """Every seq a writer saw acknowledged is still there after the process is SIGKILLed mid-stream."""
+    path = tmp_path / "audit.db"
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)], stdout=subprocess.PIPE,
+                             text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    acknowledged = 0
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 300:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert acknowledged >= 300
+    audit = AuditLog(path)
+    await audit.open()
+    try:
+        assert audit.warnings == []
+        kept = await audit.count("t1")
+        assert kept >= acknowledged
+        verdict = await audit.verify("t1")
+        assert verdict == {"ok": True, "records": kept, "first_bad_seq": None, "reason": None}
+    finally:
+        await audit.close()
