@@ -9,7 +9,7 @@ is cumulative. Errors can arrive inside a 200 stream as ``event: error``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.providers.base import HttpAdapter, classify_words, parse_json_object, sse_events
@@ -81,7 +81,7 @@ class AnthropicAdapter(HttpAdapter):
             headers["x-api-key"] = key
         return headers
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         async with self._open(f"{self.base_url}/v1/messages", self.headers(), build_body(req)) as resp:
             async for event in self._events(resp):
                 yield event

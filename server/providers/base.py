@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +116,7 @@ class HttpAdapter:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self.provider!r}, base_url={self.base_url!r})"
 
-    def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         raise NotImplementedError
 
     def error(self, kind: ErrorKind, message: str, status: int | None = None,

@@ -8,7 +8,7 @@ percent-encoded (``:`` in ``...-v1:0``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -95,7 +95,7 @@ class BedrockAdapter(HttpAdapter):
                                 session_token=extra.get("session_token") or None))
         return url, headers, body
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         url, headers, body = self.request(req)
         async with self._open(url, headers, body) as resp:
             async for event in self._events(resp):

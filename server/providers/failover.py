@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 
 import httpx
 from pydantic import BaseModel
@@ -113,21 +114,22 @@ class ProviderRouter:
             return [(p, chosen[p]) for p in configured]
         return able + others
 
-    async def stream(self, tenant_id: str, req: ChatRequest) -> AsyncIterator[RouterEvent]:
+    async def stream(self, tenant_id: str, req: ChatRequest) -> AsyncGenerator[RouterEvent, None]:
         creds = {k: v for k, v in (await self._lookup.credentials(tenant_id)).items() if k in PROVIDERS}
         self._seen.update(creds)
         if not creds:
             raise NoProviderConfigured()
         turn = _Turn()
         for provider, model in self.plan(req.model, creds):
-            async for event in self._provider(provider, model, creds[provider], req, turn):
-                yield event
+            async with aclosing(self._provider(provider, model, creds[provider], req, turn)) as events:
+                async for event in events:
+                    yield event
             if turn.answered:
                 return
         raise AllProvidersFailed(turn.errors)
 
     async def _provider(self, provider: str, model: str, cred: ProviderCredential, req: ChatRequest,
-                        turn: _Turn) -> AsyncIterator[RouterEvent]:
+                        turn: _Turn) -> AsyncGenerator[RouterEvent, None]:
         """Tries one provider (with retries), noting its failure or success in ``turn``."""
         errors = turn.errors
         health = self._health[provider]
@@ -150,17 +152,18 @@ class ProviderRouter:
                 pending: list[StreamEvent] = []
                 started = self._clock()
                 try:
-                    async for event in adapter.stream(preq):
-                        if committed:
-                            yield event
-                        elif isinstance(event, TextDelta | ToolCall):
-                            committed = True
-                            health.last_latency_ms = round((self._clock() - started) * 1000, 2)
-                            for held in pending:
-                                yield held
-                            yield event
-                        else:
-                            pending.append(event)
+                    async with aclosing(adapter.stream(preq)) as stream:
+                        async for event in stream:
+                            if committed:
+                                yield event
+                            elif isinstance(event, TextDelta | ToolCall):
+                                committed = True
+                                health.last_latency_ms = round((self._clock() - started) * 1000, 2)
+                                for held in pending:
+                                    yield held
+                                yield event
+                            else:
+                                pending.append(event)
                     for held in pending:
                         yield held
                 except ProviderError as err:
@@ -221,10 +224,11 @@ class ProviderRouter:
         out = []
         for name, health in self._health.items():
             fp = fingerprints.get(name)
+            rejected = fp is not None and health.breaker.rejected_key(fp) is not None
             out.append(ProviderStatus(
-                provider=name, configured=name in configured, state=health.breaker.state,
-                consecutive_failures=health.breaker.consecutive_failures,
-                credential_rejected=fp is not None and health.breaker.rejected_key(fp) is not None,
+                provider=name, configured=name in configured,
+                state="open" if rejected else health.breaker.state,
+                consecutive_failures=health.breaker.consecutive_failures, credential_rejected=rejected,
                 last_error=health.last_error, last_latency_ms=health.last_latency_ms))
         return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.providers.base import HttpAdapter, classify_status, classify_words, sse_events
@@ -95,7 +95,7 @@ def build_body(req: ChatRequest) -> dict[str, Any]:
 class GeminiAdapter(HttpAdapter):
     """POST {base}/v1beta/models/{model}:streamGenerateContent?alt=sse with x-goog-api-key."""
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         url = f"{self.base_url}/v1beta/models/{req.model}:streamGenerateContent?alt=sse"
         headers = {"content-type": "application/json", "x-goog-api-key": self.credential.api_key or ""}
         async with self._open(url, headers, build_body(req)) as resp:

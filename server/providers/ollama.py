@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.providers.base import HttpAdapter, classify_words
@@ -81,7 +81,7 @@ def build_body(req: ChatRequest) -> dict[str, Any]:
 class OllamaAdapter(HttpAdapter):
     """POST {base}/api/chat (base from OLLAMA_HOST, default http://127.0.0.1:11434)."""
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         headers = {"content-type": "application/json"}
         if self.credential.api_key:  # a proxy in front of Ollama may want one
             headers["authorization"] = f"Bearer {self.credential.api_key}"

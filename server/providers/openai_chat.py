@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.providers.base import HttpAdapter, classify_status, classify_words, parse_json_object, sse_events
@@ -83,7 +83,7 @@ class OpenAIChatAdapter(HttpAdapter):
             headers["authorization"] = f"Bearer {self.credential.api_key}"
         return headers
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         async with self._open(f"{self.base_url}/chat/completions", self.headers(), build_body(req)) as resp:
             async for event in self._events(resp):
                 yield event

@@ -172,6 +172,7 @@ def test_auth_failure_skips_provider_until_key_changes(fakes: Any) -> None:
     assert len(first.requests) == 1
     assert attempts(results[1][1]) == [("openai", 1)]
     assert status["anthropic"].credential_rejected and status["anthropic"].configured
+    assert status["anthropic"].state == "open"
     assert "sk-ant-first-key-1" not in (status["anthropic"].last_error or "")
     # same router state is per router; a new router with a changed key tries anthropic again
     lookup.set(ProviderCredential("anthropic", "sk-ant-rotated-key", first.base_url, "api"))
@@ -298,3 +299,38 @@ def test_empty_model_uses_each_providers_default(fakes: Any) -> None:
     assert [(e.provider, e.model) for e in events if isinstance(e, Attempt)] == [
         ("anthropic", "claude-sonnet-4-5")
     ]
+
+
+def test_consumer_leaving_mid_probe_frees_the_breaker(fakes: Any) -> None:
+    """A caller that stops reading during a half-open probe leaves the breaker free for the next probe."""
+    first, second = fakes
+    clock = Clock()
+    config = RouterConfig(max_retries=0, breaker_failure_threshold=1, breaker_cooldown_s=10, **FAST)
+    first.script([Reply.http_error(500), Reply.text("a long answer that nobody reads"), Reply.text("probe")])
+    second.script([Reply.text("fallback")])
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            router = ProviderRouter(config, client, creds(fakes), clock=clock)
+            seen = [
+                e.provider
+                async for e in router.stream("t", request("claude-sonnet-4-5"))
+                if isinstance(e, Attempt)
+            ]
+            clock.now += 10
+            stream = router.stream("t", request("claude-sonnet-4-5"))
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    break
+            await stream.aclose()
+            states = [s.state for s in await router.status("t") if s.provider == "anthropic"]
+            text = "".join(
+                [
+                    e.text
+                    async for e in router.stream("t", request("claude-sonnet-4-5"))
+                    if isinstance(e, TextDelta)
+                ]
+            )
+            return [*seen, *states, text]
+
+    assert asyncio.run(main()) == ["anthropic", "openai", "half_open", "probe"]
