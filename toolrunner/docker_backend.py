@@ -38,8 +38,11 @@ class DockerBackend:
     def __init__(self, client: Any | None = None, *, timeout_s: float = 30.0) -> None:
         self.timeout_s = timeout_s
         self._own_client = client is None
-        self._client: Any = client if client is not None else docker.from_env(
-            timeout=max(5, int(timeout_s)), max_pool_size=64)
+        try:
+            self._client: Any = client if client is not None else docker.from_env(
+                timeout=max(5, int(timeout_s)), max_pool_size=64)
+        except docker.errors.DockerException as exc:  # API version negotiation failed or timed out
+            raise SandboxBackendUnavailable(f"the container engine is not reachable: {exc}") from exc
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
         self._remover = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-rm")
 
@@ -138,6 +141,15 @@ class DockerBackend:
         data = await self._run("stats", lambda: self._client.api.stats(container_id, stream=False,
                                                                         one_shot=True))
         return cast(dict[str, Any], data)
+
+    async def usage(self, container_id: str) -> dict[str, Any]:
+        """Memory, pids and CPU time now, from one ``docker stats`` sample."""
+        stats = await self.stats(container_id)
+        memory = stats.get("memory_stats") or {}
+        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+        return {"memory_bytes": memory.get("usage"), "memory_limit_bytes": memory.get("limit"),
+                "pids": (stats.get("pids_stats") or {}).get("current"),
+                "cpu_total_s": (cpu.get("total_usage") or 0) / 1e9}
 
     async def exec_run(self, container_id: str, cmd: list[str]) -> int:
         """``docker exec`` (benchmarks only: the manager never execs per call)."""

@@ -366,15 +366,10 @@ class SandboxManager:
             return {**out, "state": "stopped" if stopped else "absent", "container_id": stopped,
                     "usage": None}
         state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
-        stats = await self.backend.stats(sandbox.container_id)
-        memory = stats.get("memory_stats") or {}
-        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
         return {**out, "state": state.get("Status"), "container_id": sandbox.container_id,
                 "started_at": state.get("StartedAt"),
                 "idle_s": round(time.monotonic() - sandbox.last_used, 3),
-                "usage": {"memory_bytes": memory.get("usage"), "memory_limit_bytes": memory.get("limit"),
-                          "pids": (stats.get("pids_stats") or {}).get("current"),
-                          "cpu_total_s": (cpu.get("total_usage") or 0) / 1e9}}
+                "usage": await self.backend.usage(sandbox.container_id)}
 
     async def shutdown(self, *, stop_containers: bool = False) -> None:
         """Close every channel; containers keep running for the next start to adopt (or stop them)."""

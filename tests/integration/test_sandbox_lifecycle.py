@@ -102,7 +102,7 @@ def test_hung_engine_becomes_backend_unavailable_within_the_deadline(harness: An
     """With an engine that never answers, a call raises SANDBOX_BACKEND_UNAVAILABLE after the deadline."""
     sock_path = tmp_path / "hung.sock"
     server = _hanging_engine(sock_path)
-    client = docker.DockerClient(base_url=f"unix://{sock_path}", timeout=2)
+    client = docker.DockerClient(base_url=f"unix://{sock_path}", timeout=2, version="1.41")
     try:
         backend = DockerBackend(client, timeout_s=1.5)
 

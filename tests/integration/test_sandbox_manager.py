@@ -58,7 +58,8 @@ def test_every_tool_kind_runs_through_the_manager(harness: Any) -> None:
     ok(harness.call(t, "write_file", {"path": "notes/a.txt", "content": "alpha\nbeta\n"}))
     assert "beta" in ok(harness.call(t, "read_file", {"path": "notes/a.txt"}))
     ok(harness.call(t, "edit_file", {"path": "notes/a.txt", "old_string": "beta", "new_string": "gamma"}))
-    assert "gamma" in ok(harness.call(t, "grep_search", {"pattern": "gam+a"}))
+    assert "notes/a.txt" in ok(harness.call(t, "grep_search", {"pattern": "gam+a"}))
+    assert "gamma" in ok(harness.call(t, "grep_search", {"pattern": "gam+a", "output_mode": "content"}))
     assert "notes/a.txt" in ok(harness.call(t, "glob_search", {"pattern": "**/*.txt"}))
     notebook = {"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [],
                            "execution_count": None}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
