@@ -1,0 +1,167 @@
+"""``openanalyst``: start the server, and the admin commands.
+
+    openanalyst --serve [PORT] [--host HOST]     run the API server (default 127.0.0.1:3080)
+    openanalyst sandbox build [--force] …        build the sandbox image (toolrunner.image)
+    openanalyst audit verify FILE [--key K]      check an audit export offline (server.audit.cli)
+    openanalyst keys create [--tenant T]         make an API key (printed once)
+    openanalyst keys revoke ID
+
+Uvicorn runs in-process with the app factory and one worker. SIGINT/SIGTERM stop it gracefully and the
+process exits 0 (uvicorn's own handler would re-raise the signal and exit 143).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from server.settings import Settings
+
+EXIT_USAGE = 2
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus CLI overrides; an invalid value exits naming the setting."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = loc if loc.isupper() else f"OPENANALYST_{loc.upper()}"  # aliases are the env names
+            print(f"openanalyst: invalid setting {name}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def startup_line(settings: Settings, host: str, port: int, providers: list[str]) -> str:
+    mode = ("single-tenant (X-Tenant-ID refused)" if settings.tenancy == "single"
+            else "owner by default, X-Tenant-ID selects a tenant")
+    auth = "API key required" if settings.require_api_key else "no authentication"
+    shown = f"[{host}]" if ":" in host else host
+    return (f"OpenAnalyst server listening on http://{shown}:{port} | tenancy: {mode}; {auth}"
+            f" | data: {settings.data_dir} | providers: {', '.join(providers) or 'none'}")
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn with a startup line after binding and signal handling that exits 0."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or not self.servers:
+            return
+        bound = [s.getsockname() for srv in self.servers for s in (srv.sockets or ())]
+        host, port = (bound[0][0], bound[0][1]) if bound else (self.settings.host, self.settings.port)
+        app = self.config.loaded_app
+        while hasattr(app, "app") and not hasattr(app, "state"):
+            app = app.app
+        services = getattr(getattr(app, "state", None), "services", None)
+        names = services.credentials.env_provider_names if services is not None else []
+        print(startup_line(self.settings, host, port, names), flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: Settings) -> int:
+    from server.app import create_app
+
+    config = uvicorn.Config(lambda: create_app(settings), factory=True, host=settings.host,
+                            port=settings.port, workers=1, log_level=settings.log_level, access_log=False,
+                            timeout_graceful_shutdown=5, lifespan="on")
+    server = _Server(config, settings)
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from server.auth import ApiKeys
+    from server.store.db import Database
+
+    db = Database(settings.db_path)
+    db.open()
+    try:
+        keys = ApiKeys(db)
+        if args.keys_command == "create":
+            created = await keys.create(args.tenant)
+            bound = f"bound to tenant {created.tenant_id}" if created.tenant_id else "not bound to a tenant"
+            print(f"API key {created.id} ({bound}); shown once, store it now:", file=sys.stderr)
+            print(created.key)
+        else:
+            await keys.revoke(args.id)
+            print(f"revoked {args.id}", file=sys.stderr)
+        return 0
+    finally:
+        db.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openanalyst", description="OpenAnalyst agent server.")
+    parser.add_argument("--serve", nargs="?", const=-1, type=int, metavar="PORT",
+                        help="run the HTTP server (default port 3080)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--data-dir", help="data directory (default ~/.openanalyst/server)")
+    commands = parser.add_subparsers(dest="command")
+    sandbox = commands.add_parser("sandbox", help="sandbox image: build")
+    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
+    audit = commands.add_parser("audit", help="audit log: verify FILE")
+    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    keys = commands.add_parser("keys", help="API keys for require_api_key deployments")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--tenant", help="bind the key to this tenant ('owner' for the owner)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    args = parser.parse_args(argv)
+
+    if args.command == "sandbox":
+        if not args.rest or args.rest[0] != "build":
+            parser.error("usage: openanalyst sandbox build [--force] [--base-image REF]")
+        from toolrunner.image import main as image_main
+
+        return image_main(args.rest[1:]) or 0
+    if args.command == "audit":
+        from server.audit.cli import main as audit_main
+
+        return audit_main(args.rest)
+    if args.command == "keys":
+        return asyncio.run(_keys(load_settings(data_dir=args.data_dir), args))
+    if args.serve is None:
+        parser.print_help()
+        return EXIT_USAGE
+    port = None if args.serve == -1 else args.serve
+    if port is not None and not 0 <= port <= 65535:
+        parser.error(f"port {port} is out of range 0-65535")
+    return serve(load_settings(port=port, host=args.host, data_dir=args.data_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
