@@ -137,6 +137,9 @@ class AnthropicAdapter(HttpAdapter):
                 return
             elif kind == "error":
                 err = obj.get("error", {})
-                etype = str(err.get("type", "error"))
-                raise self.error(classify_words(etype), f"{etype}: {err.get('message', '')}")
+                etype, message = str(err.get("type", "error")), str(err.get("message", ""))
+                kind = classify_words(etype)
+                if kind == "bad_request" and "credit balance" in message.lower():
+                    kind = "credit"  # Anthropic reports an empty balance as invalid_request_error
+                raise self.error(kind, f"{etype}: {message}")
         raise self.error("retryable", "stream ended before message_stop")

@@ -123,3 +123,19 @@ def test_credit_error_in_stream_and_oauth_bearer() -> None:
         headers = fake.requests[0].headers
     assert err is not None and err.kind == "credit" and err.provider == "openanalyst"
     assert headers["authorization"] == f"Bearer {KEY}" and "x-api-key" not in headers
+
+
+def test_low_credit_balance_is_credit_in_stream_and_as_http_400() -> None:
+    """Anthropic's 'credit balance is too low' (an invalid_request_error) means credit, not a bad request."""
+    message = "Your credit balance is too low to access the Anthropic API."
+    raw = (
+        b'event: error\ndata: {"type":"error","error":{"type":"invalid_request_error","message":"'
+        + message.encode()
+        + b'"}}\n\n'
+    )
+    with FakeAnthropic() as fake:
+        fake.script([Reply(raw_body=raw), Reply.http_error(400, "bad_request", message=message)])
+        _, in_stream = send(CASE, fake, request("claude-sonnet-4-5"))
+        _, as_http = send(CASE, fake, request("claude-sonnet-4-5"))
+    assert in_stream is not None and in_stream.kind == "credit"
+    assert as_http is not None and as_http.kind == "credit" and as_http.status == 400
