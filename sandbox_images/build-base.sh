@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Make the sandbox base root filesystem locally, for machines that cannot pull from a container registry.
 #
-#   build-base.sh OUT.tar [MIRROR] [SUITE]
+#   build-base.sh OUT.tar [MIRROR] [SUITE] [PACKAGES_FILE]
 #
-# Runs `debootstrap --variant=minbase` with the packages in packages.txt and writes the result as a tar
+# Runs `debootstrap --variant=minbase` with the packages in PACKAGES_FILE (default: packages.txt next to this
+# script; build-server-image.sh passes server-packages.txt) and writes the result as a tar
 # stream that `docker import` turns into an image (toolrunner/image.py does the import and tags it
 # openanalyst/sandbox-base:<hash>). Needs root and debootstrap (.ci/install-system.sh installs it).
 # The tree is trimmed (apt lists, caches, docs, man pages, locales) so that the image stays small.
 set -euo pipefail
 
-out=${1:?usage: build-base.sh OUT.tar [MIRROR] [SUITE]}
+out=${1:?usage: build-base.sh OUT.tar [MIRROR] [SUITE] [PACKAGES_FILE]}
 mirror=${2:-http://deb.debian.org/debian}
 suite=${3:-bookworm}
 here=$(cd "$(dirname "$0")" && pwd)
+packages_file=${4:-$here/packages.txt}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "build-base: debootstrap needs root" >&2
@@ -20,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 command -v debootstrap >/dev/null 2>&1 || { echo "build-base: debootstrap is not installed" >&2; exit 3; }
 
-pkgs=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt" | grep -v '^$' | paste -sd, -)
+pkgs=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$packages_file" | grep -v '^$' | paste -sd, -)
 work=$(mktemp -d /var/tmp/openanalyst-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root="$work/root"

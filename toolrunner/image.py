@@ -223,7 +223,7 @@ def choose_base(client: Any, progress: Progress, base_image: str | None = None) 
         return wanted
     if base_image is not None:
         raise ImageUnavailable(f"the base image {base_image} is neither present nor pullable")
-    progress(f"{wanted} is unavailable (no registry reachable?); making a local base with debootstrap")
+    progress(f"{wanted} is unavailable (no registry reachable?); using a local debootstrap base")
     return make_local_base(client, progress)
 
 
