@@ -32,9 +32,15 @@ CREATE TABLE IF NOT EXISTS heads (
     tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    tenant TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, body TEXT NOT NULL, moved_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    tenant TEXT NOT NULL, seq INTEGER NOT NULL, detected_at TEXT NOT NULL, detail TEXT NOT NULL
+);
 """
 COLUMNS = ("seq", "ts", "session_id", "call_id", "phase", "tool", "decision", "hash")
-BATCH = 500
+BATCH = 200  # rows are at most ~35 KiB, so a batch stays under ~7 MiB
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,13 @@ def last_records(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
         "(SELECT tenant, MAX(seq) AS seq FROM records GROUP BY tenant) m "
         "ON r.tenant = m.tenant AND r.seq = m.seq")
     return {t: (s, h) for t, s, h in rows}
+
+
+def first_incident(conn: sqlite3.Connection, tenant: str) -> tuple[int, str] | None:
+    """The lowest-seq problem found at an open (see ``recovery.py``), if any."""
+    row = conn.execute("SELECT seq, detail FROM incidents WHERE tenant = ? ORDER BY seq, rowid LIMIT 1",
+                       (tenant,)).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def count(conn: sqlite3.Connection, tenant: str, flt: AuditFilter) -> int:

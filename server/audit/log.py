@@ -170,13 +170,19 @@ class AuditLog:
                 else:
                     verifier.reject(problem)
             head = db.read_head(conn, tenant_id)
+            incident = db.first_incident(conn, tenant_id)
         finally:
             conn.close()
         head_obj = None if head is None else {"tenant": tenant_id, "seq": head[0], "hash": head[1],
                                               "mac": head[2]}
         if head_obj is None and verifier.records == 0:
-            return Verdict(ok=True, records=0, tail_authenticated=True)
-        return verifier.finish(head_obj, self._key)
+            verdict = Verdict(ok=True, records=0, tail_authenticated=True)
+        else:
+            verdict = verifier.finish(head_obj, self._key)
+        if incident is not None and (verdict.first_bad_seq is None or incident[0] < verdict.first_bad_seq):
+            verdict.ok, verdict.tail_authenticated = False, False
+            verdict.first_bad_seq, verdict.reason = incident[0], f"incident recorded at open: {incident[1]}"
+        return verdict
 
 
 def _parse_row(row: tuple[Any, ...]) -> tuple[Any, str | None]:

@@ -5,16 +5,15 @@ everything queued, assigns each tenant's next seq, seals the records into their 
 updated signed heads in ONE transaction, and only after COMMIT resolves the futures. One commit (one fsync
 with ``synchronous=FULL``) is shared by every call that arrived while the previous one was on disk.
 
-At start the chain state comes from the signed heads, never from the records alone: if records were removed
-from the tail, new records continue after the head, so the gap stays visible to ``verify`` instead of being
-sealed over.
+At start the chain state comes from the signed heads, never from the records alone (``recovery.py``): if
+records were removed from the tail, new records continue after the head, so the gap stays visible to
+``verify`` instead of being sealed over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import queue
 import sqlite3
@@ -25,6 +24,7 @@ from typing import Any
 
 from server.audit import db
 from server.audit.records import canonical_json, genesis_hash, head_mac, seal, utc_timestamp
+from server.audit.recovery import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +62,12 @@ class Writer:
 
     def start(self) -> None:
         self._conn = db.connect(self._path, synchronous=self._synchronous)
-        self._state = self._load_state(self._conn)
+        reconciled = reconcile(self._conn, self._key)
+        self._state = reconciled.state
+        for problem in reconciled.problems:
+            self._warn(problem)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
-
-    def _load_state(self, conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
-        state: dict[str, tuple[int, str]] = {}
-        heads = db.read_heads(conn)
-        tails = db.last_records(conn)
-        for tenant, (seq, last_hash, mac) in heads.items():
-            if hmac.compare_digest(mac, head_mac(self._key, tenant, seq, last_hash)):
-                state[tenant] = (seq, last_hash)
-                if tails.get(tenant) != (seq, last_hash):
-                    self._warn(f"tenant {tenant!r}: records disagree with the signed head at seq {seq}")
-            else:
-                self._warn(f"tenant {tenant!r}: the signed head does not verify (key changed or head forged)")
-        for tenant, tail in tails.items():
-            if tenant not in state:
-                # No trustworthy head: continue after the stored records so seqs stay unique.
-                state[tenant] = tail
-                self._warn(f"tenant {tenant!r}: records without a valid signed head; "
-                           f"resealing at seq {tail[0]}")
-        return state
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
