@@ -85,17 +85,26 @@ def _digest(named: list[tuple[str, bytes]]) -> str:
     return h.hexdigest()
 
 
-def source_hash(root: Path | None = None) -> str:
-    """sha256 over the names and contents of the image's sources and the runner files."""
+def read_sources(root: Path | None = None) -> list[tuple[str, bytes]]:
+    """Names and contents of everything the image is built from, read once so tag and context agree."""
     try:
-        return _digest([(name, path.read_bytes()) for name, path in context_files(root)])
+        return [(name, path.read_bytes()) for name, path in context_files(root)]
     except OSError as exc:
         raise ImageUnavailable(f"an image source is unreadable: {exc}") from exc
 
 
+def source_hash(root: Path | None = None) -> str:
+    """sha256 over the names and contents of the image's sources and the runner files."""
+    return _digest(read_sources(root))
+
+
+def _tag_for(sources: list[tuple[str, bytes]]) -> str:
+    return f"{IMAGE_REPO}:{_digest(sources)[:12]}"
+
+
 def image_tag(root: Path | None = None) -> str:
     """The sandbox image's tag for the current sources, e.g. ``openanalyst/sandbox:3f2a9c0d11be``."""
-    return f"{IMAGE_REPO}:{source_hash(root)[:12]}"
+    return _tag_for(read_sources(root))
 
 
 def base_tag(root: Path | None = None, suite: str = SUITE) -> str:
@@ -227,21 +236,19 @@ def choose_base(client: Any, progress: Progress, base_image: str | None = None) 
     return make_local_base(client, progress)
 
 
-def build_context(root: Path | None = None) -> bytes:
+def build_context(sources: list[tuple[str, bytes]] | None = None) -> bytes:
     """The tar the engine builds from: Dockerfile, package list and runner files only, never the repo."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         # An empty package marker: the host's toolrunner/__init__.py may import host-only modules.
-        for name, data in [("toolrunner/__init__.py", b""),
-                           *((n, p.read_bytes()) for n, p in context_files(root))]:
+        for name, data in [("toolrunner/__init__.py", b""), *(sources or read_sources())]:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), _CONTEXT_MTIME, 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def _build_events(client: Any, tag: str, base: str, root: Path | None) -> Iterator[dict[str, Any]]:
-    context = build_context(root)
+def _build_events(client: Any, tag: str, base: str, context: bytes) -> Iterator[dict[str, Any]]:
     labels = {"openanalyst.image_hash": tag.rsplit(":", 1)[1], "openanalyst.base_image": base}
     stream = _engine("starting the build", lambda: client.api.build(
         fileobj=io.BytesIO(context), custom_context=True, tag=tag, buildargs={"BASE_IMAGE": base},
@@ -254,11 +261,12 @@ def _build_events(client: Any, tag: str, base: str, root: Path | None) -> Iterat
 
 def build_sandbox_image(client: Any, *, progress: Progress, base_image: str | None = None) -> str:
     """Build ``image_tag()`` from the chosen base, streaming build output lines to ``progress``."""
-    tag = image_tag()
+    sources = read_sources()
+    tag = _tag_for(sources)
     base = choose_base(client, progress, base_image)
     progress(f"building {tag} FROM {base}")
     started = time.monotonic()
-    for event in _build_events(client, tag, base, None):
+    for event in _build_events(client, tag, base, build_context(sources)):
         if "error" in event:
             raise ImageUnavailable(f"docker build failed: {str(event['error']).strip()}")
         for line in str(event.get("stream", "")).splitlines():
