@@ -57,6 +57,8 @@ class Writer:
         self._last_ts = ""
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
         self.warnings: list[str] = []
         self.commits = 0
 
@@ -74,17 +76,20 @@ class Writer:
         log.error("audit log %s: %s", self._path, message)
 
     def submit(self, tenant: str, draft: dict[str, Any]) -> asyncio.Future[int]:
-        if self._thread is None or not self._thread.is_alive():
-            raise AuditWriteError("the audit log is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._queue.put(_Item(tenant, draft, future, loop))
+        with self._lock:  # no item can slip in behind the stop marker
+            if self._stopping or self._thread is None or not self._thread.is_alive():
+                raise AuditWriteError("the audit log is not open")
+            self._queue.put(_Item(tenant, draft, future, loop))
         return future
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        with self._lock:
+            self._stopping = True
+            self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("audit writer did not stop within %.0f s", timeout)
@@ -110,7 +115,23 @@ class Writer:
                 except queue.Empty:
                     break
             if batch:
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except Exception as exc:  # never let the one writer die with callers waiting
+                    log.exception("audit writer failed a batch")
+                    for pending in batch:
+                        self._resolve(pending, None, AuditWriteError(f"audit write failed: {exc!r}"))
+        self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        """Whatever was queued after the stop marker (another thread racing close) fails instead of hanging."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Item):
+                self._resolve(item, None, AuditWriteError("the audit log was closed"))
 
     def _next_ts(self) -> str:
         """Now, but never earlier than the last record written (the clock may step back)."""
@@ -132,6 +153,8 @@ class Writer:
             heads[item.tenant] = (seq + 1, record["hash"])
             seqs.append(seq + 1)
         signed = [(t, s, h, head_mac(self._key, t, s, h)) for t, (s, h) in heads.items()]
+        if self._conn.in_transaction:  # a failure in the middle of an earlier batch
+            self._conn.execute("ROLLBACK")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(

@@ -18,14 +18,23 @@ from typing import Any
 
 import pytest
 
+from server.audit.keys import load_key
 from server.audit.log import AuditLog, AuditWriteError
 from server.audit.records import genesis_hash, record_hash
+from server.audit.verify import verify_lines
 from server.audit.writer import Writer
 
 pytestmark = pytest.mark.anyio
 
-RESULT_OK = {"output": "hi\n", "exit_code": 0, "timed_out": False, "truncated": False, "duration_ms": 1.5,
-             "limit": None, "error": None}
+RESULT_OK = {
+    "output": "hi\n",
+    "exit_code": 0,
+    "timed_out": False,
+    "truncated": False,
+    "duration_ms": 1.5,
+    "limit": None,
+    "error": None,
+}
 
 
 @pytest.fixture
@@ -41,14 +50,23 @@ async def log(tmp_path: Path) -> AsyncIterator[AuditLog]:
     await audit.close()
 
 
-async def one_call(log: AuditLog, tenant: str, n: int, *, session: str = "s1", tool: str = "bash",
-                   decision: str = "allowed", result: dict[str, Any] | None = None) -> tuple[int, int]:
-    common = {"call_id": f"call_{n}", "session_id": session, "tool": tool, "policy": "default",
-              "decision": decision}
-    first = await log.started(tenant, input={"command": f"echo {n}"},
-                              reason="not allowed" if decision == "denied" else None, **common)
-    last = await log.finished(tenant, result=result or RESULT_OK, oom_killed=False,
-                              container_id="c0ffee", image_id="sha256:abc", **common)
+async def one_call(
+    log: AuditLog,
+    tenant: str,
+    n: int,
+    *,
+    session: str = "s1",
+    tool: str = "bash",
+    decision: str = "allowed",
+    result: dict[str, Any] | None = None,
+) -> tuple[int, int]:
+    common = {"call_id": f"call_{n}", "session_id": session, "tool": tool, "policy": "default", "decision": decision}
+    first = await log.started(
+        tenant, input={"command": f"echo {n}"}, reason="not allowed" if decision == "denied" else None, **common
+    )
+    last = await log.finished(
+        tenant, result=result or RESULT_OK, oom_killed=False, container_id="c0ffee", image_id="sha256:abc", **common
+    )
     return first, last
 
 
@@ -61,9 +79,15 @@ def stored(path: Path, tenant: str) -> list[dict[str, Any]]:
 async def test_every_call_has_started_and_finished_records(log: AuditLog) -> None:
     """Each call, allowed or denied, leaves one started and one finished record with seqs 1, 2, 3, …"""
     seqs = [await one_call(log, "t1", n) for n in range(3)]
-    seqs.append(await one_call(log, "t1", 3, decision="denied",
-                               result={**RESULT_OK, "output": "", "error": {"code": "TOOL_DENIED",
-                                                                              "message": "no"}}))
+    seqs.append(
+        await one_call(
+            log,
+            "t1",
+            3,
+            decision="denied",
+            result={**RESULT_OK, "output": "", "error": {"code": "TOOL_DENIED", "message": "no"}},
+        )
+    )
     assert seqs == [(1, 2), (3, 4), (5, 6), (7, 8)]
     assert await log.count("t1", phase="finished") == 4
     assert await log.count("t1", phase="started") == 4
@@ -127,8 +151,9 @@ async def test_concurrent_writers_across_tenants_get_contiguous_chains(log: Audi
 
 async def test_a_cancelled_caller_still_gets_its_record_written(log: AuditLog) -> None:
     """Cancelling the task that awaits a record does not lose the record (it is already queued)."""
-    task = asyncio.create_task(log.started("t1", call_id="c", session_id=None, tool="bash", input={},
-                                           policy="default", decision="allowed"))
+    task = asyncio.create_task(
+        log.started("t1", call_id="c", session_id=None, tool="bash", input={}, policy="default", decision="allowed")
+    )
     await asyncio.sleep(0)  # one loop turn: the task runs up to awaiting its queued record
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -153,11 +178,27 @@ async def test_close_writes_everything_already_submitted(tmp_path: Path) -> None
 async def test_big_input_and_output_are_capped_but_hashed_whole(log: AuditLog) -> None:
     """A huge input/output is stored capped (flagged) while its sha256 covers the full value."""
     big = "x" * (5 * 1024 * 1024)
-    await log.started("t1", call_id="c", session_id="s", tool="write_file", input={"content": big},
-                      policy="default", decision="allowed")
-    await log.finished("t1", call_id="c", session_id="s", tool="write_file",
-                       result={**RESULT_OK, "output": big}, oom_killed=False, container_id=None,
-                       image_id=None, policy="default", decision="allowed")
+    await log.started(
+        "t1",
+        call_id="c",
+        session_id="s",
+        tool="write_file",
+        input={"content": big},
+        policy="default",
+        decision="allowed",
+    )
+    await log.finished(
+        "t1",
+        call_id="c",
+        session_id="s",
+        tool="write_file",
+        result={**RESULT_OK, "output": big},
+        oom_killed=False,
+        container_id=None,
+        image_id=None,
+        policy="default",
+        decision="allowed",
+    )
     started, finished = stored(log.path, "t1")
     assert started["input_truncated"] is True and isinstance(started["input"], str)
     assert len(started["input"].encode()) <= 16 * 1024
@@ -170,8 +211,7 @@ async def test_a_failed_commit_fails_the_callers_and_the_log_recovers(log: Audit
     """When SQLite refuses a write the awaiting callers get AuditWriteError and the chain is unharmed."""
     await one_call(log, "t1", 0)
     with sqlite3.connect(log.path) as conn:  # a trigger stands in for a full disk
-        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON records "
-                     "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     with pytest.raises(AuditWriteError, match="disk full"):
         await one_call(log, "t1", 1)
     with sqlite3.connect(log.path) as conn:
@@ -236,8 +276,13 @@ async def test_records_acknowledged_before_a_kill_survive_it(tmp_path: Path) -> 
     """Every seq a writer saw acknowledged is still there after the process is SIGKILLed mid-stream."""
     path = tmp_path / "audit.db"
     repo = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)], stdout=subprocess.PIPE,
-                             text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASH_WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     acknowledged = 0
     try:
         assert child.stdout is not None
@@ -259,3 +304,19 @@ async def test_records_acknowledged_before_a_kill_survive_it(tmp_path: Path) -> 
         assert verdict == {"ok": True, "records": kept, "first_bad_seq": None, "reason": None}
     finally:
         await audit.close()
+
+
+async def test_export_taken_during_writes_ends_at_its_head(log: AuditLog) -> None:
+    """An export read while calls keep being recorded is a consistent prefix that verifies with the key."""
+    for n in range(50):
+        await one_call(log, "t1", n)
+    export = log.iter_export("t1")
+    first = [next(export), next(export)]  # the export has begun: its head is fixed
+    writers = asyncio.gather(*(one_call(log, "t1", n) for n in range(50, 150)))
+    rest = await asyncio.to_thread(list, export)
+    await writers
+    lines = first + rest
+    verdict = verify_lines(lines, load_key(log.key_path))
+    assert verdict.ok and verdict.tail_authenticated and verdict.records == json.loads(lines[-1])["seq"]
+    assert verdict.records >= 100
+    assert await log.count("t1") == 300

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.audit.db import AuditFilter
 from server.audit.keys import load_key
 from server.audit.log import AuditLog
 from server.audit.records import canonical_json, record_hash
@@ -19,8 +20,15 @@ pytestmark = pytest.mark.anyio
 
 CALLS = 3  # records 1..6 for tenant t1
 INSERT_COLUMNS = "tenant, seq, ts, session_id, call_id, phase, tool, decision, hash, body"
-RESULT = {"output": "ok", "exit_code": 0, "timed_out": False, "truncated": False, "duration_ms": 2.0,
-          "limit": None, "error": None}
+RESULT = {
+    "output": "ok",
+    "exit_code": 0,
+    "timed_out": False,
+    "truncated": False,
+    "duration_ms": 2.0,
+    "limit": None,
+    "error": None,
+}
 
 
 @pytest.fixture
@@ -34,11 +42,15 @@ async def log(tmp_path: Path) -> AsyncIterator[AuditLog]:
     await audit.open()
     for tenant in ("t1", "t2"):
         for n in range(CALLS):
-            common = {"call_id": f"call_{n}", "session_id": "s1", "tool": "bash", "policy": "default",
-                      "decision": "allowed"}
+            common = {
+                "call_id": f"call_{n}",
+                "session_id": "s1",
+                "tool": "bash",
+                "policy": "default",
+                "decision": "allowed",
+            }
             await audit.started(tenant, input={"command": f"echo {n}"}, **common)
-            await audit.finished(tenant, result=RESULT, oom_killed=False, container_id="c", image_id="i",
-                                 **common)
+            await audit.finished(tenant, result=RESULT, oom_killed=False, container_id="c", image_id="i", **common)
     yield audit
     await audit.close()
 
@@ -51,8 +63,10 @@ def body(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
 def put(conn: sqlite3.Connection, seq: int, record: dict[str, Any], *, rehash: bool) -> None:
     if rehash:
         record["hash"] = record_hash(record)
-    conn.execute("UPDATE records SET body = ?, hash = ? WHERE tenant = 't1' AND seq = ?",
-                 (canonical_json(record).decode(), record["hash"], seq))
+    conn.execute(
+        "UPDATE records SET body = ?, hash = ? WHERE tenant = 't1' AND seq = ?",
+        (canonical_json(record).decode(), record["hash"], seq),
+    )
 
 
 async def tampered(log: AuditLog, change: Callable[[sqlite3.Connection], None]) -> dict[str, Any]:
@@ -99,10 +113,19 @@ def _shift_up_from(conn: sqlite3.Connection, seq: int) -> None:
 def insert_copy(conn: sqlite3.Connection) -> None:
     copy = body(conn, 2)
     _shift_up_from(conn, 4)
-    conn.execute(f"INSERT INTO records ({INSERT_COLUMNS}) "
-                 "VALUES ('t1', 4, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (copy["ts"], copy["session_id"], copy["call_id"], copy["phase"], copy["tool"],
-                  copy["decision"], copy["hash"], canonical_json(copy).decode()))
+    conn.execute(
+        f"INSERT INTO records ({INSERT_COLUMNS}) VALUES ('t1', 4, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            copy["ts"],
+            copy["session_id"],
+            copy["call_id"],
+            copy["phase"],
+            copy["tool"],
+            copy["decision"],
+            copy["hash"],
+            canonical_json(copy).decode(),
+        ),
+    )
 
 
 def insert_forged(conn: sqlite3.Connection) -> None:
@@ -110,25 +133,35 @@ def insert_forged(conn: sqlite3.Connection) -> None:
     forged.update(prev_hash=body(conn, 3)["hash"], output="forged", seq=4)
     forged["hash"] = record_hash(forged)
     _shift_up_from(conn, 4)
-    conn.execute(f"INSERT INTO records ({INSERT_COLUMNS}) "
-                 "VALUES ('t1', 4, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (forged["ts"], forged["session_id"], forged["call_id"], forged["phase"], forged["tool"],
-                  forged["decision"], forged["hash"], canonical_json(forged).decode()))
+    conn.execute(
+        f"INSERT INTO records ({INSERT_COLUMNS}) VALUES ('t1', 4, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            forged["ts"],
+            forged["session_id"],
+            forged["call_id"],
+            forged["phase"],
+            forged["tool"],
+            forged["decision"],
+            forged["hash"],
+            canonical_json(forged).decode(),
+        ),
+    )
 
 
 def append_forged(conn: sqlite3.Connection) -> None:
     last = body(conn, 6)
     extra = dict(last, seq=7, prev_hash=last["hash"], phase="started", input={"command": "planted"})
     extra["hash"] = record_hash(extra)
-    conn.execute(f"INSERT INTO records ({INSERT_COLUMNS}) "
-                 "VALUES ('t1', 7, ?, 's1', 'call_x', 'started', 'bash', 'allowed', ?, ?)",
-                 (extra["ts"], extra["hash"], canonical_json(extra).decode()))
+    conn.execute(
+        f"INSERT INTO records ({INSERT_COLUMNS}) "
+        "VALUES ('t1', 7, ?, 's1', 'call_x', 'started', 'bash', 'allowed', ?, ?)",
+        (extra["ts"], extra["hash"], canonical_json(extra).decode()),
+    )
 
 
 def forge_head(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM records WHERE tenant = 't1' AND seq > 4")
-    conn.execute("UPDATE heads SET seq = 4, hash = ?, mac = ? WHERE tenant = 't1'",
-                 (body(conn, 4)["hash"], "0" * 64))
+    conn.execute("UPDATE heads SET seq = 4, hash = ?, mac = ? WHERE tenant = 't1'", (body(conn, 4)["hash"], "0" * 64))
 
 
 CASES: list[tuple[str, Callable[[sqlite3.Connection], None], int]] = [
@@ -149,9 +182,9 @@ CASES: list[tuple[str, Callable[[sqlite3.Connection], None], int]] = [
 
 
 @pytest.mark.parametrize(("name", "change", "first_bad"), CASES, ids=[c[0] for c in CASES])
-async def test_database_tampering_is_caught(log: AuditLog, name: str,
-                                            change: Callable[[sqlite3.Connection], None],
-                                            first_bad: int) -> None:
+async def test_database_tampering_is_caught(
+    log: AuditLog, name: str, change: Callable[[sqlite3.Connection], None], first_bad: int
+) -> None:
     """Each kind of edit to audit.db makes verify fail with first_bad_seq at the first unprovable record."""
     verdict = await tampered(log, change)
     assert verdict["ok"] is False, name
@@ -160,6 +193,7 @@ async def test_database_tampering_is_caught(log: AuditLog, name: str,
 
 
 # -- the same, on an export file -------------------------------------------------------------------------
+
 
 def export_lines(log: AuditLog) -> list[str]:
     return list(log.iter_export("t1"))
@@ -223,8 +257,9 @@ EXPORT_CASES: list[tuple[str, Callable[[list[str]], None], int]] = [
 
 
 @pytest.mark.parametrize(("name", "change", "first_bad"), EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES])
-async def test_export_tampering_is_caught(log: AuditLog, name: str, change: Callable[[list[str]], None],
-                                          first_bad: int) -> None:
+async def test_export_tampering_is_caught(
+    log: AuditLog, name: str, change: Callable[[list[str]], None], first_bad: int
+) -> None:
     """Each kind of edit to an export file fails offline verification at the right seq, keyed or not."""
     lines = export_lines(log)
     key = load_key(log.key_path)
@@ -256,8 +291,6 @@ async def test_wrong_key_is_inconclusive_not_tampering(log: AuditLog, tmp_path: 
 
 async def test_filtered_export_checks_records_and_links(log: AuditLog) -> None:
     """A filtered export verifies record by record; an edited record in it is still caught."""
-    from server.audit.db import AuditFilter
-
     lines = list(log.iter_export("t1", AuditFilter(phase="finished")))
     assert [json.loads(line)["seq"] for line in lines[1:-1]] == [2, 4, 6]
     key = load_key(log.key_path)
@@ -266,3 +299,13 @@ async def test_filtered_export_checks_records_and_links(log: AuditLog) -> None:
     edit_line(lines, 2, False, output="changed")
     bad = verify_lines(lines, key)
     assert not bad.ok and bad.first_bad_seq == 4
+
+
+async def test_export_without_a_stored_head_is_unprovable(log: AuditLog) -> None:
+    """If the head row is gone, the export carries no head line and offline verification fails at the tail."""
+    with sqlite3.connect(log.path) as conn:
+        conn.execute("DELETE FROM heads WHERE tenant = 't1'")
+    lines = export_lines(log)
+    assert json.loads(lines[-1]).get("type") != "head"
+    verdict = verify_lines(lines)
+    assert not verdict.ok and verdict.first_bad_seq == 7 and "no signed head" in (verdict.reason or "")
