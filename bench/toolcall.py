@@ -120,19 +120,25 @@ async def density(manager: SandboxManager, tenants: int, calls: int) -> list[str
 
 async def idle_memory(manager: SandboxManager, names: list[str]) -> None:
     await asyncio.sleep(2)  # let the runners settle before sampling (measurement, not synchronisation)
-    usage = []
+    usage, rss, ids = [], [], []
     for name in names:
         info = await manager.info(name)
         usage.append((info["usage"] or {}).get("memory_bytes") or 0)
-    note_row("idle cgroup memory per container", f"{statistics.median(usage) / 2**20:.1f} MB",
-             f"median of {len(usage)} (docker stats usage)")
+        rss.append((info["usage"] or {}).get("memory_rss_bytes") or 0)
+        ids.append(info["container_id"])
+    note_row("idle memory per container", f"{statistics.median(usage) / 2**20:.1f} MB",
+             f"median of {len(usage)}; cgroup usage minus inactive file cache, as `docker stats`")
+    note_row("idle anonymous (rss) memory per container", f"{statistics.median(rss) / 2**20:.1f} MB",
+             "cgroup total_rss")
     try:
         import psutil
-        shims = [p for p in psutil.process_iter(["cmdline"]) if "containerd-shim" in " ".join(
-            p.info["cmdline"] or [])]
+        shims = [p for p in psutil.process_iter(["cmdline"])
+                 if "containerd-shim" in " ".join(p.info["cmdline"] or [])
+                 and any(cid in " ".join(p.info["cmdline"] or []) for cid in ids)]
         if shims:
-            rss = statistics.median(p.memory_info().rss for p in shims)
-            note_row("host RSS per containerd-shim", f"{rss / 2**20:.1f} MB", f"median of {len(shims)} shims")
+            shim_rss = statistics.median(p.memory_info().rss for p in shims)
+            note_row("host RSS per containerd-shim", f"{shim_rss / 2**20:.1f} MB",
+                     f"median of {len(shims)} shims of these containers")
     except Exception as exc:  # the shim figure is optional
         note_row("host RSS per containerd-shim", "n/a", str(exc)[:60])
 
@@ -191,6 +197,7 @@ def resolve_image(given: str | None) -> str:
     if given:
         return given
     import docker
+
     from toolrunner.image import ensure_sandbox_image
     client = docker.from_env(timeout=60)
     try:

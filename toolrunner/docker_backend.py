@@ -147,7 +147,14 @@ class DockerBackend:
         stats = await self.stats(container_id)
         memory = stats.get("memory_stats") or {}
         cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
-        return {"memory_bytes": memory.get("usage"), "memory_limit_bytes": memory.get("limit"),
+        detail = memory.get("stats") or {}
+        # Like `docker stats`: page cache that can be dropped (inactive files) is not the tenant's memory.
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0
+        used = memory.get("usage")
+        return {"memory_bytes": None if used is None else max(0, int(used) - int(inactive)),
+                "memory_rss_bytes": detail.get("total_rss", detail.get("anon")),
+                "memory_cache_bytes": detail.get("total_cache", detail.get("file")),
+                "memory_limit_bytes": memory.get("limit"),
                 "pids": (stats.get("pids_stats") or {}).get("current"),
                 "cpu_total_s": (cpu.get("total_usage") or 0) / 1e9}
 
