@@ -1,0 +1,103 @@
+"""Quick chat: `POST /v1/chat` (alias `/v1/query`) runs the agent loop in a throwaway conversation of the
+caller's tenant — same tools, sandbox and audit as a session — and answers as SSE or, with
+`"stream": false`, as one JSON object.
+
+The conversation lives only as long as the request: a client that disconnects cancels the turn (nobody else
+can see it), and the turn's sandbox shell and REPL are closed when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import jsonschema
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.errors import ApiError
+from server.providers.types import Message, TextBlock
+from server.sessions.agent import MemoryConversation, TurnOptions, TurnOutcome
+from server.streaming.buffer import EventBuffer
+from server.tenancy import TenantDep
+from server.tools.context import ToolContext
+
+router = APIRouter(tags=["chat"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=1_000_000)
+    model: str | None = Field(default=None, max_length=200)
+    effort: Literal["low", "medium", "high", "max"] | None = None
+    system_prompt: str | None = Field(default=None, max_length=200_000)
+    stream: bool = True
+    output_schema: dict[str, Any] | None = None
+
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return schema
+
+
+def outcome_body(outcome: TurnOutcome) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": outcome.text, "tool_calls": outcome.tool_calls, "usage": outcome.usage()}
+    if outcome.structured_output is not None:
+        body["structured_output"] = outcome.structured_output
+    return body
+
+
+@router.post("/v1/chat", response_model=None)
+@router.post("/v1/query", response_model=None)
+async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> StreamingResponse | JSONResponse:
+    services = request.app.state.services
+    chat_id = "chat_" + secrets.token_urlsafe(12)
+    options = TurnOptions(model=body.model, system_prompt=body.system_prompt, effort=body.effort,
+                          max_turns=services.settings.max_turns, output_schema=body.output_schema)
+    conversation = MemoryConversation([Message(role="user", blocks=[TextBlock(text=body.message)])])
+
+    if not body.stream:
+        ctx = ToolContext(tenant_id=tenant.id, session_id=chat_id)
+        try:
+            outcome = await services.agent.run(ctx, conversation, options)
+        finally:
+            await services.sandbox_backend.close_session(tenant.id, chat_id)
+        if outcome.error is not None:
+            code = outcome.error["code"]
+            raise ApiError(code, outcome.error["message"], status=503 if code == "NO_PROVIDER_CONFIGURED" else 502)
+        return JSONResponse(outcome_body(outcome))
+
+    buffer = EventBuffer()
+    ctx = ToolContext(tenant_id=tenant.id, session_id=chat_id, sink=buffer)
+
+    async def run_turn() -> None:
+        try:
+            await services.agent.run(ctx, conversation, options)
+        finally:
+            buffer.close()
+            await asyncio.shield(services.sandbox_backend.close_session(tenant.id, chat_id))
+
+    async def stream() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(run_turn())
+        try:
+            async for chunk in buffer.chunks():
+                yield chunk
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,26 @@
+"""The caller's sandbox container: what it is and how much it uses, and a way to throw it away.
+
+Removing the container never touches the workspace; the next tool call starts a fresh container on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from server.tenancy import TenantDep
+
+router = APIRouter(tags=["sandbox"])
+
+
+@router.get("/v1/sandbox")
+async def sandbox_info(tenant: TenantDep, request: Request) -> dict[str, Any]:
+    info: dict[str, Any] = await request.app.state.services.sandbox_backend.info(tenant.id)
+    return info
+
+
+@router.delete("/v1/sandbox", status_code=204)
+async def remove_sandbox(tenant: TenantDep, request: Request) -> Response:
+    await request.app.state.services.sandbox_backend.remove(tenant.id)
+    return Response(status_code=204)

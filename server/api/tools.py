@@ -1,0 +1,90 @@
+"""The direct tool API, for CI and hosts that run their own agent loop.
+
+`POST /v1/tools/{name}` goes through the same dispatcher as the agent loop (policy, audit, events); with a
+`session_id` the call shows up in that session's event stream and shares its shell and REPL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.api.chat import SSE_HEADERS
+from server.streaming.buffer import EventBuffer
+from server.tenancy import TenantDep
+from server.tools.context import ToolContext
+from server.tools.dispatch import new_call_id
+
+router = APIRouter(tags=["tools"])
+
+
+class ToolCallBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = Field(default=None, max_length=100)
+    stream: bool = False
+
+
+@router.get("/v1/tools")
+async def list_tools(tenant: TenantDep, request: Request) -> dict[str, Any]:
+    dispatcher = request.app.state.services.dispatcher
+    tools = [{**t.public(), "allowed": dispatcher.allowed(tenant.id, t.name)} for t in dispatcher.registry.all()]
+    return {"data": tools}
+
+
+def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> ToolContext:
+    services = request.app.state.services
+    if session_id is None:
+        return ToolContext(tenant_id=tenant_id, session_id=None)
+    services.sessions.get(tenant_id, session_id)  # 404 for a missing session, another tenant's included
+    context: ToolContext = services.session_context(tenant_id, session_id)
+    return context
+
+
+@router.post("/v1/tools/{name}", response_model=None)
+async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
+                    request: Request) -> JSONResponse | StreamingResponse:
+    dispatcher = request.app.state.services.dispatcher
+    dispatcher.registry.validate(name, body.input)  # 404 / 422 before anything starts
+    ctx = _tool_context(request, tenant.id, body.session_id)
+    call_id = new_call_id()
+    if not body.stream or not dispatcher.allowed(tenant.id, name):
+        # A denial is recorded and raised here as a plain 403, before any stream starts.
+        result = await dispatcher.run(ctx, name, body.input, call_id=call_id)
+        return JSONResponse({"call_id": call_id, **result.model_dump()})
+
+    buffer = EventBuffer()
+
+    async def on_chunk(stream: str, data: str) -> None:
+        await buffer.emit("tool_output", {"call_id": call_id, "stream": stream, "data": data})
+
+    async def run() -> None:
+        try:
+            result = await dispatcher.run(ctx, name, body.input, on_chunk=on_chunk, call_id=call_id)
+            await buffer.emit("tool_result", {"call_id": call_id, **result.model_dump()})
+        except Exception as exc:
+            code = getattr(exc, "code", "INTERNAL_ERROR")
+            message = getattr(exc, "message", "the tool call failed")
+            await buffer.emit("error", {"code": code, "message": message, "status": getattr(exc, "status", 500)})
+        finally:
+            buffer.close()
+
+    async def stream() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(run())
+        try:
+            async for chunk in buffer.chunks():
+                yield chunk
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)

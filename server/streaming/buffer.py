@@ -1,0 +1,56 @@
+"""A bounded, batching event buffer between a producer (an agent turn) and one SSE response.
+
+Events are appended without awaiting the network; the response drains everything queued at once and writes it
+as one chunk, so a burst of thousands of text deltas costs a handful of socket writes. When the buffer is full
+the producer waits (a quick chat has exactly one reader, so backpressure is the honest answer there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_event(type: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    """One SSE event; JSON escapes newlines, so a single `data:` line always suffices."""
+    head = f"event: {type}\nid: {event_id}\n" if event_id is not None else f"event: {type}\n"
+    return f"{head}data: {_DUMPS(data)}\n\n".encode()
+
+
+class EventBuffer:
+    def __init__(self, max_events: int = 4096) -> None:
+        self._items: list[bytes] = []
+        self._max = max_events
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed = False
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        while len(self._items) >= self._max and not self._closed:
+            self._drained.clear()
+            await self._drained.wait()
+        if self._closed:
+            return
+        self._items.append(encode_event(type, data))
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+        self._drained.set()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Everything queued since the last chunk, as one byte string, until closed and empty."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            items, self._items = self._items, []
+            self._drained.set()
+            if items:
+                yield b"".join(items)
+            if self._closed and not self._items:
+                return

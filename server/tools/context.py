@@ -1,0 +1,47 @@
+"""What a tool call knows about where it runs: tenant, session, where its events go, and the hooks that the
+server tools need (the session's task list, the request's output schema, a sub-agent runner)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class EventSink(Protocol):
+    """Where a turn's events go: a session's persisted log, or a quick chat's response stream."""
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None: ...
+
+
+SubAgentRunner = Callable[["ToolContext", str, str], Awaitable[str]]
+TodoSaver = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass
+class ToolContext:
+    tenant_id: str
+    session_id: str | None
+    sink: EventSink | None = None
+    call_id: str = ""
+    parent_call_id: str | None = None
+    output_schema: dict[str, Any] | None = None
+    structured_output: dict[str, Any] | None = None
+    save_todos: TodoSaver | None = None
+    run_subagent: SubAgentRunner | None = None
+    depth: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def child(self, call_id: str) -> ToolContext:
+        """The context of a sub-agent started by tool call `call_id`: same tenant and sandbox session."""
+        return ToolContext(
+            tenant_id=self.tenant_id, session_id=self.session_id, sink=self.sink, parent_call_id=call_id,
+            output_schema=None, save_todos=None, run_subagent=self.run_subagent, depth=self.depth + 1,
+        )
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        if self.sink is None:
+            return
+        if self.parent_call_id is not None:
+            data = {**data, "parent_tool_call_id": self.parent_call_id}
+        await self.sink.emit(type, data)

@@ -1,0 +1,133 @@
+"""One path for every tool call, whoever asks (the agent loop, a sub-agent, the direct tool API):
+
+    validate → policy decision → audit `started` → `tool_call` event → run (sandbox or server) →
+    audit `finished` → `tool_result` event
+
+Denied and failed calls take the same path, so the audit log has a `finished` record for every call made and
+a session's event stream shows every call. Domain errors (unknown tool, bad input, denial, over the cap) are
+raised to the caller after they are recorded; failures inside a call come back as a result with `error` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from policies.model import Policy
+from server.errors import ApiError, Forbidden
+from server.tools.context import ToolContext
+from server.tools.registry import ToolRegistry
+from toolrunner.manager import CallOutcome
+from toolrunner.results import ToolResult, error_result
+
+ChunkCallback = Callable[[str, str], Awaitable[None]]
+
+
+class AuditSink(Protocol):
+    async def started(self, tenant_id: str, *, call_id: str, session_id: str | None, tool: str,
+                      input: dict[str, Any], policy: str, decision: str, reason: str | None = None) -> int: ...
+
+    async def finished(self, tenant_id: str, *, call_id: str, session_id: str | None, tool: str,
+                       result: dict[str, Any], oom_killed: bool, container_id: str | None,
+                       image_id: str | None, policy: str, decision: str) -> int: ...
+
+
+class SandboxBackend(Protocol):
+    async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
+                  timeout_s: float | None, on_chunk: ChunkCallback | None) -> CallOutcome: ...
+
+    async def close_session(self, tenant_id: str, session_id: str) -> None: ...
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_urlsafe(12)
+
+
+STATEFUL_TOOLS = frozenset({"bash", "repl", "powershell", "bash_output", "kill_process"})
+
+
+@dataclass(frozen=True)
+class _CallRecord:
+    """The fields both audit records of one call share."""
+
+    tenant_id: str
+    call_id: str
+    session_id: str | None
+    tool: str
+    policy: str
+
+
+class ToolDispatcher:
+    def __init__(self, registry: ToolRegistry, sandbox: SandboxBackend, audit: AuditSink,
+                 policy_for: Callable[[str], Policy]) -> None:
+        self.registry = registry
+        self._sandbox = sandbox
+        self._audit = audit
+        self._policy_for = policy_for
+        self._background: set[asyncio.Task[None]] = set()
+
+    def allowed(self, tenant_id: str, name: str) -> bool:
+        return self._policy_for(tenant_id).allows(name)
+
+    async def run(self, ctx: ToolContext, name: str, raw_input: Any, *,
+                  on_chunk: ChunkCallback | None = None, call_id: str | None = None) -> ToolResult:
+        tool = self.registry.get(name)
+        args = self.registry.validate(name, raw_input)
+        ctx.call_id = call_id or new_call_id()
+        policy = self._policy_for(ctx.tenant_id)
+        rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name, policy.name)
+        if not policy.allows(name):
+            reason = f"tool {name!r} is not allowed by policy {policy.name!r}"
+            await self._started(rec, args, "denied", reason)
+            await self._finished(rec, CallOutcome(error_result(name, "TOOL_DENIED", reason), None, None), "denied")
+            raise Forbidden("TOOL_DENIED", reason)
+
+        await self._started(rec, args, "allowed", None)
+        await ctx.emit("tool_call", {"id": ctx.call_id, "tool_name": name, "arguments": args})
+        outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
+        try:
+            outcome = await self._execute(ctx, tool.where, name, args, on_chunk)
+        except ApiError as exc:
+            outcome = CallOutcome(error_result(name, exc.code, exc.message), None, None)
+            raise
+        except asyncio.CancelledError:
+            outcome = CallOutcome(error_result(name, "CANCELLED", "the call was interrupted"), None, None)
+            raise
+        finally:
+            # The record and the event are written even when the caller is being cancelled.
+            await asyncio.shield(self._finished(rec, outcome, "allowed"))
+            await asyncio.shield(ctx.emit("tool_result", {"id": ctx.call_id, **outcome.result.model_dump()}))
+        return outcome.result
+
+    async def _execute(self, ctx: ToolContext, where: str, name: str, args: dict[str, Any],
+                       on_chunk: ChunkCallback | None) -> CallOutcome:
+        if where == "server":
+            handler = self.registry.get(name).handler
+            assert handler is not None
+            return CallOutcome(await handler(ctx, args), None, None)
+        if ctx.session_id is not None:
+            return await self._sandbox.run(ctx.tenant_id, ctx.session_id, name, args,
+                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
+        # A call outside any session gets a throwaway shell/REPL, closed after it (off the response path).
+        session = f"oneshot-{ctx.call_id}"
+        try:
+            return await self._sandbox.run(ctx.tenant_id, session, name, args,
+                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
+        finally:
+            if name in STATEFUL_TOOLS:
+                task = asyncio.create_task(self._sandbox.close_session(ctx.tenant_id, session))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _started(self, rec: _CallRecord, args: dict[str, Any], decision: str, reason: str | None) -> None:
+        await self._audit.started(rec.tenant_id, call_id=rec.call_id, session_id=rec.session_id, tool=rec.tool,
+                                  input=args, policy=rec.policy, decision=decision, reason=reason)
+
+    async def _finished(self, rec: _CallRecord, outcome: CallOutcome, decision: str) -> None:
+        await self._audit.finished(rec.tenant_id, call_id=rec.call_id, session_id=rec.session_id, tool=rec.tool,
+                                   result=outcome.result.model_dump(), oom_killed=outcome.oom_killed,
+                                   container_id=outcome.container_id, image_id=outcome.image_id,
+                                   policy=rec.policy, decision=decision)

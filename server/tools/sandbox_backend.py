@@ -1,0 +1,118 @@
+"""The server's view of the sandbox: a `SandboxManager` that comes up in the background.
+
+At start the server must keep serving even when Docker is slow, the image is missing or cannot be built, so
+the image check (and build, if needed) and the re-adoption of our containers run in a background task; tool
+calls wait for it, and if it failed they get `SANDBOX_IMAGE_UNAVAILABLE` / `SANDBOX_BACKEND_UNAVAILABLE`
+with the reason while every other endpoint keeps working. Toolrunner errors become API errors here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from policies.model import Policy
+from server.errors import ApiError, TooManyRequests
+from server.tools.dispatch import ChunkCallback
+from toolrunner.config import SandboxConfig
+from toolrunner.errors import SandboxError, TooManyCalls
+from toolrunner.manager import CallOutcome, SandboxManager
+
+log = logging.getLogger(__name__)
+
+ImageProvider = Callable[[], str]
+
+
+def api_error(exc: SandboxError) -> ApiError:
+    if isinstance(exc, TooManyCalls):
+        return TooManyRequests(exc.code, exc.message, retry_after_s=exc.retry_after_s)
+    return ApiError(exc.code, exc.message, status=exc.status)
+
+
+class SandboxBackend:
+    """Owns the manager's life: started lazily in the background, closed with the server."""
+
+    def __init__(self, config_for_image: Callable[[str], SandboxConfig], ensure_image: ImageProvider,
+                 policy_for: Callable[[str], Policy]) -> None:
+        self._config_for_image = config_for_image
+        self._ensure_image = ensure_image
+        self._policy_for = policy_for
+        self._manager: SandboxManager | None = None
+        self._failure: ApiError | None = None
+        self._ready: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin the image check and adoption in the background (idempotent)."""
+        if self._ready is None:
+            self._ready = asyncio.create_task(self._bring_up(), name="sandbox-bring-up")
+
+    async def _bring_up(self) -> None:
+        try:
+            tag = await asyncio.to_thread(self._ensure_image)
+        except SandboxError as exc:
+            self._failure = api_error(exc)
+            log.error("sandbox image unavailable, tool calls will fail: %s", exc.message)
+            return
+        except Exception as exc:  # anything the engine throws: the API must stay up
+            self._failure = ApiError("SANDBOX_IMAGE_UNAVAILABLE", f"could not get the sandbox image: {exc}",
+                                     status=503)
+            log.error("sandbox image unavailable, tool calls will fail: %s", exc)
+            return
+        try:
+            manager = SandboxManager(self._config_for_image(tag), self._policy_for)
+            await manager.adopt_or_reap()
+        except SandboxError as exc:
+            self._failure = api_error(exc)
+            log.error("sandbox backend unavailable: %s", exc.message)
+            return
+        self._manager = manager
+        log.info("sandbox ready: image %s", tag)
+
+    async def manager(self) -> SandboxManager:
+        self.start()
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+        if self._manager is None:
+            raise self._failure or ApiError("SANDBOX_BACKEND_UNAVAILABLE", "the sandbox did not start",
+                                            status=503)
+        return self._manager
+
+    async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
+                  timeout_s: float | None, on_chunk: ChunkCallback | None) -> CallOutcome:
+        manager = await self.manager()
+        try:
+            return await manager.call(tenant_id, session_id, tool, args, timeout_s=timeout_s, on_chunk=on_chunk)
+        except SandboxError as exc:
+            raise api_error(exc) from None
+
+    async def prestart(self, tenant_id: str) -> None:
+        """Hide the container start behind the client's next steps; never fails the caller."""
+        if self._manager is not None:
+            await self._manager.prestart(tenant_id)
+
+    async def close_session(self, tenant_id: str, session_id: str) -> None:
+        if self._manager is not None:
+            await self._manager.close_session(tenant_id, session_id)
+
+    async def info(self, tenant_id: str) -> dict[str, Any]:
+        manager = await self.manager()
+        try:
+            return await manager.info(tenant_id)
+        except SandboxError as exc:
+            raise api_error(exc) from None
+
+    async def remove(self, tenant_id: str) -> None:
+        manager = await self.manager()
+        try:
+            await manager.remove(tenant_id)
+        except SandboxError as exc:
+            raise api_error(exc) from None
+
+    async def close(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+            await asyncio.gather(self._ready, return_exceptions=True)
+        if self._manager is not None:
+            await self._manager.shutdown()

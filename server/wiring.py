@@ -1,0 +1,86 @@
+"""Builds the services that sit on top of the foundation — policies, sandbox, audit log, providers, tool
+dispatch, the agent loop — and plugs them into `Services`, in the lifespan.
+
+Order matters only for closing (the reverse): turns stop first (the foundation does that), then the provider
+HTTP client, the sandbox manager and the audit log, so the last tool call's `finished` record is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+
+import httpx
+
+from policies.loader import PolicyError, policy_for
+from policies.model import Policy
+from server.audit.log import AuditLog
+from server.providers.config import RouterConfig
+from server.providers.failover import ProviderRouter
+from server.services import Services
+from server.sessions.agent import AgentLoop
+from server.sessions.turns import AgentTurnRunner
+from server.settings import Settings
+from server.tenancy import OWNER_ID
+from server.tools.builtin import default_registry
+from server.tools.dispatch import ToolDispatcher
+from server.tools.sandbox_backend import SandboxBackend
+from toolrunner import image
+from toolrunner.config import SandboxConfig
+
+log = logging.getLogger(__name__)
+
+
+def tenant_policies(settings: Settings) -> Callable[[str], Policy]:
+    """Validate every configured policy now (a bad file stops the start), then resolve per tenant."""
+    names = {settings.sandbox_policy, *settings.tenant_policies.values()}
+    for name in names:
+        policy_for(name)  # raises PolicyError naming the file and field
+
+    def resolve(tenant_id: str) -> Policy:
+        return policy_for(settings.tenant_policies.get(tenant_id, settings.sandbox_policy))
+
+    return resolve
+
+
+def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
+    return SandboxConfig(data_dir=settings.data_dir, image=tag, owner_workspace=settings.owner_workspace,
+                         owner_tenant_id=OWNER_ID, idle_timeout_s=settings.sandbox_idle_timeout_s,
+                         runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels)
+
+
+def router_config(settings: Settings) -> RouterConfig:
+    return RouterConfig(provider_order=settings.provider_order or None, default_models=settings.default_models)
+
+
+async def wire(services: Services) -> None:
+    """Create the integration services on `services` and register their closers."""
+    settings = services.settings
+    try:
+        policies = tenant_policies(settings)
+    except PolicyError as exc:
+        raise SystemExit(f"invalid sandbox policy: {exc}") from None
+
+    audit = AuditLog(settings.data_dir / "audit.db")
+    await audit.open()
+    services.audit = audit
+    services.closers.append(audit.close)
+
+    sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, log.info),
+                             policies)
+    sandbox.start()
+    services.sandbox_backend = sandbox
+    services.closers.append(sandbox.close)
+
+    http = httpx.AsyncClient(http2=False, timeout=None, limits=httpx.Limits(max_connections=200))
+    services.closers.append(http.aclose)
+    services.router = ProviderRouter(router_config(settings), http, services.credentials)
+
+    dispatcher = ToolDispatcher(default_registry(), sandbox, audit, policies)
+    services.dispatcher = dispatcher
+    services.agent = AgentLoop(services.router, dispatcher)
+    runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)
+    services.set_turn_runner(runner)
+    services.session_context = runner.context
+
