@@ -33,9 +33,7 @@ async def test_concurrent_calls_are_matched_by_id(runner: Runner) -> None:
 async def test_cancelling_the_awaiting_task_stops_the_call(runner: Runner) -> None:
     """Cancelling the coroutine sends `cancel`; the runner kills the process and keeps serving."""
     task = asyncio.create_task(runner.call("bash", command="echo $$ > pid; sleep 30"))
-    assert await wait_until(
-        lambda: (runner.ws / "pid").exists() and (runner.ws / "pid").read_text().strip() != ""
-    )
+    assert await wait_until(lambda: (runner.ws / "pid").exists() and (runner.ws / "pid").read_text().strip() != "")
     pid = int((runner.ws / "pid").read_text())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

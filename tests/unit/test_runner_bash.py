@@ -173,6 +173,18 @@ async def test_bad_input_names_the_field(runner: Runner) -> None:
     ):
         r = await runner.channel.call("s", "bash", inp, timeout_s=5, output_cap=100)
         assert r.error is not None and r.error.code == "INVALID_INPUT"
-    assert (
-        "command" in (await runner.channel.call("s", "bash", {}, timeout_s=5, output_cap=100)).error.message
-    )  # type: ignore[union-attr]
+    assert "command" in (await runner.channel.call("s", "bash", {}, timeout_s=5, output_cap=100)).error.message  # type: ignore[union-attr]
+
+
+async def test_fork_failure_is_named_pids(runner: Runner) -> None:
+    """A command that failed because fork hit EAGAIN is reported with limit 'pids'."""
+    r = await runner.call("bash", command="echo 'bash: fork: retry: Resource temporarily unavailable' >&2; exit 254")
+    assert r.limit == "pids" and r.exit_code == 254
+
+
+async def test_large_environment_state_survives(runner: Runner) -> None:
+    """Exports bigger than a pipe buffer and an argv string still persist (file and watch fallbacks)."""
+    r = await runner.call("bash", command="export BIG=$(head -c 300000 /dev/zero | tr '\\0' x); sleep 0.1")
+    assert r.error is None
+    r = await runner.call("bash", command="echo ${#BIG}")
+    assert r.output == "300000\n"

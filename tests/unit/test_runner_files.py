@@ -97,11 +97,7 @@ async def test_notebook_edit(runner: Runner) -> None:
     )
     assert r.error is None
     cells = json.loads((runner.ws / "n.ipynb").read_text())["cells"]
-    assert (
-        cells[0]["source"] == ["print(2)\n", "print(3)"]
-        and cells[0]["outputs"] == []
-        and cells[0]["id"] == "a1"
-    )
+    assert cells[0]["source"] == ["print(2)\n", "print(3)"] and cells[0]["outputs"] == [] and cells[0]["id"] == "a1"
     assert cells[1]["cell_type"] == "markdown" and cells[1]["source"] == ["# Title"] and "id" in cells[1]
     r = await runner.call("notebook_edit", path="n.ipynb", cell_index=0, edit_mode="delete")
     assert len(json.loads((runner.ws / "n.ipynb").read_text())["cells"]) == 1

@@ -124,10 +124,7 @@ def test_oversized_frame_closes_the_channel_cleanly(raw: RawRunner) -> None:
     """An announced length above MAX_FRAME is answered once with PROTOCOL_ERROR, then the runner exits."""
     raw.send_raw(struct.pack(">I", MAX_FRAME + 1) + b"x" * 100)
     answer = raw.read()
-    assert (
-        answer["result"]["error"]["code"] == "PROTOCOL_ERROR"
-        and "MAX_FRAME" in answer["result"]["error"]["message"]
-    )
+    assert answer["result"]["error"]["code"] == "PROTOCOL_ERROR" and "MAX_FRAME" in answer["result"]["error"]["message"]
     assert raw.proc.wait(timeout=10) == 2
     assert read_frame(raw.stdout) is None
 
@@ -153,3 +150,50 @@ def test_eof_shuts_down_and_kills_background_processes(raw: RawRunner, tmp_path:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not pid_alive(pid)
+
+
+def test_exit_fd_works_without_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where seccomp refuses pidfd_open, the exit fd still turns readable when the child exits, unreaped."""
+    import os
+    import select
+    import subprocess
+
+    from toolrunner.runner.procs import exit_fd
+
+    def refuse(pid: int, flags: int = 0) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "pidfd_open", refuse)
+    proc = subprocess.Popen(["sleep", "0.2"])
+    fd = exit_fd(proc.pid)
+    try:
+        assert select.select([fd], [], [], 0.01)[0] == []
+        assert select.select([fd], [], [], 5)[0] == [fd]
+        assert proc.wait(timeout=5) == 0
+    finally:
+        os.close(fd)
+
+
+def test_cancel_frame_stops_the_call_with_cancelled(raw: RawRunner) -> None:
+    """A `cancel` for a running call kills it; its one result says CANCELLED and keeps the output so far."""
+    raw.send(
+        {
+            "type": "call",
+            "id": 3,
+            "session": "s",
+            "tool": "bash",
+            "timeout_s": 30,
+            "output_cap": 1000,
+            "stream": True,
+            "input": {"command": "echo begun; sleep 30"},
+        }
+    )
+    chunk = raw.read()
+    assert chunk == {"type": "chunk", "id": 3, "stream": "stdout", "data": "begun\n"}
+    started = time.monotonic()
+    raw.send({"type": "cancel", "id": 3})
+    answer = raw.read()
+    assert answer["type"] == "result" and answer["id"] == 3 and time.monotonic() - started < 5
+    assert answer["result"]["error"]["code"] == "CANCELLED" and answer["result"]["output"] == "begun\n"
+    raw.send({"type": "cancel", "id": 3})  # cancelling a finished call is harmless
+    raw.assert_alive()

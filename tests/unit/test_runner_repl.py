@@ -46,7 +46,16 @@ async def test_timeout_interrupts_and_keeps_names(runner: Runner) -> None:
 async def test_stubborn_code_is_killed_and_the_repl_restarts(runner: Runner) -> None:
     """Code that swallows the interrupt is killed; the result says so and the next call gets a fresh one."""
     await runner.call("repl", code="lost = 1")
-    code = "import time\nwhile True:\n    try:\n        time.sleep(0.01)\n    except KeyboardInterrupt:\n" "        pass"
+    code = "\n".join(
+        [
+            "import time",
+            "while True:",
+            "    try:",
+            "        time.sleep(0.01)",
+            "    except KeyboardInterrupt:",
+            "        pass",
+        ]
+    )
     r = await runner.call("repl", code=code, timeout_s=0.3)
     assert r.timed_out and "killed" in r.output
     r = await runner.call("repl", code="'lost' in globals()")

@@ -4,24 +4,52 @@ clean up everything it started, and name the limit that stopped it (timeout, mem
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import selectors
 import signal
 import subprocess
 import time
+from dataclasses import dataclass, field
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, killpg
+from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
 
 _PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|can't start new thread|EAGAIN")
 _DISK = re.compile(r"No space left on device|File too large|ENOSPC|EFBIG|Disk quota exceeded")
 DRAIN_S = 1.0
+SIDE_MAX = 16 * 1024 * 1024
+SIDE_WATCH_S = 0.05
+
+
+@dataclass
+class SidePipe:
+    """An extra pipe the child writes to (the shell's saved state); `w` is inherited under its own number."""
+
+    r: int
+    w: int
+    data: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    def open(cls) -> SidePipe:
+        r, w = os.pipe()
+        os.set_inheritable(w, True)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        return cls(r, w)
 
 
 def run(
-    call: Call, argv: list[str], *, token: str, env: dict[str, str], cwd: str, errors: bytearray | None = None
+    call: Call,
+    argv: list[str],
+    *,
+    token: str,
+    env: dict[str, str],
+    cwd: str,
+    errors: bytearray | None = None,
+    side: SidePipe | None = None,
 ) -> int:
     """Run `argv` to completion (or limit); returns the exit code in shell convention.
 
@@ -39,6 +67,7 @@ def run(
                 stderr=subprocess.PIPE,
                 cwd=cwd,
                 env={**env, MARKER: token},
+                pass_fds=() if side is None else (side.w,),
             )
         except BlockingIOError as exc:
             call.limit = "pids"
@@ -49,11 +78,16 @@ def run(
             raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
         except OSError as exc:
             raise ToolFailure("INTERNAL", f"cannot start {argv[0]}: {exc.strerror}") from None
+        finally:
+            if side is not None:
+                close_quietly(side.w)
         try:
-            _pump(call, proc, token, errors)
+            _pump(call, proc, token, errors, side)
         finally:
             code_raw = REGISTRY.finish(proc)
     finally:
+        if side is not None:
+            close_quietly(side.r)
         REGISTRY.drop_token(token)
         REGISTRY.sweep()
     code = exit_code(code_raw)
@@ -62,17 +96,23 @@ def run(
     return code
 
 
-def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None) -> int:
+def _pump(
+    call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None, side: SidePipe | None
+) -> int:
     assert proc.stdout is not None and proc.stderr is not None
     streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     call.on_cancel(lambda: killpg(proc.pid))
     sel = selectors.DefaultSelector()
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = exit_fd(proc.pid)
     try:
         for fd in streams:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
         sel.register(pidfd, selectors.EVENT_READ)
+        # The side pipe is written line by line at exit; reading it as it comes costs a wake-up per line.
+        # It is read after the exit, and only watched once a call runs long enough that a state bigger
+        # than the pipe could block the writer.
+        side_watch_at = time.perf_counter() + SIDE_WATCH_S if side is not None else None
         exited = False
         drain_until: float | None = None
         while streams:
@@ -83,7 +123,14 @@ def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearr
                 killpg(proc.pid)
             if drain_until is not None and now >= drain_until:
                 break
+            if side is not None and side_watch_at is not None and now >= side_watch_at:
+                side_watch_at = None
+                streams[side.r] = "side"
+                os.set_blocking(side.r, False)
+                sel.register(side.r, selectors.EVENT_READ)
             wait = (drain_until if drain_until is not None else call.deadline) - now
+            if side_watch_at is not None:
+                wait = min(wait, side_watch_at - now)
             for key, _ in sel.select(max(0.0, min(wait, 0.5)) if not call.timed_out else 0.05):
                 fd = int(key.fd)
                 if fd == pidfd:
@@ -95,15 +142,34 @@ def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearr
                     REGISTRY.sweep()
                     drain_until = time.perf_counter() + DRAIN_S
                     continue
-                _read(call, fd, streams, sel, errors)
+                _read(call, fd, streams, sel, errors, side)
+        if side is not None and side.r not in streams:
+            _drain_side(side)
         return proc.wait()
     finally:
         sel.close()
         os.close(pidfd)
 
 
+def _drain_side(side: SidePipe) -> None:
+    os.set_blocking(side.r, False)
+    while len(side.data) < SIDE_MAX:
+        try:
+            data = os.read(side.r, 1 << 20)
+        except OSError:
+            return
+        if not data:
+            return
+        side.data += data
+
+
 def _read(
-    call: Call, fd: int, streams: dict[int, str], sel: selectors.BaseSelector, errors: bytearray | None
+    call: Call,
+    fd: int,
+    streams: dict[int, str],
+    sel: selectors.BaseSelector,
+    errors: bytearray | None,
+    side: SidePipe | None,
 ) -> None:
     try:
         data = os.read(fd, 65536)
@@ -114,6 +180,10 @@ def _read(
     if not data:
         sel.unregister(fd)
         del streams[fd]
+        return
+    if streams[fd] == "side" and side is not None:
+        if len(side.data) < SIDE_MAX:
+            side.data += data
         return
     if streams[fd] == "stderr" and errors is not None:
         if len(errors) < 65536:
@@ -126,11 +196,13 @@ def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | 
     """Name the limit that stopped the process, if any (a timeout or cancel was already recorded)."""
     if call.timed_out or call.cancelled.is_set():
         return
-    if returncode == -signal.SIGKILL and stats.oom_kills() > oom_before:
+    # A shell reports a child killed by signal N as 128 + N; a direct child shows -N.
+    code = exit_code(returncode)
+    if code == 128 + signal.SIGKILL and stats.oom_kills() > oom_before:
         call.limit = "memory"
         call.note = "[killed: the sandbox ran out of memory (memory limit)]"
         return
-    if returncode == -signal.SIGXFSZ:
+    if code == 128 + signal.SIGXFSZ:
         call.limit = "disk"
         call.note = "[killed: file size limit exceeded]"
         return

@@ -129,6 +129,30 @@ class Registry:
 REGISTRY = Registry()
 
 
+def exit_fd(pid: int) -> int:
+    """An fd that turns readable when child `pid` exits.
+
+    A pidfd; or, where pidfd_open is refused (an older seccomp profile, gVisor), a pipe closed by a thread
+    that waits with WNOWAIT, leaving the reaping to Popen.
+    """
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        pass
+    r, w = os.pipe()
+
+    def wait() -> None:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        finally:
+            os.close(w)
+
+    threading.Thread(target=wait, name=f"exit-{pid}", daemon=True).start()
+    return r
+
+
 def killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

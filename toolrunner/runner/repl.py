@@ -18,7 +18,7 @@ import time
 
 from toolrunner.protocol import MAX_FRAME
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
-from toolrunner.runner.procs import MARKER, REGISTRY, killpg
+from toolrunner.runner.procs import MARKER, REGISTRY, exit_fd, killpg
 from toolrunner.runner.state import Session
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repl_child.py")
@@ -83,7 +83,7 @@ class Repl:
             return None
         reply = bytearray()
         interrupted_at: float | None = None
-        pidfd = os.pidfd_open(self.proc.pid)
+        pidfd = exit_fd(self.proc.pid)
         sel = selectors.DefaultSelector()
         try:
             for fd in [*self.outputs, self._rep_r, pidfd]:

@@ -17,58 +17,52 @@ import threading
 import time
 
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
-from toolrunner.runner.execute import run
-from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, killpg
+from toolrunner.runner.execute import SidePipe, close_quietly, run
+from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
 from toolrunner.runner.state import Session
 
 BG_BUFFER = 4 * 1024 * 1024
-_END = "# oa-end\n"
+MAX_INLINE = 100_000  # an argv string may hold 128 KiB; beyond this the script goes through a file
 
 
-def _script(session: Session, token: str, cmd_file: str, save: bool) -> str:
-    q = shlex.quote
-    lines = [f"builtin . {q(session.state_file)} 2>/dev/null", f"builtin export {MARKER}={q(token)}"]
-    if save:
-        out_state, out_cwd = (os.path.join(session.runtime.tmp, f"{token}.{x}") for x in ("env", "cwd"))
+def _script(session: Session, token: str, command: str, state_fd: int | None) -> str:
+    """The bash program of one call: restore the saved state, re-mark, (arm the save), run the command."""
+    lines = [session.env_script, f"builtin export {MARKER}={shlex.quote(token)}"]
+    if state_fd is not None:
         lines += [
-            "__oa_save() { { builtin export -p; builtin printf 'builtin cd -- %q 2>/dev/null\\n' \"$PWD\";"
-            f" builtin printf '{_END[:-1]}\\n'; }} > {q(out_state)} 2>/dev/null;"
-            f" builtin printf '%s' \"$PWD\" > {q(out_cwd)} 2>/dev/null; }}",
+            "__oa_save() { { builtin export -p; builtin printf '\\0%s\\0' \"$PWD\"; } "
+            f">&{state_fd} 2>/dev/null; }}",
             "trap __oa_save EXIT",
         ]
-    lines.append(f"builtin . {q(cmd_file)}")
-    return "\n".join(lines) + "\n"
+    # The command is one quoted word; eval runs it in this shell, so cd and export change the saved state.
+    lines += [f"__oa_c={shlex.quote(command)}", 'eval "unset __oa_c; $__oa_c"']
+    return "\n".join(line for line in lines if line) + "\n"
 
 
-def _prepare(session: Session, token: str, command: str, save: bool) -> tuple[list[str], dict[str, str], str]:
-    cmd_file = os.path.join(session.runtime.tmp, f"{token}.sh")
+def _argv(session: Session, token: str, script: str) -> tuple[list[str], str | None]:
+    if len(script) <= MAX_INLINE:
+        return ["bash", "--noprofile", "--norc", "-c", script], None
+    path = os.path.join(session.runtime.tmp, f"{token}.sh")
     try:
-        with open(cmd_file, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(command)
-            f.write("\n")
+        with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(script)
     except OSError as exc:
         raise ToolFailure("RESOURCE_LIMIT", f"cannot write the command to /tmp: {exc.strerror}") from None
+    return ["bash", "--noprofile", "--norc", path], path
+
+
+def _env(session: Session) -> dict[str, str]:
     # Once a state exists it carries the whole environment, so unset variables stay unset.
-    env = {} if os.path.exists(session.state_file) else dict(session.runtime.base_env)
-    argv = ["bash", "--noprofile", "--norc", "-c", _script(session, token, cmd_file, save)]
-    return argv, env, cmd_file
+    return {} if session.env_script else dict(session.runtime.base_env)
 
 
-def _commit_state(session: Session, token: str) -> None:
-    tmp = session.runtime.tmp
-    out_state, out_cwd = os.path.join(tmp, f"{token}.env"), os.path.join(tmp, f"{token}.cwd")
-    try:
-        with open(out_state, "rb") as f:
-            f.seek(-len(_END), os.SEEK_END)
-            complete = f.read() == _END.encode()
-        if complete and not session.closed:
-            os.replace(out_state, session.state_file)
-            os.replace(out_cwd, session.cwd_file)
-    except OSError:
-        pass
-    for path in (out_state, out_cwd):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+def _save_state(session: Session, data: bytes) -> None:
+    """Keep the state the EXIT trap wrote if it is complete: `export -p` NUL cwd NUL."""
+    if data.count(b"\0") != 2 or not data.endswith(b"\0") or session.closed:
+        return
+    env_text, cwd, _ = data.split(b"\0")
+    session.env_script = env_text.decode("utf-8", "surrogateescape")
+    session.shell_cwd = cwd.decode("utf-8", "surrogateescape")
 
 
 def bash(session: Session, call: Call) -> None:
@@ -80,20 +74,27 @@ def bash(session: Session, call: Call) -> None:
         start_background(session, call, command)
         return
     token = session.token("c")
-    argv, env, cmd_file = _prepare(session, token, command, save=True)
+    side = SidePipe.open()
     try:
-        run(call, argv, token=token, env=env, cwd=session.cwd())
+        argv, path = _argv(session, token, _script(session, token, command, side.w))
+    except ToolFailure:
+        close_quietly(side.r)
+        close_quietly(side.w)
+        raise
+    try:
+        run(call, argv, token=token, env=_env(session), cwd=session.cwd(), side=side)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(cmd_file)
-        if not (call.timed_out or call.cancelled.is_set()):
-            _commit_state(session, token)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    if not (call.timed_out or call.cancelled.is_set()):
+        _save_state(session, bytes(side.data))
 
 
 class Background:
     """A process started with run_in_background: its unread output and its fate."""
 
-    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, cmd_file: str) -> None:
+    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, cmd_file: str | None) -> None:
         self.id = bid
         self.proc = proc
         self.token = token
@@ -108,7 +109,7 @@ class Background:
     def _pump(self) -> None:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         fds = [self.proc.stdout.fileno(), self.proc.stderr.fileno()]
-        pidfd = os.pidfd_open(self.proc.pid)
+        pidfd = exit_fd(self.proc.pid)
         sel = selectors.DefaultSelector()
         try:
             for fd in fds:
@@ -141,8 +142,9 @@ class Background:
             self.code = exit_code(REGISTRY.finish(self.proc))
             REGISTRY.drop_token(self.token)
             REGISTRY.sweep()
-            with contextlib.suppress(OSError):
-                os.unlink(self._cmd_file)
+            if self._cmd_file is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._cmd_file)
             self.done.set()
 
     def _append(self, data: bytes) -> None:
@@ -169,7 +171,8 @@ class Background:
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
     bid = token[len(session.prefix) :]
-    argv, env, cmd_file = _prepare(session, token, command, save=False)
+    argv, cmd_file = _argv(session, token, _script(session, token, command, None))
+    env = _env(session)
     REGISTRY.add_token(token)
     try:
         proc = REGISTRY.spawn(

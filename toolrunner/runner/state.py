@@ -1,13 +1,12 @@
 """Runner-wide facts (workspace, private temp dir, base environment) and per-session state.
 
-A session owns: the saved shell state (exported variables and cwd, kept as files in the runner's private temp
-directory, never in the workspace), its background processes and its REPL. Every process a session started
+A session owns: the saved shell state (exported variables and cwd, kept in the runner's memory, never in the
+workspace), its background processes and its REPL. Every process a session started
 carries a marker with the session's prefix, so closing the session can find and kill all of them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -72,6 +71,8 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     repl_lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    env_script: str = ""  # `export -p` of the shell as the last completed call left it
+    shell_cwd: str = ""
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -82,23 +83,10 @@ class Session:
     def token(self, kind: str) -> str:
         return f"{self.prefix}{kind}{next(self._counter)}"
 
-    @property
-    def state_file(self) -> str:
-        return os.path.join(self.runtime.tmp, f"{self.prefix}env.sh")
-
-    @property
-    def cwd_file(self) -> str:
-        return os.path.join(self.runtime.tmp, f"{self.prefix}cwd")
-
     def cwd(self) -> str:
         """The shell's saved working directory if it still exists, else the workspace root."""
-        root = self.runtime.workspace.root
-        try:
-            with open(self.cwd_file, encoding="utf-8", errors="surrogateescape") as f:
-                cwd = f.read()
-        except OSError:
-            return root
-        return cwd if os.path.isdir(cwd) else root
+        cwd = self.shell_cwd
+        return cwd if cwd and os.path.isdir(cwd) else self.runtime.workspace.root
 
     def close(self) -> None:
         """Stop everything the session started: background processes, the REPL, any leftover."""
@@ -111,6 +99,4 @@ class Session:
             self.repl = None
         REGISTRY.kill_marked(self.prefix)
         REGISTRY.sweep()
-        for path in (self.state_file, self.cwd_file):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        self.env_script, self.shell_cwd = "", ""
