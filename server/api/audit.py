@@ -21,7 +21,7 @@ from server.tenancy import TenantDep
 
 router = APIRouter(tags=["audit"])
 
-MAX_PER_PAGE = 200
+MAX_PER_PAGE = 100  # as GET /sessions
 Text = Annotated[str | None, Query(max_length=256)]
 
 
@@ -73,8 +73,8 @@ def _filters(session_id: str | None, tool: str | None, since: str | None, until:
 @router.get("/v1/audit")
 async def list_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
                      since: Text = None, until: Text = None, decision: Text = None, phase: Text = None,
-                     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-                     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50) -> dict[str, Any]:
+                     page: Annotated[int, Query(ge=1, le=10**6)] = 1,
+                     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> dict[str, Any]:
     """The tenant's records in seq order, one page at a time, shaped like ``GET /sessions``."""
     flt = _filters(session_id, tool, since, until, decision, phase)
     records, total = await _audit_log(request).list(
