@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import Runner
+from conftest import Runner, pid_alive, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +108,14 @@ async def test_unknown_tool(runner: Runner) -> None:
     """An unknown tool name gives TOOL_NOT_FOUND."""
     r = await runner.call("rm_rf")
     assert r.error is not None and r.error.code == "TOOL_NOT_FOUND"
+
+
+async def test_close_session_ends_the_interpreter(runner: Runner) -> None:
+    """close_session kills the session's interpreter and any process it started."""
+    r = await runner.call(
+        "repl", code="import os, subprocess\nchild = subprocess.Popen(['sleep', '300'])\n(os.getpid(), child.pid)"
+    )
+    pids = [int(x) for x in r.output.strip("()\n").split(",")]
+    await runner.channel.close_session("s")
+    assert await wait_until(lambda: not any(pid_alive(p) for p in pids))
+    assert (await runner.call("repl", code="'child' in globals()")).output == "False\n"

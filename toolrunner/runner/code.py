@@ -31,9 +31,7 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
     token = session.token("x")
     path = _code_file(session, token, suffix, code)
     try:
-        run(
-            call, [*argv, path], token=token, env=session.runtime.base_env, cwd=session.runtime.workspace.root
-        )
+        run(call, [*argv, path], token=token, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)

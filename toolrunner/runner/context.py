@@ -181,6 +181,4 @@ def check_fields(inp: dict[str, Any], allowed: set[str]) -> None:
     """Unknown input fields are refused, so a typo never silently changes behaviour."""
     extra = sorted(set(inp) - allowed)
     if extra:
-        raise ToolFailure(
-            "INVALID_INPUT", f"unknown field {extra[0]!r}; allowed: {', '.join(sorted(allowed))}"
-        )
+        raise ToolFailure("INVALID_INPUT", f"unknown field {extra[0]!r}; allowed: {', '.join(sorted(allowed))}")

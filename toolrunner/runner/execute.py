@@ -71,9 +71,7 @@ def run(
             )
         except BlockingIOError as exc:
             call.limit = "pids"
-            raise ToolFailure(
-                "RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)"
-            ) from None
+            raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)") from None
         except FileNotFoundError as exc:
             raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
         except OSError as exc:

@@ -54,9 +54,7 @@ def _open(t: Target, flags: int, *, write: bool) -> int:
 def _read_all(fd: int, rel: str) -> bytes:
     size = os.fstat(fd).st_size
     if size > MAX_EDIT_BYTES:
-        raise ToolFailure(
-            "FILE_TOO_LARGE", f"{rel!r} has {size} bytes; at most {MAX_EDIT_BYTES} can be edited"
-        )
+        raise ToolFailure("FILE_TOO_LARGE", f"{rel!r} has {size} bytes; at most {MAX_EDIT_BYTES} can be edited")
     chunks = []
     while True:
         data = os.read(fd, 1 << 20)
@@ -203,15 +201,11 @@ def notebook_edit(ws: Workspace, session: Session, call: Call) -> None:
                 cells = nb["cells"]
                 assert isinstance(cells, list)
             except (ValueError, KeyError, TypeError, AssertionError):
-                raise ToolFailure(
-                    "INVALID_INPUT", f"{t.rel!r} is not a Jupyter notebook (no cell list)"
-                ) from None
+                raise ToolFailure("INVALID_INPUT", f"{t.rel!r} is not a Jupyter notebook (no cell list)") from None
             with_id = (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5)
             size = len(cells)
             if index > size or (mode != "insert" and index == size):
-                raise ToolFailure(
-                    "INVALID_INPUT", f"cell_index {index} is out of range: the notebook has {size} cells"
-                )
+                raise ToolFailure("INVALID_INPUT", f"cell_index {index} is out of range: the notebook has {size} cells")
             if mode == "delete":
                 del cells[index]
             elif mode == "insert":

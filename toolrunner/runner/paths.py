@@ -22,9 +22,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def outside(path: str, why: str) -> ToolFailure:
-    return ToolFailure(
-        "PATH_OUTSIDE_WORKSPACE", f"{path!r} {why}; tools may only touch files in the workspace"
-    )
+    return ToolFailure("PATH_OUTSIDE_WORKSPACE", f"{path!r} {why}; tools may only touch files in the workspace")
 
 
 @dataclass
@@ -124,9 +122,7 @@ class Workspace:
                     if exc.errno == errno.ELOOP:
                         raise outside(path, "changed into a symlink while being resolved") from None
                     if exc.errno == errno.ENOTDIR:
-                        raise ToolFailure(
-                            "FILE_NOT_FOUND", f"{path!r}: {comp!r} is not a directory"
-                        ) from None
+                        raise ToolFailure("FILE_NOT_FOUND", f"{path!r}: {comp!r} is not a directory") from None
                     raise _os_failure(path, exc) from None
                 names.append(comp)
             # The path named the workspace root or a directory reached through '..'.

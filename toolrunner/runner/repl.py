@@ -107,9 +107,7 @@ class Repl:
                     if fd == self._rep_r:
                         with contextlib.suppress(BlockingIOError):
                             reply += os.read(fd, 65536)
-                        if len(reply) >= 4 and len(reply) - 4 >= min(
-                            struct.unpack(">I", reply[:4])[0], MAX_FRAME
-                        ):
+                        if len(reply) >= 4 and len(reply) - 4 >= min(struct.unpack(">I", reply[:4])[0], MAX_FRAME):
                             self._drain(call)
                             answer: dict[str, object] = json.loads(reply[4:].decode())
                             return answer
@@ -154,11 +152,16 @@ def repl(session: Session, call: Call) -> None:
             session.repl = None
         if session.repl is None:
             session.repl = Repl(session)
-        answer = session.repl.execute(call, code) if code.strip() else {"ok": True, "value": None}
+        current = session.repl  # close_session may clear session.repl while this call runs
+        if session.closed:
+            current.stop()
+            raise ToolFailure("CANCELLED", "the session was closed")
+        answer = current.execute(call, code) if code.strip() else {"ok": True, "value": None}
         if answer is None:
-            died = session.repl.alive() is False and not (call.timed_out or call.cancelled.is_set())
-            session.repl.stop()
-            session.repl = None
+            died = current.alive() is False and not (call.timed_out or call.cancelled.is_set())
+            current.stop()
+            if session.repl is current:
+                session.repl = None
             notes.append(
                 "[the interpreter exited; the next call starts a fresh one, names were lost]"
                 if died

@@ -131,9 +131,7 @@ def _rg(
     if rel != ".":
         argv.append(rel)
     errors = bytearray()
-    code = run(
-        call, argv, token=session.token("rg"), env=session.runtime.base_env, cwd=ws.root, errors=errors
-    )
+    code = run(call, argv, token=session.token("rg"), env=session.runtime.base_env, cwd=ws.root, errors=errors)
     if code == 1:
         call.exit_code = 0
     elif code == 2 and not call.output.buf:
@@ -143,9 +141,7 @@ def _rg(
         call.exit_code = 0
 
 
-def _py_grep(
-    ws: Workspace, call: Call, pattern: str, rel: str, glob: str | None, mode: str, icase: bool
-) -> None:
+def _py_grep(ws: Workspace, call: Call, pattern: str, rel: str, glob: str | None, mode: str, icase: bool) -> None:
     try:
         regex = re.compile(pattern.encode("utf-8", "surrogatepass"), re.IGNORECASE if icase else 0)
     except re.error as exc:

@@ -142,9 +142,7 @@ class Server:
             self.protocol_error(mid, f"unknown frame type {kind!r}")
 
     def protocol_error(self, mid: int, message: str, tool: str = "") -> None:
-        self.send(
-            {"type": "result", "id": mid, "result": make_result(tool, error=("PROTOCOL_ERROR", message))}
-        )
+        self.send({"type": "result", "id": mid, "result": make_result(tool, error=("PROTOCOL_ERROR", message))})
 
     def spawn(self, fn: Callable[[], None]) -> bool:
         try:
@@ -161,11 +159,7 @@ class Server:
             problem = "a call needs string 'tool' and 'session' (1-256 characters)"
         elif not isinstance(inp, dict):
             problem = "a call needs an object 'input'"
-        elif (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not 0 < timeout <= MAX_TIMEOUT_S
-        ):
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S:
             problem = f"'timeout_s' must be a number in (0, {MAX_TIMEOUT_S:g}]"
         elif isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= MAX_OUTPUT_CAP:
             problem = f"'output_cap' must be an integer in [0, {MAX_OUTPUT_CAP}]"
@@ -192,9 +186,7 @@ class Server:
             self.calls[mid] = call
         if not self.spawn(lambda: self.run_call(call)):
             call.limit = "pids"
-            self.finish(
-                call, ("RESOURCE_LIMIT", "the runner cannot start a thread: the pids limit is reached")
-            )
+            self.finish(call, ("RESOURCE_LIMIT", "the runner cannot start a thread: the pids limit is reached"))
 
     def session(self, name: str) -> Session:
         with self._lock:
@@ -209,9 +201,7 @@ class Server:
         try:
             fn = self.tools.get(call.tool)
             if fn is None:
-                raise ToolFailure(
-                    "TOOL_NOT_FOUND", f"no tool named {call.tool!r}; known: {', '.join(self.tools)}"
-                )
+                raise ToolFailure("TOOL_NOT_FOUND", f"no tool named {call.tool!r}; known: {', '.join(self.tools)}")
             fn(self.session(call.session), call)
         except ToolFailure as exc:
             error, extra = (exc.code, exc.message), exc.output

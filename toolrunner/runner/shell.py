@@ -30,8 +30,7 @@ def _script(session: Session, token: str, command: str, state_fd: int | None) ->
     lines = [session.env_script, f"builtin export {MARKER}={shlex.quote(token)}"]
     if state_fd is not None:
         lines += [
-            "__oa_save() { { builtin export -p; builtin printf '\\0%s\\0' \"$PWD\"; } "
-            f">&{state_fd} 2>/dev/null; }}",
+            f"__oa_save() {{ {{ builtin export -p; builtin printf '\\0%s\\0' \"$PWD\"; }} >&{state_fd} 2>/dev/null; }}",
             "trap __oa_save EXIT",
         ]
     # The command is one quoted word; eval runs it in this shell, so cd and export change the saved state.
@@ -211,9 +210,7 @@ def bash_output(session: Session, call: Call) -> None:
     finished = bg.done.is_set()
     data, dropped, more = bg.read(call.output.cap)
     if dropped:
-        call.output.add(
-            f"[{dropped} older bytes were dropped: the buffer holds {BG_BUFFER} bytes]\n".encode()
-        )
+        call.output.add(f"[{dropped} older bytes were dropped: the buffer holds {BG_BUFFER} bytes]\n".encode())
     call.output.add(data)
     if more:
         call.note = "[more output is waiting: call bash_output again]"

@@ -39,15 +39,11 @@ class Runtime:
     @classmethod
     def create(cls, root: str) -> Runtime:
         tmp = tempfile.mkdtemp(prefix="openanalyst-runner-")
-        env = {
-            k: v for k, v in os.environ.items() if k not in _RUNNER_VARS and not k.startswith("OPENANALYST_")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS and not k.startswith("OPENANALYST_")}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.setdefault("HOME", tmp)
         env["PWD"] = os.path.realpath(root)
-        caps = {
-            name: shutil.which(name, path=env["PATH"]) is not None for name in ("bash", "node", "rg", "pwsh")
-        }
+        caps = {name: shutil.which(name, path=env["PATH"]) is not None for name in ("bash", "node", "rg", "pwsh")}
         caps["python"] = True
         python = sys.executable or shutil.which("python3", path=env["PATH"]) or "python3"
         return cls(Workspace(root), tmp, env, caps, python)
