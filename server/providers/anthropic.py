@@ -9,17 +9,17 @@ is cumulative. Errors can arrive inside a 200 stream as ``event: error``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from server.providers.base import HttpAdapter, classify_words, parse_json_object, sse_events
+from server.providers.base import HttpAdapter, classify_words, parse_json_object
+from server.providers.framing import sse_batches
 from server.providers.types import (
     ChatRequest,
     Message,
     Stop,
     StreamEvent,
     TextBlock,
-    TextDelta,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -83,63 +83,74 @@ class AnthropicAdapter(HttpAdapter):
 
     async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         async with self._open(f"{self.base_url}/v1/messages", self.headers(), build_body(req)) as resp:
-            async for event in self._events(resp):
+            async for event in self._drive(sse_batches(resp), _Parser(self)):
                 yield event
 
-    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
-        input_tokens = output_tokens = 0
-        stop_reason = "end_turn"
-        tools: dict[int, dict[str, Any]] = {}
-        async for name, data in sse_events(resp):
-            if name == "ping":
-                continue
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                raise self.error("retryable", f"malformed stream event {name!r}") from None
-            kind = obj.get("type", name)
-            if kind == "content_block_delta":
-                delta = obj.get("delta", {})
-                dtype = delta.get("type")
-                if dtype == "text_delta":
-                    if delta.get("text"):
-                        yield TextDelta(text=delta["text"])
-                elif dtype == "input_json_delta":
-                    block = tools.get(obj.get("index", -1))
-                    if block is not None:
-                        block["json"].append(delta.get("partial_json", ""))
-            elif kind == "content_block_start":
-                block = obj.get("content_block", {})
-                if block.get("type") == "tool_use":
-                    tools[obj.get("index", 0)] = {"id": block.get("id", ""), "name": block.get("name", ""),
-                                                  "json": [], "input": block.get("input") or {}}
-                elif block.get("type") == "text" and block.get("text"):
-                    yield TextDelta(text=block["text"])
-            elif kind == "content_block_stop":
-                done = tools.pop(obj.get("index", -1), None)
-                if done is not None:
-                    args = parse_json_object("".join(done["json"])) if done["json"] else done["input"]
-                    if args is None:
-                        raise self.error("retryable", f"malformed arguments for tool call {done['name']!r}")
-                    yield ToolCall(id=done["id"], name=done["name"], arguments=args)
-            elif kind == "message_start":
-                usage = obj.get("message", {}).get("usage", {})
-                input_tokens = (int(usage.get("input_tokens") or 0)
-                                + int(usage.get("cache_read_input_tokens") or 0)
-                                + int(usage.get("cache_creation_input_tokens") or 0))
-                output_tokens = int(usage.get("output_tokens") or 0)
-            elif kind == "message_delta":
-                stop_reason = obj.get("delta", {}).get("stop_reason") or stop_reason
-                output_tokens = int(obj.get("usage", {}).get("output_tokens") or output_tokens)
-            elif kind == "message_stop":
-                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-                yield Stop(reason=stop_reason)
-                return
-            elif kind == "error":
-                err = obj.get("error", {})
-                etype, message = str(err.get("type", "error")), str(err.get("message", ""))
-                kind = classify_words(etype)
-                if kind == "bad_request" and "credit balance" in message.lower():
-                    kind = "credit"  # Anthropic reports an empty balance as invalid_request_error
-                raise self.error(kind, f"{etype}: {message}")
-        raise self.error("retryable", "stream ended before message_stop")
+
+class _Parser:
+    """Anthropic SSE events → normalised events (text as plain ``str`` pieces)."""
+
+    def __init__(self, adapter: AnthropicAdapter) -> None:
+        self._adapter = adapter
+        self.done = False
+        self._input_tokens = self._output_tokens = 0
+        self._stop_reason = "end_turn"
+        self._tools: dict[int, dict[str, Any]] = {}
+
+    def feed(self, item: tuple[str, str]) -> list[StreamEvent | str]:
+        name, data = item
+        if name == "ping":
+            return []
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise self._adapter.error("retryable", f"malformed stream event {name!r}") from None
+        kind = obj.get("type", name)
+        if kind == "content_block_delta":
+            delta = obj.get("delta", {})
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return [delta["text"]] if delta.get("text") else []
+            if dtype == "input_json_delta" and (block := self._tools.get(obj.get("index", -1))) is not None:
+                block["json"].append(delta.get("partial_json", ""))
+            return []  # thinking_delta / signature_delta: not part of the answer
+        if kind == "content_block_start":
+            block = obj.get("content_block", {})
+            if block.get("type") == "tool_use":
+                self._tools[obj.get("index", 0)] = {"id": block.get("id", ""), "name": block.get("name", ""),
+                                                    "json": [], "input": block.get("input") or {}}
+            elif block.get("type") == "text" and block.get("text"):
+                return [block["text"]]
+            return []
+        if kind == "content_block_stop":
+            done = self._tools.pop(obj.get("index", -1), None)
+            if done is None:
+                return []
+            args = parse_json_object("".join(done["json"])) if done["json"] else done["input"]
+            if args is None:
+                raise self._adapter.error("retryable", f"malformed arguments for tool call {done['name']!r}")
+            return [ToolCall(id=done["id"], name=done["name"], arguments=args)]
+        if kind == "message_start":
+            usage = obj.get("message", {}).get("usage", {})
+            self._input_tokens = (int(usage.get("input_tokens") or 0)
+                                  + int(usage.get("cache_read_input_tokens") or 0)
+                                  + int(usage.get("cache_creation_input_tokens") or 0))
+            self._output_tokens = int(usage.get("output_tokens") or 0)
+        elif kind == "message_delta":
+            self._stop_reason = obj.get("delta", {}).get("stop_reason") or self._stop_reason
+            self._output_tokens = int(obj.get("usage", {}).get("output_tokens") or self._output_tokens)
+        elif kind == "message_stop":
+            self.done = True
+            return [Usage(input_tokens=self._input_tokens, output_tokens=self._output_tokens),
+                    Stop(reason=self._stop_reason)]
+        elif kind == "error":
+            err = obj.get("error", {})
+            etype, message = str(err.get("type", "error")), str(err.get("message", ""))
+            error_kind = classify_words(etype)
+            if error_kind == "bad_request" and "credit balance" in message.lower():
+                error_kind = "credit"  # Anthropic reports an empty balance as invalid_request_error
+            raise self._adapter.error(error_kind, f"{etype}: {message}")
+        return []
+
+    def finish(self) -> list[StreamEvent]:
+        raise self._adapter.error("retryable", "stream ended before message_stop")

@@ -13,15 +13,17 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from server.providers.credentials import ProviderCredential, redact
-from server.providers.types import ChatRequest, ErrorKind, ProviderError, StreamEvent
+from server.providers.framing import FramingError, WireParser
+from server.providers.types import ChatRequest, ErrorKind, ProviderError, StreamEvent, TextDelta
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_ERROR_BODY = 64 * 1024
+T = TypeVar("T")
 _CREDIT_WORDS = ("insufficient_quota", "credit", "billing", "payment", "quota exceeded")
 
 
@@ -124,6 +126,46 @@ class HttpAdapter:
         return ProviderError(kind, status, retry_after, redact(message, self.credential.secrets()),
                              self.provider)
 
+    async def _drive(self, batches: AsyncIterator[list[T]], parser: WireParser[T],
+                     ) -> AsyncGenerator[StreamEvent, None]:
+        """Run ``parser`` over the batches, merging the text pieces of each batch into one TextDelta (except
+        the very first piece; text received before an error is still delivered before the error)."""
+        text: list[str] = []
+        first = True  # the first piece goes out at once: merging must not delay time-to-first-token
+        try:
+            async for batch in batches:
+                for item in batch:
+                    try:
+                        events = parser.feed(item)
+                    except ProviderError:
+                        if text:
+                            yield TextDelta(text="".join(text))
+                        raise
+                    for event in events:
+                        if isinstance(event, str):
+                            if first:
+                                first = False
+                                yield TextDelta(text=event)
+                            else:
+                                text.append(event)
+                            continue
+                        if text:
+                            yield TextDelta(text="".join(text))
+                            text = []
+                        yield event
+                    if parser.done:
+                        break
+                if text:
+                    yield TextDelta(text="".join(text))
+                    text = []
+                if parser.done:
+                    return
+            closing = parser.finish()
+        except FramingError as exc:
+            raise self.error("retryable", f"malformed stream: {exc}") from None
+        for event in closing:
+            yield event
+
     @asynccontextmanager
     async def _open(self, url: str, headers: Mapping[str, str], body: dict[str, Any] | bytes,
                     ) -> AsyncIterator[httpx.Response]:
@@ -147,25 +189,6 @@ class HttpAdapter:
             raise self.error("retryable", f"timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             raise self.error("retryable", f"connection failed ({type(exc).__name__}: {exc})") from None
-
-
-async def sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) pairs of a text/event-stream; comment lines (``: ...``) are skipped."""
-    event = ""
-    data: list[str] = []
-    async for line in resp.aiter_lines():
-        if not line:
-            if data:
-                yield event or "message", "\n".join(data)
-            event, data = "", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-    if data:
-        yield event or "message", "\n".join(data)
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:

@@ -12,9 +12,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from server.providers.anthropic import THINKING_BUDGET, _mid_tool_loop
 from server.providers.base import HttpAdapter, classify_words, parse_json_object
-from server.providers.eventstream import EventStreamDecoder, EventStreamError
+from server.providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from server.providers.framing import FramingError
 from server.providers.sigv4 import sign
 from server.providers.types import (
     ChatRequest,
@@ -23,7 +26,6 @@ from server.providers.types import (
     Stop,
     StreamEvent,
     TextBlock,
-    TextDelta,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -98,59 +100,75 @@ class BedrockAdapter(HttpAdapter):
     async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         url, headers, body = self.request(req)
         async with self._open(url, headers, body) as resp:
-            async for event in self._events(resp):
+            async for event in self._drive(message_batches(resp), _Parser(self)):
                 yield event
 
-    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
-        decoder = EventStreamDecoder()
-        usage = Usage()
-        stop: str | None = None
-        tools: dict[int, dict[str, Any]] = {}
-        async for chunk in resp.aiter_bytes():
-            try:
-                messages = decoder.feed(chunk)
-            except EventStreamError as exc:
-                raise self.error("retryable", f"corrupt event stream: {exc}") from None
-            for msg in messages:
-                mtype = msg.header(":message-type")
-                try:
-                    payload = json.loads(msg.payload or b"{}")
-                except ValueError:
-                    raise self.error("retryable", "malformed event payload") from None
-                if mtype == "exception":
-                    name = msg.header(":exception-type")
-                    raise self.error(classify_exception(name), f"{name}: {payload.get('message', '')}")
-                if mtype == "error":
-                    code = msg.header(":error-code")
-                    raise self.error(classify_exception(code), f"{code}: {msg.header(':error-message')}")
-                etype = msg.header(":event-type")
-                if etype == "contentBlockDelta":
-                    delta = payload.get("delta", {})
-                    if delta.get("text"):
-                        yield TextDelta(text=delta["text"])
-                    elif "toolUse" in delta:
-                        slot = tools.get(int(payload.get("contentBlockIndex", 0)))
-                        if slot is not None:
-                            slot["json"].append(delta["toolUse"].get("input", ""))
-                elif etype == "contentBlockStart":
-                    start = payload.get("start", {}).get("toolUse")
-                    if start:
-                        tools[int(payload.get("contentBlockIndex", 0))] = {
-                            "id": start.get("toolUseId", ""), "name": start.get("name", ""), "json": []}
-                elif etype == "contentBlockStop":
-                    done = tools.pop(int(payload.get("contentBlockIndex", 0)), None)
-                    if done is not None:
-                        args = parse_json_object("".join(done["json"]))
-                        if args is None:
-                            raise self.error("retryable", f"malformed arguments for tool {done['name']!r}")
-                        yield ToolCall(id=done["id"], name=done["name"], arguments=args)
-                elif etype == "messageStop":
-                    stop = payload.get("stopReason") or "end_turn"
-                elif etype == "metadata":
-                    u = payload.get("usage", {})
-                    usage = Usage(input_tokens=int(u.get("inputTokens") or 0),
-                                  output_tokens=int(u.get("outputTokens") or 0))
-        if stop is None or decoder.pending:
-            raise self.error("retryable", "stream ended before messageStop")
-        yield usage
-        yield Stop(reason=stop)
+
+async def message_batches(resp: httpx.Response) -> AsyncIterator[list[EventMessage]]:
+    """Event-stream messages, one list per network read; both CRCs checked."""
+    decoder = EventStreamDecoder()
+    async for chunk in resp.aiter_bytes():
+        try:
+            messages = decoder.feed(chunk)
+        except EventStreamError as exc:
+            raise FramingError(f"corrupt event stream: {exc}") from None
+        if messages:
+            yield messages
+    if decoder.pending:
+        raise FramingError(f"event stream cut inside a message ({decoder.pending} bytes left over)")
+
+
+class _Parser:
+    """ConverseStream events → normalised events (text as plain ``str`` pieces)."""
+
+    def __init__(self, adapter: BedrockAdapter) -> None:
+        self._adapter = adapter
+        self.done = False
+        self._usage = Usage()
+        self._stop: str | None = None
+        self._tools: dict[int, dict[str, Any]] = {}
+
+    def feed(self, msg: EventMessage) -> list[StreamEvent | str]:
+        mtype = msg.header(":message-type")
+        try:
+            payload = json.loads(msg.payload or b"{}")
+        except ValueError:
+            raise self._adapter.error("retryable", "malformed event payload") from None
+        if mtype == "exception":
+            name = msg.header(":exception-type")
+            raise self._adapter.error(classify_exception(name), f"{name}: {payload.get('message', '')}")
+        if mtype == "error":
+            code = msg.header(":error-code")
+            raise self._adapter.error(classify_exception(code), f"{code}: {msg.header(':error-message')}")
+        etype = msg.header(":event-type")
+        index = int(payload.get("contentBlockIndex", 0))
+        if etype == "contentBlockDelta":
+            delta = payload.get("delta", {})
+            if delta.get("text"):
+                return [delta["text"]]
+            if "toolUse" in delta and (slot := self._tools.get(index)) is not None:
+                slot["json"].append(delta["toolUse"].get("input", ""))
+        elif etype == "contentBlockStart":
+            start = payload.get("start", {}).get("toolUse")
+            if start:
+                self._tools[index] = {"id": start.get("toolUseId", ""), "name": start.get("name", ""), "json": []}
+        elif etype == "contentBlockStop":
+            done = self._tools.pop(index, None)
+            if done is not None:
+                args = parse_json_object("".join(done["json"]))
+                if args is None:
+                    raise self._adapter.error("retryable", f"malformed arguments for tool {done['name']!r}")
+                return [ToolCall(id=done["id"], name=done["name"], arguments=args)]
+        elif etype == "messageStop":
+            self._stop = payload.get("stopReason") or "end_turn"
+        elif etype == "metadata":
+            u = payload.get("usage", {})
+            self._usage = Usage(input_tokens=int(u.get("inputTokens") or 0),
+                                output_tokens=int(u.get("outputTokens") or 0))
+        return []
+
+    def finish(self) -> list[StreamEvent]:
+        """Usage (``metadata``) comes after ``messageStop``, so the answer is complete only at the end."""
+        if self._stop is None:
+            raise self._adapter.error("retryable", "stream ended before messageStop")
+        return [self._usage, Stop(reason=self._stop)]

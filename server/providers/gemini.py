@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from server.providers.base import HttpAdapter, classify_status, classify_words, sse_events
+from server.providers.base import HttpAdapter, classify_status, classify_words
+from server.providers.framing import sse_batches
 from server.providers.types import (
     ChatRequest,
     Message,
     Stop,
     StreamEvent,
     TextBlock,
-    TextDelta,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -99,45 +99,55 @@ class GeminiAdapter(HttpAdapter):
         url = f"{self.base_url}/v1beta/models/{req.model}:streamGenerateContent?alt=sse"
         headers = {"content-type": "application/json", "x-goog-api-key": self.credential.api_key or ""}
         async with self._open(url, headers, build_body(req)) as resp:
-            async for event in self._events(resp):
+            async for event in self._drive(sse_batches(resp), _Parser(self)):
                 yield event
 
-    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
-        usage = Usage()
-        finish: str | None = None
-        called = False
-        async for _, data in sse_events(resp):
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise self.error("retryable", "malformed stream chunk") from None
-            if isinstance(chunk, list):  # some proxies send the array form
-                chunk = chunk[0] if chunk else {}
-            if "error" in chunk:
-                err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-                message = f"{err.get('status', '')}: {err.get('message', '')}".strip(": ")
-                code = err.get("code")
-                kind = (classify_status(code, message) if isinstance(code, int)
-                        else classify_words(message))
-                raise self.error(kind, message, code if isinstance(code, int) else None)
-            meta = chunk.get("usageMetadata")
-            if meta:
-                usage = Usage(input_tokens=int(meta.get("promptTokenCount") or 0),
-                              output_tokens=int(meta.get("candidatesTokenCount") or 0)
-                              + int(meta.get("thoughtsTokenCount") or 0))
-            for cand in (chunk.get("candidates") or [])[:1]:
-                for part in (cand.get("content") or {}).get("parts") or []:
-                    if part.get("thought"):
-                        continue
-                    if part.get("text"):
-                        yield TextDelta(text=part["text"])
-                    elif "functionCall" in part:
-                        call = part["functionCall"]
-                        called = True
-                        yield ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}",
-                                       name=call.get("name", ""), arguments=call.get("args") or {})
-                finish = cand.get("finishReason") or finish
-        if finish is None:
-            raise self.error("retryable", "stream ended before finishReason")
-        yield usage
-        yield Stop(reason="tool_use" if called else STOP_REASONS.get(finish, finish.lower()))
+
+class _Parser:
+    """Gemini response chunks → normalised events (text as plain ``str`` pieces)."""
+
+    def __init__(self, adapter: GeminiAdapter) -> None:
+        self._adapter = adapter
+        self.done = False
+        self._usage = Usage()
+        self._finish: str | None = None
+        self._called = False
+
+    def feed(self, item: tuple[str, str]) -> list[StreamEvent | str]:
+        try:
+            chunk = json.loads(item[1])
+        except ValueError:
+            raise self._adapter.error("retryable", "malformed stream chunk") from None
+        if isinstance(chunk, list):  # some proxies send the array form
+            chunk = chunk[0] if chunk else {}
+        if "error" in chunk:
+            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            message = f"{err.get('status', '')}: {err.get('message', '')}".strip(": ")
+            code = err.get("code")
+            kind = classify_status(code, message) if isinstance(code, int) else classify_words(message)
+            raise self._adapter.error(kind, message, code if isinstance(code, int) else None)
+        meta = chunk.get("usageMetadata")
+        if meta:
+            self._usage = Usage(input_tokens=int(meta.get("promptTokenCount") or 0),
+                                output_tokens=int(meta.get("candidatesTokenCount") or 0)
+                                + int(meta.get("thoughtsTokenCount") or 0))
+        out: list[StreamEvent | str] = []
+        for cand in (chunk.get("candidates") or [])[:1]:
+            for part in (cand.get("content") or {}).get("parts") or []:
+                if part.get("thought"):
+                    continue
+                if part.get("text"):
+                    out.append(part["text"])
+                elif "functionCall" in part:
+                    call = part["functionCall"]
+                    self._called = True
+                    out.append(ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}",
+                                        name=call.get("name", ""), arguments=call.get("args") or {}))
+            self._finish = cand.get("finishReason") or self._finish
+        return out
+
+    def finish(self) -> list[StreamEvent]:
+        if self._finish is None:
+            raise self._adapter.error("retryable", "stream ended before finishReason")
+        reason = "tool_use" if self._called else STOP_REASONS.get(self._finish, self._finish.lower())
+        return [self._usage, Stop(reason=reason)]

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from server.providers.base import HttpAdapter, classify_words
+from server.providers.framing import line_batches
 from server.providers.types import (
     ChatRequest,
     Message,
     Stop,
     StreamEvent,
     TextBlock,
-    TextDelta,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -86,39 +86,46 @@ class OllamaAdapter(HttpAdapter):
         if self.credential.api_key:  # a proxy in front of Ollama may want one
             headers["authorization"] = f"Bearer {self.credential.api_key}"
         async with self._open(f"{self.base_url}/api/chat", headers, build_body(req)) as resp:
-            async for event in self._events(resp):
+            async for event in self._drive(line_batches(resp), _Parser(self)):
                 yield event
 
-    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
-        called = False
-        async for line in resp.aiter_lines():
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                raise self.error("retryable", "malformed stream line") from None
-            if "error" in obj:
-                message = str(obj["error"])
-                raise self.error(classify_words(message), message)
-            msg = obj.get("message") or {}
-            if msg.get("content"):
-                yield TextDelta(text=msg["content"])
-            for call in msg.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                args = fn.get("arguments") or {}
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args)
-                    except ValueError:
-                        raise self.error("retryable", "malformed tool call arguments") from None
-                called = True
-                yield ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}", name=fn.get("name", ""),
-                               arguments=args if isinstance(args, dict) else {})
-            if obj.get("done"):
-                yield Usage(input_tokens=int(obj.get("prompt_eval_count") or 0),
-                            output_tokens=int(obj.get("eval_count") or 0))
-                reason = obj.get("done_reason") or "stop"
-                yield Stop(reason="tool_use" if called else STOP_REASONS.get(reason, reason))
-                return
-        raise self.error("retryable", "stream ended before done")
+
+class _Parser:
+    """Ollama NDJSON lines → normalised events (text as plain ``str`` pieces)."""
+
+    def __init__(self, adapter: OllamaAdapter) -> None:
+        self._adapter = adapter
+        self.done = False
+        self._called = False
+
+    def feed(self, line: str) -> list[StreamEvent | str]:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise self._adapter.error("retryable", "malformed stream line") from None
+        if "error" in obj:
+            message = str(obj["error"])
+            raise self._adapter.error(classify_words(message), message)
+        msg = obj.get("message") or {}
+        out: list[StreamEvent | str] = [msg["content"]] if msg.get("content") else []
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            args = fn.get("arguments") or {}
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    raise self._adapter.error("retryable", "malformed tool call arguments") from None
+            self._called = True
+            out.append(ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}", name=fn.get("name", ""),
+                                arguments=args if isinstance(args, dict) else {}))
+        if obj.get("done"):
+            self.done = True
+            reason = obj.get("done_reason") or "stop"
+            out += [Usage(input_tokens=int(obj.get("prompt_eval_count") or 0),
+                          output_tokens=int(obj.get("eval_count") or 0)),
+                    Stop(reason="tool_use" if self._called else STOP_REASONS.get(reason, reason))]
+        return out
+
+    def finish(self) -> list[StreamEvent]:
+        raise self._adapter.error("retryable", "stream ended before done")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from server.providers.base import HttpAdapter, classify_status, classify_words, parse_json_object, sse_events
+from server.providers.base import HttpAdapter, classify_status, classify_words, parse_json_object
+from server.providers.framing import sse_batches
 from server.providers.types import (
     ChatRequest,
     Message,
@@ -21,7 +22,6 @@ from server.providers.types import (
     Stop,
     StreamEvent,
     TextBlock,
-    TextDelta,
     ToolCall,
     ToolUseBlock,
     Usage,
@@ -85,64 +85,79 @@ class OpenAIChatAdapter(HttpAdapter):
 
     async def stream(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         async with self._open(f"{self.base_url}/chat/completions", self.headers(), build_body(req)) as resp:
-            async for event in self._events(resp):
+            async for event in self._drive(sse_batches(resp), _Parser(self)):
                 yield event
+
+
+class _Parser:
+    """Chat-completion chunks → normalised events (text as plain ``str`` pieces)."""
+
+    def __init__(self, adapter: OpenAIChatAdapter) -> None:
+        self._adapter = adapter
+        self.done = False
+        self._usage = Usage()
+        self._finish: str | None = None
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, item: tuple[str, str]) -> list[StreamEvent | str]:
+        data = item[1]
+        if data == "[DONE]":
+            self.done = True
+            return [*self._closing()]
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self._adapter.error("retryable", "malformed stream chunk") from None
+        if "error" in chunk:
+            raise self._stream_error(chunk["error"])
+        out: list[StreamEvent | str] = []
+        if chunk.get("usage"):
+            u = chunk["usage"]
+            self._usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0),
+                                output_tokens=int(u.get("completion_tokens") or 0))
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                out.append(delta["content"])
+            for frag in delta.get("tool_calls") or []:
+                slot = self._calls.setdefault(int(frag.get("index", 0)), {"id": "", "name": "", "args": []})
+                fn = frag.get("function") or {}
+                slot["id"] = frag.get("id") or slot["id"]
+                slot["name"] = fn.get("name") or slot["name"]
+                if fn.get("arguments"):
+                    slot["args"].append(fn["arguments"])
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+                if self._finish == "error":
+                    raise self._adapter.error("retryable", "provider reported an error mid-stream")
+                out.extend(self._tool_calls())
+        return out
+
+    def finish(self) -> list[StreamEvent]:
+        if self._finish is None:  # gateways may omit [DONE], but never finish_reason
+            raise self._adapter.error("retryable", "stream ended before finish_reason")
+        return self._closing()
+
+    def _closing(self) -> list[StreamEvent]:
+        reason = self._finish or "stop"
+        return [*self._tool_calls(), self._usage, Stop(reason=STOP_REASONS.get(reason, reason))]
+
+    def _tool_calls(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for index in sorted(self._calls):
+            slot = self._calls[index]
+            args = parse_json_object("".join(slot["args"]))
+            if args is None:
+                raise self._adapter.error("retryable", f"malformed arguments for tool call {slot['name']!r}")
+            out.append(ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=args))
+        self._calls.clear()
+        return out
 
     def _stream_error(self, err: Any) -> ProviderError:
         if not isinstance(err, dict):
-            return self.error("retryable", str(err))
+            return self._adapter.error("retryable", str(err))
         message = str(err.get("message", ""))
         code = err.get("code")
         if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
-            return self.error(classify_status(int(code), message), message, int(code))
-        return self.error(classify_words(f"{err.get('type', '')} {code or ''} {message}"), message)
-
-    async def _events(self, resp: Any) -> AsyncIterator[StreamEvent]:
-        usage = Usage()
-        finish: str | None = None
-        calls: dict[int, dict[str, Any]] = {}
-        done = False
-        async for _, data in sse_events(resp):
-            if data == "[DONE]":
-                done = True
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise self.error("retryable", "malformed stream chunk") from None
-            if "error" in chunk:
-                raise self._stream_error(chunk["error"])
-            if chunk.get("usage"):
-                u = chunk["usage"]
-                usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0),
-                              output_tokens=int(u.get("completion_tokens") or 0))
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    yield TextDelta(text=delta["content"])
-                for frag in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(int(frag.get("index", 0)), {"id": "", "name": "", "args": []})
-                    fn = frag.get("function") or {}
-                    slot["id"] = frag.get("id") or slot["id"]
-                    slot["name"] = fn.get("name") or slot["name"]
-                    if fn.get("arguments"):
-                        slot["args"].append(fn["arguments"])
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                    if finish == "error":
-                        raise self.error("retryable", "provider reported an error mid-stream")
-                    for index in sorted(calls):
-                        yield self._tool_call(index, calls[index])
-                    calls.clear()
-        if not done and finish is None:
-            raise self.error("retryable", "stream ended before finish_reason")
-        for index in sorted(calls):
-            yield self._tool_call(index, calls[index])
-        yield usage
-        yield Stop(reason=STOP_REASONS.get(finish or "stop", finish or "end_turn"))
-
-    def _tool_call(self, index: int, slot: dict[str, Any]) -> ToolCall:
-        args = parse_json_object("".join(slot["args"]))
-        if args is None:
-            raise self.error("retryable", f"malformed arguments for tool call {slot['name']!r}")
-        return ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=args)
+            return self._adapter.error(classify_status(int(code), message), message, int(code))
+        return self._adapter.error(classify_words(f"{err.get('type', '')} {code or ''} {message}"), message)

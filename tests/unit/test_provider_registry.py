@@ -145,6 +145,7 @@ def test_public_names_match_all() -> None:
         "credentials",
         "eventstream",
         "failover",
+        "framing",
         "gemini",
         "ollama",
         "openai_chat",

@@ -12,7 +12,7 @@ from fakes.harness import CASES, KEY, WireCase, adapter, calls_of, drain, reques
 from fakes.server import FakeServer
 
 from server.providers.base import Timeouts
-from server.providers.types import Stop, Usage
+from server.providers.types import Stop, TextDelta, Usage
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -36,13 +36,23 @@ def stream(case: WireCase, fake: FakeServer, **kw: Any) -> tuple[list[Any], Any]
 
 
 def test_text_streams_with_usage_and_stop(case: WireCase, fake: FakeServer) -> None:
-    """Text arrives as several deltas, then usage and the normalised stop reason."""
-    fake.script([Reply.text("The quick brown fox.", usage=(31, 9))])
+    """Text arriving over time comes out as it arrives (several deltas), then usage and the stop reason."""
+    fake.script([Reply.text("The quick brown fox.", usage=(31, 9)).with_(event_delay=0.02)])
     events, err = stream(case, fake)
     assert err is None
     assert text_of(events) == "The quick brown fox."
-    assert len([e for e in events if hasattr(e, "text")]) > 1
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 1
     assert events[-2:] == [Usage(input_tokens=31, output_tokens=9), Stop(reason="end_turn")]
+
+
+def test_deltas_of_one_read_are_merged(case: WireCase, fake: FakeServer) -> None:
+    """Deltas that arrive in the same network read become one TextDelta (fewer events, no added wait)."""
+    fake.script([Reply.many_deltas(500, "ab")])
+    events, err = stream(case, fake)
+    assert err is None
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert "".join(d.text for d in deltas) == "ab" * 500
+    assert len(deltas) < 100
 
 
 def test_tool_call_split_across_chunks(case: WireCase, fake: FakeServer) -> None:
@@ -80,9 +90,7 @@ def test_two_tool_calls_keep_their_order(case: WireCase, fake: FakeServer) -> No
         ("bad_request", "bad_request"),
     ],
 )
-def test_error_inside_200_stream_is_classified(
-    case: WireCase, fake: FakeServer, kind: Any, expected: str
-) -> None:
+def test_error_inside_200_stream_is_classified(case: WireCase, fake: FakeServer, kind: Any, expected: str) -> None:
     """An error object inside a 200 stream becomes a ProviderError of the right kind."""
     fake.script([Reply.stream_error(kind, after_text="Partial")])
     events, err = stream(case, fake)
