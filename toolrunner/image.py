@@ -217,10 +217,10 @@ def make_local_base(client: Any, progress: Progress, *, root: Path | None = None
         progress(f"importing {tag}")
         repo, _, name = tag.partition(":")
         with out.open("rb") as f:
-            _engine("importing the base", lambda: client.api.import_image(
+            answer = _engine("importing the base", lambda: client.api.import_image(
                 src=f, repository=repo, tag=name, changes=_BASE_CHANGES))
     if not image_exists(client, tag):
-        raise ImageUnavailable(f"the engine did not keep the imported base {tag}")
+        raise ImageUnavailable(f"importing the base {tag} failed: {str(answer).strip()[-500:]}")
     progress(f"local base {tag} made in {time.monotonic() - started:.0f} s")
     return tag
 

@@ -22,6 +22,7 @@ from toolrunner.image import (
     debian_mirror,
     ensure_sandbox_image,
     image_tag,
+    make_local_base,
     repo_root,
 )
 
@@ -147,6 +148,17 @@ def test_unavailable_base_is_a_typed_error(docker_client: Any) -> None:
                             base_image="openanalyst-test/no-such-base:missing")
     assert info.value.code == "SANDBOX_IMAGE_UNAVAILABLE"
     assert "no-such-base" in info.value.reason
+
+
+def test_failed_local_base_is_a_typed_error(docker_client: Any, tmp_path: Path) -> None:
+    """A base script that fails gives ImageUnavailable naming the exit status, its output sent to progress."""
+    root = copy_sources(tmp_path)
+    (root / "sandbox_images" / "build-base.sh").write_text("echo 'debootstrap: no mirror' >&2\nexit 3\n")
+    lines: list[str] = []
+    with pytest.raises(ImageUnavailable) as info:
+        make_local_base(docker_client, lines.append, root=root)
+    assert "exit 3" in info.value.reason
+    assert "debootstrap: no mirror" in lines
 
 
 def test_image_has_user_tools_and_runner(docker_client: Any, sandbox_image: str) -> None:
