@@ -281,9 +281,7 @@ def test_provider_order_and_default_models_from_config(fakes: Any) -> None:
     """provider_order overrides the family-first order; an unknown name in it is refused."""
     _, second = fakes
     second.script([Reply.text("openai first")])
-    config = RouterConfig(
-        provider_order=["openai", "anthropic"], default_models={"openai": "gpt-4.1"}, **FAST
-    )
+    config = RouterConfig(provider_order=["openai", "anthropic"], default_models={"openai": "gpt-4.1"}, **FAST)
     ((text, events, _),) = turn((creds(fakes), config))
     assert text == "openai first" and attempts(events) == [("openai", 1)]
     assert second.requests[0].json()["model"] == "gpt-4.1"
@@ -296,9 +294,7 @@ def test_empty_model_uses_each_providers_default(fakes: Any) -> None:
     first, _ = fakes
     first.script([Reply.text("hi")])
     ((_, events, _),) = turn((creds(fakes), RouterConfig(**FAST)), model="")
-    assert [(e.provider, e.model) for e in events if isinstance(e, Attempt)] == [
-        ("anthropic", "claude-sonnet-4-5")
-    ]
+    assert [(e.provider, e.model) for e in events if isinstance(e, Attempt)] == [("anthropic", "claude-sonnet-4-5")]
 
 
 def test_consumer_leaving_mid_probe_frees_the_breaker(fakes: Any) -> None:
@@ -313,9 +309,7 @@ def test_consumer_leaving_mid_probe_frees_the_breaker(fakes: Any) -> None:
         async with httpx.AsyncClient() as client:
             router = ProviderRouter(config, client, creds(fakes), clock=clock)
             seen = [
-                e.provider
-                async for e in router.stream("t", request("claude-sonnet-4-5"))
-                if isinstance(e, Attempt)
+                e.provider async for e in router.stream("t", request("claude-sonnet-4-5")) if isinstance(e, Attempt)
             ]
             clock.now += 10
             stream = router.stream("t", request("claude-sonnet-4-5"))
@@ -325,12 +319,39 @@ def test_consumer_leaving_mid_probe_frees_the_breaker(fakes: Any) -> None:
             await stream.aclose()
             states = [s.state for s in await router.status("t") if s.provider == "anthropic"]
             text = "".join(
-                [
-                    e.text
-                    async for e in router.stream("t", request("claude-sonnet-4-5"))
-                    if isinstance(e, TextDelta)
-                ]
+                [e.text async for e in router.stream("t", request("claude-sonnet-4-5")) if isinstance(e, TextDelta)]
             )
             return [*seen, *states, text]
 
     assert asyncio.run(main()) == ["anthropic", "openai", "half_open", "probe"]
+
+
+def test_model_spelled_per_provider_across_wire_formats() -> None:
+    """A Claude request goes to OpenRouter as anthropic/…, then to Bedrock as a Bedrock id, then xAI's default."""
+    from fakes import FakeBedrock
+
+    from server.providers.registry import credentials_from_env
+
+    with FakeBedrock() as bedrock, FakeOpenAI() as openrouter, FakeOpenAI() as xai:
+        env = {
+            "AWS_BEARER_TOKEN_BEDROCK": "bedrock-token-1",
+            "BEDROCK_BASE_URL": bedrock.base_url,
+            "OPENROUTER_API_KEY": "sk-or-2",
+            "OPENROUTER_BASE_URL": openrouter.v1,
+            "XAI_API_KEY": "xai-3",
+            "XAI_BASE_URL": xai.v1,
+        }
+        bedrock.script([Reply.http_error(503)])
+        openrouter.script([Reply.http_error(502)])
+        xai.script([Reply.text("grok here")])
+        lookup = StaticCredentials(credentials_from_env(env))
+        ((text, events, err),) = turn((lookup, RouterConfig(max_retries=0, **FAST)))
+        assert err is None and text == "grok here"
+        assert [(e.provider, e.model) for e in events if isinstance(e, Attempt)] == [
+            ("openrouter", "anthropic/claude-sonnet-4.5"),
+            ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ("xai", "grok-4"),
+        ]
+        assert bedrock.requests[0].path.startswith("/model/us.anthropic.claude-sonnet-4-5")
+        assert openrouter.requests[0].json()["model"] == "anthropic/claude-sonnet-4.5"
+        assert xai.requests[0].headers["authorization"] == "Bearer xai-3"
