@@ -239,6 +239,14 @@ def _garbage(lines: list[str]) -> None:
     lines[2] = "{not json\n"
 
 
+def _nan(lines: list[str]) -> None:
+    lines[2] = lines[2].replace('"duration_ms":2.0', '"duration_ms":NaN')
+
+
+def _array(lines: list[str]) -> None:
+    lines[2] = "[1, 2]\n"
+
+
 def _after_head(lines: list[str]) -> None:
     lines.append(lines[1])
 
@@ -252,6 +260,8 @@ EXPORT_CASES: list[tuple[str, Callable[[list[str]], None], int]] = [
     ("inserted record", _insert, 4),
     ("swapped records", _swap, 3),
     ("a line that is not JSON", _garbage, 2),
+    ("a NaN value", _nan, 2),
+    ("a line that is not an object", _array, 2),
     ("data after the head", _after_head, 7),
 ]
 
