@@ -155,7 +155,8 @@ def api_row(n: int, image: str) -> None:
 
     exe = shutil.which("openanalyst") or str(Path(sys.executable).with_name("openanalyst"))
     port, data_dir = free_port(), tempfile.mkdtemp(prefix="oa-bench-api-")
-    env = {**os.environ, "OPENANALYST_DATA_DIR": data_dir, "OPENANALYST_SANDBOX_IMAGE": image}
+    env = {**os.environ, "OPENANALYST_DATA_DIR": data_dir,
+           "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}'}
     proc = subprocess.Popen([exe, "--serve", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -164,7 +165,7 @@ def api_row(n: int, image: str) -> None:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    if client.get("/healthz").status_code < 500:
+                    if client.get("/health").status_code < 500:
                         break
                 except httpx.TransportError:
                     pass
@@ -189,8 +190,18 @@ def api_row(n: int, image: str) -> None:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        subprocess.run([exe, "sandbox", "gc"], env=env, capture_output=True, timeout=60, check=False)
+        asyncio.run(remove_server_containers(SandboxConfig(data_dir=Path(data_dir), image=image)))
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def remove_server_containers(config: SandboxConfig) -> None:
+    """The API server leaves its containers running for adoption; the bench removes them."""
+    backend = DockerBackend(timeout_s=60)
+    try:
+        for container in await backend.list_managed(config.instance_id):
+            await backend.remove(str(container["Id"]))
+    finally:
+        backend.close()
 
 
 def resolve_image(given: str | None) -> str:

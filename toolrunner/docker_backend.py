@@ -21,7 +21,7 @@ import docker.errors
 import requests.exceptions
 
 from toolrunner.attach import DETACH_KEYS
-from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable
+from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable, SandboxStartFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,10 +59,11 @@ class DockerBackend:
             raise SandboxImageUnavailable(f"sandbox image missing: {exc.explanation}") from exc
         except docker.errors.NotFound as exc:
             raise ContainerGone(str(exc.explanation)) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code is not None and exc.status_code < 500:  # the engine refused what we asked
+                raise SandboxStartFailed(f"the container engine refused {what}: {exc.explanation}") from exc
+            raise SandboxBackendUnavailable(f"the container engine failed {what}: {exc}") from exc
         except (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError) as exc:
-            if isinstance(exc, docker.errors.APIError) and exc.status_code is not None \
-                    and exc.status_code < 500:
-                raise
             raise SandboxBackendUnavailable(f"the container engine failed {what}: {exc}") from exc
 
     async def ping(self) -> None:

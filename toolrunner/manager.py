@@ -365,11 +365,16 @@ class SandboxManager:
             stopped = self._stopped.get(tenant)
             return {**out, "state": "stopped" if stopped else "absent", "container_id": stopped,
                     "usage": None}
-        state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
+        try:
+            state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
+            usage = await self.backend.usage(sandbox.container_id)
+        except ContainerGone:  # removed behind our back: retire it, the next call starts a fresh one
+            await self._after_death(sandbox, None)
+            return {**out, "state": "absent", "container_id": None, "usage": None}
         return {**out, "state": state.get("Status"), "container_id": sandbox.container_id,
                 "started_at": state.get("StartedAt"),
                 "idle_s": round(time.monotonic() - sandbox.last_used, 3),
-                "usage": await self.backend.usage(sandbox.container_id)}
+                "usage": usage}
 
     async def shutdown(self, *, stop_containers: bool = False) -> None:
         """Close every channel; containers keep running for the next start to adopt (or stop them)."""
