@@ -9,6 +9,7 @@ is cumulative. Errors can arrive inside a 200 stream as ``event: error``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -27,6 +28,8 @@ from server.providers.types import (
 
 API_VERSION = "2023-06-01"
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16000, "max": 32000}
+_NO_THINKING = re.compile(r"claude-(?:instant|2|3-5|3-haiku|3-sonnet|3-opus)")
+_OPUS_4_0 = re.compile(r"claude-opus-4(?:-[01])?(?:-\d{8})?(?:$|-v|:)")
 
 
 def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -45,6 +48,17 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def thinking(req: ChatRequest) -> tuple[dict[str, Any], int] | None:
+    """(thinking block, max_tokens) for ``req.effort``, or None: no effort, a model without extended
+    thinking (Claude 3.5 and older), or mid tool loop. The budget fits under the model's output cap."""
+    if not req.effort or _NO_THINKING.search(req.model) or _mid_tool_loop(req.messages):
+        return None
+    cap = 32_000 if _OPUS_4_0.search(req.model) else 64_000
+    budget = min(THINKING_BUDGET[req.effort], cap - 1024)
+    max_tokens = req.max_tokens if req.max_tokens > budget else min(cap, budget + req.max_tokens)
+    return {"type": "enabled", "budget_tokens": budget}, max_tokens
+
+
 def _mid_tool_loop(messages: list[Message]) -> bool:
     """Thinking may not be switched on half-way through a tool loop (its blocks are not kept), so only a
     fresh user turn gets it."""
@@ -60,11 +74,8 @@ def build_body(req: ChatRequest) -> dict[str, Any]:
     if req.tools:
         body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                          for t in req.tools]
-    if req.effort and not _mid_tool_loop(req.messages):
-        budget = THINKING_BUDGET[req.effort]
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if req.max_tokens <= budget:
-            body["max_tokens"] = budget + req.max_tokens
+    if (think := thinking(req)) is not None:
+        body["thinking"], body["max_tokens"] = think
     return body
 
 

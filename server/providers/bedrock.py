@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from server.providers.anthropic import THINKING_BUDGET, _mid_tool_loop
+from server.providers.anthropic import thinking
 from server.providers.base import HttpAdapter, classify_words, parse_json_object
 from server.providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from server.providers.framing import FramingError
@@ -65,11 +65,9 @@ def build_body(req: ChatRequest) -> dict[str, Any]:
         body["toolConfig"] = {"tools": [{"toolSpec": {"name": t.name, "description": t.description,
                                                       "inputSchema": {"json": t.input_schema}}}
                                         for t in req.tools]}
-    if req.effort and "claude" in req.model and not _mid_tool_loop(req.messages):
-        budget = THINKING_BUDGET[req.effort]
-        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
-        if req.max_tokens <= budget:
-            body["inferenceConfig"]["maxTokens"] = budget + req.max_tokens
+    if "claude" in req.model and (think := thinking(req)) is not None:
+        body["additionalModelRequestFields"] = {"thinking": think[0]}
+        body["inferenceConfig"]["maxTokens"] = think[1]
     return body
 
 

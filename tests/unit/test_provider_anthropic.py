@@ -28,9 +28,7 @@ def test_request_shape_with_tools_and_tool_results() -> None:
     body = sent.json()
     assert body["stream"] is True and body["model"] == "claude-sonnet-4-5" and body["max_tokens"] == 1000
     assert body["system"] == "Be brief."
-    assert body["tools"] == [
-        {"name": "bash", "description": BASH.description, "input_schema": BASH.input_schema}
-    ]
+    assert body["tools"] == [{"name": "bash", "description": BASH.description, "input_schema": BASH.input_schema}]
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "list files"}]},
         {
@@ -42,17 +40,13 @@ def test_request_shape_with_tools_and_tool_results() -> None:
         },
         {
             "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ls: denied", "is_error": True}
-            ],
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ls: denied", "is_error": True}],
         },
     ]
     assert "thinking" not in body
 
 
-@pytest.mark.parametrize(
-    ("effort", "budget"), [("low", 1024), ("medium", 4096), ("high", 16000), ("max", 32000)]
-)
+@pytest.mark.parametrize(("effort", "budget"), [("low", 1024), ("medium", 4096), ("high", 16000), ("max", 32000)])
 def test_effort_maps_to_thinking_budget(effort: str, budget: int) -> None:
     """effort becomes thinking.budget_tokens, with max_tokens raised above the budget."""
     with FakeAnthropic() as fake:
@@ -139,3 +133,21 @@ def test_low_credit_balance_is_credit_in_stream_and_as_http_400() -> None:
         _, as_http = send(CASE, fake, request("claude-sonnet-4-5"))
     assert in_stream is not None and in_stream.kind == "credit"
     assert as_http is not None and as_http.kind == "credit" and as_http.status == 400
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("claude-3-5-haiku-20241022", None),  # no extended thinking: the field would be a 400
+        ("claude-opus-4-1-20250805", (30976, 32000)),  # the budget fits under a 32k output cap
+        ("claude-sonnet-4-5", (32000, 40192)),
+    ],
+)
+def test_thinking_only_where_the_model_supports_it(model: str, expected: tuple[int, int] | None) -> None:
+    """effort=max asks for thinking only on models that have it, within the model's output limit."""
+    with FakeAnthropic() as fake:
+        fake.script([Reply.text("ok")])
+        send(CASE, fake, request(model, effort="max", max_tokens=8192))
+        body = fake.requests[0].json()
+    got = (body["thinking"]["budget_tokens"], body["max_tokens"]) if "thinking" in body else None
+    assert got == expected
