@@ -156,3 +156,18 @@ def test_prestart_starts_the_container_in_the_background(harness: Any) -> None:
     wait_until(lambda: harness.run(harness.manager.info("frank"))["state"] == "running", 30, "prestart")
     container_id = harness.run(harness.manager.info("frank"))["container_id"]
     assert harness.bash("frank", "true").container_id == container_id
+
+
+def test_owner_runs_as_the_owner_of_its_workspace(harness_factory: Any, tmp_path_factory: Any) -> None:
+    """The owner tenant works in the configured directory as that directory's uid:gid, not as root."""
+    import os
+
+    data_dir = tmp_path_factory.mktemp("owner-data")
+    workspace = data_dir / "project"
+    workspace.mkdir()
+    os.chown(workspace, 1234, 1234)
+    h = harness_factory(data_dir, owner_workspace=workspace)
+    assert ok(h.bash("owner", "id -u; id -g")).split() == ["1234", "1234"]
+    ok(h.call("owner", "write_file", {"path": "report.md", "content": "# done"}))
+    written = workspace / "report.md"
+    assert written.read_text() == "# done" and (written.stat().st_uid, written.stat().st_gid) == (1234, 1234)
