@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,7 +72,7 @@ class Reply:
         fragments: int = 3,
     ) -> Reply:
         tool = ToolPart(
-            name, arguments, id or f"toolu_{name}_{abs(hash(json.dumps(arguments))) % 10**8}", fragments
+            name, arguments, id or f"toolu_{name}_{zlib.crc32(json.dumps(arguments).encode()):08x}", fragments
         )
         return Reply(parts=((TextPart(text),) if text else ()) + (tool,))
 
