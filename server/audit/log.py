@@ -63,6 +63,8 @@ class AuditLog:
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
+        if self._writer is not None:  # already open: a second writer would break the one-writer rule
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._key = load_or_create_key(self.key_path)
         db.create_file(self.path)
@@ -128,6 +130,7 @@ class AuditLog:
         def run() -> tuple[Records, int]:
             conn = self._connect()
             try:
+                conn.execute("BEGIN")  # the total and the page from the same snapshot
                 total = db.count(conn, tenant_id, flt)
                 rows = db.page(conn, tenant_id, flt, offset=(max(page, 1) - 1) * per_page, limit=per_page)
                 return rows, total
@@ -161,6 +164,7 @@ class AuditLog:
         """The blocking verification behind ``verify``; also checks the indexed columns against each body."""
         conn = self._connect()
         try:
+            conn.execute("BEGIN")  # one snapshot: records and head as of the same commit, even mid-write
             verifier = ChainVerifier(tenant_id)
             columns = ", ".join(db.COLUMNS) + ", body"
             for row in db.iter_rows(conn, tenant_id, AuditFilter(), columns=columns):

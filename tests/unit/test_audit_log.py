@@ -320,3 +320,16 @@ async def test_export_taken_during_writes_ends_at_its_head(log: AuditLog) -> Non
     assert verdict.ok and verdict.tail_authenticated and verdict.records == json.loads(lines[-1])["seq"]
     assert verdict.records >= 100
     assert await log.count("t1") == 300
+
+
+async def test_verify_while_calls_are_recorded_is_never_a_false_alarm(log: AuditLog) -> None:
+    """verify reads records and head from one snapshot, so concurrent writes never look like tampering."""
+    writers = asyncio.gather(*(one_call(log, "t1", n) for n in range(300)))
+    verdicts = []
+    while not writers.done():
+        verdicts.append(await log.verify("t1"))
+    await writers
+    verdicts.append(await log.verify("t1"))
+    assert len(verdicts) >= 2
+    assert all(v["ok"] for v in verdicts), [v for v in verdicts if not v["ok"]]
+    assert verdicts[-1]["records"] == 600
