@@ -184,6 +184,12 @@ class HttpAdapter:
                     message = error_message(raw.decode("utf-8", "replace")) or resp.reason_phrase
                     raise self.error(classify_status(resp.status_code, message), message, resp.status_code,
                                      parse_retry_after(resp.headers.get("retry-after")))
+                if resp.headers.get("content-type", "").startswith("application/json"):
+                    # a gateway that ignored stream=true, or an error dressed as a 200
+                    raw = (await resp.aread())[:MAX_ERROR_BODY]
+                    message = error_message(raw.decode("utf-8", "replace"))
+                    raise self.error(classify_words(message), f"expected a stream, got JSON: {message}",
+                                     resp.status_code)
                 yield resp
         except httpx.TimeoutException as exc:
             raise self.error("retryable", f"timed out ({type(exc).__name__})") from None

@@ -184,3 +184,12 @@ def test_key_never_appears_in_errors_or_reprs(case: WireCase, fake: FakeServer) 
         return repr(adapter(case, fake, client))
 
     assert KEY not in run(adapter_repr)
+
+
+def test_json_body_instead_of_stream_is_an_error(case: WireCase, fake: FakeServer) -> None:
+    """A 200 answered with a JSON error body instead of a stream is classified, never taken as an answer."""
+    body = b'{"error": {"type": "overloaded_error", "message": "busy, try later"}}'
+    fake.script([Reply(raw_body=body, headers={"content-type": "application/json"})])
+    events, err = stream(case, fake)
+    assert events == []
+    assert err is not None and err.kind == "retryable" and "busy" in err.message
