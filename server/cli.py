@@ -65,12 +65,25 @@ class _Server(uvicorn.Server):
             return
         bound = [s.getsockname() for srv in self.servers for s in (srv.sockets or ())]
         host, port = (bound[0][0], bound[0][1]) if bound else (self.settings.host, self.settings.port)
+        names = self._services.credentials.env_provider_names if self._services is not None else []
+        print(startup_line(self.settings, host, port, names), flush=True)
+
+    @property
+    def _services(self) -> Any:
         app = self.config.loaded_app
         while hasattr(app, "app") and not hasattr(app, "state"):
             app = app.app
-        services = getattr(getattr(app, "state", None), "services", None)
-        names = services.credentials.env_provider_names if services is not None else []
-        print(startup_line(self.settings, host, port, names), flush=True)
+        return getattr(getattr(app, "state", None), "services", None)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End turns and live streams first, so open SSE responses finish instead of holding the drain."""
+        for server in self.servers:
+            server.close()  # stop accepting first, so no new stream opens after the ones below end
+        services = self._services
+        if services is not None:
+            await services.turns.shutdown()
+            services.events.close_all()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -1,0 +1,141 @@
+"""The server as a real process: startup line, SSE follow and reconnect, restart persistence, tenant
+isolation over real HTTP, and a prompt clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Parse an SSE line stream into {"event","id","data"} dicts (comments skipped)."""
+    item: dict[str, Any] = {}
+    for line in lines:
+        if line == "":
+            if item:
+                yield item
+            item = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            key, _, value = line.partition(": ")
+            item[key] = json.loads(value) if key == "data" else int(value) if key == "id" else value
+
+
+def test_startup_line_and_health(serve: Callable[..., ServerProcess]) -> None:
+    """One startup line names the address, tenancy mode, data dir and detected providers — never keys."""
+    server = serve(env={"ANTHROPIC_API_KEY": "sk-ant-TOPSECRET-1234", "OLLAMA_HOST": "127.0.0.1:9"})
+    [line] = [x for x in server.output if "listening on" in x]
+    assert f"http://127.0.0.1:{server.port}" in line and str(server.data_dir) in line
+    assert "tenancy:" in line and "providers: anthropic, ollama" in line
+    assert httpx.get(server.base + "/health").json()["status"] == "ok"
+    providers = httpx.get(server.base + "/me/providers").json()["data"]
+    assert {p["name"] for p in providers} == {"anthropic", "ollama"}
+    assert server.stop() == 0
+    assert "TOPSECRET" not in "\n".join(server.output)
+
+
+def test_invalid_setting_stops_start(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+    """An invalid setting exits non-zero with a message naming it."""
+    import subprocess
+
+    from conftest import openanalyst_command
+
+    done = subprocess.run([*openanalyst_command(), "--serve", "0"], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "OPENANALYST_DATA_DIR": str(tmp_path),
+                               "OPENANALYST_MAX_BODY_BYTES": "tiny"})
+    assert done.returncode == 2 and "OPENANALYST_MAX_BODY_BYTES" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_sse_follow_and_reconnect(serve: Callable[..., ServerProcess]) -> None:
+    """An SSE client gets the snapshot then events appended while it listens; reconnecting with
+    Last-Event-ID misses nothing and repeats nothing."""
+    server = serve()
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        sid = http.post("/sessions").json()["session_id"]
+        with http.stream("GET", f"/sessions/{sid}/events") as resp:
+            events = sse_events(resp.iter_lines())
+            snap = next(events)
+            assert snap["event"] == "snapshot" and snap["data"]["last_seq"] == 0
+            http.post(f"/sessions/{sid}/message", json={"message": "first"}).read()
+            got = [next(events) for _ in range(2)]  # read part of the turn, then drop the connection
+        assert [(e["event"], e["id"]) for e in got] == [("message", 1), ("error", 2)]
+        http.post(f"/sessions/{sid}/message", json={"message": "second"}).read()  # while disconnected
+        with http.stream("GET", f"/sessions/{sid}/events", headers={"Last-Event-ID": "2"}) as resp:
+            events = sse_events(resp.iter_lines())
+            assert next(events)["event"] == "snapshot"
+            replayed = [next(events) for _ in range(4)]
+            http.post(f"/sessions/{sid}/message", json={"message": "third"}).read()
+            live = [next(events) for _ in range(3)]
+        seqs = [e["id"] for e in replayed + live]
+        assert seqs == list(range(3, 10))
+        assert [e["event"] for e in replayed] == ["state", "message", "error", "state"]
+        assert replayed[1]["data"]["content"][0]["text"] == "second"
+
+
+@pytest.mark.timeout(90)
+def test_restart_keeps_history(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+    """After a restart the session, its messages and its event log are still there."""
+    first = serve(data_dir=tmp_path / "keep")
+    sid = httpx.post(first.base + "/sessions", json={"title": "persist"}).json()["session_id"]
+    httpx.post(f"{first.base}/sessions/{sid}/message", json={"message": "remember"}, timeout=10).read()
+    assert first.stop() == 0
+    second = serve(data_dir=tmp_path / "keep")
+    detail = httpx.get(f"{second.base}/sessions/{sid}").json()
+    assert detail["title"] == "persist" and detail["last_seq"] == 3
+    assert detail["messages"][0]["content"] == [{"type": "text", "text": "remember"}]
+    with httpx.stream("GET", f"{second.base}/sessions/{sid}/events?after=0", timeout=10) as resp:
+        events = sse_events(resp.iter_lines())
+        got = [next(events) for _ in range(4)]
+    assert [e.get("id") for e in got] == [None, 1, 2, 3]
+
+
+def test_tenant_isolation(serve: Callable[..., ServerProcess]) -> None:
+    """Tenant B cannot list, read, stream, message or delete tenant A's session (404 as if missing)."""
+    server = serve()
+    a, b = {"X-Tenant-ID": "team-alpha"}, {"X-Tenant-ID": "team-beta"}
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        sid = http.post("/sessions", headers=a).json()["session_id"]
+        assert http.get("/sessions", headers=b).json()["data"] == []
+        assert http.get(f"/sessions/{sid}", headers=b).status_code == 404
+        assert http.post(f"/sessions/{sid}/message", headers=b, json={"message": "x"}).status_code == 404
+        with http.stream("GET", f"/sessions/{sid}/events", headers=b) as resp:
+            assert resp.status_code == 404
+        assert http.delete(f"/sessions/{sid}", headers=b).status_code == 404
+        assert http.get(f"/sessions/{sid}", headers=a).status_code == 200
+        assert http.delete(f"/sessions/{sid}", headers=a).status_code == 204
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_with_open_stream(serve: Callable[..., ServerProcess]) -> None:
+    """SIGTERM with a live SSE client connected exits 0 promptly and ends the client's stream."""
+    server = serve()
+    sid = httpx.post(server.base + "/sessions").json()["session_id"]
+    connected, ended = threading.Event(), threading.Event()
+
+    def follow() -> None:
+        try:
+            with httpx.stream("GET", f"{server.base}/sessions/{sid}/events", timeout=30) as resp:
+                for line in resp.iter_lines():
+                    if line == "event: snapshot":
+                        connected.set()
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert connected.wait(10)
+    started = time.monotonic()
+    assert server.stop(timeout=10) == 0
+    assert time.monotonic() - started < 8
+    assert ended.wait(10)
