@@ -355,3 +355,14 @@ def test_model_spelled_per_provider_across_wire_formats() -> None:
         assert bedrock.requests[0].path.startswith("/model/us.anthropic.claude-sonnet-4-5")
         assert openrouter.requests[0].json()["model"] == "anthropic/claude-sonnet-4.5"
         assert xai.requests[0].headers["authorization"] == "Bearer xai-3"
+
+
+def test_model_not_found_moves_on_without_retry_or_breaker_count(fakes: Any) -> None:
+    """A 404 (model unknown at this provider) goes to the next provider at once and is not a health failure."""
+    first, second = fakes
+    first.script([Reply.http_error(404, "bad_request", message="model: claude-x not found")])
+    second.script([Reply.text("served elsewhere")])
+    status: dict[str, ProviderStatus] = {}
+    ((text, events, _),) = turn((creds(fakes), RouterConfig(max_retries=3, **FAST)), status_out=status)
+    assert text == "served elsewhere" and attempts(events) == [("anthropic", 1), ("openai", 1)]
+    assert len(first.requests) == 1 and status["anthropic"].consecutive_failures == 0
