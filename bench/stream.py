@@ -1,6 +1,6 @@
 """Streaming overhead: a fake Anthropic provider streams N text deltas as fast as it can; the same stream is
-received (1) raw by an HTTP client, (2) through our Anthropic adapter, (3) through the server's
-``POST /v1/chat`` (``openanalyst --serve PORT`` as a subprocess pointed at the fake). All in one run; prints
+received (1) raw by an HTTP client, (2) through our Anthropic adapter and the failover router, (3) through
+the server's ``POST /v1/chat`` (``openanalyst --serve PORT`` as a subprocess pointed at the fake). One run; prints
 median time to first delta, total time, throughput, and the server's added TTFB and throughput ratio.
 
     .venv/bin/python bench/stream.py [--deltas 10000] [--runs 5] [--no-server]
@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.providers.anthropic import AnthropicAdapter  # noqa: E402
-from server.providers.credentials import ProviderCredential  # noqa: E402
+from server.providers.config import RouterConfig  # noqa: E402
+from server.providers.credentials import ProviderCredential, StaticCredentials  # noqa: E402
+from server.providers.failover import ProviderRouter  # noqa: E402
 from server.providers.types import ChatRequest, Message, TextBlock, TextDelta  # noqa: E402
 
 PIECE = "tok "
@@ -134,6 +136,23 @@ def adapter(client: httpx.AsyncClient, fake_url: str) -> Measure:
     return go
 
 
+def router(client: httpx.AsyncClient, fake_url: str) -> Measure:
+    lookup = StaticCredentials([ProviderCredential("anthropic", KEY, fake_url)])
+    rt = ProviderRouter(RouterConfig(), client, lookup)
+    question = Message(role="user", blocks=[TextBlock(text="bench")])
+    req = ChatRequest(model="claude-sonnet-4-5", messages=[question])
+
+    async def go() -> tuple[float, float, int]:
+        start = time.perf_counter()
+        first, chars = 0.0, 0
+        async for event in rt.stream("bench", req):
+            if isinstance(event, TextDelta):
+                chars += len(event.text)
+                first = first or time.perf_counter() - start
+        return first, time.perf_counter() - start, chars
+    return go
+
+
 def through_server(client: httpx.AsyncClient, base: str) -> Measure:
     async def go() -> tuple[float, float, int]:
         start = time.perf_counter()
@@ -175,6 +194,7 @@ async def main(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(timeout=120) as client:
             rows["direct: raw HTTP client"] = await measure(raw(client, fake_url), args.runs, expect)
             rows["direct: Anthropic adapter"] = await measure(adapter(client, fake_url), args.runs, expect)
+            rows["direct: ProviderRouter"] = await measure(router(client, fake_url), args.runs, expect)
             if args.no_server:
                 rows["server: POST /v1/chat"] = "skipped (--no-server)"
             else:
