@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from toolrunner.protocol import (
     HEADER,
     MAX_OUTPUT_CAP,
+    MAX_TIMEOUT_S,
     PROTOCOL_VERSION,
     FrameError,
     cut_text,
@@ -101,19 +102,24 @@ class RunnerChannel:
         self._calls[cid] = queue
         self._chunk_budget[cid] = output_cap
         streamed = 0
+        timeout_s = min(max(timeout_s, 0.001), MAX_TIMEOUT_S)
+        frame = {
+            "type": "call",
+            "id": cid,
+            "session": session,
+            "tool": tool,
+            "input": input,
+            "timeout_s": timeout_s,
+            "output_cap": output_cap,
+            "stream": on_chunk is not None,
+        }
         try:
-            await self._send(
-                {
-                    "type": "call",
-                    "id": cid,
-                    "session": session,
-                    "tool": tool,
-                    "input": input,
-                    "timeout_s": timeout_s,
-                    "output_cap": output_cap,
-                    "stream": on_chunk is not None,
-                }
-            )
+            try:
+                await self._send(frame)
+            except ChannelError as exc:
+                return error_result(tool, "SANDBOX_DIED", str(exc))
+            except (FrameError, TypeError, ValueError) as exc:
+                return error_result(tool, "INVALID_INPUT", f"the input cannot be sent to the sandbox: {exc}")
             async with asyncio.timeout(timeout_s + self.grace_s):
                 while True:
                     kind, a, b = await queue.get()
@@ -261,6 +267,9 @@ class RunnerChannel:
             self._break(f"protocol error from the runner: {exc}")
         except ConnectionError as exc:
             self._break(f"the runner's stream broke: {exc}")
+        except Exception as exc:  # a reader that dies silently would leave every call waiting
+            log.exception("runner channel reader failed")
+            self._break(f"the channel reader failed: {type(exc).__name__}: {exc}")
 
     def _route(self, msg: dict[str, Any]) -> None:
         kind, mid = msg.get("type"), msg.get("id")

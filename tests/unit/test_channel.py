@@ -174,3 +174,10 @@ async def test_malformed_or_unknown_results_are_contained(pair: tuple[RunnerChan
     )
     r = await asyncio.wait_for(task, 5)
     assert r.error is not None and r.error.code == "INTERNAL"
+
+
+async def test_input_too_big_for_a_frame_is_invalid_input(runner: Runner) -> None:
+    """An input that cannot fit in one frame is refused on the host with INVALID_INPUT; the channel lives."""
+    r = await runner.call("write_file", path="big.txt", content="x" * (MAX_FRAME + 10))
+    assert r.error is not None and r.error.code == "INVALID_INPUT" and "MAX_FRAME" in r.error.message
+    assert (await runner.call("bash", command="echo fine")).output == "fine\n"

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.anyio
 async def test_cwd_and_exports_persist_within_a_session(runner: Runner) -> None:
     """cd, exported variables and unset survive between calls of one session."""
     (runner.ws / "sub").mkdir()
-    r = await runner.call("bash", command="cd sub && export FOO='a b' && export GONE=1")
+    r = await runner.call("bash", command="cd sub && export FOO='a b' && export GONE=1 && unset HOME")
     assert r.exit_code == 0 and r.error is None
     await runner.call("bash", command="unset GONE")
-    r = await runner.call("bash", command='pwd; echo "$FOO"; echo "[${GONE-unset}]"')
-    assert r.output.splitlines() == [str(runner.ws / "sub"), "a b", "[unset]"]
+    r = await runner.call("bash", command='pwd; echo "$FOO"; echo "[${GONE-unset}]"; echo "[${HOME-unset}]"')
+    assert r.output.splitlines() == [str(runner.ws / "sub"), "a b", "[unset]", "[unset]"]
 
 
 async def test_sessions_do_not_share_state(runner: Runner) -> None:

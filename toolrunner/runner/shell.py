@@ -1,17 +1,18 @@
 """The `bash` tool and its background processes (`bash_output`, `kill_process`).
 
-Each call is a fresh ``bash`` in its own process group that first restores the session's saved state
-(exported variables via ``export -p`` and the cwd), sources the command, and on exit saves the state again.
-So a timeout kills one process group and the session's "shell" survives it; the state of a call that was
-killed is simply not saved. State lives in the runner's private temp dir, never in the workspace.
+Each call is a fresh ``bash -c COMMAND`` in its own process group. Before the command runs, bash sources the
+session's prelude (``BASH_ENV``): the exported variables the last completed call left (``export -p``) and
+an EXIT trap that writes them back, with the cwd, to a pipe the runner reads. So a timeout kills one process
+group and the session's "shell" survives; the state of a call that was killed is simply not saved. State
+lives in the runner's memory and private temp dir, never in the workspace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
-import shlex
 import subprocess
 import threading
 import time
@@ -22,37 +23,52 @@ from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
 from toolrunner.runner.state import Session
 
 BG_BUFFER = 4 * 1024 * 1024
-MAX_INLINE = 100_000  # an argv string may hold 128 KiB; beyond this the script goes through a file
+MAX_INLINE = 100_000  # one argv string may hold 128 KiB; a longer command is sourced from a file
+PRELUDE = """builtin unset BASH_ENV
+__oa_fd=${__OA_FD-}; builtin unset __OA_FD
+__oa_save() { { builtin export -p; builtin printf '\\0%s\\0' "$PWD"; } >&"$__oa_fd" 2>/dev/null; }
+[ -n "$__oa_fd" ] && trap __oa_save EXIT
+"""
+# Variables that describe one process, not the session: bash or the runner set them afresh on every call.
+_VOLATILE = re.compile(rf"^declare -[a-zA-Z]+ (?:{MARKER}|PWD|SHLVL|BASH_ENV|__OA_FD)(?:=.*)?$\n?", re.M)
 
 
-def _script(session: Session, token: str, command: str, state_fd: int | None) -> str:
-    """The bash program of one call: restore the saved state, re-mark, (arm the save), run the command."""
-    lines = [session.env_script, f"builtin export {MARKER}={shlex.quote(token)}"]
-    if state_fd is not None:
-        lines += [
-            f"__oa_save() {{ {{ builtin export -p; builtin printf '\\0%s\\0' \"$PWD\"; }} >&{state_fd} 2>/dev/null; }}",
-            "trap __oa_save EXIT",
-        ]
-    # The command is one quoted word; eval runs it in this shell, so cd and export change the saved state.
-    lines += [f"__oa_c={shlex.quote(command)}", 'eval "unset __oa_c; $__oa_c"']
-    return "\n".join(line for line in lines if line) + "\n"
+def _prelude(session: Session) -> str:
+    """The session's BASH_ENV file, rewritten only when the saved state changed."""
+    path = os.path.join(session.runtime.tmp, f"{session.prefix}env.sh")
+    with session.lock:
+        if session.prelude_for != session.env_script or not os.path.exists(path):
+            tmp = f"{path}.{threading.get_ident()}"
+            try:
+                with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+                    f.write(session.env_script + PRELUDE)
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise ToolFailure("RESOURCE_LIMIT", f"cannot write the shell state to /tmp: {exc.strerror}") from None
+            session.prelude_for = session.env_script
+    return path
 
 
-def _argv(session: Session, token: str, script: str) -> tuple[list[str], str | None]:
-    if len(script) <= MAX_INLINE:
-        return ["bash", "--noprofile", "--norc", "-c", script], None
+def _command(session: Session, token: str, command: str) -> tuple[list[str], str | None]:
+    """argv running `command` in bash; a command too long for one argument is sourced from a file."""
+    if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
+        return ["bash", "--noprofile", "--norc", "-c", command], None
     path = os.path.join(session.runtime.tmp, f"{token}.sh")
     try:
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(script)
+            f.write(command + "\n")
     except OSError as exc:
         raise ToolFailure("RESOURCE_LIMIT", f"cannot write the command to /tmp: {exc.strerror}") from None
-    return ["bash", "--noprofile", "--norc", path], path
+    return ["bash", "--noprofile", "--norc", "-c", f". {path}"], path
 
 
-def _env(session: Session) -> dict[str, str]:
+def _env(session: Session, state_fd: int | None) -> dict[str, str]:
     # Once a state exists it carries the whole environment, so unset variables stay unset.
-    return {} if session.env_script else dict(session.runtime.base_env)
+    env = {} if session.env_script else dict(session.runtime.base_env)
+    env["BASH_ENV"] = _prelude(session)
+    if state_fd is not None:
+        env["__OA_FD"] = str(state_fd)
+    return env
 
 
 def _save_state(session: Session, data: bytes) -> None:
@@ -60,8 +76,9 @@ def _save_state(session: Session, data: bytes) -> None:
     if data.count(b"\0") != 2 or not data.endswith(b"\0") or session.closed:
         return
     env_text, cwd, _ = data.split(b"\0")
-    session.env_script = env_text.decode("utf-8", "surrogateescape")
-    session.shell_cwd = cwd.decode("utf-8", "surrogateescape")
+    with session.lock:
+        session.env_script = _VOLATILE.sub("", env_text.decode("utf-8", "surrogateescape"))
+        session.shell_cwd = cwd.decode("utf-8", "surrogateescape")
 
 
 def bash(session: Session, call: Call) -> None:
@@ -75,13 +92,14 @@ def bash(session: Session, call: Call) -> None:
     token = session.token("c")
     side = SidePipe.open()
     try:
-        argv, path = _argv(session, token, _script(session, token, command, side.w))
+        argv, path = _command(session, token, command)
+        env = _env(session, side.w)
     except ToolFailure:
         close_quietly(side.r)
         close_quietly(side.w)
         raise
     try:
-        run(call, argv, token=token, env=_env(session), cwd=session.cwd(), side=side)
+        run(call, argv, token=token, env=env, cwd=session.cwd(), side=side)
     finally:
         if path is not None:
             with contextlib.suppress(OSError):
@@ -170,8 +188,8 @@ class Background:
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
     bid = token[len(session.prefix) :]
-    argv, cmd_file = _argv(session, token, _script(session, token, command, None))
-    env = _env(session)
+    argv, cmd_file = _command(session, token, command)
+    env = _env(session, None)
     REGISTRY.add_token(token)
     try:
         proc = REGISTRY.spawn(

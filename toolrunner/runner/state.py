@@ -68,6 +68,7 @@ class Session:
     repl_lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
     env_script: str = ""  # `export -p` of the shell as the last completed call left it
+    prelude_for: str = ""  # the env_script the BASH_ENV file on disk was written for
     shell_cwd: str = ""
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -95,4 +96,4 @@ class Session:
             self.repl = None
         REGISTRY.kill_marked(self.prefix)
         REGISTRY.sweep()
-        self.env_script, self.shell_cwd = "", ""
+        self.env_script, self.shell_cwd, self.prelude_for = "", "", ""
