@@ -1,4 +1,5 @@
-"""The caller's tool audit log: list it, export it (JSON Lines, streamed), verify its chain.
+"""The caller's tool audit log: list it, export it (JSON Lines, streamed), verify its chain, and fetch the
+tenant's own key to check an export offline (``openanalyst audit verify EXPORT --key KEYFILE``).
 
 Always scoped to the calling tenant. Times in filters are RFC 3339 (with an offset or ``Z``) or epoch seconds;
 anything else is a 422 ``INVALID_TIMESTAMP``.
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from server.audit.db import AuditFilter
 from server.audit.log import AuditLog
@@ -103,3 +104,11 @@ async def export_audit(tenant: TenantDep, request: Request, session_id: Text = N
 async def verify_audit(tenant: TenantDep, request: Request) -> dict[str, Any]:
     """Whether the tenant's chain is intact and ends at its signed head."""
     return await _audit_log(request).verify(tenant.id)
+
+
+@router.get("/v1/audit/key", response_class=PlainTextResponse)
+async def tenant_key(tenant: TenantDep, request: Request) -> PlainTextResponse:
+    """The tenant's audit key file: it checks this tenant's export heads only, never another tenant's."""
+    text = _audit_log(request).tenant_key_file(tenant.id)
+    return PlainTextResponse(text, headers={"Content-Disposition": f'attachment; filename="{tenant.id}.audit.key"',
+                                            "Cache-Control": "no-store"})

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from server.audit.keys import KeyFileError, load_key
+from server.audit.keys import KeyFileError, load_verify_key
 from server.audit.verify import Verdict, verify_lines
 
 EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
@@ -38,7 +38,7 @@ def verify_file(path: Path, key_path: Path | None = None, *, out: TextIO | None 
     """Verify the export at ``path`` (with the server key at ``key_path``, if given); print one line."""
     stream = out or sys.stdout
     try:
-        key = load_key(key_path) if key_path is not None else None
+        key = load_verify_key(key_path) if key_path is not None else None
     except KeyFileError as exc:
         print(f"ERROR records=0 first_bad_seq=- tail=unauthenticated reason: {exc}", file=stream)
         return EXIT_ERROR

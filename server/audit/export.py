@@ -16,7 +16,7 @@ from datetime import datetime
 
 from server.audit import db
 from server.audit.db import AuditFilter
-from server.audit.records import FORMAT_VERSION, genesis_hash, head_mac, key_id, utc_timestamp
+from server.audit.records import FORMAT_VERSION, genesis_hash, head_mac, key_id, tenant_key, utc_timestamp
 
 
 def header_line(tenant: str, flt: AuditFilter, exported_at: datetime | None = None) -> str:
@@ -27,7 +27,8 @@ def header_line(tenant: str, flt: AuditFilter, exported_at: datetime | None = No
 
 def head_line(tenant: str, seq: int, last_hash: str, mac: str, key: bytes, *, filtered: bool) -> str:
     return json.dumps({"type": "head", "v": FORMAT_VERSION, "tenant": tenant, "seq": seq, "hash": last_hash,
-                       "mac": mac, "mac_alg": "HMAC-SHA256", "key_id": key_id(key), "filtered": filtered},
+                       "mac": mac, "mac_alg": "HMAC-SHA256", "key_id": key_id(tenant_key(key, tenant)),
+                       "filtered": filtered},
                       ensure_ascii=False) + "\n"
 
 

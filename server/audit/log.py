@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from server.audit import db, export
 from server.audit.db import AuditFilter
-from server.audit.keys import load_or_create_key
+from server.audit.keys import load_or_create_key, tenant_key_file
 from server.audit.records import OUTPUT_CAP, finished_draft, started_draft
 from server.audit.verify import ChainVerifier, Verdict
 from server.audit.writer import AuditWriteError, Writer
@@ -155,6 +155,12 @@ class AuditLog:
         if self._writer is None:
             raise AuditWriteError("the audit log is not open")
         return export.iter_export(self._connect, self._key, tenant_id, filters)
+
+    def tenant_key_file(self, tenant_id: str) -> str:
+        """The key file with which ``tenant_id`` can check its exports' heads offline (and no one else's)."""
+        if self._writer is None:
+            raise AuditWriteError("the audit log is not open")
+        return tenant_key_file(self._key, tenant_id)
 
     async def verify(self, tenant_id: str) -> dict[str, Any]:
         """Check the tenant's chain and its signed head: ``{"ok", "records", "first_bad_seq", "reason"}``."""

@@ -8,8 +8,9 @@ the server is not installed. The format is described for reimplementers in ``ser
 - ``hash = sha256(canonical_json(record without the "hash" key)).hexdigest()``.
 - A tenant's records form a chain: ``prev_hash`` of seq 1 is ``genesis_hash(tenant)``
   = ``sha256("openanalyst-audit-v1:genesis:" + tenant)``, and of seq n > 1 the ``hash`` of seq n-1.
-- The head (last seq, last hash) is signed: ``mac = HMAC-SHA256(key, canonical_json({"type": "head", "v": 1,
-  "tenant", "seq", "hash"}))`` in hex.
+- The head (last seq, last hash) is signed with the tenant's key, derived from the server key:
+  ``tenant_key = HMAC-SHA256(server_key, "openanalyst-audit-v1:tenant-key:" + tenant)`` and
+  ``mac = HMAC-SHA256(tenant_key, canonical_json({"type": "head", "v": 1, "tenant", "seq", "hash"}))`` in hex.
 """
 
 from __future__ import annotations
@@ -66,9 +67,20 @@ def head_message(tenant: str, seq: int, last_hash: str) -> bytes:
                            "hash": last_hash})
 
 
-def head_mac(key: bytes, tenant: str, seq: int, last_hash: str) -> str:
-    """HMAC-SHA256 of the head, so removing the tail of a chain is detectable by whoever holds the key."""
-    return hmac.new(key, head_message(tenant, seq, last_hash), hashlib.sha256).hexdigest()
+def tenant_key(server_key: bytes, tenant: str) -> bytes:
+    """The key that signs one tenant's heads: it can be handed to that tenant without exposing the others."""
+    return hmac.new(server_key, ("openanalyst-audit-v1:tenant-key:" + tenant).encode("utf-8"),
+                    hashlib.sha256).digest()
+
+
+def head_mac_for(key_of_tenant: bytes, tenant: str, seq: int, last_hash: str) -> str:
+    """HMAC-SHA256 of the head under the tenant's key, so removing the tail of a chain is detectable."""
+    return hmac.new(key_of_tenant, head_message(tenant, seq, last_hash), hashlib.sha256).hexdigest()
+
+
+def head_mac(server_key: bytes, tenant: str, seq: int, last_hash: str) -> str:
+    """The head's MAC, from the server key."""
+    return head_mac_for(tenant_key(server_key, tenant), tenant, seq, last_hash)
 
 
 def key_id(key: bytes) -> str:

@@ -15,7 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.audit.records import FIELDS, FORMAT_VERSION, genesis_hash, head_mac, key_id, record_hash
+from server.audit.keys import AuditKey
+from server.audit.records import FIELDS, FORMAT_VERSION, genesis_hash, head_mac_for, key_id, record_hash
+
+Key = AuditKey | bytes  # bytes: the server key
 
 
 @dataclass
@@ -107,7 +110,7 @@ class ChainVerifier:
             return f"prev_hash does not match the hash of seq {seq - 1}"
         return None
 
-    def finish(self, head: Mapping[str, Any] | None, key: bytes | None) -> Verdict:
+    def finish(self, head: Mapping[str, Any] | None, key: Key | None) -> Verdict:
         """The verdict, checking that the chain ends at ``head`` and, given the key, the head's HMAC."""
         if not self.broken:
             self._check_head(head, key)
@@ -121,7 +124,7 @@ class ChainVerifier:
         return Verdict(ok=ok, records=self.records, first_bad_seq=self.first_bad_seq, reason=reason,
                        tail_authenticated=tail_ok, inconclusive=self.inconclusive)
 
-    def _check_head(self, head: Mapping[str, Any] | None, key: bytes | None) -> None:
+    def _check_head(self, head: Mapping[str, Any] | None, key: Key | None) -> None:
         after = self.last_seq + 1
         if head is None:
             if self.records or not self.partial:
@@ -137,13 +140,16 @@ class ChainVerifier:
             self.fail(after, f"head of tenant {tenant!r} for the chain of {self.tenant!r}")
             return
         if key is not None:
+            holder = key if isinstance(key, AuditKey) else AuditKey(key)
+            signing = holder.for_tenant(tenant)
             given = head.get("key_id")
-            if isinstance(given, str) and given != key_id(key):
-                self.fail(after, f"wrong key: the head was signed by key {given}, this is {key_id(key)}")
+            if signing is None or (isinstance(given, str) and given != key_id(signing)):
+                mine = f"tenant {holder.tenant!r}'s key" if signing is None else f"key {key_id(signing)}"
+                self.fail(after, f"wrong key: the head was signed by key {given}, this is {mine}")
                 self.inconclusive = True
                 return
             mac = head.get("mac")
-            expected_mac = head_mac(key, tenant, seq, last_hash)
+            expected_mac = head_mac_for(signing, tenant, seq, last_hash)
             if not isinstance(mac, str) or not hmac.compare_digest(mac, expected_mac):
                 self.fail(after, "head signature invalid: the head was forged or altered")
                 return
@@ -160,7 +166,7 @@ class ChainVerifier:
             self.fail(seq, f"seq {seq} differs from the signed head")
 
 
-def verify_lines(lines: Iterable[str], key: bytes | None = None) -> Verdict:
+def verify_lines(lines: Iterable[str], key: Key | None = None) -> Verdict:
     """Verify an export, streaming: an optional ``{"type": "export", …}`` line, the records in seq order,
     then one ``{"type": "head", …}`` line. An export whose first line names filters is checked as partial."""
     verifier: ChainVerifier | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from server.api.audit import router
+from server.audit.cli import verify_file
 from server.audit.keys import load_key
 from server.audit.log import AuditLog
 from server.audit.verify import verify_lines
@@ -217,3 +219,20 @@ def test_closed_log_answers_503(server: Server, client: httpx.Client) -> None:
     for path in ("/v1/audit", "/v1/audit/export", "/v1/audit/verify"):
         response = client.get(path)
         assert response.status_code == 503 and response.json()["error"]["code"] == "AUDIT_UNAVAILABLE"
+
+
+def test_tenant_key_lets_a_tenant_verify_its_export_offline(server: Server, client: httpx.Client,
+                                                           tmp_path: Path) -> None:
+    """GET /v1/audit/key gives the tenant a key file that authenticates its own export's head offline."""
+    server.call("team-alpha", 0)
+    headers = {"X-Tenant-ID": "team-alpha"}
+    key = client.get("/v1/audit/key", headers=headers)
+    assert key.status_code == 200 and key.text.startswith("tenant team-alpha ")
+    assert key.headers["cache-control"] == "no-store"
+    (tmp_path / "alpha.key").write_text(key.text)
+    (tmp_path / "alpha.jsonl").write_text(client.get("/v1/audit/export", headers=headers).text)
+    out = io.StringIO()
+    assert verify_file(tmp_path / "alpha.jsonl", tmp_path / "alpha.key", out=out) == 0
+    assert "tail=authenticated" in out.getvalue()
+    other = client.get("/v1/audit/key", headers={"X-Tenant-ID": "team-beta"}).text
+    assert other != key.text

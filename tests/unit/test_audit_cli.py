@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from server.audit.cli import EXIT_BAD, EXIT_ERROR, EXIT_OK, verify_file
+from server.audit.keys import load_key, tenant_key_file
 from server.audit.log import AuditLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,3 +114,17 @@ def test_verifier_modules_import_without_server_dependencies() -> None:
     result = subprocess.run([BARE_PYTHON, "-c", code], capture_output=True, text=True, timeout=30,
                             env={"PYTHONPATH": str(REPO)}, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.anyio
+async def test_a_tenant_key_checks_only_its_own_tenant(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    """A key file derived for t1 authenticates t1's export; one derived for another tenant is refused (exit 2)."""
+    path, server_key = exported
+    master = load_key(server_key)
+    mine, theirs = tmp_path / "t1.key", tmp_path / "t2.key"
+    mine.write_text(tenant_key_file(master, "t1"))
+    theirs.write_text(tenant_key_file(master, "t2"))
+    ok = run_cli(str(path), "--key", str(mine))
+    assert ok.returncode == EXIT_OK and "tail=authenticated" in ok.stdout, ok.stdout
+    refused = run_cli(str(path), "--key", str(theirs))
+    assert refused.returncode == EXIT_ERROR and "tenant 't2'" in refused.stdout, refused.stdout

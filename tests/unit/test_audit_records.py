@@ -33,7 +33,8 @@ def test_hashes_match_the_documented_recipes() -> None:
     record = {"seq": 1, "hash": "ignored", "x": "é"}
     assert record_hash(record) == hashlib.sha256('{"seq":1,"x":"é"}'.encode()).hexdigest()
     message = b'{"hash":"h","seq":3,"tenant":"t1","type":"head","v":1}'
-    assert head_mac(b"k", "t1", 3, "h") == hmac.new(b"k", message, hashlib.sha256).hexdigest()
+    tenant_key = hmac.new(b"k", b"openanalyst-audit-v1:tenant-key:t1", hashlib.sha256).digest()
+    assert head_mac(b"k", "t1", 3, "h") == hmac.new(tenant_key, message, hashlib.sha256).hexdigest()
 
 
 def test_cap_cuts_at_a_character_boundary() -> None:
