@@ -11,10 +11,12 @@ starts from scratch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Literal
 
 import httpx
 from pydantic import BaseModel
@@ -36,6 +38,7 @@ from server.providers.types import (
 )
 
 _jitter = secrets.SystemRandom()
+log = logging.getLogger(__name__)
 
 
 class NoProviderConfigured(ApiError):
@@ -131,13 +134,12 @@ class ProviderRouter:
     async def _provider(self, provider: str, model: str, cred: ProviderCredential, req: ChatRequest,
                         turn: _Turn) -> AsyncGenerator[RouterEvent, None]:
         """Tries one provider (with retries), noting its failure or success in ``turn``."""
-        errors = turn.errors
         health = self._health[provider]
         breaker = health.breaker
         fingerprint = cred.fingerprint
         if not breaker.allow(fingerprint):
             rejected = breaker.rejected_key(fingerprint)
-            errors.append((provider, f"skipped: credential rejected earlier ({rejected})" if rejected
+            turn.errors.append((provider, f"skipped: credential rejected earlier ({rejected})" if rejected
                            else f"skipped: circuit {breaker.state}"))
             return
         adapter = make_adapter(provider, self._client, cred, self._timeouts)
@@ -166,34 +168,20 @@ class ProviderRouter:
                                 pending.append(event)
                     for held in pending:
                         yield held
-                except ProviderError as err:
+                except Exception as exc:
+                    err = exc if isinstance(exc, ProviderError) else self._unexpected(provider, exc)
                     health.last_error = str(err)
+                    action = self._after_failure(err, breaker, fingerprint, attempt, committed)
+                    verdict = True
                     if committed:
-                        breaker.record_failure()
-                        verdict = True
                         yield Discarded(provider=provider, reason=err.message)
-                        if err.kind == "bad_request":
-                            raise
-                        errors.append((provider, f"failed mid-answer: {err}"))
+                    if action == "raise":
+                        raise err from None
+                    if action == "next":
+                        turn.errors.append((provider, f"failed mid-answer: {err}" if committed else str(err)))
                         return
-                    if err.kind == "bad_request":
-                        breaker.release()
-                        verdict = True
-                        raise
-                    if err.kind in ("auth", "credit"):
-                        breaker.record_rejected_key(fingerprint, f"{err.kind} {err.status or ''}".strip())
-                        breaker.release()
-                        verdict = True
-                        errors.append((provider, str(err)))
-                        return
-                    wait = self._wait_before_retry(err, attempt)
-                    if err.status != 404:
-                        breaker.record_failure()
-                    if wait is None or breaker.state != "closed":
-                        verdict = True
-                        errors.append((provider, str(err)))
-                        return
-                    await self._sleep(wait)
+                    verdict = False
+                    await self._sleep(action)
                     continue
                 breaker.record_success()
                 health.last_error = None
@@ -203,6 +191,29 @@ class ProviderRouter:
         finally:
             if not verdict:
                 breaker.release()
+
+    def _after_failure(self, err: ProviderError, breaker: CircuitBreaker, fingerprint: str, attempt: int,
+                       committed: bool) -> Literal["raise", "next"] | float:
+        """Record the failure; then raise it (bad request), go to the next provider, or wait this long."""
+        if err.kind == "bad_request":
+            breaker.release()  # the provider is fine; the request is not
+            return "raise"
+        if err.kind in ("auth", "credit") and not committed:
+            breaker.record_rejected_key(fingerprint, f"{err.kind} {err.status or ''}".strip())
+            breaker.release()
+            return "next"
+        if err.status != 404:  # an unknown model is not ill health
+            breaker.record_failure()
+        else:
+            breaker.release()
+        wait = None if committed else self._wait_before_retry(err, attempt)
+        return "next" if wait is None or breaker.state != "closed" else wait
+
+    @staticmethod
+    def _unexpected(provider: str, exc: Exception) -> ProviderError:
+        """A bug or surprise inside an adapter fails this attempt like a provider error, and is logged."""
+        log.exception("provider %s: unexpected error in the adapter", provider)
+        return ProviderError("retryable", None, None, f"unexpected {type(exc).__name__} in the adapter", provider)
 
     def _wait_before_retry(self, err: ProviderError, attempt: int) -> float | None:
         """Seconds to wait before retrying this provider, or None to move on to the next."""

@@ -366,3 +366,19 @@ def test_model_not_found_moves_on_without_retry_or_breaker_count(fakes: Any) -> 
     ((text, events, _),) = turn((creds(fakes), RouterConfig(max_retries=3, **FAST)), status_out=status)
     assert text == "served elsewhere" and attempts(events) == [("anthropic", 1), ("openai", 1)]
     assert len(first.requests) == 1 and status["anthropic"].consecutive_failures == 0
+
+
+def test_adapter_surprise_fails_over_instead_of_crashing(fakes: Any) -> None:
+    """A wire event the adapter cannot make sense of (tool input not an object) fails over, never crashes."""
+    first, second = fakes
+    raw = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":1}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"tool_use","id":"t1","name":"bash","input":"not an object"}}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    )
+    first.script([Reply(raw_body=raw)])
+    second.script([Reply.text("sane answer")])
+    ((text, events, err),) = turn((creds(fakes), RouterConfig(max_retries=0, **FAST)))
+    assert err is None and text == "sane answer"
+    assert attempts(events) == [("anthropic", 1), ("openai", 1)]
