@@ -47,6 +47,8 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:
             raise Unprocessable("INVALID_TIMESTAMP", f"{name}: epoch seconds out of range: {value!r}")
         return datetime.fromtimestamp(seconds, UTC)
+    if text.endswith("z"):  # RFC 3339 allows a lower-case zone designator
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

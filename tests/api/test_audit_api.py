@@ -236,3 +236,15 @@ def test_tenant_key_lets_a_tenant_verify_its_export_offline(server: Server, clie
     assert "tail=authenticated" in out.getvalue()
     other = client.get("/v1/audit/key", headers={"X-Tenant-ID": "team-beta"}).text
     assert other != key.text
+
+
+def test_filtered_export_is_marked_and_checks_as_partial(server: Server, client: httpx.Client) -> None:
+    """An export with filters says so in its first line and verifies record by record."""
+    server.call(OWNER.id, 0, session="a")
+    server.call(OWNER.id, 1, session="b")
+    lines = client.get("/v1/audit/export", params={"session_id": "b", "since": "2000-01-01t00:00:00z"}).text
+    rows = [json.loads(line) for line in lines.splitlines()]
+    assert rows[0]["filters"]["session_id"] == "b" and rows[-1]["filtered"] is True
+    assert [r["seq"] for r in rows[1:-1]] == [3, 4]
+    verdict = verify_lines(lines.splitlines(), load_key(server.audit.key_path))
+    assert verdict.ok and verdict.records == 2 and "filtered" in (verdict.reason or "")
