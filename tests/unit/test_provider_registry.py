@@ -101,21 +101,15 @@ def test_credentials_from_environment() -> None:
         "session_token": "t7",
     }
     assert creds["ollama"].base_url == "http://127.0.0.1:11434" and creds["ollama"].api_key is None
-    bearer = {c.provider: c for c in credentials_from_env({**env, "AWS_BEARER_TOKEN_BEDROCK": "bt"})}[
-        "bedrock"
-    ]
+    bearer = {c.provider: c for c in credentials_from_env({**env, "AWS_BEARER_TOKEN_BEDROCK": "bt"})}["bedrock"]
     assert bearer.api_key == "bt" and bearer.extra["auth"] == "bearer"
     assert credentials_from_env({}) == []
 
 
 def test_credential_repr_and_fingerprint_hide_secrets() -> None:
     """The key and session token never show in repr; the fingerprint changes when the key changes."""
-    a = ProviderCredential(
-        "bedrock", "SECRET-A-123", None, "api", {"session_token": "TOK-999", "region": "x"}
-    )
-    b = ProviderCredential(
-        "bedrock", "SECRET-B-123", None, "api", {"session_token": "TOK-999", "region": "x"}
-    )
+    a = ProviderCredential("bedrock", "SECRET-A-123", None, "api", {"session_token": "TOK-999", "region": "x"})
+    b = ProviderCredential("bedrock", "SECRET-B-123", None, "api", {"session_token": "TOK-999", "region": "x"})
     assert "SECRET" not in repr(a) and "TOK-999" not in repr(a) and "'region': 'x'" in repr(a)
     assert a.fingerprint != b.fingerprint and "SECRET" not in a.fingerprint
     assert redact("key sk-ant-api03-abcdefgh and Bearer eyJhbGciOi.x and AIzaSyA1234567890abc") == (
@@ -155,3 +149,21 @@ def test_public_names_match_all() -> None:
         "types",
     }
     assert set(providers.__all__) == public - modules
+
+
+def test_messages_round_trip_through_json() -> None:
+    """Blocks carry a type tag, so a stored message (model_dump → JSON → model_validate) comes back equal."""
+    import json
+
+    from server.providers.types import Message, TextBlock, ToolResultBlock, ToolUseBlock
+
+    message = Message(
+        role="assistant",
+        blocks=[
+            TextBlock(text="hi"),
+            ToolUseBlock(id="t1", name="bash", input={"command": "ls"}),
+            ToolResultBlock(tool_use_id="t1", content="out", is_error=True),
+        ],
+    )
+    stored = json.loads(json.dumps([b.model_dump() for b in message.blocks]))
+    assert Message.model_validate({"role": "assistant", "blocks": stored}) == message
