@@ -142,7 +142,7 @@ class RunnerChannel:
                 timed_out=True,
                 limit="timeout",
             )
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or on_chunk failed: the runner must not go on working for nobody
             self._send_nowait({"type": "cancel", "id": cid})
             raise
         finally:

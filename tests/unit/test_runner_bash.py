@@ -161,6 +161,7 @@ async def test_file_size_limit_is_named_disk(runner: Runner) -> None:
     """A command killed by SIGXFSZ is reported with limit 'disk'."""
     r = await runner.call("bash", command="ulimit -f 1; head -c 100000 /dev/zero > big")
     assert r.limit == "disk" and r.exit_code == 128 + 25
+    assert r.error is not None and r.error.code == "RESOURCE_LIMIT"
 
 
 async def test_bad_input_names_the_field(runner: Runner) -> None:

@@ -92,6 +92,7 @@ class Call:
     timed_out: bool = False
     truncated: bool = False
     limit: str | None = None
+    failure: tuple[str, str] | None = None  # a limit that stopped the call without a ToolFailure
     note: str = ""
     _on_cancel: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +136,8 @@ class Call:
             error = ("CANCELLED", "the host cancelled the call")
         elif self.timed_out and error is None:
             error = ("TIMEOUT", f"stopped after the {self.timeout_s:g} s timeout")
+        elif error is None:
+            error = self.failure
         return make_result(
             self.tool,
             text,

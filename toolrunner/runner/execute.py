@@ -198,11 +198,11 @@ def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | 
     code = exit_code(returncode)
     if code == 128 + signal.SIGKILL and stats.oom_kills() > oom_before:
         call.limit = "memory"
-        call.note = "[killed: the sandbox ran out of memory (memory limit)]"
+        call.failure = ("RESOURCE_LIMIT", "killed: the sandbox ran out of memory (memory limit)")
         return
     if code == 128 + signal.SIGXFSZ:
         call.limit = "disk"
-        call.note = "[killed: file size limit exceeded]"
+        call.failure = ("RESOURCE_LIMIT", "killed: the file size limit was exceeded (SIGXFSZ)")
         return
     if returncode == 0:
         return
