@@ -9,15 +9,18 @@ disconnect itself (whatever the ASGI version), so a departed client's subscripti
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.api.deps import ServicesDep, TenantDep
-from server.errors import BadRequest
+from server.errors import BadRequest, NotFound
 from server.sessions.events import Subscription, sse_frame
 
 router = APIRouter(tags=["events"])
@@ -114,3 +117,22 @@ async def session_events(session_id: str, tenant: TenantDep, services: ServicesD
                 "last_seq": services.events.last_seq(session_id), "created_at": record.created_at}
     first = sse_frame("snapshot", snapshot)
     return SSEResponse(sse_chunks(sub, services.settings.sse_keepalive_s, first=first))
+
+
+class TestEventBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=40, pattern=r"^[a-z_]+$")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/_test/sessions/{session_id}/events", include_in_schema=False)
+async def append_test_event(session_id: str, body: TestEventBody, tenant: TenantDep,
+                            services: ServicesDep) -> dict[str, int]:
+    """Bench/test hook (``enable_test_hooks``, off by default; otherwise a plain 404): append one event,
+    stamped with the server's clock at the moment of appending (``appended_at``)."""
+    if not services.settings.enable_test_hooks:
+        raise NotFound("NOT_FOUND", f"no route POST /_test/sessions/{session_id[:80]}/events")
+    services.sessions.get(tenant.id, session_id)
+    seq = services.events.append(tenant.id, session_id, body.type, body.data | {"appended_at": time.time()})
+    return {"seq": seq}

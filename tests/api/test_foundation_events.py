@@ -215,3 +215,19 @@ async def test_message_events_reach_followers(client: httpx.AsyncClient, service
     await client.post(f"/sessions/{sid}/message", json={"message": "hi"})
     got = await stream.read_events(3)
     assert [(e["event"], e["id"]) for e in got] == [("message", 1), ("error", 2), ("state", 3)]
+
+
+async def test_test_hook_off_by_default(client: httpx.AsyncClient, make_settings: Callable[..., Settings],
+                                        run_app: Any) -> None:
+    """The bench's event-append hook is a plain 404 unless enable_test_hooks is set."""
+    sid = await new_session(client)
+    resp = await client.post(f"/_test/sessions/{sid}/events", json={"type": "usage", "data": {}})
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "NOT_FOUND"
+    app = create_app(make_settings(enable_test_hooks=True, data_dir=make_settings().data_dir.parent / "hook"))
+    async with run_app(app) as hooked:
+        sid = await new_session(hooked)
+        resp = await hooked.post(f"/_test/sessions/{sid}/events", json={"type": "usage", "data": {"x": 1}})
+        assert resp.json() == {"seq": 1}
+        other = await hooked.post(f"/_test/sessions/{sid}/events", json={"type": "usage"},
+                                  headers={"X-Tenant-ID": "b"})
+        assert other.status_code == 404

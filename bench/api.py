@@ -1,0 +1,204 @@
+"""API foundation benchmark: ``.venv/bin/python bench/api.py`` prints one table.
+
+* requests/s, p50, p99 for ``GET /health`` and ``POST /sessions`` against ``openanalyst --serve`` started as a
+  real process, with the same load against a bare uvicorn "hello" ASGI app (the baseline, same run, same
+  uvicorn settings: uvloop + httptools, one worker);
+* the delay from appending one event to its arrival at 1, 10 and 100 SSE subscribers.
+
+Events are appended through the internal test hook ``POST /_test/sessions/{id}/events`` (enabled only here, by
+``OPENANALYST_ENABLE_TEST_HOOKS=1``); the server stamps each event with its clock at the moment it appends it
+and each subscriber subtracts that from its clock on arrival (same host, same clock), so the figure is
+append → fan-out → socket → client parse, not the hook's own HTTP round trip.
+
+The load generator is a minimal asyncio HTTP/1.1 keep-alive client (a Python HTTP library would be the
+bottleneck on 2 cores); it shares the CPUs with the server, so the figures are a floor, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b'{"status":"ok"}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit("server not ready")
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: request → (status, body)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.r, self.w = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
+        self.w.write(head.encode() + b"\r\n" + body)
+        status_line = await self.r.readline()
+        length = 0
+        while (line := await self.r.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.r.readexactly(length)
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def load(port: int, method: str, path: str, seconds: float, concurrency: int) -> dict[str, float]:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn = await Conn.open(port)
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            status, _ = await conn.request(method, path)
+            latencies.append(time.perf_counter() - t0)
+            if status >= 400:
+                raise SystemExit(f"{method} {path} answered {status}")
+        conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "n": len(latencies)}
+
+
+async def subscriber(port: int, sid: str, ready: asyncio.Event, delays: list[float], expected: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /sessions/{sid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = 0
+    while got < expected:
+        line = await reader.readline()
+        if not line:
+            break
+        if line.startswith(b"event: snapshot"):
+            ready.set()
+        elif line.startswith(b'data: {"n"'):
+            delays.append(time.time() - json.loads(line[6:])["appended_at"])
+            got += 1
+    writer.close()
+
+
+async def fanout(port: int, subscribers: int, events: int, gap_s: float) -> dict[str, float]:
+    ctl = await Conn.open(port)
+    _, body = await ctl.request("POST", "/sessions")
+    sid = json.loads(body)["session_id"]
+    delays: list[float] = []
+    readies = [asyncio.Event() for _ in range(subscribers)]
+    tasks = [asyncio.create_task(subscriber(port, sid, r, delays, events)) for r in readies]
+    async with asyncio.timeout(30):
+        for r in readies:
+            await r.wait()
+    for n in range(events):
+        status, _ = await ctl.request("POST", f"/_test/sessions/{sid}/events",
+                                      json.dumps({"type": "assistant_delta", "data": {"n": n}}).encode())
+        assert status == 200, status
+        await asyncio.sleep(gap_s)  # pacing: measure delay, not saturation
+    async with asyncio.timeout(60):
+        await asyncio.gather(*tasks)
+    ctl.close()
+    delays.sort()
+    return {"p50": delays[len(delays) // 2] * 1000, "p99": delays[int(len(delays) * 0.99)] * 1000,
+            "max": delays[-1] * 1000, "n": len(delays)}
+
+
+def start(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="load duration per row")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--events", type=int, default=100, help="events per fan-out row")
+    args = parser.parse_args()
+    bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENANALYST_")}
+        env |= {"OPENANALYST_DATA_DIR": tmp, "OPENANALYST_ENABLE_TEST_HOOKS": "1",
+                "OPENANALYST_LOG_LEVEL": "warning"}
+        (Path(tmp) / "hello.py").write_text(BASELINE_APP)
+        base_port, port = free_port(), free_port()
+        baseline = start([sys.executable, "-m", "uvicorn", "--app-dir", tmp, "hello:app", "--port",
+                          str(base_port), "--log-level", "warning", "--no-access-log"], env, base_port)
+        server = start([str(bin_dir / "openanalyst"), "--serve", str(port)], env, port)
+        rows: list[tuple[str, str]] = []
+        try:
+            for name, p, method, path in [("baseline: bare uvicorn ASGI hello", base_port, "GET", "/"),
+                                          ("GET /health", port, "GET", "/health"),
+                                          ("POST /sessions", port, "POST", "/sessions")]:
+                r = asyncio.run(load(p, method, path, args.seconds, args.concurrency))
+                rows.append((name, f"{r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+                                   f"   (n={r['n']:.0f}, {args.concurrency} connections)"))
+            for subs in (1, 10, 100):
+                r = asyncio.run(fanout(port, subs, args.events, 0.01))
+                rows.append((f"event → {subs} subscriber(s)",
+                             f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms   max {r['max']:6.2f} ms"
+                             f"   (n={r['n']:.0f} deliveries)"))
+        finally:
+            stop(server)
+            stop(baseline)
+    width = max(len(n) for n, _ in rows)
+    print(f"{'measure'.ljust(width)}   result   (cores: {os.cpu_count()})")
+    print("-" * (width + 80))
+    for name, value in rows:
+        print(f"{name.ljust(width)}   {value}")
+
+
+if __name__ == "__main__":
+    main()
