@@ -1,8 +1,9 @@
 """What every HTTP adapter shares: the POST that opens a stream, HTTP error classification, Retry-After
-parsing, SSE framing, and turning transport failures into ``ProviderError``s with redacted messages.
+parsing, the loop that runs a wire parser over framed batches, and turning transport failures into
+``ProviderError``s with redacted messages.
 
-An adapter subclasses ``HttpAdapter`` and implements ``stream``; only ``_open`` touches httpx, so the
-classification of a failed response is the same for every wire format.
+An adapter subclasses ``HttpAdapter`` and implements ``stream`` as ``_open`` + ``_drive(batches, parser)``;
+only ``_open`` touches httpx, so a failed response is classified the same way for every wire format.
 """
 
 from __future__ import annotations
