@@ -150,6 +150,27 @@ async def fanout(port: int, subscribers: int, events: int, gap_s: float) -> dict
             "max": delays[-1] * 1000, "n": len(delays)}
 
 
+def append_rate(tmp: str, count: int = 20_000) -> str:
+    """In-process: the cost of ``EventLog.append`` (what the agent loop pays per text delta) and how long the
+    group-committing writer takes to make them all durable."""
+    sys.path.insert(0, str(ROOT))
+    from server.sessions.events import EventLog
+    from server.store.db import Database
+
+    db = Database(Path(tmp) / "append.db")
+    db.open()
+    log = EventLog(db)
+    t0 = time.perf_counter()
+    for n in range(count):
+        log.append("owner", "sess_bench", "assistant_delta", {"text": "token ", "n": n})
+    appended = time.perf_counter() - t0
+    db.flush()
+    durable = time.perf_counter() - t0
+    db.close()
+    return (f"{appended / count * 1e6:6.1f} µs/append   {count / appended:8.0f} appends/s   all {count} committed"
+            f" after {durable * 1000:.0f} ms")
+
+
 def start(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port, proc)
@@ -193,6 +214,7 @@ def main() -> None:
         finally:
             stop(server)
             stop(baseline)
+        rows.append(("EventLog.append, in-process", append_rate(tmp)))
     width = max(len(n) for n, _ in rows)
     print(f"{'measure'.ljust(width)}   result   (cores: {os.cpu_count()})")
     print("-" * (width + 80))
