@@ -187,3 +187,10 @@ async def test_write_through_symlink_to_outside_does_not_create_the_target(runne
     r = await runner.call("write_file", path="dangling/../x", content="x")
     assert r.error is not None
     assert not target.exists()
+
+
+async def test_huge_single_line_is_cut_not_loaded(runner: Runner) -> None:
+    """A file that is one enormous line is shown cut, with its real length, without reading it all at once."""
+    (runner.ws / "min.js").write_bytes(b"x" * 3_000_000 + b"\nsecond\n")
+    r = await runner.call("read_file", path="min.js")
+    assert r.error is None and "[line cut: 3000001 bytes]" in r.output and "     2\tsecond" in r.output

@@ -7,10 +7,12 @@ regular file with more than one hard link, whose other name may lie outside the 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, opt_int, require_str
@@ -19,6 +21,7 @@ from toolrunner.runner.state import Session
 
 DEFAULT_LINES = 2000
 MAX_LINE = 2000
+READ_LINE = 64 * 1024  # a minified file may be one line of megabytes: never hold more than this of one line
 MAX_EDIT_BYTES = 16 * 1024 * 1024
 SNIFF = 8192
 
@@ -87,6 +90,21 @@ def _text(data: bytes, rel: str) -> str:
         raise ToolFailure("BINARY_FILE", f"{rel!r} is not UTF-8 text") from None
 
 
+def _lines(f: io.BufferedReader) -> Iterator[tuple[bytes, int]]:
+    """Lines with at most READ_LINE bytes kept each, and how many more bytes that line had (never held)."""
+    while True:
+        line = f.readline(READ_LINE)
+        if not line:
+            return
+        rest = 0
+        if len(line) == READ_LINE and not line.endswith(b"\n"):
+            while more := f.readline(READ_LINE):
+                rest += len(more)
+                if more.endswith(b"\n"):
+                    break
+        yield line, rest
+
+
 def read_file(ws: Workspace, session: Session, call: Call) -> None:
     check_fields(call.input, {"path", "offset", "limit"})
     path = require_str(call.input, "path", allow_empty=False)
@@ -97,15 +115,15 @@ def read_file(ws: Workspace, session: Session, call: Call) -> None:
             raise ToolFailure("BINARY_FILE", f"{t.rel!r} looks binary (it contains NUL bytes); not shown")
         cap, used, shown, n = call.output.cap, 0, 0, 0
         out: list[str] = []
-        for n, raw in enumerate(f, start=1):
+        for n, (raw, rest) in enumerate(_lines(f), start=1):
             if n <= offset:
                 continue
             if shown >= limit:
                 call.note = f"[more lines follow; continue with offset={n - 1}]"
                 break
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(line) > MAX_LINE:
-                line = line[:MAX_LINE] + f"... [line cut: {len(line)} characters]"
+            if len(line) > MAX_LINE or rest:
+                line = line[:MAX_LINE] + f"... [line cut: {len(raw) + rest} bytes]"
             text = f"{n:6}\t{line}\n"
             used += len(text.encode())
             if used > cap:

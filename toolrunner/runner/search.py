@@ -19,6 +19,7 @@ from toolrunner.runner.paths import Workspace, outside
 from toolrunner.runner.state import Session
 
 MAX_FILES = 1000
+MAX_GREP_FILE = 32 * 1024 * 1024  # the fallback reads whole files; rg (in the image) has no such limit
 SNIFF = 8192
 MODES = ("content", "files_with_matches", "count")
 
@@ -153,7 +154,7 @@ def _py_grep(ws: Workspace, call: Call, pattern: str, rel: str, glob: str | None
     else:
         entries = _walk(ws, rel, call, hidden=False)
     for path, st in entries:
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_GREP_FILE:
             continue
         if name_re and not name_re.match(path if "/" in (glob or "") else os.path.basename(path)):
             continue
