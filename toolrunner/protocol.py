@@ -76,7 +76,7 @@ def decode(body: bytes) -> dict[str, Any]:
     """Parse one frame body into a JSON object, or raise FrameError saying why not."""
     try:
         obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FrameError(f"frame is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise FrameError(f"frame is a JSON {type(obj).__name__}, not an object")

@@ -60,7 +60,10 @@ def _body(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-@pytest.mark.parametrize("body", [b"garbage", b"[1,2,3]", b"\xff\xfe\xfd", b'{"type":"call"}', b'{"id": 1}'])
+@pytest.mark.parametrize(
+    "body",
+    [b"garbage", b"[1,2,3]", b"\xff\xfe\xfd", b'{"type":"call"}', b'{"id": 1}', b"[" * 100_000 + b"]" * 100_000],
+)
 def test_garbage_frame_gets_protocol_error_and_runner_lives(raw: RawRunner, body: bytes) -> None:
     """A body that is not a valid frame is answered with PROTOCOL_ERROR and the runner keeps serving."""
     raw.send_raw(_body(body))

@@ -72,11 +72,13 @@ class Server:
     def send(self, obj: dict[str, Any]) -> None:
         try:
             data = encode(obj)
-        except FrameError:
-            result = obj.get("result") or {}
-            result["output"], _ = cut_text(result.get("output", ""), MAX_FRAME // 8)
-            result["truncated"] = True
-            data = encode(obj)
+        except FrameError as exc:
+            if obj.get("type") != "result":
+                log(f"dropped an unsendable {obj.get('type')} frame: {exc}")
+                return
+            # Escaping can grow output sixfold; an eighth of a frame always fits.
+            output, _ = cut_text(obj["result"].get("output", ""), MAX_FRAME // 8)
+            data = encode({**obj, "result": {**obj["result"], "output": output, "truncated": True}})
         with self._out_lock:
             view = memoryview(data)
             try:
@@ -109,13 +111,10 @@ class Server:
             try:
                 self.dispatch(decode(body))
             except FrameError as exc:
-                self.send(
-                    {
-                        "type": "result",
-                        "id": None,
-                        "result": make_result("", error=("PROTOCOL_ERROR", str(exc))),
-                    }
-                )
+                self.send({"type": "result", "id": None, "result": make_result("", error=("PROTOCOL_ERROR", str(exc)))})
+            except Exception as exc:  # a bug in dispatch must not take every session down with the runner
+                log(traceback.format_exc())
+                self.send({"type": "result", "id": None, "result": make_result("", error=("INTERNAL", repr(exc)))})
 
     def dispatch(self, msg: dict[str, Any]) -> None:
         kind, mid = msg.get("type"), msg.get("id")
