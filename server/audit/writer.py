@@ -169,23 +169,39 @@ class Writer:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             error = AuditWriteError(f"audit write failed: {exc}")
-            for item in batch:
-                self._resolve(item, None, error)
+            _settle_from_thread([(item, None, error) for item in batch])
             return
         self.commits += 1
         self._state.update(heads)
-        for item, seq in zip(batch, seqs, strict=True):
-            self._resolve(item, seq, None)
+        self._resolve_batch(batch, seqs)
 
     @staticmethod
     def _resolve(item: _Item, seq: int | None, error: Exception | None) -> None:
-        def settle() -> None:
-            if item.future.done():  # the caller was cancelled; its record is written all the same
-                return
-            if error is not None:
-                item.future.set_exception(error)
-            else:
-                item.future.set_result(seq if seq is not None else 0)
+        _settle_from_thread([(item, seq, error)])
 
+    @staticmethod
+    def _resolve_batch(batch: list[_Item], seqs: list[int]) -> None:
+        _settle_from_thread([(item, seq, None) for item, seq in zip(batch, seqs, strict=True)])
+
+
+Outcome = tuple[_Item, int | None, Exception | None]
+
+
+def _settle_from_thread(outcomes: list[Outcome]) -> None:
+    """Wake each waiting event loop once per batch (not once per record) to resolve its futures."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, mine in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that event loop is closed; nobody is waiting
-            item.loop.call_soon_threadsafe(settle)
+            loop.call_soon_threadsafe(_settle, mine)
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    for item, seq, error in outcomes:
+        if item.future.done():  # the caller was cancelled; its record is written all the same
+            continue
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(seq if seq is not None else 0)
