@@ -97,6 +97,8 @@ class RunnerChannel:
         output_cap = max(0, min(output_cap, MAX_OUTPUT_CAP))
         if self.broken is not None:
             return error_result(tool, "SANDBOX_DIED", self.broken)
+        if self._task is None:
+            return error_result(tool, "INTERNAL", "the channel is not open: call hello() first")
         cid = next(self._ids)
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         self._calls[cid] = queue
@@ -114,13 +116,14 @@ class RunnerChannel:
             "stream": on_chunk is not None,
         }
         try:
-            try:
-                await self._send(frame)
-            except ChannelError as exc:
-                return error_result(tool, "SANDBOX_DIED", str(exc))
-            except (FrameError, TypeError, ValueError) as exc:
-                return error_result(tool, "INVALID_INPUT", f"the input cannot be sent to the sandbox: {exc}")
+            # The deadline covers the send too: a runner that stopped reading fills the pipe and blocks drain().
             async with asyncio.timeout(timeout_s + self.grace_s):
+                try:
+                    await self._send(frame)
+                except ChannelError as exc:
+                    return error_result(tool, "SANDBOX_DIED", str(exc))
+                except (FrameError, TypeError, ValueError) as exc:
+                    return error_result(tool, "INVALID_INPUT", f"the input cannot be sent to the sandbox: {exc}")
                 while True:
                     kind, a, b = await queue.get()
                     if kind == "chunk":
@@ -187,8 +190,8 @@ class RunnerChannel:
         self._calls[cid] = queue
         started = time.perf_counter()
         try:
-            await self._send({**frame, "id": cid})
             async with asyncio.timeout(self.control_timeout_s):
+                await self._send({**frame, "id": cid})
                 kind, a, _ = await queue.get()
         except TimeoutError:
             return error_result(
@@ -219,8 +222,8 @@ class RunnerChannel:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[cid] = fut
         try:
-            await self._send({**frame, "id": cid})
             async with asyncio.timeout(self.control_timeout_s):
+                await self._send({**frame, "id": cid})
                 return await fut
         except TimeoutError:
             raise ChannelError(f"no answer to {frame['type']} within {self.control_timeout_s:g} s") from None

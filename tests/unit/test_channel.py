@@ -181,3 +181,17 @@ async def test_input_too_big_for_a_frame_is_invalid_input(runner: Runner) -> Non
     r = await runner.call("write_file", path="big.txt", content="x" * (MAX_FRAME + 10))
     assert r.error is not None and r.error.code == "INVALID_INPUT" and "MAX_FRAME" in r.error.message
     assert (await runner.call("bash", command="echo fine")).output == "fine\n"
+
+
+async def test_deadline_covers_a_send_blocked_by_a_stopped_runner(runner: Runner) -> None:
+    """A runner that stopped reading cannot block the host in drain(): the call still ends with TIMEOUT."""
+    runner.channel.grace_s = 0.3
+    os.kill(runner.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.perf_counter()
+        r = await runner.call("write_file", path="big.txt", content="x" * 4_000_000, timeout_s=0.3)
+        assert r.error is not None and r.error.code == "TIMEOUT"
+        assert time.perf_counter() - started < 3.0
+    finally:
+        os.kill(runner.proc.pid, signal.SIGCONT)
+    assert (await runner.call("bash", command="echo back")).output == "back\n"
