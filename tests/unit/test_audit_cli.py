@@ -18,8 +18,21 @@ from server.audit.keys import load_key, tenant_key_file
 from server.audit.log import AuditLog
 
 REPO = Path(__file__).resolve().parents[2]
-# The system interpreter has none of the server's dependencies: proof the verifier needs only the stdlib.
-BARE_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
+def _bare_python() -> str:
+    """The system interpreter (none of the server's dependencies: proof the verifier needs only the stdlib),
+    if it is new enough; otherwise ours (the import test below still checks no web framework is loaded)."""
+    candidate = shutil.which("python3", path="/usr/bin:/bin")
+    if candidate is not None:
+        probe = subprocess.run([candidate, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+                               capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return candidate
+    return sys.executable
+
+
+BARE_PYTHON = _bare_python()
 
 
 @pytest.fixture
