@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -200,3 +201,18 @@ def test_cancel_frame_stops_the_call_with_cancelled(raw: RawRunner) -> None:
     assert answer["result"]["error"]["code"] == "CANCELLED" and answer["result"]["output"] == "begun\n"
     raw.send({"type": "cancel", "id": 3})  # cancelling a finished call is harmless
     raw.assert_alive()
+
+
+def test_children_scan_agrees_with_the_children_file() -> None:
+    """The ppid scan used where /proc/<pid>/task/*/children is missing (gVisor) finds the same children."""
+    from toolrunner.runner.procs import all_pids, children, ppid
+
+    procs = [subprocess.Popen(["sleep", "5"]) for _ in range(3)]
+    try:
+        scanned = sorted(p for p in all_pids() if ppid(p) == os.getpid())
+        assert {p.pid for p in procs} <= set(scanned)
+        assert sorted(children(os.getpid())) == scanned
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -163,8 +163,14 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+_HAS_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def children(pid: int) -> list[int]:
-    """Direct children of `pid`, from /proc/<pid>/task/*/children (one file per thread)."""
+    """Direct children of `pid`: /proc/<pid>/task/*/children (one file per thread), or where the kernel
+    (or gVisor) has no such file, a scan of every process's parent pid."""
+    if not _HAS_CHILDREN_FILE:
+        return [p for p in all_pids() if ppid(p) == pid]
     out: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -177,6 +183,15 @@ def children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def descendants(pid: int) -> list[int]:
