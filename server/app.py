@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,8 +18,10 @@ from server.settings import Settings
 
 
 def create_app(settings: Settings | None = None, *,
-               turn_runner: Callable[[Services], TurnRunner] | None = None) -> FastAPI:
-    """The app; its lifespan opens the store and services (``app.state.services``) and closes them."""
+               turn_runner: Callable[[Services], TurnRunner] | None = None,
+               wire: Callable[[Services], Awaitable[None]] | None = None) -> FastAPI:
+    """The app; its lifespan opens the store and services (``app.state.services``), then lets ``wire`` add
+    the sandbox, providers, audit and agent (``server.wiring.wire``), and closes everything at the end."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -27,6 +29,8 @@ def create_app(settings: Settings | None = None, *,
         services = await open_services(settings, turn_runner)
         app.state.services = services
         try:
+            if wire is not None:
+                await wire(services)
             yield
         finally:
             await services.close()

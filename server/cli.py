@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -104,10 +104,11 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; ``wire`` (``server.wiring.wire``) adds sandbox, providers, agent."""
     from server.app import create_app
 
-    config = uvicorn.Config(lambda: create_app(settings), factory=True, host=settings.host,
+    config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
                             port=settings.port, workers=1, log_level=settings.log_level, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on")
     server = _Server(config, settings)

@@ -46,6 +46,7 @@ class Services:
     sandbox_backend: Any = None
     dispatcher: Any = None
     audit: Any = None
+    session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
 
     def set_turn_runner(self, runner: TurnRunner) -> None:
@@ -74,7 +75,8 @@ async def open_services(settings: Settings,
         events = EventLog(db, queue_events=settings.sse_queue_events)
         box = SecretBox(settings.data_dir / "secret.key")
         creds = CredentialStore(db, box, credentials_from_env(settings.provider_env()),
-                                share_env=settings.share_env_providers_with_tenants, started_at=now_iso())
+                                share_env=settings.share_env_providers_with_tenants, started_at=now_iso(),
+                                aws_region=settings.aws_region)
         services = Services(settings=settings, db=db, sessions=SessionStore(db), events=events,
                             turns=TurnManager(events, NoProviderTurnRunner(events)), credentials=creds,
                             api_keys=ApiKeys(db), users=UserStore(db))

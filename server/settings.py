@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     tenant_policies: dict[str, str] = Field(default_factory=dict, description="Per-tenant policy preset.")
     sandbox_idle_timeout_s: float = Field(default=1800.0, gt=0)
     sandbox_runtime: Literal["runc", "runsc"] | None = None
+    sandbox_labels: dict[str, str] = Field(default_factory=dict,
+                                           description="Extra labels on sandbox containers (e.g. for tests).")
     provider_order: list[str] = Field(default_factory=list)
+    default_models: dict[str, str] = Field(default_factory=dict, description="Per-provider default model.")
     max_turns: int = Field(default=25, ge=1, le=1000)
 
     @field_validator("data_dir", "owner_workspace")

@@ -74,6 +74,7 @@ async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep)
         "state": "running" if services.turns.busy(session_id) else "idle",
         "last_seq": services.events.last_seq(session_id),
         "messages": services.sessions.list_messages(tenant.id, session_id),
+        "todos": services.sessions.get_todos(tenant.id, session_id),
     }
 
 

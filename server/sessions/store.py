@@ -110,6 +110,23 @@ class SessionStore:
         await self._db.write(insert)
         return message_id
 
+    async def set_todos(self, tenant_id: str, session_id: str, todos: list[dict[str, Any]]) -> None:
+        """Replace the session's todo list (the ``todo_write`` tool's state)."""
+        self.get(tenant_id, session_id)
+        payload = json.dumps(todos, ensure_ascii=False)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE sessions SET todos = ? WHERE id = ? AND tenant_id = ?",
+                         (payload, session_id, tenant_id))
+
+        await self._db.write(update)
+
+    def get_todos(self, tenant_id: str, session_id: str) -> list[dict[str, Any]]:
+        self.get(tenant_id, session_id)
+        rows = self._db.read("SELECT todos FROM sessions WHERE id = ?", (session_id,))
+        todos: list[dict[str, Any]] = json.loads(rows[0][0]) if rows else []
+        return todos
+
     def list_messages(self, tenant_id: str, session_id: str) -> list[dict[str, Any]]:
         """The whole conversation, oldest first: ``{id, role, content: [blocks], created_at}``."""
         self.get(tenant_id, session_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import Conflict, NotFound
+from server.providers.bedrock import DEFAULT_REGION
 from server.providers.credentials import ProviderCredential
 from server.providers.registry import PROVIDERS
 from server.sessions.store import now_iso
@@ -50,12 +51,13 @@ def check_known(name: str) -> None:
 
 class CredentialStore:
     def __init__(self, db: Database, box: SecretBox, env: list[ProviderCredential], *,
-                 share_env: bool, started_at: str) -> None:
+                 share_env: bool, started_at: str, aws_region: str | None = None) -> None:
         self._db = db
         self._box = box
         self._env = {c.provider: c for c in env}
         self._share_env = share_env
         self._started_at = started_at
+        self._aws_region = aws_region
 
     @property
     def env_provider_names(self) -> list[str]:
@@ -90,7 +92,10 @@ class CredentialStore:
     async def put(self, tenant_id: str, name: str, api_key: str, base_url: str | None) -> ProviderEntry:
         check_known(name)
         stamp = now_iso()
-        sealed = self._box.seal(json.dumps({"api_key": api_key}).encode())
+        extra: dict[str, Any] = {}
+        if name == "bedrock":  # an API-set Bedrock key is a Bedrock API key (bearer), as AWS_BEARER_TOKEN_BEDROCK
+            extra = {"auth": "bearer", "region": self._aws_region or DEFAULT_REGION}
+        sealed = self._box.seal(json.dumps({"api_key": api_key, "extra": extra}).encode())
         masked = mask(api_key) or "****"
 
         def upsert(conn: sqlite3.Connection) -> None:

@@ -27,6 +27,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, tenant_id TEXT, created_at TEXT NOT NULL);
     """,
+    # 2: the session's todo list (todo_write), kept with the session
+    """
+    ALTER TABLE sessions ADD COLUMN todos TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 

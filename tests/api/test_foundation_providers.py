@@ -101,3 +101,11 @@ async def test_persisted_encrypted_private(make_settings: Callable[..., Settings
         if name.startswith(("server.db", "secret.key")):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
     assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
+
+
+async def test_bedrock_api_key_is_bearer(client: httpx.AsyncClient, services: Any) -> None:
+    """A Bedrock key set over the API is used as a Bedrock API key (bearer auth) in the default region."""
+    await client.put("/me/providers/bedrock", json={"api_key": "ABSKbedrockapikey0000"})
+    cred = (await services.credentials.credentials("owner"))["bedrock"]
+    assert cred.extra == {"auth": "bearer", "region": "us-east-1"} and cred.source == "api"
+    assert "ABSK" not in repr(cred)
