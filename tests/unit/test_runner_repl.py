@@ -119,3 +119,11 @@ async def test_close_session_ends_the_interpreter(runner: Runner) -> None:
     await runner.channel.close_session("s")
     assert await wait_until(lambda: not any(pid_alive(p) for p in pids))
     assert (await runner.call("repl", code="'child' in globals()")).output == "False\n"
+
+
+async def test_interpreter_that_exits_is_replaced(runner: Runner) -> None:
+    """If user code ends the interpreter process, the call says so and the next call gets a fresh one."""
+    await runner.call("repl", code="lost = 1")
+    r = await runner.call("repl", code="import os\nos._exit(3)")
+    assert r.exit_code == 1 and "interpreter exited" in r.output
+    assert (await runner.call("repl", code="'lost' in globals()")).output == "False\n"

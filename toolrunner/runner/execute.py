@@ -18,6 +18,7 @@ from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
 
 _PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|can't start new thread|EAGAIN")
+_KILLED = re.compile(r"\bKilled\b")
 _DISK = re.compile(r"No space left on device|File too large|ENOSPC|EFBIG|Disk quota exceeded")
 DRAIN_S = 1.0
 SIDE_MAX = 16 * 1024 * 1024
@@ -196,9 +197,13 @@ def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | 
         return
     # A shell reports a child killed by signal N as 128 + N; a direct child shows -N.
     code = exit_code(returncode)
-    if code == 128 + signal.SIGKILL and stats.oom_kills() > oom_before:
+    tail = call.output.tail_text() + (errors or b"")[-4096:].decode("utf-8", "replace")
+    if (code == 128 + signal.SIGKILL or _KILLED.search(tail)) and stats.oom_kills() > oom_before:
         call.limit = "memory"
-        call.failure = ("RESOURCE_LIMIT", "killed: the sandbox ran out of memory (memory limit)")
+        if code == 128 + signal.SIGKILL:
+            call.failure = ("RESOURCE_LIMIT", "killed: the sandbox ran out of memory (memory limit)")
+        else:
+            call.note = "[a process was killed: the sandbox ran out of memory (memory limit)]"
         return
     if code == 128 + signal.SIGXFSZ:
         call.limit = "disk"
@@ -206,7 +211,6 @@ def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | 
         return
     if returncode == 0:
         return
-    tail = call.output.tail_text() + (errors or b"")[-4096:].decode("utf-8", "replace")
     if _DISK.search(tail):
         call.limit = "disk"
     elif _PIDS.search(tail):

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 from toolrunner.protocol import MAX_FRAME
+from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_fd, killpg
 from toolrunner.runner.state import Session
@@ -156,9 +157,13 @@ def repl(session: Session, call: Call) -> None:
         if session.closed:
             current.stop()
             raise ToolFailure("CANCELLED", "the session was closed")
+        oom_before = stats.oom_kills()
         answer = current.execute(call, code) if code.strip() else {"ok": True, "value": None}
         if answer is None:
             died = current.alive() is False and not (call.timed_out or call.cancelled.is_set())
+            if died and current.proc.returncode == -signal.SIGKILL and stats.oom_kills() > oom_before:
+                call.limit = "memory"
+                call.failure = ("RESOURCE_LIMIT", "the interpreter was killed: the sandbox ran out of memory")
             current.stop()
             if session.repl is current:
                 session.repl = None
