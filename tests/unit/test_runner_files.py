@@ -194,3 +194,20 @@ async def test_huge_single_line_is_cut_not_loaded(runner: Runner) -> None:
     (runner.ws / "min.js").write_bytes(b"x" * 3_000_000 + b"\nsecond\n")
     r = await runner.call("read_file", path="min.js")
     assert r.error is None and "[line cut: 3000001 bytes]" in r.output and "     2\tsecond" in r.output
+
+
+async def test_unusual_paths_get_clear_errors(runner: Runner) -> None:
+    """Over-long names, a file used as a directory and a FIFO give stable codes, never INTERNAL."""
+    (runner.ws / "file").write_text("x")
+    os.mkfifo(runner.ws / "fifo")
+    cases = [
+        ("read_file", {"path": "a" * 5000}, "INVALID_INPUT"),
+        ("read_file", {"path": "file/inner"}, "FILE_NOT_FOUND"),
+        ("write_file", {"path": "file/inner", "content": "x"}, "FILE_NOT_FOUND"),
+        ("read_file", {"path": "fifo"}, "INVALID_INPUT"),
+        ("write_file", {"path": "fifo", "content": "x"}, "INVALID_INPUT"),
+        ("write_file", {"path": ".", "content": "x"}, "IS_A_DIRECTORY"),
+    ]
+    for tool, inp, code in cases:
+        r = await runner.call(tool, **inp)
+        assert r.error is not None and r.error.code == code, (tool, inp, r.error)

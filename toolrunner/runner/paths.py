@@ -90,6 +90,8 @@ class Workspace:
                     st = None
                 except NotADirectoryError:
                     raise ToolFailure("FILE_NOT_FOUND", f"{path!r}: a parent is not a directory") from None
+                except OSError as exc:  # too long, permission denied, I/O error
+                    raise _os_failure(path, exc) from None
                 if st is not None and stat.S_ISLNK(st.st_mode) and (follow_final or not last):
                     links += 1
                     if links > MAX_LINKS:
