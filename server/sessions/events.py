@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import error_body
+from server.errors import NotFound, error_body
 from server.store.db import Database
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -133,6 +133,7 @@ class EventLog:
         self._subs: dict[str, set[Subscription]] = {}
         self._pending: dict[str, dict[int, Event]] = {}
         self._lock = threading.Lock()  # guards _pending against the writer thread's after-commit removal
+        self._deleted: set[str] = set()  # tombstones: a late append to a deleted session must not revive it
         self.on_append: list[Callable[[str, str, Event], None]] = []  # (tenant, session, event) observers
 
     def last_seq(self, session_id: str) -> int:
@@ -144,7 +145,11 @@ class EventLog:
         return seq
 
     def append(self, tenant_id: str, session_id: str, type: str, data: dict[str, Any]) -> int:
-        """Persist (group-committed) and fan out one event; returns its seq. Never blocks."""
+        """Persist (group-committed) and fan out one event; returns its seq. Never blocks.
+
+        Raises ``NotFound`` for a session deleted while something was still appending to it."""
+        if session_id in self._deleted:
+            raise NotFound("SESSION_NOT_FOUND", "the session was deleted")
         seq = self.last_seq(session_id) + 1
         self._seq[session_id] = seq
         event = Event(seq, type, data, sse_frame(type, data, seq))
@@ -217,6 +222,7 @@ class EventLog:
         for sub in list(self._subs.get(session_id, ())):
             sub._end(Event(None, "error", body, sse_frame("error", body)))
         self._seq.pop(session_id, None)
+        self._deleted.add(session_id)
 
     def close_all(self) -> None:
         """Shutdown: end every subscriber so their responses finish."""

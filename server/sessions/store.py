@@ -102,6 +102,9 @@ class SessionStore:
         stamp = now_iso()
 
         def insert(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM sessions WHERE id = ? AND tenant_id = ?",
+                            (session_id, tenant_id)).fetchone() is None:  # deleted meanwhile
+                raise NotFound("SESSION_NOT_FOUND", f"no session {session_id[:80]!r}")
             conn.execute("INSERT INTO messages (id, session_id, role, content, created_at)"
                          " VALUES (?,?,?,?,?)",
                          (message_id, session_id, role, json.dumps(blocks, ensure_ascii=False), stamp))

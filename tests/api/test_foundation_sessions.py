@@ -182,3 +182,40 @@ async def test_restart_keeps_sessions(make_settings: Callable[..., Settings], ru
         assert detail["messages"][0]["content"][0]["text"] == "remember me"
         resp = await client.post(f"/sessions/{sid}/message", json={"message": "more"})
         assert [s for _t, s, _d in events_of(resp)] == [4, 5, 6]
+
+
+async def test_delete_during_turn(make_settings: Callable[..., Settings], run_app: Any) -> None:
+    """Deleting a session mid-turn stops the turn, ends its message stream and leaves no rows behind;
+    a late append to the deleted session is refused."""
+    runners: list[BlockingRunner] = []
+
+    def factory(services: Services) -> BlockingRunner:
+        runners.append(BlockingRunner(services))
+        return runners[-1]
+
+    app = create_app(make_settings(), turn_runner=factory)
+    async with run_app(app) as client:
+        services: Services = app.state.services
+        sid = (await client.post("/sessions")).json()["session_id"]
+        pending = asyncio.create_task(client.post(f"/sessions/{sid}/message", json={"message": "x"}))
+        async with asyncio.timeout(5):
+            await runners[0].started.wait()
+        assert (await client.delete(f"/sessions/{sid}")).status_code == 204
+        resp = await pending
+        assert events_of_any(resp)[-1] == ("error", "SESSION_DELETED")
+        assert not services.turns.busy(sid)
+        with pytest.raises(Exception, match="deleted"):
+            services.events.append("owner", sid, "state", {"state": "idle"})
+        await asyncio.to_thread(services.db.flush)
+        assert services.db.read("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,))[0][0] == 0
+
+
+def events_of_any(resp: httpx.Response) -> list[tuple[str, str | None]]:
+    import json
+
+    out = []
+    for block in resp.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if fields:
+            out.append((fields["event"], json.loads(fields["data"]).get("code")))
+    return out
