@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.audit import db
+from server.audit.checkpoint import Checkpointer
 from server.audit.records import canonical_json, genesis_hash, head_mac, seal, utc_timestamp
 from server.audit.recovery import reconcile
 
@@ -58,18 +59,21 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._checkpointer = Checkpointer(path)
         self._stopping = False
         self.warnings: list[str] = []
         self.commits = 0
 
     def start(self) -> None:
         self._conn = db.connect(self._path, synchronous=self._synchronous)
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it, off this path
         reconciled = reconcile(self._conn, self._key)
         self._state = reconciled.state
         for problem in reconciled.problems:
             self._warn(problem)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
+        self._checkpointer.start()
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -91,10 +95,11 @@ class Writer:
             self._stopping = True
             self._queue.put(_STOP)
         self._thread.join(timeout)
+        self._checkpointer.stop(timeout)
         if self._thread.is_alive():
             log.error("audit writer did not stop within %.0f s", timeout)
         elif self._conn is not None:
-            self._conn.close()
+            self._conn.close()  # the last connection to close checkpoints the WAL into the file
         self._thread = None
 
     def _run(self) -> None:

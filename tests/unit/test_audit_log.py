@@ -333,3 +333,18 @@ async def test_verify_while_calls_are_recorded_is_never_a_false_alarm(log: Audit
     assert len(verdicts) >= 2
     assert all(v["ok"] for v in verdicts), [v for v in verdicts if not v["ok"]]
     assert verdicts[-1]["records"] == 600
+
+
+async def test_wal_is_checkpointed_in_the_background(log: AuditLog) -> None:
+    """With automatic checkpoints off the write path, the background thread still moves records into the db file."""
+    size_before = log.path.stat().st_size
+    for n in range(200):
+        await one_call(log, "t1", n)
+    writer = log._writer
+    assert writer is not None
+    target = writer._checkpointer.runs + 2  # one full round after the writes above
+    deadline = asyncio.get_running_loop().time() + 10
+    while writer._checkpointer.runs < target:
+        assert asyncio.get_running_loop().time() < deadline, "no checkpoint ran"
+        await asyncio.sleep(0.05)
+    assert log.path.stat().st_size > size_before + 200 * 1000
