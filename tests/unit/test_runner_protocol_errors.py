@@ -216,3 +216,46 @@ def test_children_scan_agrees_with_the_children_file() -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+VALID_INPUTS: dict[str, dict[str, Any]] = {
+    "bash": {"command": "true", "timeout_s": 5, "run_in_background": False},
+    "bash_output": {"id": "c1"},
+    "kill_process": {"id": "c1"},
+    "python": {"code": "pass", "timeout_s": 5},
+    "javascript": {"code": "1", "timeout_s": 5},
+    "repl": {"code": "1", "timeout_s": 5, "restart": False},
+    "powershell": {"command": "x", "timeout_s": 5},
+    "read_file": {"path": "f", "offset": 0, "limit": 5},
+    "write_file": {"path": "f", "content": "x"},
+    "edit_file": {"path": "f", "old_string": "x", "new_string": "y", "replace_all": False},
+    "grep_search": {"pattern": "x", "path": ".", "glob": "*", "output_mode": "count", "case_insensitive": True},
+    "glob_search": {"pattern": "*", "path": "."},
+    "notebook_edit": {"path": "n.ipynb", "cell_index": 0, "new_source": "", "edit_mode": "insert", "cell_type": "code"},
+}
+WRONG_VALUES: list[Any] = [None, 7, -1, 1.5, True, [], {"a": 1}, "\x00"]
+
+
+def test_wrong_field_types_never_give_internal(raw: RawRunner) -> None:
+    """Every field of every tool, given a value of the wrong type, gets a stable non-INTERNAL answer."""
+    n = 0
+    for tool, valid in VALID_INPUTS.items():
+        for field in valid:
+            for value in WRONG_VALUES:
+                n += 1
+                raw.send(
+                    {
+                        "type": "call",
+                        "id": n,
+                        "session": "fuzz",
+                        "tool": tool,
+                        "timeout_s": 5,
+                        "output_cap": 1000,
+                        "input": {**valid, field: value},
+                    }
+                )
+                answer = raw.read()
+                assert answer["id"] == n
+                error = answer["result"]["error"]
+                assert error is None or error["code"] != "INTERNAL", (tool, field, value, error)
+    raw.assert_alive()
