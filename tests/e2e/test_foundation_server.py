@@ -139,3 +139,34 @@ def test_sigterm_with_open_stream(serve: Callable[..., ServerProcess]) -> None:
     assert server.stop(timeout=10) == 0
     assert time.monotonic() - started < 8
     assert ended.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_api_key_deployment(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+    """`openanalyst keys create --tenant T` makes a key the running server accepts, bound to T."""
+    import subprocess
+
+    from conftest import openanalyst_command
+
+    data = tmp_path / "keys"
+    server = serve(env={"OPENANALYST_REQUIRE_API_KEY": "true"}, data_dir=data)
+    assert any("API key required" in line for line in server.output)
+    made = subprocess.run([*openanalyst_command(), "--data-dir", str(data), "keys", "create", "--tenant", "acme"],
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("oak_") and key not in made.stderr
+    assert httpx.get(server.base + "/me").status_code == 401
+    me = httpx.get(server.base + "/me", headers={"Authorization": f"Bearer {key}", "X-Tenant-ID": "other"})
+    assert me.status_code == 200 and me.json()["tenant"] == "acme"
+    assert httpx.get(server.base + "/health").status_code == 200
+
+
+@pytest.mark.timeout(30)
+def test_sigint_exits_zero(serve: Callable[..., ServerProcess]) -> None:
+    """Ctrl-C (SIGINT) stops the server cleanly with exit code 0."""
+    import signal
+
+    server = serve()
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=15) == 0
