@@ -48,7 +48,7 @@ _STOP = object()
 class Writer:
     """Owns the write connection; ``submit`` from any event loop, ``stop`` drains the queue then closes."""
 
-    def __init__(self, path: Path, key: bytes, *, synchronous: str = "FULL", max_batch: int = 512) -> None:
+    def __init__(self, path: Path, key: bytes, *, synchronous: str = "NORMAL", max_batch: int = 512) -> None:
         self._path = path
         self._key = key
         self._synchronous = synchronous
@@ -66,8 +66,12 @@ class Writer:
 
     def start(self) -> None:
         self._conn = db.connect(self._path, synchronous=self._synchronous)
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it, off this path
-        reconciled = reconcile(self._conn, self._key)
+        try:
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it instead
+            reconciled = reconcile(self._conn, self._key)
+        except BaseException:
+            self._conn.close()
+            raise
         self._state = reconciled.state
         for problem in reconciled.problems:
             self._warn(problem)
