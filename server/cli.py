@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from server.settings import Settings
 
@@ -35,6 +36,9 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment plus CLI overrides; an invalid value exits naming the setting."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:  # a value the environment source cannot even decode (bad JSON)
+        print(f"openanalyst: invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     except ValidationError as exc:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -174,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = None if args.serve == -1 else args.serve
     if port is not None and not 0 <= port <= 65535:
         parser.error(f"port {port} is out of range 0-65535")
-    return serve(load_settings(port=port, host=args.host, data_dir=args.data_dir))
+    from server.wiring import wire
+
+    return serve(load_settings(port=port, host=args.host, data_dir=args.data_dir), wire=wire)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ SDKs works here unchanged. Invalid values stop the start with pydantic's message
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
@@ -35,7 +36,8 @@ class Settings(BaseSettings):
         default="header",
         description="header: X-Tenant-ID selects a tenant (absent = owner); single: the header is refused.")
     require_api_key: bool = Field(default=False, description="Every request but /health needs a Bearer key.")
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="Comma-separated or JSON list; '*' = any origin.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=3600)
     sse_queue_events: int = Field(default=10_000, ge=8, le=1_000_000,
@@ -106,6 +108,16 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"invalid tenant id(s) {bad}")
         return policies
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @field_validator("cors_origins")
     @classmethod
