@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -67,11 +68,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(fake_url: str) -> Iterator[str]:
-    """``openanalyst --serve PORT`` with only the fake configured and a throwaway data dir."""
+def server(fake_url: str, template: str | None) -> Iterator[str]:
+    """``openanalyst --serve PORT`` (or ``template`` with {port}) with only the fake configured and a
+    throwaway data dir."""
     port = free_port()
     exe = shutil.which("openanalyst", path=str(Path(sys.executable).parent)) or shutil.which("openanalyst")
     cmd = [exe, "--serve", str(port)] if exe else [sys.executable, "-m", "server.cli", "--serve", str(port)]
+    if template:
+        cmd = shlex.split(template.format(port=port))
     env = {k: v for k, v in os.environ.items() if not k.startswith(PROVIDER_VARS)}
     with tempfile.TemporaryDirectory() as data:
         env.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=fake_url, OPENANALYST_DATA_DIR=data,
@@ -199,7 +203,7 @@ async def main(args: argparse.Namespace) -> None:
                 rows["server: POST /v1/chat"] = "skipped (--no-server)"
             else:
                 try:
-                    with server(fake_url) as base:
+                    with server(fake_url, args.server_cmd) as base:
                         rows["server: POST /v1/chat"] = await measure(through_server(client, base), args.runs,
                                                                       expect)
                 except Exception as exc:
@@ -229,4 +233,5 @@ if __name__ == "__main__":
     parser.add_argument("--deltas", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-server", action="store_true", help="measure the direct paths only")
+    parser.add_argument("--server-cmd", help="start the server with this command instead ({port} is replaced)")
     asyncio.run(main(parser.parse_args()))

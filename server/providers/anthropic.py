@@ -26,8 +26,14 @@ from server.providers.types import (
     Usage,
 )
 
+try:
+    from _json import scanstring  # CPython's C string scanner: the text-delta hot path
+except ImportError:  # pragma: no cover - other interpreters
+    from json.decoder import py_scanstring as scanstring  # type: ignore[attr-defined,no-redef]
+
 API_VERSION = "2023-06-01"
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16000, "max": 32000}
+_TEXT_DELTA = re.compile(r'\{"type":"content_block_delta","index":\d+,"delta":\{"type":"text_delta","text":"')
 _NO_THINKING = re.compile(r"claude-(?:instant|2|3-5|3-haiku|3-sonnet|3-opus)")
 _OPUS_4_0 = re.compile(r"claude-opus-4(?:-[01])?(?:-\d{8})?(?:$|-v|:)")
 
@@ -112,6 +118,13 @@ class _Parser:
         name, data = item
         if name == "ping":
             return []
+        if (match := _TEXT_DELTA.match(data)) is not None:  # the hot path: most events are text deltas
+            try:
+                text, end = scanstring(data, match.end())
+            except ValueError:
+                text, end = "", 0
+            if data[end:] == "}}":  # the whole event had exactly this shape, so text is its value
+                return [text] if text else []
         try:
             obj = json.loads(data)
         except ValueError:

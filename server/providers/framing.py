@@ -33,15 +33,23 @@ class WireParser(Protocol[T_contra]):
         ...
 
 
-def _sse_block(block: bytes) -> tuple[str, str] | None:
+def _sse_block(block: str) -> tuple[str, str] | None:
+    """One event block → (event, data); None for a block without data (e.g. a ``: keep-alive`` comment)."""
+    if block.startswith("event:"):  # the usual shapes, without a line loop: "event: x\ndata: {...}"
+        nl = block.find("\n")
+        rest = block[nl + 1:] if nl >= 0 else ""
+        if rest.startswith("data: ") and "\n" not in rest:
+            return block[6:nl].strip(), rest[6:]
+    elif block.startswith("data: ") and "\n" not in block:
+        return "message", block[6:]
     event = "message"
     data: list[str] = []
-    for line in block.decode("utf-8", "replace").split("\n"):
+    for line in block.split("\n"):
         if line.startswith("data:"):
             data.append(line[6:] if line.startswith("data: ") else line[5:])
         elif line.startswith("event:"):
             event = line[6:].strip()
-    return (event, "\n".join(data)) if data else None  # comment-only blocks (": ping") carry no data
+    return (event, "\n".join(data)) if data else None
 
 
 async def sse_batches(resp: httpx.Response) -> AsyncIterator[list[tuple[str, str]]]:
@@ -51,15 +59,17 @@ async def sse_batches(resp: httpx.Response) -> AsyncIterator[list[tuple[str, str
         buf += chunk
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        *blocks, buf = buf.split(b"\n\n")
+        complete, sep, buf = buf.rpartition(b"\n\n")
         if len(buf) > MAX_EVENT:
             raise FramingError(f"an SSE event exceeds {MAX_EVENT} bytes")
-        events = [e for e in map(_sse_block, blocks) if e is not None]
-        if events:
-            yield events
-    tail = _sse_block(buf.strip()) if buf.strip() else None
-    if tail is not None:
-        yield [tail]
+        if sep:  # decoded once per read: a complete block never ends inside a UTF-8 sequence
+            blocks = complete.decode("utf-8", "replace").split("\n\n")
+            events = [e for e in map(_sse_block, blocks) if e is not None]
+            if events:
+                yield events
+    tail = buf.decode("utf-8", "replace").strip()
+    if tail and (last := _sse_block(tail)) is not None:
+        yield [last]
 
 
 async def line_batches(resp: httpx.Response) -> AsyncIterator[list[str]]:

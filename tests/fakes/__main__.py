@@ -15,8 +15,13 @@ import threading
 
 from . import FakeAnthropic, FakeBedrock, FakeGemini, FakeOllama, FakeOpenAI, Reply
 
-FAKES = {"anthropic": FakeAnthropic, "openai": FakeOpenAI, "gemini": FakeGemini, "ollama": FakeOllama,
-         "bedrock": FakeBedrock}
+FAKES = {
+    "anthropic": FakeAnthropic,
+    "openai": FakeOpenAI,
+    "gemini": FakeGemini,
+    "ollama": FakeOllama,
+    "bedrock": FakeBedrock,
+}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Fake Anthropic Messages API (also the hosted OpenAnalyst provider): ``POST /v1/messages`` streaming the
-documented SSE events — message_start, ping, content_block_start/delta/stop (text_delta, input_json_delta
-fragments), message_delta with cumulative usage, message_stop — and ``event: error`` inside a 200 stream."""
+documented SSE events in compact JSON, as the API sends them — message_start, ping, content_block_start/delta/
+stop (text_delta, input_json_delta fragments), message_delta with cumulative usage, message_stop — and
+``event: error`` inside a 200 stream."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ ERRORS = {
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 class AnthropicWire(Wire):
@@ -126,7 +127,7 @@ class AnthropicWire(Wire):
         return sse("error", self._error(reply))
 
     def error_response(self, reply: Reply) -> tuple[dict[str, str], bytes]:
-        return {"request-id": "req_fake"}, json.dumps(self._error(reply)).encode()
+        return {"request-id": "req_fake"}, json.dumps(self._error(reply), separators=(",", ":")).encode()
 
 
 class FakeAnthropic(FakeServer):

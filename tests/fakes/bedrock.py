@@ -26,7 +26,7 @@ EXCEPTIONS = {
 def event(name: str, payload: dict[str, Any]) -> bytes:
     return encode_message(
         {":event-type": name, ":content-type": "application/json", ":message-type": "event"},
-        json.dumps({**payload, "p": "abcdefgh"}).encode(),
+        json.dumps({**payload, "p": "abcdefgh"}, separators=(",", ":")).encode(),
     )
 
 
@@ -37,10 +37,7 @@ class BedrockWire(Wire):
         return [event("messageStart", {"role": "assistant"})]
 
     def text_block(self, index: int, pieces: list[str]) -> list[tuple[bytes, bool]]:
-        out = [
-            (event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": p}}), True)
-            for p in pieces
-        ]
+        out = [(event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": p}}), True) for p in pieces]
         return [*out, (event("contentBlockStop", {"contentBlockIndex": index}), False)]
 
     def tool_block(self, index: int, tool: ToolPart) -> list[tuple[bytes, bool]]:
@@ -80,12 +77,12 @@ class BedrockWire(Wire):
         name, _ = EXCEPTIONS[reply.error_kind or "server"]
         return encode_message(
             {":exception-type": name, ":content-type": "application/json", ":message-type": "exception"},
-            json.dumps({"message": reply.error_message}).encode(),
+            json.dumps({"message": reply.error_message}, separators=(",", ":")).encode(),
         )
 
     def error_response(self, reply: Reply) -> tuple[dict[str, str], bytes]:
         name, _ = EXCEPTIONS[reply.error_kind or "server"]
-        return {"x-amzn-errortype": name}, json.dumps({"message": reply.error_message}).encode()
+        return {"x-amzn-errortype": name}, json.dumps({"message": reply.error_message}, separators=(",", ":")).encode()
 
 
 class FakeBedrock(FakeServer):

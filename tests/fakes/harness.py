@@ -141,9 +141,7 @@ def tool_history() -> list[Message]:
                 ToolUseBlock(id="toolu_1", name="bash", input={"command": "ls"}),
             ],
         ),
-        Message(
-            role="user", blocks=[ToolResultBlock(tool_use_id="toolu_1", content="ls: denied", is_error=True)]
-        ),
+        Message(role="user", blocks=[ToolResultBlock(tool_use_id="toolu_1", content="ls: denied", is_error=True)]),
     ]
 
 

@@ -22,7 +22,7 @@ STATUS_TEXT = {
 
 
 def line(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj) + "\n").encode()
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
 def message(content: str, **extra: Any) -> bytes:
@@ -67,7 +67,7 @@ class OllamaWire(Wire):
         return line({"error": f"{STATUS_TEXT[reply.error_kind or 'server']}: {reply.error_message}"})
 
     def error_response(self, reply: Reply) -> tuple[dict[str, str], bytes]:
-        return {}, json.dumps({"error": reply.error_message}).encode()
+        return {}, json.dumps({"error": reply.error_message}, separators=(",", ":")).encode()
 
 
 class FakeOllama(FakeServer):

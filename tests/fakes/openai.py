@@ -23,7 +23,7 @@ ERRORS = {
 
 
 def data(obj: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(obj)}\n\n".encode()
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
 
 
 def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -96,7 +96,7 @@ class OpenAIWire(Wire):
     def error_response(self, reply: Reply) -> tuple[dict[str, str], bytes]:
         _, code = ERRORS[reply.error_kind or "server"]
         body = {"error": {"message": reply.error_message, "type": code, "param": None, "code": code}}
-        return {}, json.dumps(body).encode()
+        return {}, json.dumps(body, separators=(",", ":")).encode()
 
 
 class FakeOpenAI(FakeServer):

@@ -90,9 +90,7 @@ class Reply:
         message: str = "scripted failure",
     ) -> Reply:
         headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        return Reply(
-            status=status, error_kind=kind or _kind_for(status), error_message=message, headers=headers
-        )
+        return Reply(status=status, error_kind=kind or _kind_for(status), error_message=message, headers=headers)
 
     @staticmethod
     def stream_error(
@@ -102,9 +100,7 @@ class Reply:
         message: str = "scripted failure",
     ) -> Reply:
         parts = (TextPart(after_text),) if after_text else ()
-        return Reply(
-            parts=parts, error_kind=kind, error_message=message, error_after=_count(after_text or "", 4)
-        )
+        return Reply(parts=parts, error_kind=kind, error_message=message, error_after=_count(after_text or "", 4))
 
     @staticmethod
     def disconnect(after_text: str) -> Reply:

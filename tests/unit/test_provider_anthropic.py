@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakes import FakeAnthropic, Reply
 from fakes.harness import BASH, CASES, KEY, drain, request, run, send, text_of, tool_history
@@ -151,3 +153,22 @@ def test_thinking_only_where_the_model_supports_it(model: str, expected: tuple[i
         body = fake.requests[0].json()
     got = (body["thinking"]["budget_tokens"], body["max_tokens"]) if "thinking" in body else None
     assert got == expected
+
+
+def test_text_delta_fast_path_matches_full_parse() -> None:
+    """Compact and spaced text deltas, escapes, unicode and a text ending in '"}}' all decode exactly."""
+    texts = ["plain", 'quote " and \\ backslash', "tab\tnewline\n", "ünïcødé ✓ \U0001f600", 'ends with "}}', ""]
+    events = []
+    for i, text in enumerate(texts):
+        delta = {"type": "content_block_delta", "index": i % 3, "delta": {"type": "text_delta", "text": text}}
+        compact = json.dumps(delta, separators=(",", ":"), ensure_ascii=i % 2 == 0)
+        spaced = json.dumps(delta)
+        events += [compact, spaced]
+    raw = b"".join(f"event: content_block_delta\ndata: {e}\n\n".encode() for e in events) + (
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    with FakeAnthropic() as fake:
+        fake.script([Reply(raw_body=raw)])
+        got, err = send(CASE, fake, request("claude-sonnet-4-5"))
+    assert err is None
+    assert text_of(got) == "".join(t + t for t in texts)
