@@ -73,7 +73,8 @@ async def wire(services: Services) -> None:
     services.sandbox_backend = sandbox
     services.closers.append(sandbox.close)
 
-    http = httpx.AsyncClient(http2=False, timeout=None, limits=httpx.Limits(max_connections=200))
+    # Adapters set per-request connect and read-idle timeouts; this default only bounds what they do not.
+    http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), limits=httpx.Limits(max_connections=200))
     services.closers.append(http.aclose)
     services.router = ProviderRouter(router_config(settings), http, services.credentials)
 

@@ -311,6 +311,18 @@ def ensure_sandbox_image(client: Any, progress: Progress) -> str:
         return build_sandbox_image(client, progress=progress)
 
 
+def ensure_default_image(progress: Progress) -> str:
+    """``ensure_sandbox_image`` with the engine from the environment (what the server calls at start)."""
+    try:
+        client = docker.from_env(timeout=120, max_pool_size=8)
+    except docker.errors.DockerException as exc:
+        raise SandboxBackendUnavailable(f"the Docker engine is not reachable: {exc}") from None
+    try:
+        return ensure_sandbox_image(client, progress)
+    finally:
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m toolrunner.image [--force] [--base-image REF] [--print-tag]``."""
     parser = argparse.ArgumentParser(prog="python -m toolrunner.image",

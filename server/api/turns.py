@@ -1,0 +1,25 @@
+"""`POST /sessions/{id}/interrupt`: stop the running turn and any tool call in flight.
+
+The turn closes itself (tool results for the pending calls, an `error` INTERRUPTED, `state: idle`), so the
+history stays valid for the next message. Interrupting an idle session is not an error: nothing was running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from server.api.deps import ServicesDep
+from server.tenancy import TenantDep
+
+router = APIRouter(tags=["sessions"])
+
+
+@router.post("/sessions/{session_id}/interrupt")
+async def interrupt(session_id: str, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+    services.sessions.get(tenant.id, session_id)  # 404 for a missing session, another tenant's included
+    running = services.turns.busy(session_id)
+    if running:
+        await services.turns.cancel(session_id)  # the loop itself records INTERRUPTED and idle
+    return {"session_id": session_id, "interrupted": running}
