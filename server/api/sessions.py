@@ -81,7 +81,7 @@ async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep)
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> Response:
     services.sessions.get(tenant.id, session_id)
-    await services.turns.cancel(session_id)
+    await services.turns.cancel(session_id, silent=True)
     services.events.forget(tenant.id, session_id)
     await services.sessions.delete(tenant.id, session_id)
     return Response(status_code=204)

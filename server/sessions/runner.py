@@ -98,13 +98,19 @@ class TurnManager:
                 self._quiet.add(task)
                 del self._running[session_id]
 
-    async def cancel(self, session_id: str) -> None:
-        """Stop the session's turn silently (session deletion); waits for it to unwind."""
-        task = self._running.pop(session_id, None)
-        if task is not None and not task.done():
+    async def cancel(self, session_id: str, *, silent: bool = False) -> bool:
+        """Stop the session's turn and wait for it to unwind; False if none was running.
+
+        The runner may close the turn itself on ``CancelledError`` (e.g. an ``INTERRUPTED`` error and idle);
+        if it does not, a ``TURN_CANCELLED`` error and idle are appended — unless ``silent`` (deletion)."""
+        task = self._running.get(session_id)
+        if task is None or task.done():
+            return False
+        if silent:
             self._quiet.add(task)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
 
     async def shutdown(self) -> None:
         tasks = [t for t in self._running.values() if t is not None and not t.done()]

@@ -219,3 +219,29 @@ def events_of_any(resp: httpx.Response) -> list[tuple[str, str | None]]:
         if fields:
             out.append((fields["event"], json.loads(fields["data"]).get("code")))
     return out
+
+
+async def test_cancel_ends_turn_with_idle(make_settings: Callable[..., Settings], run_app: Any) -> None:
+    """Cancelling a running turn (interrupt) ends it with TURN_CANCELLED and idle exactly once, and the
+    session takes the next message."""
+    runners: list[BlockingRunner] = []
+
+    def factory(services: Services) -> BlockingRunner:
+        runners.append(BlockingRunner(services))
+        return runners[-1]
+
+    app = create_app(make_settings(), turn_runner=factory)
+    async with run_app(app) as client:
+        services: Services = app.state.services
+        sid = (await client.post("/sessions")).json()["session_id"]
+        pending = asyncio.create_task(client.post(f"/sessions/{sid}/message", json={"message": "x"}))
+        async with asyncio.timeout(5):
+            await runners[0].started.wait()
+        assert await services.turns.cancel(sid) is True
+        assert await services.turns.cancel(sid) is False
+        resp = await pending
+        assert events_of_any(resp) == [("message", None), ("state", None), ("error", "TURN_CANCELLED"),
+                                       ("state", None)]
+        assert not services.turns.busy(sid)
+        runners[0].release.set()
+        assert (await client.post(f"/sessions/{sid}/message", json={"message": "y"})).status_code == 200
