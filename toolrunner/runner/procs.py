@@ -78,20 +78,15 @@ class Registry:
         killed = 0
         for _ in range(rounds):
             with self._lock:
-                tracked, tokens = set(self._tracked), set(self._tokens)
-                victims = [
-                    pid
-                    for pid in children(self.me)
-                    if pid not in tracked and marker(pid) not in tokens and not is_zombie(pid)
-                ]
-            if not victims:
-                break
+                untracked = [pid for pid in children(self.me) if pid not in self._tracked]
+                victims = [p for p in untracked if marker(p) not in self._tokens and not is_zombie(p)]
             for pid in victims:
                 for p in [pid, *descendants(pid)]:
                     _kill(p)
                     killed += 1
-            self.reap()
-        self.reap()
+            _waitpid_nohang(untracked)  # collects the zombies; a live child is left alone
+            if not victims:
+                break
         return killed
 
     def kill_marked(self, prefix: str) -> int:
@@ -110,12 +105,8 @@ class Registry:
     def reap(self) -> None:
         """Collect zombies among our children that no Popen is waiting for."""
         with self._lock:
-            tracked = set(self._tracked)
-        for pid in children(self.me):
-            if pid in tracked:
-                continue
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+            untracked = [pid for pid in children(self.me) if pid not in self._tracked]
+        _waitpid_nohang(untracked)
 
     def start_reaper(self, interval: float = 1.0) -> None:
         def loop() -> None:
@@ -127,6 +118,12 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def _waitpid_nohang(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def exit_fd(pid: int) -> int:
