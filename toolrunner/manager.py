@@ -41,7 +41,6 @@ from toolrunner.results import ToolError, ToolResult, error_result
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 DEATH_CODES = frozenset({"SANDBOX_DIED", "PROTOCOL_ERROR"})
-SIGKILLED = frozenset({137, -9})
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,6 @@ class _Sandbox:
     channel: RunnerChannel
     last_used: float = field(default_factory=time.monotonic)
     death: asyncio.Future[bool] | None = None
-    oom_kills: int | None = None  # the cgroup's OOM-kill counter as last seen
 
     @property
     def alive(self) -> bool:
@@ -117,31 +115,11 @@ class SandboxManager:
             finally:
                 sandbox.last_used = time.monotonic()
             oom = False
-            if result.exit_code in SIGKILLED and not result.timed_out:
-                result = await self._refine_sigkill(sandbox, result)
             if (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive:
                 result, oom = await self._after_death(sandbox, result)
             return CallOutcome(result, sandbox.container_id, self._image_id, oom)
         finally:
             self._in_flight[tenant] -= 1
-
-    async def _refine_sigkill(self, sandbox: _Sandbox, result: ToolResult) -> ToolResult:
-        """A process killed by SIGKILL while the cgroup's OOM counter rose was the memory limit.
-
-        The runner checks this too, but the kernel bumps the counter just after sending the signal, so a
-        quickly reaped victim can beat it; by the time the result reaches the host the counter is settled.
-        """
-        try:
-            count = (await sandbox.channel.stats()).get("oom_kills")
-        except (ChannelError, TimeoutError):
-            return result
-        if not isinstance(count, int):
-            return result
-        before, sandbox.oom_kills = sandbox.oom_kills, count
-        if result.limit is not None or before is None or count <= before:
-            return result
-        note = "\n[killed: the sandbox ran out of memory (memory limit)]"
-        return result.model_copy(update={"limit": "memory", "output": result.output + note})
 
     async def close_session(self, tenant: str, session: str) -> None:
         """End a session's shell, REPL and background processes (nothing to do if no container runs)."""
@@ -255,11 +233,7 @@ class SandboxManager:
             await channel.close()
             await stream.close()
             raise
-        sandbox = _Sandbox(tenant, container_id, self._policy_for(tenant), stream, channel)
-        with contextlib.suppress(ChannelError, TimeoutError):
-            count = (await channel.stats()).get("oom_kills")
-            sandbox.oom_kills = count if isinstance(count, int) else None
-        return sandbox
+        return _Sandbox(tenant, container_id, self._policy_for(tenant), stream, channel)
 
     async def _after_death(self, sandbox: _Sandbox, result: ToolResult | None) -> tuple[ToolResult, bool]:
         """Find out why a container died (once, shared by every call it failed) and retire it."""
