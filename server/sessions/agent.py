@@ -94,6 +94,18 @@ class TurnOutcome:
                 "cost_usd": round(self.cost_usd, 6), "provider": self.provider, "model": self.model}
 
 
+def alternating(history: list[Message]) -> list[Message]:
+    """Consecutive messages of one role merged (an interrupted turn leaves tool results right before the next
+    user text); providers require user and assistant turns to alternate."""
+    merged: list[Message] = []
+    for message in history:
+        if merged and merged[-1].role == message.role:
+            merged[-1] = Message(role=message.role, blocks=[*merged[-1].blocks, *message.blocks])
+        else:
+            merged.append(message)
+    return merged
+
+
 def blocks_to_json(message: Message) -> list[dict[str, Any]]:
     return [b.model_dump() for b in message.blocks]
 
@@ -167,7 +179,7 @@ class AgentLoop:
         for _ in range(options.max_turns):
             await ctx.emit("state", {"state": "thinking"})
             request = ChatRequest(model=options.model or "", system=options.system_prompt,
-                                  messages=list(conversation.history), tools=tools,
+                                  messages=alternating(conversation.history), tools=tools,
                                   effort=options.effort, max_tokens=options.max_tokens)
             text, calls = await self._stream_one(ctx, request, outcome)
             blocks: list[Any] = []

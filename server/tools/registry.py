@@ -80,7 +80,8 @@ class ToolRegistry:
             model = tool.input_model.model_validate(raw)
         except ValidationError as exc:
             raise Unprocessable("INVALID_TOOL_INPUT", f"{name}: {_validation_message(exc)}") from None
-        return model.model_dump(exclude_none=True)
+        # What the caller said, checked: the record shows no invented defaults.
+        return model.model_dump(exclude_unset=True)
 
     def search(self, query: str, limit: int = 5) -> list[ToolDef]:
         """Tools ranked by how many query words their name and description contain."""
