@@ -89,10 +89,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
               data_dir: Path | None = None, port: int | None = None) -> ServerProcess:
         data = data_dir or tmp_path / "data"
+        (tmp_path / "workspace").mkdir(exist_ok=True)
         base_env = {k: v for k, v in os.environ.items()
                     if k not in PROVIDER_VARS and not k.startswith("OPENANALYST_")}
         base_env |= {"OPENANALYST_DATA_DIR": str(data), "OPENANALYST_LOG_LEVEL": "warning",
-                     "PYTHONUNBUFFERED": "1"}
+                     "PYTHONUNBUFFERED": "1", "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}',
+                     "OPENANALYST_OWNER_WORKSPACE": str(tmp_path / "workspace")}
         server = ServerProcess(data, port or free_port(), base_env | (env or {}), args or [])
         started.append(server)
         server.wait_ready()
