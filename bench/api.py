@@ -191,9 +191,11 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENANALYST_")}
-        env |= {"OPENANALYST_DATA_DIR": tmp, "OPENANALYST_ENABLE_TEST_HOOKS": "1",
-                "OPENANALYST_LOG_LEVEL": "warning"}
+        env |= {"OPENANALYST_DATA_DIR": str(Path(tmp) / "data"), "OPENANALYST_ENABLE_TEST_HOOKS": "1",
+                "OPENANALYST_LOG_LEVEL": "warning", "OPENANALYST_OWNER_WORKSPACE": str(Path(tmp) / "workspace"),
+                "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}'}
         (Path(tmp) / "hello.py").write_text(BASELINE_APP)
+        (Path(tmp) / "workspace").mkdir()
         base_port, port = free_port(), free_port()
         baseline = start([sys.executable, "-m", "uvicorn", "--app-dir", tmp, "hello:app", "--port",
                           str(base_port), "--log-level", "warning", "--no-access-log"], env, base_port)
