@@ -56,7 +56,7 @@ def run(
 
     Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given.
     """
-    oom_before = stats.oom_kills()
+    oom_before = stats.memory_marks()
     REGISTRY.add_token(token)
     try:
         try:
@@ -191,14 +191,14 @@ def _read(
     call.output.add(data, streams[fd])
 
 
-def _classify(call: Call, returncode: int, oom_before: int, errors: bytearray | None) -> None:
+def _classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: bytearray | None) -> None:
     """Name the limit that stopped the process, if any (a timeout or cancel was already recorded)."""
     if call.timed_out or call.cancelled.is_set():
         return
     # A shell reports a child killed by signal N as 128 + N; a direct child shows -N.
     code = exit_code(returncode)
     tail = call.output.tail_text() + (errors or b"")[-4096:].decode("utf-8", "replace")
-    if (code == 128 + signal.SIGKILL or _KILLED.search(tail)) and stats.oom_kills() > oom_before:
+    if (code == 128 + signal.SIGKILL or _KILLED.search(tail)) and stats.oom_since(oom_before):
         call.limit = "memory"
         if code == 128 + signal.SIGKILL:
             call.failure = ("RESOURCE_LIMIT", "killed: the sandbox ran out of memory (memory limit)")

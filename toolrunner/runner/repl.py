@@ -157,11 +157,11 @@ def repl(session: Session, call: Call) -> None:
         if session.closed:
             current.stop()
             raise ToolFailure("CANCELLED", "the session was closed")
-        oom_before = stats.oom_kills()
+        oom_before = stats.memory_marks()
         answer = current.execute(call, code) if code.strip() else {"ok": True, "value": None}
         if answer is None:
             died = current.alive() is False and not (call.timed_out or call.cancelled.is_set())
-            if died and current.proc.returncode == -signal.SIGKILL and stats.oom_kills() > oom_before:
+            if died and current.proc.returncode == -signal.SIGKILL and stats.oom_since(oom_before):
                 call.limit = "memory"
                 call.failure = ("RESOURCE_LIMIT", "the interpreter was killed: the sandbox ran out of memory")
             current.stop()

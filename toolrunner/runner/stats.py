@@ -4,6 +4,7 @@ memory-limit kill apart from any other SIGKILL. Best effort on cgroup v1 and v2.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 CG = "/sys/fs/cgroup"
@@ -54,6 +55,35 @@ def oom_kills() -> int:
     else:
         value = _keyed(f"{CG}/memory/memory.oom_control", "oom_kill")
     return value or 0
+
+
+def limit_hits() -> int:
+    """How often usage reached the memory limit (v1 memory.failcnt, v2 memory.events `max`)."""
+    if cgroup_v2():
+        return _keyed(f"{CG}/memory.events", "max") or 0
+    return _int(f"{CG}/memory/memory.failcnt") or 0
+
+
+def memory_marks() -> tuple[int, int]:
+    """(OOM kills, limit hits) now; compare with a later reading to tell whether memory ran out meanwhile."""
+    return oom_kills(), limit_hits()
+
+
+def oom_since(before: tuple[int, int], wait_s: float = 0.3) -> bool:
+    """Whether the cgroup OOM-killed something since `before`.
+
+    The kernel sends SIGKILL before it counts the kill (and may print to the console in between), so a
+    parent can see its child die before ``oom_kill`` moves: wait up to `wait_s` for it. If it never moves
+    but usage hit the limit in the meantime, a SIGKILL nobody asked for is still the memory limit.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        kills, hits = memory_marks()
+        if kills > before[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return hits > before[1]
+        time.sleep(0.01)
 
 
 def snapshot() -> dict[str, Any]:
