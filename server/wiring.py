@@ -44,6 +44,18 @@ def tenant_policies(settings: Settings) -> Callable[[str], Policy]:
     return resolve
 
 
+def check_owner_workspace(settings: Settings) -> None:
+    """The owner's workspace is mounted into a container: it must not hold the data directory (audit log,
+    its key, stored credentials), nor lie inside it."""
+    workspace = settings.owner_workspace.expanduser().resolve()
+    data_dir = settings.data_dir.expanduser().resolve()
+    if workspace == data_dir or workspace in data_dir.parents or data_dir in workspace.parents:
+        raise SystemExit(
+            f"invalid owner_workspace {workspace}: it overlaps the data directory {data_dir}, which holds the "
+            "audit log and credentials and must never be mounted into a sandbox; start the server from "
+            "another directory or set OPENANALYST_OWNER_WORKSPACE")
+
+
 def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
     return SandboxConfig(data_dir=settings.data_dir, image=tag, owner_workspace=settings.owner_workspace,
                          owner_tenant_id=OWNER_ID, idle_timeout_s=settings.sandbox_idle_timeout_s,
@@ -57,6 +69,7 @@ def router_config(settings: Settings) -> RouterConfig:
 async def wire(services: Services) -> None:
     """Create the integration services on `services` and register their closers."""
     settings = services.settings
+    check_owner_workspace(settings)
     try:
         policies = tenant_policies(settings)
     except PolicyError as exc:

@@ -54,6 +54,9 @@ async def create_session(tenant: TenantDep, services: ServicesDep,
     body = body or CreateSessionBody()
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
                                             system_prompt=body.system_prompt, metadata=body.metadata)
+    if services.sandbox_backend is not None:
+        # Start the tenant's container while the client composes its first message.
+        await services.sandbox_backend.prestart(tenant.id)
     return record.public()
 
 

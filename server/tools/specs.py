@@ -7,6 +7,7 @@ the client a clear 422 early, the runner's keeps the sandbox safe from a host bu
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,8 +106,10 @@ SANDBOX_TOOLS: dict[str, tuple[type[ToolInput], str]] = {
 }
 
 
+@functools.cache
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema a provider receives: no titles, which only cost tokens."""
+    """The JSON schema a provider receives: no titles, which only cost tokens. Cached: building it costs
+    milliseconds, and every model turn sends every tool's schema (treat the result as read-only)."""
     schema = model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
