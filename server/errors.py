@@ -107,6 +107,10 @@ def install_handlers(app: Any) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body the JSON parser gave up on (nesting too deep, a 5000-digit number…)
+            return JSONResponse(error_body("MALFORMED_JSON", "the request body could not be parsed as JSON", 400),
+                                status_code=400)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path[:200]}"
         elif exc.status_code == 405:

@@ -77,6 +77,13 @@ async def test_malformed_json(client: httpx.AsyncClient) -> None:
     assert_error(resp, 400, "MALFORMED_JSON")
 
 
+async def test_unparseable_json(client: httpx.AsyncClient) -> None:
+    """JSON the parser gives up on (absurd nesting, a 5000-digit number) is also 400 MALFORMED_JSON."""
+    for body in [b"[" * 100_000, b'{"title": ' + b"1" * 5000 + b"}"]:
+        resp = await client.post("/sessions", content=body, headers={"content-type": "application/json"})
+        assert_error(resp, 400, "MALFORMED_JSON")
+
+
 async def test_unknown_field_rejected(client: httpx.AsyncClient) -> None:
     """Request models forbid unknown fields (422 VALIDATION_ERROR naming the field)."""
     resp = await client.post("/sessions", json={"title": "x", "colour": "red"})
@@ -151,7 +158,9 @@ async def test_no_input_produces_500(client: httpx.AsyncClient) -> None:
     """A sweep of odd requests across every route never yields a 500."""
     sid = (await client.post("/sessions")).json()["session_id"]
     odd_bodies: list[bytes] = [b"", b"null", b"{}", b"[]", b'{"message": ""}', b'{"message": 1}', b"\xff\xfe",
-                               b'{"api_key": "  "}', b'{"message": "' + b"a" * 10 + b'"', b"1e999999"]
+                               b'{"api_key": "  "}', b'{"message": "' + b"a" * 10 + b'"', b"1e999999",
+                               b"[" * 100_000, b'{"message": ' + b"1" * 5000 + b"}", b'{"title": "\\ud800"}',
+                               b'{"title": "a\x00b"}', b'{"metadata": ' + b'{"a":' * 3000 + b"1" + b"}" * 3001]
     paths = ["/health", "/me", "/api/ai/account", "/me/auth/status", "/me/providers", "/me/providers/openai",
              "/me/providers/%2e%2e", "/sessions", f"/sessions/{sid}", f"/sessions/{sid}/message",
              f"/sessions/{sid}/events?after=-1", f"/sessions/{sid}/events?after=abc", "/sessions/..%2f",
