@@ -12,8 +12,10 @@ from typing import Any
 import docker
 import pytest
 
+from policies.loader import policy_for
+from policies.model import Policy
 from toolrunner.docker_backend import DockerBackend
-from toolrunner.errors import SandboxBackendUnavailable
+from toolrunner.errors import SandboxBackendUnavailable, SandboxStartFailed
 from toolrunner.manager import SandboxManager
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
@@ -123,3 +125,28 @@ def test_hung_engine_becomes_backend_unavailable_within_the_deadline(harness: An
         client.close()
         server.close()
     assert "alive" in ok(harness.bash("kim", "echo alive"))
+
+
+def test_runner_that_never_says_hello_fails_clearly_and_leaves_nothing(harness_factory: Any) -> None:
+    """A container whose runner exits at once raises SANDBOX_START_FAILED with its stderr; it is removed."""
+    h = harness_factory(runner_command=["bash", "-c", "echo runner-boom >&2; exit 3"], start_timeout_s=10)
+    with pytest.raises(SandboxStartFailed) as info:
+        h.call("sam", "bash", {"command": "true"})
+    assert info.value.code == "SANDBOX_START_FAILED" and "runner-boom" in info.value.message
+    assert h.run(h.manager.backend.list_managed(h.config.instance_id)) == []
+
+
+def test_adoption_refuses_a_container_made_under_another_policy(
+        harness_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """After a restart with a changed policy, the old container is removed and a compliant one started."""
+    data_dir = tmp_path_factory.mktemp("policy-change")
+    first = harness_factory(data_dir)
+    old_id = first.run(first.manager.ensure_started("pat"))
+    first.run(first.manager.shutdown())
+    bigger = Policy.model_validate({**policy_for("ci").model_dump(), "memory_mb": 384})
+    second = harness_factory(data_dir, policies={"pat": bigger}, server_id=first.config.instance_id)
+    report = second.run(second.manager.adopt_or_reap())
+    assert report == {"adopted": [], "removed": [old_id]}
+    new_id = second.call("pat", "bash", {"command": "true"}).container_id
+    attrs = second.run(second.manager.backend.inspect(new_id))
+    assert new_id != old_id and attrs["HostConfig"]["Memory"] == 384 << 20
