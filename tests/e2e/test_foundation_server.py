@@ -178,3 +178,60 @@ def test_sigint_exits_zero(serve: Callable[..., ServerProcess]) -> None:
     server = serve()
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=15) == 0
+
+
+@pytest.mark.timeout(120)
+def test_slow_subscriber_over_tcp(serve: Callable[..., ServerProcess]) -> None:
+    """A client that stops reading fills its socket, then its bounded queue: it is told SUBSCRIBER_TOO_SLOW
+    (after every event it was owed up to that point) and cut off, while appends stay fast and a reading
+    subscriber receives everything."""
+    import re
+    import socket as sk
+
+    server = serve(env={"OPENANALYST_ENABLE_TEST_HOOKS": "1", "OPENANALYST_SSE_QUEUE_EVENTS": "8"})
+    count, blob = 300, "x" * 100_000
+    with httpx.Client(base_url=server.base, timeout=30) as http:
+        sid = http.post("/sessions").json()["session_id"]
+        stalled = sk.socket()
+        stalled.setsockopt(sk.SOL_SOCKET, sk.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.settimeout(20)
+        stalled.sendall(f"GET /sessions/{sid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b"event: snapshot" not in head:
+            head += stalled.recv(4096)  # subscribed; from now on it reads nothing until the end
+        follower_ids: list[int] = []
+        following = threading.Event()
+
+        def follow() -> None:
+            with httpx.stream("GET", f"{server.base}/sessions/{sid}/events", timeout=30) as resp:
+                for line in resp.iter_lines():
+                    if line == "event: snapshot":
+                        following.set()
+                    elif line.startswith("id: "):
+                        follower_ids.append(int(line[4:]))
+                        if follower_ids[-1] == count:
+                            return
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert following.wait(10)
+        slowest = 0.0
+        for n in range(count):
+            t0 = time.monotonic()
+            resp = http.post(f"/_test/sessions/{sid}/events",
+                             json={"type": "assistant_delta", "data": {"n": n, "text": blob}})
+            assert resp.status_code == 200
+            slowest = max(slowest, time.monotonic() - t0)
+        reader.join(60)
+        assert follower_ids == list(range(1, count + 1))
+        assert slowest < 2.0  # the writer never waited for the stalled client
+        received = head
+        while b"SUBSCRIBER_TOO_SLOW" not in received or not received.endswith(b"0\r\n\r\n"):
+            chunk = stalled.recv(1 << 20)
+            assert chunk, "connection closed before the overflow notice"
+            received += chunk
+        stalled.close()
+    ids = [int(x) for x in re.findall(rb"\nid: (\d+)\n", received)]
+    last = json.loads(re.findall(rb'data: (\{"code":"SUBSCRIBER_TOO_SLOW".*?\})\n', received)[0])["last_event_id"]
+    assert ids == list(range(1, last + 1)) and last < count
