@@ -14,43 +14,57 @@ from toolrunner.runner.context import Call, ToolFailure, check_fields, require_s
 from toolrunner.runner.execute import run
 from toolrunner.runner.state import Session
 
+INLINE_MAX = 100_000  # one argv string may hold 128 KiB
 
-def _code_file(session: Session, token: str, suffix: str, code: str) -> str:
+
+def _code_file(session: Session, token: str, suffix: str, code: str) -> str | None:
+    """The code written to a temp file, or None if /tmp is full."""
     path = os.path.join(session.runtime.tmp, f"{token}{suffix}")
     try:
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(code)
-    except OSError as exc:
-        raise ToolFailure("RESOURCE_LIMIT", f"cannot write the code to /tmp: {exc.strerror}") from None
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
     return path
 
 
-def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str]) -> None:
+def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str], inline: str) -> None:
+    """Run the code from a temp file; if /tmp is full, pass it inline with `inline` (e.g. -c) when it fits."""
     check_fields(call.input, {field, "timeout_s"})
     code = require_str(call.input, field, allow_empty=False)
     token = session.token("x")
     path = _code_file(session, token, suffix, code)
+    if path is None:
+        if len(code.encode("utf-8", "surrogatepass")) > INLINE_MAX:
+            raise ToolFailure("RESOURCE_LIMIT", "/tmp is full and the code is too long to pass inline")
+        argv = [*argv, inline, code]
+    else:
+        argv = [*argv, path]
     try:
-        run(call, [*argv, path], token=token, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
+        run(call, argv, token=token, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def python(session: Session, call: Call) -> None:
-    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"])
+    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"], "-c")
 
 
 def javascript(session: Session, call: Call) -> None:
     if not _which(session, "node"):
         raise ToolFailure("TOOL_UNAVAILABLE", "node is not installed in the sandbox image")
-    _one_shot(session, call, "code", ".js", ["node"])
+    _one_shot(session, call, "code", ".js", ["node"], "-e")
 
 
 def powershell(session: Session, call: Call) -> None:
     if not _which(session, "pwsh"):
         raise ToolFailure("TOOL_UNAVAILABLE", "pwsh (PowerShell) is not installed in the sandbox image")
-    _one_shot(session, call, "command", ".ps1", ["pwsh", "-NoLogo", "-NoProfile", "-NonInteractive", "-File"])
+    # pwsh's first positional argument is the script file (-File).
+    _one_shot(session, call, "command", ".ps1", ["pwsh", "-NoLogo", "-NoProfile", "-NonInteractive"], "-Command")
 
 
 def _which(session: Session, name: str) -> bool:

@@ -33,8 +33,8 @@ __oa_save() { { builtin export -p; builtin printf '\\0%s\\0' "$PWD"; } >&"$__oa_
 _VOLATILE = re.compile(rf"^declare -[a-zA-Z]+ (?:{MARKER}|PWD|SHLVL|BASH_ENV|__OA_FD)(?:=.*)?$\n?", re.M)
 
 
-def _prelude(session: Session) -> str:
-    """The session's BASH_ENV file, rewritten only when the saved state changed."""
+def _prelude(session: Session) -> str | None:
+    """The session's BASH_ENV file, rewritten only when the saved state changed; None if /tmp is full."""
     path = os.path.join(session.runtime.tmp, f"{session.prefix}env.sh")
     with session.lock:
         if session.prelude_for != session.env_script or not os.path.exists(path):
@@ -43,10 +43,32 @@ def _prelude(session: Session) -> str:
                 with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
                     f.write(session.env_script + PRELUDE)
                 os.replace(tmp, path)
-            except OSError as exc:
-                raise ToolFailure("RESOURCE_LIMIT", f"cannot write the shell state to /tmp: {exc.strerror}") from None
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                return None
             session.prelude_for = session.env_script
     return path
+
+
+def _launch(
+    session: Session, token: str, command: str, state_fd: int | None
+) -> tuple[list[str], dict[str, str], str | None]:
+    """argv, environment and temp file (if any) of one bash call."""
+    # Once a state exists it carries the whole environment, so unset variables stay unset.
+    env = {} if session.env_script else dict(session.runtime.base_env)
+    if state_fd is not None:
+        env["__OA_FD"] = str(state_fd)
+    prelude = _prelude(session)
+    if prelude is not None:
+        env["BASH_ENV"] = prelude
+        argv, path = _command(session, token, command)
+        return argv, env, path
+    # /tmp is full (a tool filled the tmpfs): carry the prelude inline so the shell still works to clean up.
+    inline = f"{session.env_script}{PRELUDE}{command}"
+    if len(inline.encode("utf-8", "surrogatepass")) > MAX_INLINE:
+        raise ToolFailure("RESOURCE_LIMIT", "/tmp is full and the command is too long to pass inline")
+    return ["bash", "--noprofile", "--norc", "-c", inline], env, None
 
 
 def _command(session: Session, token: str, command: str) -> tuple[list[str], str | None]:
@@ -60,15 +82,6 @@ def _command(session: Session, token: str, command: str) -> tuple[list[str], str
     except OSError as exc:
         raise ToolFailure("RESOURCE_LIMIT", f"cannot write the command to /tmp: {exc.strerror}") from None
     return ["bash", "--noprofile", "--norc", "-c", f". {path}"], path
-
-
-def _env(session: Session, state_fd: int | None) -> dict[str, str]:
-    # Once a state exists it carries the whole environment, so unset variables stay unset.
-    env = {} if session.env_script else dict(session.runtime.base_env)
-    env["BASH_ENV"] = _prelude(session)
-    if state_fd is not None:
-        env["__OA_FD"] = str(state_fd)
-    return env
 
 
 def _save_state(session: Session, data: bytes) -> None:
@@ -92,8 +105,7 @@ def bash(session: Session, call: Call) -> None:
     token = session.token("c")
     side = SidePipe.open()
     try:
-        argv, path = _command(session, token, command)
-        env = _env(session, side.w)
+        argv, env, path = _launch(session, token, command, side.w)
     except ToolFailure:
         close_quietly(side.r)
         close_quietly(side.w)
@@ -188,8 +200,7 @@ class Background:
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
     bid = token[len(session.prefix) :]
-    argv, cmd_file = _command(session, token, command)
-    env = _env(session, None)
+    argv, env, cmd_file = _launch(session, token, command, None)
     REGISTRY.add_token(token)
     try:
         proc = REGISTRY.spawn(
