@@ -103,10 +103,11 @@ class SandboxManager:
             timeout = policy.effective_timeout(timeout_s)
             sandbox.last_used = time.monotonic()
             try:
-                result = await asyncio.wait_for(
-                    sandbox.channel.call(session, tool, input, timeout_s=timeout,
-                                         output_cap=policy.output_cap_bytes, on_chunk=on_chunk),
-                    timeout + 2 * self.config.call_grace_s + 1)
+                # The channel has its own deadline; this outer one (no extra task, unlike wait_for) only
+                # guards the host against a channel bug.
+                async with asyncio.timeout(timeout + 2 * self.config.call_grace_s + 1):
+                    result = await sandbox.channel.call(session, tool, input, timeout_s=timeout,
+                                                        output_cap=policy.output_cap_bytes, on_chunk=on_chunk)
             except (ConnectionError, OSError, EOFError) as exc:
                 result = error_result(tool, "SANDBOX_DIED", f"the sandbox connection broke: {exc}")
             except TimeoutError:
