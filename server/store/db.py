@@ -36,21 +36,22 @@ class StoreClosed(RuntimeError):
     """A write after ``close()``."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+def _connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     return conn
 
 
 class Database:
     """One SQLite file: a read connection for the event loop, one writer thread that group-commits."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = path
+        self._busy_timeout_s = busy_timeout_s  # how long a write waits for another process's lock
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -62,7 +63,7 @@ class Database:
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
         os.chmod(self.path, 0o600)
-        writer = _connect(self.path)
+        writer = _connect(self.path, self._busy_timeout_s)
         migrate(writer)
         for suffix in ("-wal", "-shm"):
             side = Path(str(self.path) + suffix)
@@ -127,7 +128,15 @@ class Database:
                         break
                     batch.append(nxt)
                 if batch:
-                    self._commit(conn, batch)
+                    try:
+                        self._commit(conn, batch)
+                    except Exception as exc:  # BEGIN failed (disk I/O, a lock held too long): fail, go on
+                        log.exception("store batch failed")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                        for _fn, fut, _after in batch:
+                            if fut is not None and not fut.done():
+                                fut.set_exception(exc)
                 if stop:
                     return
         finally:

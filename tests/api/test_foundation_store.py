@@ -78,3 +78,25 @@ async def test_todos_are_tenant_scoped(tmp_path: Path) -> None:
         assert store.get_todos("a", record.id) == []
     finally:
         db.close()
+
+
+async def test_writer_survives_a_failed_batch(tmp_path: Path) -> None:
+    """When another process holds the write lock past the busy timeout, the waiting writes fail with an
+    error and the writer thread keeps serving later writes."""
+    db = Database(tmp_path / "server.db", busy_timeout_s=0.2)
+    db.open()
+    other = sqlite3.connect(tmp_path / "server.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO api_keys VALUES ('k', 'h', NULL, 't')")
+
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await db.write(write)
+        other.execute("ROLLBACK")
+        await db.write(write)
+        assert db.read("SELECT id FROM api_keys")[0][0] == "k"
+    finally:
+        other.close()
+        db.close()
