@@ -58,7 +58,8 @@ class ReadFileInput(ToolInput):
 
 class WriteFileInput(ToolInput):
     path: str = Path
-    content: str = Field(max_length=10_000_000)
+    # One protocol frame carries at most 8 MiB of JSON: 4M characters stay inside it even escaped.
+    content: str = Field(max_length=4_000_000)
 
 
 class EditFileInput(ToolInput):
