@@ -182,3 +182,9 @@ async def open_stream(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[
 def run_app() -> Callable[[FastAPI], Any]:
     """``async with run_app(app) as client``: the app's lifespan and an httpx client on it."""
     return running
+
+
+@pytest.fixture
+def asgi_stream() -> type[AsgiStream]:
+    """The AsgiStream class, for tests that drive an app of their own (conftest modules are not importable)."""
+    return AsgiStream

@@ -245,3 +245,31 @@ async def test_cancel_ends_turn_with_idle(make_settings: Callable[..., Settings]
         assert not services.turns.busy(sid)
         runners[0].release.set()
         assert (await client.post(f"/sessions/{sid}/message", json={"message": "y"})).status_code == 200
+
+
+async def test_turn_survives_client_disconnect(make_settings: Callable[..., Settings], run_app: Any,
+                                              asgi_stream: Any) -> None:
+    """A client that drops the message response does not stop the turn: it finishes and is stored."""
+    runners: list[BlockingRunner] = []
+
+    def factory(services: Services) -> BlockingRunner:
+        runners.append(BlockingRunner(services))
+        return runners[-1]
+
+    app = create_app(make_settings(), turn_runner=factory)
+    async with run_app(app) as client:
+        services: Services = app.state.services
+        sid = (await client.post("/sessions")).json()["session_id"]
+        stream = asgi_stream(app, "POST", f"/sessions/{sid}/message", {"content-type": "application/json"},
+                             b'{"message": "keep going"}')
+        stream.start()
+        assert [e["event"] for e in await stream.read_events(2)] == ["message", "state"]
+        await stream.disconnect()
+        assert services.events.subscriber_count(sid) == 0 and services.turns.busy(sid)
+        runners[0].release.set()
+        async with asyncio.timeout(5):
+            while services.turns.busy(sid):
+                await asyncio.sleep(0.01)
+        detail = (await client.get(f"/sessions/{sid}")).json()
+        assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
+        assert detail["messages"][1]["content"][0]["text"] == "KEEP GOING"

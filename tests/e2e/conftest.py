@@ -104,3 +104,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     for server in started:
         if server.proc.poll() is None:
             server.stop()
+
+
+@pytest.fixture
+def openanalyst_cmd() -> list[str]:
+    """The argv prefix that runs the ``openanalyst`` console script (conftest modules are not importable)."""
+    return openanalyst_command()

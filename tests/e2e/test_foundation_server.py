@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,7 @@ def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             item[key] = json.loads(value) if key == "data" else int(value) if key == "id" else value
 
 
-def test_startup_line_and_health(serve: Callable[..., ServerProcess]) -> None:
+def test_startup_line_and_health(serve: Callable[..., Any]) -> None:
     """One startup line names the address, tenancy mode, data dir and detected providers — never keys."""
     server = serve(env={"ANTHROPIC_API_KEY": "sk-ant-TOPSECRET-1234", "OLLAMA_HOST": "127.0.0.1:9"})
     [line] = [x for x in server.output if "listening on" in x]
@@ -44,20 +43,18 @@ def test_startup_line_and_health(serve: Callable[..., ServerProcess]) -> None:
     assert "TOPSECRET" not in "\n".join(server.output)
 
 
-def test_invalid_setting_stops_start(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+def test_invalid_setting_stops_start(openanalyst_cmd: list[str], tmp_path: Any) -> None:
     """An invalid setting exits non-zero with a message naming it."""
     import subprocess
 
-    from conftest import openanalyst_command
-
-    done = subprocess.run([*openanalyst_command(), "--serve", "0"], capture_output=True, text=True, timeout=30,
+    done = subprocess.run([*openanalyst_cmd, "--serve", "0"], capture_output=True, text=True, timeout=30,
                           env={"PATH": "/usr/bin:/bin", "OPENANALYST_DATA_DIR": str(tmp_path),
                                "OPENANALYST_MAX_BODY_BYTES": "tiny"})
     assert done.returncode == 2 and "OPENANALYST_MAX_BODY_BYTES" in done.stderr
 
 
 @pytest.mark.timeout(60)
-def test_sse_follow_and_reconnect(serve: Callable[..., ServerProcess]) -> None:
+def test_sse_follow_and_reconnect(serve: Callable[..., Any]) -> None:
     """An SSE client gets the snapshot then events appended while it listens; reconnecting with
     Last-Event-ID misses nothing and repeats nothing."""
     server = serve()
@@ -90,7 +87,7 @@ def test_sse_follow_and_reconnect(serve: Callable[..., ServerProcess]) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_restart_keeps_history(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+def test_restart_keeps_history(serve: Callable[..., Any], tmp_path: Any) -> None:
     """After a restart the session, its messages and its event log are still there."""
     first = serve(data_dir=tmp_path / "keep")
     sid = httpx.post(first.base + "/sessions", json={"title": "persist"}).json()["session_id"]
@@ -108,7 +105,7 @@ def test_restart_keeps_history(serve: Callable[..., ServerProcess], tmp_path: An
     assert got[1]["event"] == "message" and got[-1]["data"] == {"state": "idle"}
 
 
-def test_tenant_isolation(serve: Callable[..., ServerProcess]) -> None:
+def test_tenant_isolation(serve: Callable[..., Any]) -> None:
     """Tenant B cannot list, read, stream, message or delete tenant A's session (404 as if missing)."""
     server = serve()
     a, b = {"X-Tenant-ID": "team-alpha"}, {"X-Tenant-ID": "team-beta"}
@@ -125,7 +122,7 @@ def test_tenant_isolation(serve: Callable[..., ServerProcess]) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_with_open_stream(serve: Callable[..., ServerProcess]) -> None:
+def test_sigterm_with_open_stream(serve: Callable[..., Any]) -> None:
     """SIGTERM with a live SSE client connected exits 0 promptly and ends the client's stream."""
     server = serve()
     sid = httpx.post(server.base + "/sessions").json()["session_id"]
@@ -150,16 +147,14 @@ def test_sigterm_with_open_stream(serve: Callable[..., ServerProcess]) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_api_key_deployment(serve: Callable[..., ServerProcess], tmp_path: Any) -> None:
+def test_api_key_deployment(serve: Callable[..., Any], tmp_path: Any, openanalyst_cmd: list[str]) -> None:
     """`openanalyst keys create --tenant T` makes a key the running server accepts, bound to T."""
     import subprocess
-
-    from conftest import openanalyst_command
 
     data = tmp_path / "keys"
     server = serve(env={"OPENANALYST_REQUIRE_API_KEY": "true"}, data_dir=data)
     assert any("API key required" in line for line in server.output)
-    made = subprocess.run([*openanalyst_command(), "--data-dir", str(data), "keys", "create", "--tenant", "acme"],
+    made = subprocess.run([*openanalyst_cmd, "--data-dir", str(data), "keys", "create", "--tenant", "acme"],
                           capture_output=True, text=True, timeout=30)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
@@ -171,7 +166,7 @@ def test_api_key_deployment(serve: Callable[..., ServerProcess], tmp_path: Any) 
 
 
 @pytest.mark.timeout(30)
-def test_sigint_exits_zero(serve: Callable[..., ServerProcess]) -> None:
+def test_sigint_exits_zero(serve: Callable[..., Any]) -> None:
     """Ctrl-C (SIGINT) stops the server cleanly with exit code 0."""
     import signal
 
@@ -181,7 +176,7 @@ def test_sigint_exits_zero(serve: Callable[..., ServerProcess]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_slow_subscriber_over_tcp(serve: Callable[..., ServerProcess]) -> None:
+def test_slow_subscriber_over_tcp(serve: Callable[..., Any]) -> None:
     """A client that stops reading fills its socket, then its bounded queue: it is told SUBSCRIBER_TOO_SLOW
     (after every event it was owed up to that point) and cut off, while appends stay fast and a reading
     subscriber receives everything."""
