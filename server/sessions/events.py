@@ -147,6 +147,9 @@ class EventLog:
     def append(self, tenant_id: str, session_id: str, type: str, data: dict[str, Any]) -> int:
         """Persist (group-committed) and fan out one event; returns its seq. Never blocks.
 
+        Call it on the event loop's thread (subscribers are woken with asyncio primitives); from a worker
+        thread use ``loop.call_soon_threadsafe``.
+
         Raises ``NotFound`` for a session deleted while something was still appending to it."""
         if session_id in self._deleted:
             raise NotFound("SESSION_NOT_FOUND", "the session was deleted")
