@@ -182,12 +182,55 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=20)
 
 
+def serve_variant(impl: str, port: int, data_dir: str) -> None:
+    """Child mode for ``--compare-sse``: the real app, its SSE response optionally swapped for sse-starlette's
+    ``EventSourceResponse`` carrying the same pre-encoded frames."""
+    sys.path.insert(0, str(ROOT))
+    import uvicorn
+
+    import server.api.events as events_api
+    from server.app import create_app
+    from server.settings import Settings
+
+    if impl == "sse-starlette":
+        from sse_starlette.sse import EventSourceResponse
+
+        events_api.SSEResponse = lambda chunks: EventSourceResponse(chunks, ping=15)  # type: ignore[assignment,misc]
+    settings = Settings(data_dir=Path(data_dir), enable_test_hooks=True, port=port)
+    uvicorn.run(lambda: create_app(settings), factory=True, port=port, log_level="warning")
+
+
+def compare_sse(events: int) -> None:
+    """p99 append→arrival at 100 subscribers: our SSE response vs sse-starlette, same app otherwise."""
+    for impl in ("plain (ours)", "sse-starlette"):
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port()
+            proc = start([sys.executable, __file__, "--serve-variant", impl.split()[0], "--port", str(port),
+                          "--data-dir", tmp], dict(os.environ), port)
+            try:
+                r = asyncio.run(fanout(port, 100, events, 0.01))
+            finally:
+                stop(proc)
+        print(f"{impl:14} event → 100 subscribers   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+              f"   max {r['max']:6.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="load duration per row")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--events", type=int, default=100, help="events per fan-out row")
+    parser.add_argument("--compare-sse", action="store_true", help="only compare SSE response implementations")
+    parser.add_argument("--serve-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_variant:
+        serve_variant(args.serve_variant, args.port, args.data_dir)
+        return
+    if args.compare_sse:
+        compare_sse(args.events)
+        return
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENANALYST_")}
