@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import Runner, pid_alive, wait_until
+from runner_support import Runner, pid_alive, wait_until
 
 from toolrunner.channel import ChannelError, RunnerChannel
 from toolrunner.protocol import HEADER, MAX_FRAME, decode, encode, frame_length, make_result

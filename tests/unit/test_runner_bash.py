@@ -6,7 +6,7 @@ import asyncio
 import re
 
 import pytest
-from conftest import Runner, pid_alive, wait_until
+from runner_support import Runner, pid_alive, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Runner
+from runner_support import Runner
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import pid_alive
+from runner_support import pid_alive
 
 from toolrunner.protocol import MAX_FRAME, encode, read_frame
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import Runner, pid_alive, wait_until
+from runner_support import Runner, pid_alive, wait_until
 
 pytestmark = pytest.mark.anyio
 

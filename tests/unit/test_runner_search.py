@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import Runner
+from runner_support import Runner
 
 from toolrunner.runner.search import glob_regex
 
