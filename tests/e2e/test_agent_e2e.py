@@ -242,3 +242,19 @@ def test_spec_javascript_client_runs_unchanged(agent_server: Any, fake: FakeAnth
     assert "assistant_delta" in seen["chatEvents"]
     tools = [e for e in seen["sessionEvents"] if e["kind"] == "tool"]
     assert tools and tools[0]["data"]["tool_name"] == "glob_search"
+
+
+def test_spec_python_client_with_a_provider(agent_server: Any, fake: FakeAnthropic) -> None:
+    """The documentation's Python wrapper, unchanged, chats and runs a tool-using session turn."""
+    from spec_client import OpenAnalystClient
+
+    fake.script([Reply.text("Hi there."), Reply.tool_call("bash", {"command": "echo 42"}), Reply.text("42.")])
+    client = OpenAnalystClient(agent_server.base)
+    chat_events = list(parse_sse(client.chat("Say hi", effort="low").iter_lines(decode_unicode=True)))
+    assert "".join(d["text"] for k, d, _ in chat_events if k == "assistant_delta") == "Hi there."
+    session = client.create_session()
+    response = client.send_message(session["session_id"], "Analyze this codebase")
+    events = list(parse_sse(response.iter_lines(decode_unicode=True)))
+    assert next(d for k, d, _ in events if k == "tool_result")["output"] == "42\n"
+    history = client.get_history(session["session_id"])
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]

@@ -1,6 +1,5 @@
 """The spec's own examples against a real ``openanalyst --serve``: its curl lines run with real curl, and its
 Python wrapper class, copied verbatim, works as written."""
-# ruff: noqa: E701  (the spec's wrapper is kept exactly as published)
 
 from __future__ import annotations
 
@@ -10,36 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
+from spec_client import OpenAnalystClient
 
 pytestmark = pytest.mark.e2e
-
-
-# --- copied verbatim from the spec ("Building on Top") ------------------------------------------------------
-class OpenAnalystClient:
-    def __init__(self, base_url="http://localhost:3080"):
-        self.base = base_url
-
-    def chat(self, message, model=None, effort=None):
-        payload = {"message": message}
-        if model: payload["model"] = model
-        if effort: payload["effort"] = effort
-        return requests.post(f"{self.base}/v1/chat", json=payload, stream=True)
-
-    def create_session(self):
-        return requests.post(f"{self.base}/sessions").json()
-
-    def send_message(self, session_id, message):
-        return requests.post(
-            f"{self.base}/sessions/{session_id}/message",
-            json={"message": message},
-            stream=True
-        )
-
-    def get_history(self, session_id):
-        return requests.get(f"{self.base}/sessions/{session_id}").json()
-# --- end of the spec's text ---------------------------------------------------------------------------------
-
 
 # The spec's curl lines, verbatim (the session id and port are substituted when run).
 CURL_HEALTH = "curl http://localhost:3080/health"
