@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.providers.registry import PROVIDERS
+
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
 
@@ -82,9 +84,30 @@ class Settings(BaseSettings):
     sandbox_runtime: Literal["runc", "runsc"] | None = None
     sandbox_labels: dict[str, str] = Field(default_factory=dict,
                                            description="Extra labels on sandbox containers (e.g. for tests).")
-    provider_order: list[str] = Field(default_factory=list)
+    provider_order: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Failover order, comma-separated or a JSON list (default: by model).")
     default_models: dict[str, str] = Field(default_factory=dict, description="Per-provider default model.")
+    provider_max_retries: int = Field(default=2, ge=0, le=10, description="Retries on one provider first.")
+    provider_retry_after_cap_s: float = Field(default=30.0, ge=0,
+                                              description="Longest Retry-After waited; longer: next provider.")
+    provider_connect_timeout_s: float = Field(default=10.0, gt=0)
+    provider_read_timeout_s: float = Field(default=120.0, gt=0, description="Longest silence inside a stream.")
+    provider_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="USD per million (input, output) tokens by model, over the defaults.")
     max_turns: int = Field(default=25, ge=1, le=1000)
+    max_output_tokens: int = Field(default=8192, ge=1, le=1_000_000, description="Per model turn.")
+
+    @field_validator("provider_order", mode="before")
+    @classmethod
+    def _order(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        if isinstance(value, list):
+            unknown = [p for p in value if p not in PROVIDERS]
+            if unknown:
+                raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
+        return value
 
     @field_validator("data_dir", "owner_workspace")
     @classmethod

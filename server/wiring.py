@@ -18,6 +18,7 @@ from policies.model import Policy
 from server.audit.log import AuditLog
 from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
+from server.providers.pricing import PriceTable
 from server.services import Services
 from server.sessions.agent import AgentLoop
 from server.sessions.turns import AgentTurnRunner
@@ -63,7 +64,11 @@ def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
 
 
 def router_config(settings: Settings) -> RouterConfig:
-    return RouterConfig(provider_order=settings.provider_order or None, default_models=settings.default_models)
+    return RouterConfig(provider_order=settings.provider_order or None, default_models=settings.default_models,
+                        max_retries=settings.provider_max_retries,
+                        retry_after_cap_s=settings.provider_retry_after_cap_s,
+                        connect_timeout_s=settings.provider_connect_timeout_s,
+                        read_idle_timeout_s=settings.provider_read_timeout_s)
 
 
 async def wire(services: Services) -> None:
@@ -93,7 +98,8 @@ async def wire(services: Services) -> None:
 
     dispatcher = ToolDispatcher(default_registry(), sandbox, audit, policies)
     services.dispatcher = dispatcher
-    services.agent = AgentLoop(services.router, dispatcher)
+    services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),
+                               max_output_tokens=settings.max_output_tokens)
     runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)
     services.set_turn_runner(runner)
     services.session_context = runner.context

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from server.errors import ApiError
 from server.providers.failover import AllProvidersFailed, NoProviderConfigured, ProviderRouter
-from server.providers.pricing import cost_usd
+from server.providers.pricing import PriceTable
 from server.providers.types import (
     Attempt,
     ChatRequest,
@@ -73,7 +73,7 @@ class TurnOptions:
     system_prompt: str | None = None
     effort: Effort | None = None
     max_turns: int = 25
-    max_tokens: int = 8192
+    max_tokens: int | None = None  # None: the server's max_output_tokens
     output_schema: dict[str, Any] | None = None
 
 
@@ -129,9 +129,12 @@ def _result_for_model(result: ToolResult) -> tuple[str, bool]:
 
 
 class AgentLoop:
-    def __init__(self, router: ProviderRouter, dispatcher: ToolDispatcher) -> None:
+    def __init__(self, router: ProviderRouter, dispatcher: ToolDispatcher, prices: PriceTable | None = None, *,
+                 max_output_tokens: int = 8192) -> None:
         self._router = router
         self._dispatcher = dispatcher
+        self._prices = prices or PriceTable()
+        self.max_output_tokens = max_output_tokens
 
     def tool_specs(self, ctx: ToolContext) -> list[ToolSpec]:
         specs = []
@@ -180,7 +183,8 @@ class AgentLoop:
             await ctx.emit("state", {"state": "thinking"})
             request = ChatRequest(model=options.model or "", system=options.system_prompt,
                                   messages=alternating(conversation.history), tools=tools,
-                                  effort=options.effort, max_tokens=options.max_tokens)
+                                  effort=options.effort,
+                                  max_tokens=options.max_tokens or self.max_output_tokens)
             text, calls = await self._stream_one(ctx, request, outcome)
             blocks: list[Any] = []
             if text:
@@ -228,7 +232,7 @@ class AgentLoop:
                                          "provider": event.provider})
             elif isinstance(event, Stop):
                 pass
-        cost = cost_usd(outcome.model or request.model, usage)
+        cost = self._prices.cost_usd(outcome.model or request.model, usage)
         outcome.input_tokens += usage.input_tokens
         outcome.output_tokens += usage.output_tokens
         outcome.cost_usd += cost
