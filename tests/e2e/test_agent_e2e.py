@@ -258,3 +258,28 @@ def test_spec_python_client_with_a_provider(agent_server: Any, fake: FakeAnthrop
     assert next(d for k, d, _ in events if k == "tool_result")["output"] == "42\n"
     history = client.get_history(session["session_id"])
     assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+def test_client_disconnect_does_not_stop_the_turn(agent_server: Any, fake: FakeAnthropic) -> None:
+    """A client that drops the message stream mid-turn leaves the turn running to its end: the tool runs,
+    the answer is stored, and a reconnect with Last-Event-ID replays what it missed."""
+    fake.script([Reply.tool_call("bash", {"command": "sleep 1; echo done > after.txt"}), Reply.text("Finished.")])
+    base = agent_server.base
+    session_id = httpx.post(f"{base}/sessions", headers=ALICE).json()["session_id"]
+    last_id = None
+    with httpx.stream("POST", f"{base}/sessions/{session_id}/message", json={"message": "go"}, headers=ALICE,
+                      timeout=60) as response:
+        for kind, _, event_id in parse_sse(response.iter_lines()):
+            last_id = event_id
+            if kind == "tool_call":
+                break  # the client goes away while the tool runs
+    assert last_id is not None
+    with httpx.stream("GET", f"{base}/sessions/{session_id}/events", headers={**ALICE, "Last-Event-ID": last_id},
+                      timeout=60) as response:
+        missed = read_until_idle(response)
+    kinds = [k for k, _, _ in missed]
+    assert kinds[0] == "snapshot" and "tool_result" in kinds and kinds[-1] == "state"
+    assert [int(i) for _, _, i in missed[1:]] == list(range(int(last_id) + 1, int(last_id) + len(missed)))
+    history = httpx.get(f"{base}/sessions/{session_id}", headers=ALICE).json()["messages"]
+    assert history[-1]["content"] == [{"type": "text", "text": "Finished."}]
+    assert (agent_server.data_dir / "workspaces" / "alice" / "after.txt").read_text() == "done\n"
