@@ -77,11 +77,13 @@ def server(fake_url: str, template: str | None) -> Iterator[str]:
     if template:
         cmd = shlex.split(template.format(port=port))
     env = {k: v for k, v in os.environ.items() if not k.startswith(PROVIDER_VARS)}
-    with tempfile.TemporaryDirectory() as data:
-        env.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=fake_url, OPENANALYST_DATA_DIR=data,
-                   OPENANALYST_LOG_LEVEL="warning")
-        log = open(Path(data) / "server.log", "w+")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, workspace = Path(tmp) / "data", Path(tmp) / "workspace"
+        workspace.mkdir()  # the owner's workspace must not overlap the data directory
+        env.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=fake_url, OPENANALYST_DATA_DIR=str(data),
+                   OPENANALYST_OWNER_WORKSPACE=str(workspace), OPENANALYST_LOG_LEVEL="warning")
+        log = open(Path(tmp) / "server.log", "w+")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
