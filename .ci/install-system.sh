@@ -7,6 +7,11 @@ need=()
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
+# The runner's unit tests run it on the host: rg is its fast grep path, node runs javascript; the spec's
+# curl examples run with real curl.
+command -v rg >/dev/null 2>&1 || need+=(ripgrep)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ "${#need[@]}" -eq 0 ]; then
     echo "install-system: nothing to install"
