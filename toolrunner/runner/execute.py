@@ -90,7 +90,7 @@ def run(
         REGISTRY.drop_token(token)
         REGISTRY.sweep()
     code = exit_code(code_raw)
-    _classify(call, code_raw, oom_before, errors)
+    classify(call, code_raw, oom_before, errors)
     call.exit_code = code
     return code
 
@@ -191,7 +191,7 @@ def _read(
     call.output.add(data, streams[fd])
 
 
-def _classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: bytearray | None) -> None:
+def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: bytearray | None) -> None:
     """Name the limit that stopped the process, if any (a timeout or cancel was already recorded)."""
     if call.timed_out or call.cancelled.is_set():
         return

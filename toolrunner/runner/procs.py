@@ -155,6 +155,20 @@ def killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
+def kill_tree(pid: int, *, keep_root: bool = False) -> None:
+    """Kill `pid`'s process group and every descendant (found before the root dies, since its orphans move
+    to the subreaper); with `keep_root`, only the descendants (a session's idle shell keeps running)."""
+    for round_ in range(5):
+        victims = [p for p in descendants(pid) if not is_zombie(p)]
+        if round_ == 0 and not keep_root:
+            killpg(pid)
+            _kill(pid)
+        if not victims:
+            return
+        for p in victims:
+            _kill(p)
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)

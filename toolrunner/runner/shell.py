@@ -1,97 +1,71 @@
 """The `bash` tool and its background processes (`bash_output`, `kill_process`).
 
-Each call is a fresh ``bash -c COMMAND`` in its own process group. Before the command runs, bash sources the
-session's prelude (``BASH_ENV``): the exported variables the last completed call left (``export -p``) and
-an EXIT trap that writes them back, with the cwd, to a pipe the runner reads. So a timeout kills one process
-group and the session's "shell" survives; the state of a call that was killed is simply not saved. State
-lives in the runner's memory and private temp dir, never in the workspace.
+A `bash` call runs in the session's one long-lived shell (bashshell.Shell), so cwd, exports, functions and
+options persist as in a terminal; calls of one session take turns on it, sessions run in parallel. A
+background process is a fresh ``bash -c`` that starts from the state the shell last saved (``BASH_ENV``), in
+its own process group, outliving the call that started it until it ends or is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import selectors
+import shutil
 import subprocess
 import threading
 import time
 
+from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
-from toolrunner.runner.execute import SidePipe, close_quietly, run
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
 from toolrunner.runner.state import Session
 
 BG_BUFFER = 4 * 1024 * 1024
 MAX_INLINE = 100_000  # one argv string may hold 128 KiB; a longer command is sourced from a file
-PRELUDE = """builtin unset BASH_ENV
-__oa_fd=${__OA_FD-}; builtin unset __OA_FD
-__oa_save() { { builtin export -p; builtin printf '\\0%s\\0' "$PWD"; } >&"$__oa_fd" 2>/dev/null; }
-[ -n "$__oa_fd" ] && trap __oa_save EXIT
-"""
-# Variables that describe one process, not the session: bash or the runner set them afresh on every call.
-_VOLATILE = re.compile(rf"^declare -[a-zA-Z]+ (?:{MARKER}|PWD|SHLVL|BASH_ENV|__OA_FD)(?:=.*)?$\n?", re.M)
 
 
-def _prelude(session: Session) -> str | None:
-    """The session's BASH_ENV file, rewritten only when the saved state changed; None if /tmp is full."""
-    path = os.path.join(session.runtime.tmp, f"{session.prefix}env.sh")
-    with session.lock:
-        if session.prelude_for != session.env_script or not os.path.exists(path):
-            tmp = f"{path}.{threading.get_ident()}"
-            try:
-                with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-                    f.write(session.env_script + PRELUDE)
-                os.replace(tmp, path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                return None
-            session.prelude_for = session.env_script
-    return path
+def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """argv, environment and temp files of one background process.
 
-
-def _launch(
-    session: Session, token: str, command: str, state_fd: int | None
-) -> tuple[list[str], dict[str, str], str | None]:
-    """argv, environment and temp file (if any) of one bash call."""
-    # Once a state exists it carries the whole environment, so unset variables stay unset.
-    env = {} if session.env_script else dict(session.runtime.base_env)
-    if state_fd is not None:
-        env["__OA_FD"] = str(state_fd)
-    prelude = _prelude(session)
-    if prelude is not None:
-        env["BASH_ENV"] = prelude
-        argv, path = _command(session, token, command)
-        return argv, env, path
-    # /tmp is full (a tool filled the tmpfs): carry the prelude inline so the shell still works to clean up.
-    inline = f"{session.env_script}{PRELUDE}{command}"
-    if len(inline.encode("utf-8", "surrogatepass")) > MAX_INLINE:
-        raise ToolFailure("RESOURCE_LIMIT", "/tmp is full and the command is too long to pass inline")
-    return ["bash", "--noprofile", "--norc", "-c", inline], env, None
-
-
-def _command(session: Session, token: str, command: str) -> tuple[list[str], str | None]:
-    """argv running `command` in bash; a command too long for one argument is sourced from a file."""
-    if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
-        return ["bash", "--noprofile", "--norc", "-c", command], None
-    path = os.path.join(session.runtime.tmp, f"{token}.sh")
+    It starts from a private copy of the shell's committed state: the shell rewrites its state files.
+    """
+    env, temps = dict(session.runtime.base_env), []
+    state = session.shell.state_path() if session.shell is not None else None
     try:
+        if state is not None:
+            env_file = os.path.join(session.runtime.tmp, f"{token}.env")
+            temps.append(env_file)
+            shutil.copyfile(state, env_file)
+            # The state carries the whole environment, so variables unset in the session stay unset.
+            env = {"BASH_ENV": env_file}
+        if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
+            return ["bash", "--noprofile", "--norc", "-c", command], env, temps
+        path = os.path.join(session.runtime.tmp, f"{token}.sh")
+        temps.append(path)
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(command + "\n")
+        return ["bash", "--noprofile", "--norc", "-c", f". {path}"], env, temps
     except OSError as exc:
-        raise ToolFailure("RESOURCE_LIMIT", f"cannot write the command to /tmp: {exc.strerror}") from None
-    return ["bash", "--noprofile", "--norc", "-c", f". {path}"], path
+        _unlink(temps)
+        raise ToolFailure("RESOURCE_LIMIT", f"cannot write to /tmp: {exc.strerror}") from None
 
 
-def _save_state(session: Session, data: bytes) -> None:
-    """Keep the state the EXIT trap wrote if it is complete: `export -p` NUL cwd NUL."""
-    if data.count(b"\0") != 2 or not data.endswith(b"\0") or session.closed:
-        return
-    env_text, cwd, _ = data.split(b"\0")
-    with session.lock:
-        session.env_script = _VOLATILE.sub("", env_text.decode("utf-8", "surrogateescape"))
-        session.shell_cwd = cwd.decode("utf-8", "surrogateescape")
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _turn(session: Session, call: Call) -> bool:
+    """Wait for the session's shell, within the call's deadline; False if the call timed out or was cancelled."""
+    while not session.shell_lock.acquire(timeout=max(0.0, min(call.remaining(), 0.1))):
+        if call.cancelled.is_set():
+            return False
+        if call.remaining() <= 0:
+            call.timed_out, call.limit = True, "timeout"
+            return False
+    return True
 
 
 def bash(session: Session, call: Call) -> None:
@@ -102,32 +76,26 @@ def bash(session: Session, call: Call) -> None:
     if opt_bool(call.input, "run_in_background"):
         start_background(session, call, command)
         return
-    token = session.token("c")
-    side = SidePipe.open()
+    if not _turn(session, call):
+        return
     try:
-        argv, env, path = _launch(session, token, command, side.w)
-    except ToolFailure:
-        close_quietly(side.r)
-        close_quietly(side.w)
-        raise
-    try:
-        run(call, argv, token=token, env=env, cwd=session.cwd(), side=side)
+        if session.closed or call.cancelled.is_set():
+            raise ToolFailure("CANCELLED", "the session was closed")
+        if session.shell is None:
+            session.shell = Shell(session)
+        session.shell.run(call, command)
     finally:
-        if path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-    if not (call.timed_out or call.cancelled.is_set()):
-        _save_state(session, bytes(side.data))
+        session.shell_lock.release()
 
 
 class Background:
     """A process started with run_in_background: its unread output and its fate."""
 
-    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, cmd_file: str | None) -> None:
+    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, temps: list[str]) -> None:
         self.id = bid
         self.proc = proc
         self.token = token
-        self._cmd_file = cmd_file
+        self._temps = temps
         self._buf = bytearray()
         self.dropped = 0
         self._lock = threading.Lock()
@@ -171,9 +139,7 @@ class Background:
             self.code = exit_code(REGISTRY.finish(self.proc))
             REGISTRY.drop_token(self.token)
             REGISTRY.sweep()
-            if self._cmd_file is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._cmd_file)
+            _unlink(self._temps)
             self.done.set()
 
     def _append(self, data: bytes) -> None:
@@ -200,7 +166,7 @@ class Background:
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
     bid = token[len(session.prefix) :]
-    argv, env, cmd_file = _launch(session, token, command, None)
+    argv, env, temps = _launch(session, token, command)
     REGISTRY.add_token(token)
     try:
         proc = REGISTRY.spawn(
@@ -209,15 +175,16 @@ def start_background(session: Session, call: Call, command: str) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=session.cwd(),
+            cwd=session.runtime.workspace.root,
             env={**env, MARKER: token},
         )
     except OSError as exc:
         REGISTRY.drop_token(token)
+        _unlink(temps)
         if isinstance(exc, BlockingIOError):
             call.limit = "pids"
         raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror}") from None
-    session.background[bid] = Background(bid, proc, token, cmd_file)
+    session.background[bid] = Background(bid, proc, token, temps)
     call.exit_code = 0
     call.output.add(
         f"started in the background with id {bid} (pid {proc.pid}); read its output with "

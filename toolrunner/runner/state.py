@@ -1,7 +1,7 @@
 """Runner-wide facts (workspace, private temp dir, base environment) and per-session state.
 
-A session owns: the saved shell state (exported variables and cwd, kept in the runner's memory, never in the
-workspace), its background processes and its REPL. Every process a session started
+A session owns: its long-lived shell (whose saved state, exported variables and cwd, lives in the runner's
+private temp dir, never in the workspace), its background processes and its REPL. Every process a session started
 carries a marker with the session's prefix, so closing the session can find and kill all of them.
 """
 
@@ -20,6 +20,7 @@ from toolrunner.runner.paths import Workspace
 from toolrunner.runner.procs import REGISTRY
 
 if TYPE_CHECKING:
+    from toolrunner.runner.bashshell import Shell
     from toolrunner.runner.repl import Repl
     from toolrunner.runner.shell import Background
 
@@ -64,12 +65,10 @@ class Session:
     number: int = field(default_factory=lambda: next(_session_numbers))
     background: dict[str, Background] = field(default_factory=dict)
     repl: Repl | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    shell: Shell | None = None
+    shell_lock: threading.Lock = field(default_factory=threading.Lock)  # one bash call at a time
     repl_lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
-    env_script: str = ""  # `export -p` of the shell as the last completed call left it
-    prelude_for: str = ""  # the env_script the BASH_ENV file on disk was written for
-    shell_cwd: str = ""
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -80,14 +79,19 @@ class Session:
     def token(self, kind: str) -> str:
         return f"{self.prefix}{kind}{next(self._counter)}"
 
-    def cwd(self) -> str:
-        """The shell's saved working directory if it still exists, else the workspace root."""
-        cwd = self.shell_cwd
-        return cwd if cwd and os.path.isdir(cwd) else self.runtime.workspace.root
-
     def close(self) -> None:
         """Stop everything the session started: background processes, the REPL, any leftover."""
         self.closed = True
+        shell = self.shell
+        if shell is not None:
+            shell.kill()
+            # The call on the shell (already cancelled) reaps it; wait for that, then tidy up ourselves.
+            if self.shell_lock.acquire(timeout=10):
+                try:
+                    shell.reset()
+                    shell.forget_state()
+                finally:
+                    self.shell_lock.release()
         for bg in list(self.background.values()):
             bg.kill()
         self.background.clear()
@@ -96,4 +100,3 @@ class Session:
             self.repl = None
         REGISTRY.kill_marked(self.prefix)
         REGISTRY.sweep()
-        self.env_script, self.shell_cwd, self.prelude_for = "", "", ""
