@@ -6,7 +6,7 @@ bytes: RAND (16 hex), SLOT (0/1), the call's process marker (L bytes) and the co
 under ``LC_ALL=C`` so N counts bytes. ``$__oa_run`` evals the command at top level with stdin /dev/null, then
 ``__oa_end`` saves the state (``export -p`` and a ``cd`` line, builtins only) to state slot SLOT, never the
 one holding the last committed state, writes ``NUL RAND rc saved LF`` on the shell's original stdout and
-stderr (kept as fds 62/63, so ``exec >file`` cannot hide it) and restores fds 1/2 for the next call. The runner
+stderr (kept as fds 62/63, so ``exec >file`` cannot hide it); ``__oa_in`` restores fds 1/2 first. The runner
 cuts each stream at its marker; RAND is random per call, so output cannot forge an end.
 
 A call that kills the shell (timeout, cancel, ``exit``, ``exec``, OOM) leaves it dead; the next call starts a
@@ -41,13 +41,14 @@ builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >"$__oa
 """
 _BOOT = r"""exec 62>&1 63>&2
 __oa_run='{ eval "$__oa_cmd";}</dev/null;{ __oa_end $?;} 2>/dev/null'
-__oa_in() { LC_ALL=C IFS= builtin read -r -N "$1" __oa_cmd; __oa_tok=${__oa_cmd:0:16} __oa_slot=${__oa_cmd:16:1}
+__oa_in() { exec 1>&62 2>&63; LC_ALL=C IFS= builtin read -r -N "$1" __oa_cmd
+__oa_tok=${__oa_cmd:0:16} __oa_slot=${__oa_cmd:16:1}
 builtin export OPENANALYST_CALL=${__oa_cmd:17:$2}; __oa_cmd=${__oa_cmd:17+$2}; }
 __oa_end() { builtin local __oa_rc=$1 __oa_ok; builtin set +xv; builtin disown -a; builtin unset OPENANALYST_CALL
 builtin trap '' XFSZ
 __oa_save; __oa_ok=$?; builtin trap - XFSZ
 builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok" >&62
-builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok" >&63; exec 1>&62 2>&63; }
+builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok" >&63; }
 builtin trap 'builtin unset OPENANALYST_CALL; __oa_save' EXIT
 """
 
