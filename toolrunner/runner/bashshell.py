@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
@@ -193,7 +194,8 @@ class Shell:
             with contextlib.suppress(OSError):
                 os.unlink(f"{self.pre}{slot}.sh")
 
-    def run(self, call: Call, command: str) -> None:
+    def run(self, call: Call, command: str) -> Callable[[], None]:
+        """Run `command`; returns the tidy-up (kill what the command left behind) to run after the result."""
         data = command.encode("utf-8", "surrogatepass")
         proc = self.proc
         boot = b""
@@ -207,18 +209,18 @@ class Shell:
         ctoken = self.session.token("c")
         head = f"{rand}{slot}{ctoken}".encode()
         control = f'__oa_in {len(head) + len(data)} {len(ctoken)};eval "$__oa_run"\n'.encode() + head
-        oom_before = stats.memory_marks()
         REGISTRY.add_token(ctoken)
         self.running = call
         call.on_cancel(lambda: self.kill() if self.running is call else None)
         try:
-            status = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
+            status, oom_before = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
+        except BaseException:
+            REGISTRY.drop_token(ctoken)
+            raise
         finally:
             self.running = None
-            REGISTRY.drop_token(ctoken)
         if status is not None:
             rc, saved = status
-            kill_tree(proc.pid, keep_root=True)  # whatever the command left running
             if saved == 0:
                 self.committed = slot
         else:
@@ -227,9 +229,17 @@ class Shell:
             rc = exit_code(proc.returncode if proc.returncode is not None else -9)
             if not killed:
                 self._adopt_exit_state(slot)
-        REGISTRY.sweep()
         classify(call, rc, oom_before, None)
         call.exit_code = rc
+
+        def tidy() -> None:
+            # Whatever the command left running: the shell's children, then orphans that reached the subreaper.
+            if status is not None:
+                kill_tree(proc.pid, keep_root=True)
+            REGISTRY.drop_token(ctoken)
+            REGISTRY.sweep()
+
+        return tidy
 
     def _adopt_exit_state(self, slot: int) -> None:
         """A shell that ended itself (`exit 3`) saved its state from the EXIT trap; keep it if complete."""
@@ -250,8 +260,9 @@ class Shell:
 
     def _pump(
         self, call: Call, proc: subprocess.Popen[bytes], control: bytes, marker: bytes, ctoken: str
-    ) -> tuple[int, int] | None:
-        """Feed the command, stream its output; (rc, saved) once both markers came, None if the shell died."""
+    ) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+        """Feed the command and stream its output: (rc, saved) once both markers came, or None if the shell
+        died; and the memory marks taken just after the command was sent."""
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
         cuts = {out_fd: _Cut(marker), err_fd: _Cut(marker)}
@@ -263,6 +274,7 @@ class Shell:
             pass
         except OSError:
             pending = pending[:0]
+        oom_before = stats.memory_marks()  # read while the shell starts working: it costs ~0.1 ms in a container
         sel = selectors.DefaultSelector()
         try:
             for fd in streams:
@@ -300,10 +312,10 @@ class Shell:
                     else:
                         self._read(call, fd, streams, sel)
             if cuts[out_fd].done and cuts[err_fd].done:
-                return cuts[out_fd].status()
+                return cuts[out_fd].status(), oom_before
             for name, cut in streams.values():
                 call.output.add(cut.flush(), name)
-            return None
+            return None, oom_before
         finally:
             sel.close()
 

@@ -95,6 +95,7 @@ class Call:
     failure: tuple[str, str] | None = None  # a limit that stopped the call without a ToolFailure
     note: str = ""
     _on_cancel: list[Callable[[], None]] = field(default_factory=list)
+    _deferred: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -110,6 +111,15 @@ class Call:
             self._on_cancel.append(fn)
             now = self.cancelled.is_set()
         if now:
+            fn()
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the result is sent (work the caller need not wait for)."""
+        self._deferred.append(fn)
+
+    def run_deferred(self) -> None:
+        fns, self._deferred = self._deferred, []
+        for fn in fns:
             fn()
 
     def cancel(self) -> None:

@@ -158,6 +158,8 @@ def killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
 def kill_tree(pid: int, *, keep_root: bool = False) -> None:
     """Kill `pid`'s process group and every descendant (found before the root dies, since its orphans move
     to the subreaper); with `keep_root`, only the descendants (a session's idle shell keeps running)."""
+    if keep_root and not main_thread_children(pid):
+        return  # the usual case, at the cost of one read
     for round_ in range(5):
         victims = [p for p in descendants(pid) if not is_zombie(p)]
         if round_ == 0 and not keep_root:
@@ -194,6 +196,17 @@ def children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def main_thread_children(pid: int) -> list[int]:
+    """Children of a single-threaded process such as bash: one file instead of a listing of its threads."""
+    if not _HAS_CHILDREN_FILE:
+        return children(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return children(pid)
 
 
 def ppid(pid: int) -> int | None:

@@ -215,7 +215,10 @@ class Server:
         finally:
             with self._lock:
                 self.calls.pop(call.id, None)
-        self.send({"type": "result", "id": call.id, "result": result})
+        try:
+            self.send({"type": "result", "id": call.id, "result": result})
+        finally:
+            call.run_deferred()
 
     def close_session(self, mid: int, name: str) -> None:
         with self._lock:

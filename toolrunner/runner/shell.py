@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
@@ -78,14 +79,29 @@ def bash(session: Session, call: Call) -> None:
         return
     if not _turn(session, call):
         return
+    tidy: Callable[[], None] | None = None
     try:
         if session.closed or call.cancelled.is_set():
             raise ToolFailure("CANCELLED", "the session was closed")
         if session.shell is None:
             session.shell = Shell(session)
-        session.shell.run(call, command)
+        tidy = session.shell.run(call, command)
     finally:
-        session.shell_lock.release()
+        if tidy is None:
+            session.shell_lock.release()
+    # The sweep for leftovers reads /proc (slow in a container): it runs after the result is sent, still
+    # holding the shell, so the session's next call starts only once the leftovers are gone.
+    call.defer(_tidy_then_release(session, tidy))
+
+
+def _tidy_then_release(session: Session, tidy: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            tidy()
+        finally:
+            session.shell_lock.release()
+
+    return run
 
 
 class Background:

@@ -3,6 +3,7 @@ memory-limit kill apart from any other SIGKILL. Best effort on cgroup v1 and v2.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -44,7 +45,9 @@ def _keyed(path: str, key: str) -> int | None:
     return None
 
 
+@functools.cache
 def cgroup_v2() -> bool:
+    """Fixed for the runner's life; cached, as a stat of /sys costs tens of µs inside a container."""
     return os.path.exists(f"{CG}/cgroup.controllers")
 
 
@@ -66,7 +69,14 @@ def limit_hits() -> int:
 
 def memory_marks() -> tuple[int, int]:
     """(OOM kills, limit hits) now; compare with a later reading to tell whether memory ran out meanwhile."""
-    return oom_kills(), limit_hits()
+    if not cgroup_v2():
+        return oom_kills(), limit_hits()
+    text = _read(f"{CG}/memory.events") or ""  # one read for both counters: every call takes this reading
+    found = dict(line.split(maxsplit=1) for line in text.splitlines() if len(line.split()) == 2)
+    try:
+        return int(found.get("oom_kill", 0)), int(found.get("max", 0))
+    except ValueError:
+        return 0, 0
 
 
 def oom_since(before: tuple[int, int], wait_s: float = 0.3) -> bool:
