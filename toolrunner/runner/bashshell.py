@@ -37,8 +37,11 @@ if TYPE_CHECKING:
     from toolrunner.runner.state import Session
 
 STATE_END = b"\n#oa-state-end\n"
+# Every redirection costs bash ~10 syscalls (open, save, restore), each dearer inside a container, so the
+# per-call path has few: the command's stdin, stderr of __oa_end (it hides an xtrace line), the state file;
+# `exec` redirections, which save nothing, move fds 1/2 for the markers and back.
 _SAVE = r"""__oa_save() { { builtin printf 'builtin unset BASH_ENV\n'; builtin export -p
-builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >"$__oa_pre$__oa_slot.sh" 2>/dev/null; }
+builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >"$__oa_pre$__oa_slot.sh"; }
 """
 _BOOT = r"""exec 62>&1 63>&2
 __oa_run='{ eval "$__oa_cmd";}</dev/null;{ __oa_end $?;} 2>/dev/null'
@@ -46,11 +49,10 @@ __oa_in() { exec 1>&62 2>&63; LC_ALL=C IFS= builtin read -r -N "$1" __oa_cmd
 __oa_tok=${__oa_cmd:0:16} __oa_slot=${__oa_cmd:16:1}
 builtin export OPENANALYST_CALL=${__oa_cmd:17:$2}; __oa_cmd=${__oa_cmd:17+$2}; }
 __oa_end() { builtin local __oa_rc=$1 __oa_ok; builtin set +xv; builtin disown -a; builtin unset OPENANALYST_CALL
-builtin trap '' XFSZ
-__oa_save; __oa_ok=$?; builtin trap - XFSZ
-builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok" >&62
-builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok" >&63; }
-builtin trap 'builtin unset OPENANALYST_CALL; __oa_save' EXIT
+builtin trap '' XFSZ; __oa_save; __oa_ok=$?; builtin trap - XFSZ
+exec 1>&62; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"
+exec 1>&63; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"; }
+builtin trap 'builtin unset OPENANALYST_CALL; __oa_save 2>/dev/null' EXIT
 """
 
 
@@ -115,6 +117,9 @@ class Shell:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd = -1
         self.running: Call | None = None
+        # The cgroup's memory marks as the previous call left them (read after its result, off the latency
+        # path: ~0.1 ms in a container); a later rise means a SIGKILL was the memory limit.
+        self.oom_base = stats.memory_marks()
         self._spawn_lock = threading.Lock()  # start against stop, which may come from another thread
         tmp, prefix = session.runtime.tmp, session.prefix
         self.pre = os.path.join(tmp, f"{prefix}state")
@@ -213,7 +218,7 @@ class Shell:
         self.running = call
         call.on_cancel(lambda: self.kill() if self.running is call else None)
         try:
-            status, oom_before = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
+            status = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
         except BaseException:
             REGISTRY.drop_token(ctoken)
             raise
@@ -229,7 +234,7 @@ class Shell:
             rc = exit_code(proc.returncode if proc.returncode is not None else -9)
             if not killed:
                 self._adopt_exit_state(slot)
-        classify(call, rc, oom_before, None)
+        classify(call, rc, self.oom_base, None)
         call.exit_code = rc
 
         def tidy() -> None:
@@ -238,6 +243,7 @@ class Shell:
                 kill_tree(proc.pid, keep_root=True)
             REGISTRY.drop_token(ctoken)
             REGISTRY.sweep()
+            self.oom_base = stats.memory_marks()
 
         return tidy
 
@@ -260,9 +266,8 @@ class Shell:
 
     def _pump(
         self, call: Call, proc: subprocess.Popen[bytes], control: bytes, marker: bytes, ctoken: str
-    ) -> tuple[tuple[int, int] | None, tuple[int, int]]:
-        """Feed the command and stream its output: (rc, saved) once both markers came, or None if the shell
-        died; and the memory marks taken just after the command was sent."""
+    ) -> tuple[int, int] | None:
+        """Feed the command, stream its output; (rc, saved) once both markers came, None if the shell died."""
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
         cuts = {out_fd: _Cut(marker), err_fd: _Cut(marker)}
@@ -274,7 +279,6 @@ class Shell:
             pass
         except OSError:
             pending = pending[:0]
-        oom_before = stats.memory_marks()  # read while the shell starts working: it costs ~0.1 ms in a container
         sel = selectors.DefaultSelector()
         try:
             for fd in streams:
@@ -312,10 +316,10 @@ class Shell:
                     else:
                         self._read(call, fd, streams, sel)
             if cuts[out_fd].done and cuts[err_fd].done:
-                return cuts[out_fd].status(), oom_before
+                return cuts[out_fd].status()
             for name, cut in streams.values():
                 call.output.add(cut.flush(), name)
-            return None, oom_before
+            return None
         finally:
             sel.close()
 
