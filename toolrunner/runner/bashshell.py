@@ -117,9 +117,6 @@ class Shell:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd = -1
         self.running: Call | None = None
-        # The cgroup's memory marks as the previous call left them (read after its result, off the latency
-        # path: ~0.1 ms in a container); a later rise means a SIGKILL was the memory limit.
-        self.oom_base = stats.memory_marks()
         self._spawn_lock = threading.Lock()  # start against stop, which may come from another thread
         tmp, prefix = session.runtime.tmp, session.prefix
         self.pre = os.path.join(tmp, f"{prefix}state")
@@ -218,7 +215,7 @@ class Shell:
         self.running = call
         call.on_cancel(lambda: self.kill() if self.running is call else None)
         try:
-            status = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
+            status, oom_before = self._pump(call, proc, boot + control + data, b"\0" + rand.encode() + b" ", ctoken)
         except BaseException:
             REGISTRY.drop_token(ctoken)
             raise
@@ -234,7 +231,7 @@ class Shell:
             rc = exit_code(proc.returncode if proc.returncode is not None else -9)
             if not killed:
                 self._adopt_exit_state(slot)
-        classify(call, rc, self.oom_base, None)
+        classify(call, rc, oom_before, None)
         call.exit_code = rc
 
         def tidy() -> None:
@@ -242,8 +239,7 @@ class Shell:
             if status is not None:
                 kill_tree(proc.pid, keep_root=True)
             REGISTRY.drop_token(ctoken)
-            REGISTRY.sweep()
-            self.oom_base = stats.memory_marks()
+            REGISTRY.sweep_orphans()
 
         return tidy
 
@@ -266,8 +262,9 @@ class Shell:
 
     def _pump(
         self, call: Call, proc: subprocess.Popen[bytes], control: bytes, marker: bytes, ctoken: str
-    ) -> tuple[int, int] | None:
-        """Feed the command, stream its output; (rc, saved) once both markers came, None if the shell died."""
+    ) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+        """Feed the command and stream its output: (rc, saved) once both markers came, or None if the shell
+        died; and the cgroup's memory marks as the command started."""
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
         cuts = {out_fd: _Cut(marker), err_fd: _Cut(marker)}
@@ -279,6 +276,7 @@ class Shell:
             pass
         except OSError:
             pending = pending[:0]
+        oom_before = stats.memory_marks()  # read while bash works on the command: ~0.1 ms in a container
         sel = selectors.DefaultSelector()
         try:
             for fd in streams:
@@ -316,10 +314,10 @@ class Shell:
                     else:
                         self._read(call, fd, streams, sel)
             if cuts[out_fd].done and cuts[err_fd].done:
-                return cuts[out_fd].status()
+                return cuts[out_fd].status(), oom_before
             for name, cut in streams.values():
                 call.output.add(cut.flush(), name)
-            return None
+            return None, oom_before
         finally:
             sel.close()
 

@@ -89,6 +89,16 @@ class Registry:
                 break
         return killed
 
+    def sweep_orphans(self) -> int:
+        """`sweep`, but only when the main thread has a child we did not start: orphans are re-parented to
+        the subreaper's first live thread (the main one), so one read usually shows there is nothing to do."""
+        if _HAS_CHILDREN_FILE:
+            found = main_thread_children(self.me)
+            with self._lock:
+                if all(pid in self._tracked for pid in found):
+                    return 0
+        return self.sweep()
+
     def kill_marked(self, prefix: str) -> int:
         """Full /proc scan: kill every process whose marker starts with `prefix` (session close)."""
         killed = 0
