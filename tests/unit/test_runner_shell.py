@@ -141,3 +141,13 @@ async def test_close_session_ends_the_shell(runner: Runner) -> None:
     assert await wait_until(lambda: not pid_alive(pid))
     r = await runner.call("bash", command='echo "[${GONE-}]"')
     assert r.output == "[]\n"
+
+
+def test_marker_split_across_reads_is_cut_and_lookalikes_pass() -> None:
+    """Fed one byte at a time, output before the marker passes unchanged (NULs included) and the status parses."""
+    from toolrunner.runner.markers import Cut
+
+    cut = Cut(b"\0abcd ")
+    data = b"x\0ab\0abc y\0abcd 7 0\ntrailing"
+    out = b"".join(cut.feed(data[i : i + 1]) for i in range(len(data)))
+    assert out == b"x\0ab\0abc y" and cut.done and cut.status() == (7, 0)

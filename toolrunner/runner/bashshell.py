@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.execute import DRAIN_S, classify
+from toolrunner.runner.markers import Cut
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, kill_tree, killpg
 
 if TYPE_CHECKING:
@@ -54,59 +55,6 @@ exec 1>&62; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"
 exec 1>&63; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"; }
 builtin trap 'builtin unset OPENANALYST_CALL; __oa_save 2>/dev/null' EXIT
 """
-
-
-class _Cut:
-    """One stream of a call: passes output through, holding back what might be the start of the end marker."""
-
-    def __init__(self, marker: bytes) -> None:
-        self.marker = marker
-        self.buf = bytearray()
-        self.tail: bytearray | None = None  # what follows the marker, up to its newline
-
-    @property
-    def done(self) -> bool:
-        return self.tail is not None and b"\n" in self.tail
-
-    def feed(self, data: bytes) -> bytes:
-        if self.tail is not None:
-            if len(self.tail) < 256:
-                self.tail += data
-            return b""
-        self.buf += data
-        i = self.buf.find(self.marker)
-        if i >= 0:
-            out = bytes(self.buf[:i])
-            self.tail = bytearray(self.buf[i + len(self.marker) :])
-            self.buf.clear()
-            return out
-        keep = self._held()
-        out = bytes(self.buf[: len(self.buf) - keep])
-        del self.buf[: len(self.buf) - keep]
-        return out
-
-    def _held(self) -> int:
-        """Length of the longest suffix that is a proper prefix of the marker (which starts with NUL)."""
-        j = self.buf.find(b"\0", max(0, len(self.buf) - len(self.marker) + 1))
-        while j >= 0:
-            if self.marker.startswith(self.buf[j:]):
-                return len(self.buf) - j
-            j = self.buf.find(b"\0", j + 1)
-        return 0
-
-    def flush(self) -> bytes:
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-    def status(self) -> tuple[int, int]:
-        """(exit code, save status) from the marker line."""
-        assert self.tail is not None
-        try:
-            rc, ok = self.tail.split(b"\n", 1)[0].split()
-            return int(rc), int(ok)
-        except ValueError:
-            return 1, 1
 
 
 class Shell:
@@ -267,7 +215,7 @@ class Shell:
         died; and the cgroup's memory marks as the command started."""
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
-        cuts = {out_fd: _Cut(marker), err_fd: _Cut(marker)}
+        cuts = {out_fd: Cut(marker), err_fd: Cut(marker)}
         streams = {out_fd: ("stdout", cuts[out_fd]), err_fd: ("stderr", cuts[err_fd])}
         pending = memoryview(control)
         try:
@@ -322,7 +270,7 @@ class Shell:
             sel.close()
 
     @staticmethod
-    def _read(call: Call, fd: int, streams: dict[int, tuple[str, _Cut]], sel: selectors.BaseSelector) -> None:
+    def _read(call: Call, fd: int, streams: dict[int, tuple[str, Cut]], sel: selectors.BaseSelector) -> None:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:

@@ -3,15 +3,12 @@ clean up everything it started, and name the limit that stopped it (timeout, mem
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import selectors
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
@@ -21,25 +18,6 @@ _PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|ca
 _KILLED = re.compile(r"\bKilled\b")
 _DISK = re.compile(r"No space left on device|File too large|ENOSPC|EFBIG|Disk quota exceeded")
 DRAIN_S = 1.0
-SIDE_MAX = 16 * 1024 * 1024
-SIDE_WATCH_S = 0.05
-
-
-@dataclass
-class SidePipe:
-    """An extra pipe the child writes to (the shell's saved state); `w` is inherited under its own number."""
-
-    r: int
-    w: int
-    data: bytearray = field(default_factory=bytearray)
-
-    @classmethod
-    def open(cls) -> SidePipe:
-        r, w = os.pipe()
-        os.set_inheritable(w, True)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
-        return cls(r, w)
 
 
 def run(
@@ -50,7 +28,6 @@ def run(
     env: dict[str, str],
     cwd: str,
     errors: bytearray | None = None,
-    side: SidePipe | None = None,
 ) -> int:
     """Run `argv` to completion (or limit); returns the exit code in shell convention.
 
@@ -68,7 +45,6 @@ def run(
                 stderr=subprocess.PIPE,
                 cwd=cwd,
                 env={**env, MARKER: token},
-                pass_fds=() if side is None else (side.w,),
             )
         except BlockingIOError as exc:
             call.limit = "pids"
@@ -77,16 +53,11 @@ def run(
             raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
         except OSError as exc:
             raise ToolFailure("INTERNAL", f"cannot start {argv[0]}: {exc.strerror}") from None
-        finally:
-            if side is not None:
-                close_quietly(side.w)
         try:
-            _pump(call, proc, token, errors, side)
+            _pump(call, proc, token, errors)
         finally:
             code_raw = REGISTRY.finish(proc)
     finally:
-        if side is not None:
-            close_quietly(side.r)
         REGISTRY.drop_token(token)
         REGISTRY.sweep()
     code = exit_code(code_raw)
@@ -95,9 +66,7 @@ def run(
     return code
 
 
-def _pump(
-    call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None, side: SidePipe | None
-) -> int:
+def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None) -> int:
     assert proc.stdout is not None and proc.stderr is not None
     streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     call.on_cancel(lambda: killpg(proc.pid))
@@ -108,10 +77,6 @@ def _pump(
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
         sel.register(pidfd, selectors.EVENT_READ)
-        # The side pipe is written line by line at exit; reading it as it comes costs a wake-up per line.
-        # It is read after the exit, and only watched once a call runs long enough that a state bigger
-        # than the pipe could block the writer.
-        side_watch_at = time.perf_counter() + SIDE_WATCH_S if side is not None else None
         exited = False
         drain_until: float | None = None
         while streams:
@@ -122,14 +87,7 @@ def _pump(
                 killpg(proc.pid)
             if drain_until is not None and now >= drain_until:
                 break
-            if side is not None and side_watch_at is not None and now >= side_watch_at:
-                side_watch_at = None
-                streams[side.r] = "side"
-                os.set_blocking(side.r, False)
-                sel.register(side.r, selectors.EVENT_READ)
             wait = (drain_until if drain_until is not None else call.deadline) - now
-            if side_watch_at is not None:
-                wait = min(wait, side_watch_at - now)
             for key, _ in sel.select(max(0.0, min(wait, 0.5)) if not call.timed_out else 0.05):
                 fd = int(key.fd)
                 if fd == pidfd:
@@ -141,25 +99,11 @@ def _pump(
                     REGISTRY.sweep()
                     drain_until = time.perf_counter() + DRAIN_S
                     continue
-                _read(call, fd, streams, sel, errors, side)
-        if side is not None and side.r not in streams:
-            _drain_side(side)
+                _read(call, fd, streams, sel, errors)
         return proc.wait()
     finally:
         sel.close()
         os.close(pidfd)
-
-
-def _drain_side(side: SidePipe) -> None:
-    os.set_blocking(side.r, False)
-    while len(side.data) < SIDE_MAX:
-        try:
-            data = os.read(side.r, 1 << 20)
-        except OSError:
-            return
-        if not data:
-            return
-        side.data += data
 
 
 def _read(
@@ -168,7 +112,6 @@ def _read(
     streams: dict[int, str],
     sel: selectors.BaseSelector,
     errors: bytearray | None,
-    side: SidePipe | None,
 ) -> None:
     try:
         data = os.read(fd, 65536)
@@ -179,10 +122,6 @@ def _read(
     if not data:
         sel.unregister(fd)
         del streams[fd]
-        return
-    if streams[fd] == "side" and side is not None:
-        if len(side.data) < SIDE_MAX:
-            side.data += data
         return
     if streams[fd] == "stderr" and errors is not None:
         if len(errors) < 65536:
@@ -215,8 +154,3 @@ def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: b
         call.limit = "disk"
     elif _PIDS.search(tail):
         call.limit = "pids"
-
-
-def close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
