@@ -55,6 +55,29 @@ exec 1>&62; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"
 exec 1>&63; builtin printf '\0%s %d %d\n' "$__oa_tok" "$__oa_rc" "$__oa_ok"; }
 builtin trap 'builtin unset OPENANALYST_CALL; __oa_save 2>/dev/null' EXIT
 """
+# Sourced through BASH_ENV from a file (bash would read it from the pipe one byte per syscall, ~4 ms in a
+# container); the session's values come in variables it unsets.
+_BOOT_TAIL = r"""__oa_pre=$__OA_PRE __oa_slot=$__OA_SLOT
+[ -n "${__OA_STATE-}" ] && builtin source "$__OA_STATE" 2>/dev/null
+builtin unset BASH_ENV __OA_PRE __OA_SLOT __OA_STATE
+"""
+
+
+def _boot_file(tmp: str) -> str | None:
+    """The runner-wide boot script (written once), or None if it cannot be written."""
+    path = os.path.join(tmp, "shell-boot.sh")
+    if os.path.exists(path):
+        return path
+    part = f"{path}.{threading.get_ident()}"
+    try:
+        with open(part, "w", encoding="utf-8") as f:
+            f.write(_SAVE + _BOOT + _BOOT_TAIL)
+        os.replace(part, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        return None
+    return path
 
 
 class Shell:
@@ -81,6 +104,10 @@ class Shell:
             token = self.session.token("sh")
             # A saved state carries the whole environment, so variables unset in the session stay unset.
             env = {MARKER: token} if restore else {**rt.base_env, MARKER: token}
+            state = self.state_path()
+            boot_file = _boot_file(rt.tmp)
+            if boot_file is not None:
+                env.update(BASH_ENV=boot_file, __OA_PRE=self.pre, __OA_SLOT=str(self._slot()), __OA_STATE=state or "")
             try:
                 proc = REGISTRY.spawn(
                     ["bash", "--noprofile", "--norc"],
@@ -99,10 +126,11 @@ class Shell:
             except OSError as exc:
                 raise ToolFailure("INTERNAL", f"cannot start the shell: {exc.strerror}") from None
             assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-            boot = f"__oa_pre={shlex.quote(self.pre)} __oa_slot={self._slot()}\n{_SAVE}{_BOOT}"
-            state = self.state_path()
-            if state is not None:
-                boot += f"builtin source {shlex.quote(state)} 2>/dev/null\n"
+            boot = ""
+            if boot_file is None:  # /tmp is full: the slow way, so that the shell still works to clean up
+                boot = f"__oa_pre={shlex.quote(self.pre)} __oa_slot={self._slot()}\n{_SAVE}{_BOOT}"
+                if state is not None:
+                    boot += f"builtin source {shlex.quote(state)} 2>/dev/null\n"
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 os.set_blocking(f.fileno(), False)
             self.proc, self.pidfd = proc, exit_fd(proc.pid)
