@@ -151,3 +151,12 @@ def test_marker_split_across_reads_is_cut_and_lookalikes_pass() -> None:
     data = b"x\0ab\0abc y\0abcd 7 0\ntrailing"
     out = b"".join(cut.feed(data[i : i + 1]) for i in range(len(data)))
     assert out == b"x\0ab\0abc y" and cut.done and cut.status() == (7, 0)
+
+
+async def test_a_file_size_limit_does_not_stick_to_the_session(runner: Runner) -> None:
+    """After a call killed by its own `ulimit -f`, the next call can write big files again, state intact."""
+    await runner.call("bash", command="export STAYS=1")
+    r = await runner.call("bash", command="ulimit -f 1; head -c 100000 /dev/zero > big")
+    assert r.limit == "disk"
+    r = await runner.call("bash", command='head -c 100000 /dev/zero > big && wc -c < big; echo "$STAYS"')
+    assert r.output.split() == ["100000", "1"] and r.exit_code == 0

@@ -22,6 +22,7 @@ import secrets
 import selectors
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -209,6 +210,9 @@ class Shell:
                 self._adopt_exit_state(slot)
         classify(call, rc, oom_before, None)
         call.exit_code = rc
+        if status is not None and rc == 128 + signal.SIGXFSZ:
+            # Most likely `ulimit -f`, which cannot be raised again: later calls get a shell without it.
+            self.kill()
 
         def tidy() -> None:
             # Whatever the command left running: the shell's children, then orphans that reached the subreaper.
