@@ -93,10 +93,11 @@ class Shell:
         tmp, prefix = session.runtime.tmp, session.prefix
         self.pre = os.path.join(tmp, f"{prefix}state")
         self.committed: int | None = None  # the slot holding the last complete saved state
+        self._boot = b""  # what a new shell reads first on stdin (only when the boot file cannot be written)
         path = session.runtime.base_env.get("PATH")
         self.bash = shutil.which("bash", path=path) or "bash"
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self, call: Call) -> subprocess.Popen[bytes]:
         rt = self.session.runtime
         with self._spawn_lock:
             if self.session.closed:
@@ -121,6 +122,7 @@ class Shell:
                     executable=self.bash,
                 )
             except BlockingIOError as exc:
+                call.limit = "pids"
                 raise ToolFailure("RESOURCE_LIMIT", f"cannot start the shell: {exc.strerror} (pids limit)") from None
             except FileNotFoundError as exc:
                 raise ToolFailure("TOOL_UNAVAILABLE", "bash is not installed in the sandbox image") from exc
@@ -180,7 +182,7 @@ class Shell:
         boot = b""
         if proc is None or proc.poll() is not None:
             self.reset()
-            proc = self._start()
+            proc = self._start(call)
             boot = self._boot
         else:
             self._discard(proc)
