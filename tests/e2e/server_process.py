@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
+from agent_support import remove_server_containers
 
 PROVIDER_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "XAI_API_KEY",
                  "OPENROUTER_API_KEY", "OPENANALYST_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
@@ -104,6 +106,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     for server in started:
         if server.proc.poll() is None:
             server.stop()
+    # Servers leave their tenants' containers running for adoption by design (and creating a session
+    # prestarts one): remove what each of them made, one at a time.
+    client = docker.from_env(timeout=60)
+    try:
+        for server in started:
+            remove_server_containers(client, server.data_dir)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from agent_support import (
     TEST_KEY,
     parse_sse,
     read_until_idle,
-    remove_server_containers,
     sandbox_workspace,
     server_env,
 )
@@ -44,7 +43,6 @@ def agent_server(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: 
     yield server
     if server.proc.poll() is None:
         assert server.stop() == 0
-    remove_server_containers(docker_client, data_dir)
 
 
 def subscribe(base: str, session_id: str, headers: dict[str, str], sink: list[tuple[str, dict[str, Any], str | None]],

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_support import read_until_idle, remove_server_containers, sandbox_workspace, server_env
+from agent_support import read_until_idle, sandbox_workspace, server_env
 from fakes.anthropic import FakeAnthropic
 from fakes.openai import FakeOpenAI
 from fakes.reply import Reply
@@ -34,7 +34,6 @@ def server(serve: Callable[..., Any], fakes: tuple[FakeAnthropic, FakeOpenAI], s
     yield started
     if started.proc.poll() is None:
         assert started.stop() == 0
-    remove_server_containers(docker_client, data_dir)
 
 
 def chat(server: Any, message: str) -> list[tuple[str, dict[str, Any], str | None]]:

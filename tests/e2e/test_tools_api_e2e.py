@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_support import parse_sse, remove_server_containers, sandbox_workspace
+from agent_support import parse_sse, sandbox_workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -46,7 +46,6 @@ def server(serve: Callable[..., Any], sandbox_image: str, docker_client: Any, tm
     yield started
     if started.proc.poll() is None:
         assert started.stop() == 0
-    remove_server_containers(docker_client, data_dir)
 
 
 def test_tool_list_and_plain_call(server: Any) -> None:
