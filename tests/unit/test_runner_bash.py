@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import pytest
@@ -189,3 +190,20 @@ async def test_large_environment_state_survives(runner: Runner) -> None:
     assert r.error is None
     r = await runner.call("bash", command="echo ${#BIG}")
     assert r.output == "300000\n"
+
+
+async def test_close_session_spares_processes_outside_the_runner(runner: Runner) -> None:
+    """Closing a session kills only the runner's own processes: a stranger on the same host carrying a
+    marker that looks like a session's (as another runner's would) survives."""
+    import subprocess
+
+    strangers = [subprocess.Popen(["sleep", "60"], env={**os.environ, "OPENANALYST_CALL": marker})
+                 for marker in ("s1.b1", "s1.c1", "0123456789ab.s1.b1")]
+    try:
+        await runner.call("bash", command="sleep 60 &", run_in_background=True)
+        await runner.channel.close_session("s")
+        assert all(p.poll() is None for p in strangers)
+    finally:
+        for p in strangers:
+            p.kill()
+            p.wait()

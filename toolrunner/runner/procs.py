@@ -100,10 +100,12 @@ class Registry:
         return self.sweep()
 
     def kill_marked(self, prefix: str) -> int:
-        """Full /proc scan: kill every process whose marker starts with `prefix` (session close)."""
+        """Kill every process of ours whose marker starts with `prefix` (session close). Only the runner's
+        own descendants are candidates (as subreaper it inherits every orphan of its calls): a runner that
+        shares a PID namespace with others — on a host, in tests — must never touch their processes."""
         killed = 0
         for _ in range(5):
-            pids = [p for p in all_pids() if p != self.me and (marker(p) or "").startswith(prefix)]
+            pids = [p for p in descendants(self.me) if (marker(p) or "").startswith(prefix)]
             if not pids:
                 break
             for pid in pids:

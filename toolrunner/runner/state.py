@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,8 @@ class Runtime:
 
 
 _session_numbers = itertools.count(1)
+# Markers carry this runner's own random id, so two runners' session prefixes never collide.
+RUNNER_ID = secrets.token_hex(6)
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Session:
     @property
     def prefix(self) -> str:
         """Marker prefix of every process of this session."""
-        return f"s{self.number}."
+        return f"{RUNNER_ID}.s{self.number}."
 
     def token(self, kind: str) -> str:
         return f"{self.prefix}{kind}{next(self._counter)}"
