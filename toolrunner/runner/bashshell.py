@@ -97,7 +97,14 @@ class Shell:
         path = session.runtime.base_env.get("PATH")
         self.bash = shutil.which("bash", path=path) or "bash"
 
-    def _start(self, call: Call) -> subprocess.Popen[bytes]:
+    def prestart(self) -> None:
+        """Start the shell now, ahead of its first call (a spare); OSError or ToolFailure if it cannot."""
+        self._start(None)
+        if self._boot:  # no boot file (/tmp full): the boot must travel with the first call, so no spare
+            self.reset()
+            raise ToolFailure("RESOURCE_LIMIT", "no spare shell while /tmp is full")
+
+    def _start(self, call: Call | None) -> subprocess.Popen[bytes]:
         rt = self.session.runtime
         with self._spawn_lock:
             if self.session.closed:
@@ -122,7 +129,8 @@ class Shell:
                     executable=self.bash,
                 )
             except BlockingIOError as exc:
-                call.limit = "pids"
+                if call is not None:
+                    call.limit = "pids"
                 raise ToolFailure("RESOURCE_LIMIT", f"cannot start the shell: {exc.strerror} (pids limit)") from None
             except FileNotFoundError as exc:
                 raise ToolFailure("TOOL_UNAVAILABLE", "bash is not installed in the sandbox image") from exc

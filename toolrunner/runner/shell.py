@@ -20,6 +20,7 @@ from collections.abc import Callable
 from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
+from toolrunner.runner.spares import SPARES
 from toolrunner.runner.state import Session
 
 BG_BUFFER = 4 * 1024 * 1024
@@ -84,7 +85,7 @@ def bash(session: Session, call: Call) -> None:
         if session.closed or call.cancelled.is_set():
             raise ToolFailure("CANCELLED", "the session was closed")
         if session.shell is None:
-            session.shell = Shell(session)
+            session.shell = SPARES.take(session) or Shell(session)
         tidy = session.shell.run(call, command)
     finally:
         if tidy is None:
