@@ -1,11 +1,11 @@
 """Tool-call latency and density, measured in one run against the real engine; prints one table.
 
-    .venv/bin/python bench/toolcall.py [--n 300] [--tenants 20] [--calls 50] [--api] [--image TAG]
+    .venv/bin/python bench/toolcall.py [--n 300] [--tenants 20] [--calls 50] [--no-api] [--image TAG]
 
 Rows: host ``subprocess.run(["true"])`` (the baseline), bash ``true`` through ``SandboxManager.call`` (the
 attached runner channel), docker-py ``exec_run(["true"])`` on the same container, a new tenant's first call
 cold and with the start hidden by ``prestart``, N tenants x M concurrent calls, idle memory per container, and
-(with ``--api``) ``POST /v1/tools/bash`` through ``openanalyst --serve`` started as a subprocess.
+(unless ``--no-api``) ``POST /v1/tools/bash`` through ``openanalyst --serve`` started as a subprocess.
 Every container carries ``openanalyst.test=1`` and a bench-only server id, and is removed at the end.
 """
 
@@ -178,12 +178,19 @@ def api_row(n: int, image: str) -> None:
             if first.status_code != 200:
                 note_row("POST /v1/tools/bash true", "n/a", f"HTTP {first.status_code}")
                 return
-            samples = []
-            for _ in range(n):
-                t = time.perf_counter()
-                client.post("/v1/tools/bash", json=body).raise_for_status()
-                samples.append(time.perf_counter() - t)
-            row("POST /v1/tools/bash true", samples, "through the HTTP API")
+            session_id = client.post("/sessions").json()["session_id"]
+            in_session = {**body, "session_id": session_id}
+            client.post("/v1/tools/bash", json=in_session).raise_for_status()
+            for label, payload, note in (
+                    ("POST /v1/tools/bash true, in a session", in_session, "HTTP API, the session's shell"),
+                    ("POST /v1/tools/bash true, no session", body, "HTTP API, a fresh shell per call")):
+                samples = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    client.post("/v1/tools/bash", json=payload).raise_for_status()
+                    samples.append(time.perf_counter() - t)
+                row(label, samples, note)
+            api_load_row(base)
     finally:
         proc.terminate()
         try:
@@ -192,6 +199,49 @@ def api_row(n: int, image: str) -> None:
             proc.kill()
         asyncio.run(remove_server_containers(SandboxConfig(data_dir=Path(data_dir), image=image)))
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def api_load_row(base: str, tenants: int = 20, calls: int = 50) -> None:
+    """20 tenants x 50 concurrent bash calls through HTTP; every call must leave a `finished` audit record."""
+    import httpx
+
+    requests = 0
+
+    async def run() -> tuple[list[float], float, int]:
+        nonlocal requests
+        limits = httpx.Limits(max_connections=tenants * calls)
+        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+            for t in range(tenants):  # start the containers first: this row measures calls, not starts
+                await client.post("/v1/tools/bash", json={"input": {"command": "true"}},
+                                  headers={"X-Tenant-ID": f"load{t}"})
+
+            async def one(t: int) -> float:
+                start = time.perf_counter()
+                nonlocal requests
+                while True:
+                    requests += 1
+                    answer = await client.post("/v1/tools/bash", json={"input": {"command": "true"}},
+                                               headers={"X-Tenant-ID": f"load{t}"})
+                    if answer.status_code != 429:  # over the per-tenant cap: retry as a client would
+                        answer.raise_for_status()
+                        return time.perf_counter() - start
+                    await asyncio.sleep(float(answer.headers.get("Retry-After", "1")) / 100)
+
+            wall = time.perf_counter()
+            samples = await asyncio.gather(*(one(t) for t in range(tenants) for _ in range(calls)))
+            wall = time.perf_counter() - wall
+            records = 0
+            for t in range(tenants):
+                page = await client.get("/v1/audit", params={"phase": "finished", "per_page": 1},
+                                        headers={"X-Tenant-ID": f"load{t}"})
+                records += page.json()["meta"]["total"]
+            return list(samples), wall, records
+
+    samples, wall, records = asyncio.run(run())
+    made = requests + tenants  # every request answered, 429 refusals included, leaves a finished record
+    row(f"HTTP {tenants} tenants x {calls} concurrent bash", samples,
+        f"{len(samples) / wall:.0f} calls/s; {requests - len(samples)} 429s retried; "
+        f"finished audit records {records} = requests {made}: {records == made}")
 
 
 async def remove_server_containers(config: SandboxConfig) -> None:
@@ -244,7 +294,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="new tenants for the cold/prestart rows")
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--calls", type=int, default=50, help="concurrent calls per tenant")
-    parser.add_argument("--api", action="store_true", help="also measure POST /v1/tools/bash")
+    parser.add_argument("--no-api", dest="api", action="store_false",
+                        help="skip POST /v1/tools/bash through a server process")
     parser.add_argument("--image", help="sandbox image tag (default: build or reuse the current one)")
     args = parser.parse_args()
     image = resolve_image(args.image)
