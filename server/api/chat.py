@@ -9,9 +9,7 @@ can see it), and the turn's sandbox shell and REPL are closed when it ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import jsonschema
@@ -22,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from server.errors import ApiError
 from server.providers.types import Message, TextBlock
 from server.sessions.agent import MemoryConversation, TurnOptions, TurnOutcome
-from server.streaming.buffer import EventBuffer
+from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
 
@@ -89,15 +87,4 @@ async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> Streaming
             buffer.close()
             await asyncio.shield(services.sandbox_backend.close_session(tenant.id, chat_id))
 
-    async def stream() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run_turn())
-        try:
-            async for chunk in buffer.chunks():
-                yield chunk
-        finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(stream_while(run_turn, buffer), media_type="text/event-stream", headers=SSE_HEADERS)

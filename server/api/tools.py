@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.chat import SSE_HEADERS
-from server.streaming.buffer import EventBuffer
+from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
 from server.tools.dispatch import new_call_id
@@ -76,15 +73,4 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
         finally:
             buffer.close()
 
-    async def stream() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run())
-        try:
-            async for chunk in buffer.chunks():
-                yield chunk
-        finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(stream_while(run, buffer), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -8,8 +8,9 @@ the producer waits (a quick chat has exactly one reader, so backpressure is the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -54,3 +55,17 @@ class EventBuffer:
                 yield b"".join(items)
             if self._closed and not self._items:
                 return
+
+
+async def stream_while(produce: Callable[[], Coroutine[Any, Any, None]], buffer: EventBuffer) -> AsyncIterator[bytes]:
+    """Run `produce` (which fills and finally closes `buffer`) while streaming the buffer; a client that
+    goes away cancels the producer, whose own clean-up still runs."""
+    task = asyncio.create_task(produce())
+    try:
+        async for chunk in buffer.chunks():
+            yield chunk
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

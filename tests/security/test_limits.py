@@ -25,9 +25,8 @@ def test_fork_bomb_hits_the_pids_limit(harness: Any) -> None:
     """A fork bomb is stopped by the pids limit (or its timeout) and leaves no processes behind."""
     ok(harness.bash("witness", "true"))
     result = harness.bash("attacker", "bomb() { bomb | bomb & }; bomb; sleep 5", timeout_s=8).result
-    # The runner names the limit when the command fails; a bomb whose shell still exits 0 shows the EAGAIN.
-    hit = result.limit in ("pids", "timeout") or result.timed_out
-    assert hit or "Resource temporarily unavailable" in result.output, result
+    # Named even when the bomb's shell exits 0: the pids cgroup's count of refused forks confirms it.
+    assert result.limit in ("pids", "timeout") or result.timed_out, result
     still_serving(harness)
     assert int(ok(harness.bash("attacker", "ps -e --no-headers | wc -l")).strip()) < 20
 

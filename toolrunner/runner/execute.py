@@ -148,9 +148,9 @@ def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: b
         call.limit = "disk"
         call.failure = ("RESOURCE_LIMIT", "killed: the file size limit was exceeded (SIGXFSZ)")
         return
-    if returncode == 0:
-        return
-    if _DISK.search(tail):
-        call.limit = "disk"
-    elif _PIDS.search(tail):
+    if _PIDS.search(tail) and (returncode != 0 or stats.pids_refused_since_last_check()):
+        # A fork bomb's shell may still exit 0 (its last command succeeded): then the cgroup's own count of
+        # refused forks confirms it, so output that merely quotes the message names no limit.
         call.limit = "pids"
+    elif returncode != 0 and _DISK.search(tail):
+        call.limit = "disk"

@@ -91,8 +91,13 @@ def bash(session: Session, call: Call) -> None:
         if tidy is None:
             session.shell_lock.release()
     # The sweep for leftovers reads /proc (slow in a container): it runs after the result is sent, still
-    # holding the shell, so the session's next call starts only once the leftovers are gone.
-    call.defer(_tidy_then_release(session, tidy))
+    # holding the shell, so the session's next call starts only once the leftovers are gone. After a call
+    # that exhausted the pids limit (a fork bomb) it runs first: until then no other session could even
+    # start a process.
+    if call.limit == "pids":
+        _tidy_then_release(session, tidy)()
+    else:
+        call.defer(_tidy_then_release(session, tidy))
 
 
 def _tidy_then_release(session: Session, tidy: Callable[[], None]) -> Callable[[], None]:

@@ -96,6 +96,19 @@ def oom_since(before: tuple[int, int], wait_s: float = 0.3) -> bool:
         time.sleep(0.01)
 
 
+_pids_refusals_seen = [0]
+
+
+def pids_refused_since_last_check() -> bool:
+    """Whether the pids cgroup refused a fork since the previous check (its `max` event counter rose)."""
+    path = f"{CG}/pids.events" if cgroup_v2() else f"{CG}/pids/pids.events"
+    count = _keyed(path, "max")
+    if count is None:
+        return False
+    rose, _pids_refusals_seen[0] = count > _pids_refusals_seen[0], count
+    return rose
+
+
 def snapshot() -> dict[str, Any]:
     """Memory, pids and CPU of the cgroup; a field is null when this kernel or mount does not say."""
     if cgroup_v2():
