@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -190,7 +191,8 @@ def api_row(n: int, image: str) -> None:
                     client.post("/v1/tools/bash", json=payload).raise_for_status()
                     samples.append(time.perf_counter() - t)
                 row(label, samples, note)
-            api_load_row(base)
+            api_load_row(base, in_session=True)
+            api_load_row(base, in_session=False)
     finally:
         proc.terminate()
         try:
@@ -201,8 +203,9 @@ def api_row(n: int, image: str) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def api_load_row(base: str, tenants: int = 20, calls: int = 50) -> None:
-    """20 tenants x 50 concurrent bash calls through HTTP; every call must leave a `finished` audit record."""
+def api_load_row(base: str, tenants: int = 20, calls: int = 50, *, in_session: bool = True) -> None:
+    """20 tenants x 50 concurrent bash calls through HTTP (in one session per tenant, as an agent calls, or
+    each in a fresh shell); every request answered must leave a `finished` audit record."""
     import httpx
 
     requests = 0
@@ -211,17 +214,21 @@ def api_load_row(base: str, tenants: int = 20, calls: int = 50) -> None:
         nonlocal requests
         limits = httpx.Limits(max_connections=tenants * calls)
         async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+            bodies = []
             for t in range(tenants):  # start the containers first: this row measures calls, not starts
-                await client.post("/v1/tools/bash", json={"input": {"command": "true"}},
-                                  headers={"X-Tenant-ID": f"load{t}"})
+                headers = {"X-Tenant-ID": f"load{t}{'s' if in_session else ''}"}
+                body: dict[str, Any] = {"input": {"command": "true"}}
+                if in_session:
+                    body["session_id"] = (await client.post("/sessions", headers=headers)).json()["session_id"]
+                await client.post("/v1/tools/bash", json=body, headers=headers)
+                bodies.append((headers, body))
 
             async def one(t: int) -> float:
                 start = time.perf_counter()
                 nonlocal requests
                 while True:
                     requests += 1
-                    answer = await client.post("/v1/tools/bash", json={"input": {"command": "true"}},
-                                               headers={"X-Tenant-ID": f"load{t}"})
+                    answer = await client.post("/v1/tools/bash", json=bodies[t][1], headers=bodies[t][0])
                     if answer.status_code != 429:  # over the per-tenant cap: retry as a client would
                         answer.raise_for_status()
                         return time.perf_counter() - start
@@ -233,13 +240,14 @@ def api_load_row(base: str, tenants: int = 20, calls: int = 50) -> None:
             records = 0
             for t in range(tenants):
                 page = await client.get("/v1/audit", params={"phase": "finished", "per_page": 1},
-                                        headers={"X-Tenant-ID": f"load{t}"})
+                                        headers=bodies[t][0])
                 records += page.json()["meta"]["total"]
             return list(samples), wall, records
 
     samples, wall, records = asyncio.run(run())
     made = requests + tenants  # every request answered, 429 refusals included, leaves a finished record
-    row(f"HTTP {tenants} tenants x {calls} concurrent bash", samples,
+    how = "in a session each" if in_session else "no session"
+    row(f"HTTP {tenants} tenants x {calls} concurrent bash, {how}", samples,
         f"{len(samples) / wall:.0f} calls/s; {requests - len(samples)} 429s retried; "
         f"finished audit records {records} = requests {made}: {records == made}")
 

@@ -86,6 +86,7 @@ def bash(session: Session, call: Call) -> None:
             raise ToolFailure("CANCELLED", "the session was closed")
         if session.shell is None:
             session.shell = SPARES.take(session) or Shell(session)
+            call.defer(lambda: SPARES.refill(session.runtime))
         tidy = session.shell.run(call, command)
     finally:
         if tidy is None:

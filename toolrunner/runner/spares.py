@@ -22,10 +22,10 @@ class SpareShells:
         self._filling = False
 
     def take(self, session: Session) -> Shell | None:
-        """A booted shell now owned by `session`, or None; a replacement starts in the background."""
+        """A booted shell now owned by `session`, or None; call `refill` once the call is answered (starting
+        bash beside the call would slow it down under the container's CPU quota)."""
         with self._lock:
             shell, self._spare = self._spare, None
-        self._refill(session.runtime)
         if shell is None:
             return None
         if shell.proc is None or shell.proc.poll() is not None:
@@ -34,7 +34,7 @@ class SpareShells:
         shell.session = session
         return shell
 
-    def _refill(self, runtime: Runtime) -> None:
+    def refill(self, runtime: Runtime) -> None:
         with self._lock:
             if self._filling or self._spare is not None:
                 return
