@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.deps import ServicesDep, TenantDep
 from server.errors import BadRequest, NotFound
-from server.sessions.events import Subscription, sse_frame
+from server.sessions.events import Subscription
+from server.streaming.buffer import encode_event as sse_frame
 
 router = APIRouter(tags=["events"])
 

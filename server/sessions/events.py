@@ -24,15 +24,10 @@ from typing import Any
 
 from server.errors import NotFound, error_body
 from server.store.db import Database
+from server.streaming.buffer import dumps_json as _DUMPS
+from server.streaming.buffer import encode_event as sse_frame
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 REPLAY_PAGE = 500
-
-
-def sse_frame(type: str, data: dict[str, Any], seq: int | None = None) -> bytes:
-    """One SSE event; JSON escapes newlines, so one ``data:`` line always suffices."""
-    head = f"event: {type}\nid: {seq}\n" if seq is not None else f"event: {type}\n"
-    return f"{head}data: {_DUMPS(data)}\n\n".encode()
 
 
 @dataclass(frozen=True)

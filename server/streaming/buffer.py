@@ -13,7 +13,8 @@ import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+dumps_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DUMPS = dumps_json
 
 
 def encode_event(type: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
