@@ -4,7 +4,7 @@ server tools need (the session's task list, the request's output schema, a sub-a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -30,7 +30,6 @@ class ToolContext:
     save_todos: TodoSaver | None = None
     run_subagent: SubAgentRunner | None = None
     depth: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def child(self, call_id: str) -> ToolContext:
         """The context of a sub-agent started by tool call `call_id`: same tenant and sandbox session."""
