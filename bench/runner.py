@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from toolrunner.channel import RunnerChannel  # noqa: E402
+from toolrunner.local import start_local_runner  # noqa: E402
 
 ROWS: list[tuple[str, int, float, float]] = []
 
@@ -50,22 +49,8 @@ async def timed(n: int, fn: Callable[[], Awaitable[None]]) -> list[float]:
 
 
 async def bench(n: int, ws: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-m",
-        "toolrunner.runner",
-        "--workspace",
-        str(ws),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        cwd=str(ws),
-        limit=16 * 1024 * 1024,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    channel = RunnerChannel(proc.stdout, proc.stdin, grace_s=3.0)
-    await channel.hello()
+    local = await start_local_runner(ws)
+    channel = local.channel
     (ws / "f.txt").write_text("hello\n" * 20)
 
     async def call(session: str, tool: str, inp: dict[str, object], expect: str | None = None) -> None:
@@ -79,9 +64,7 @@ async def bench(n: int, ws: Path) -> None:
         row("runner bash echo $X", await timed(n, lambda: call("b", "bash", {"command": "echo $X"}, "hello\n")))
         row("runner read_file", await timed(n, lambda: call("c", "read_file", {"path": "f.txt"})))
     finally:
-        await channel.close()
-        async with asyncio.timeout(10):
-            await proc.wait()
+        await local.stop()
 
 
 def host_bash(n: int) -> None:

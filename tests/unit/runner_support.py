@@ -4,8 +4,6 @@ through the real RunnerChannel."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 
 from toolrunner.channel import RunnerChannel
+from toolrunner.local import LocalRunner, start_local_runner
 from toolrunner.results import ToolResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,34 +38,12 @@ class Runner:
 
 
 async def start_runner(ws: Path) -> Runner:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-m",
-        "toolrunner.runner",
-        "--workspace",
-        str(ws),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=str(ws),
-        limit=16 * 1024 * 1024,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    channel = RunnerChannel(proc.stdout, proc.stdin, grace_s=3.0)
-    await channel.hello()
-    return Runner(proc, channel, ws)
+    local = await start_local_runner(ws)
+    return Runner(local.proc, local.channel, ws)
 
 
 async def stop_runner(r: Runner) -> None:
-    await r.channel.close()
-    try:
-        async with asyncio.timeout(10):
-            await r.proc.wait()
-    except TimeoutError:
-        r.proc.kill()
-        await r.proc.wait()
+    await LocalRunner(r.proc, r.channel).stop()
 
 
 @pytest.fixture
