@@ -15,8 +15,6 @@ from toolrunner.channel import RunnerChannel
 from toolrunner.local import LocalRunner, start_local_runner
 from toolrunner.results import ToolResult
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def anyio_backend() -> str:
