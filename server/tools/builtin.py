@@ -4,6 +4,7 @@ need no sandbox. Each is validated, audited and evented exactly like a sandbox t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any, Literal
@@ -97,13 +98,11 @@ async def structured_output(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
     return _ok("structured_output", json.dumps(args, ensure_ascii=False), started)
 
 
-def make_tool_search(registry_ref: list[ToolRegistry]) -> Any:
-    async def tool_search(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        started = time.perf_counter()
-        found = registry_ref[0].search(args["query"], args.get("max_results", 5))
-        lines = [f"{t.name}: {t.description}" for t in found]
-        return _ok("tool_search", "\n".join(lines) if lines else "no tool matches", started)
-    return tool_search
+async def tool_search(registry: ToolRegistry, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    started = time.perf_counter()
+    found = registry.search(args["query"], args.get("max_results", 5))
+    lines = [f"{t.name}: {t.description}" for t in found]
+    return _ok("tool_search", "\n".join(lines) if lines else "no tool matches", started)
 
 
 async def agent(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -116,8 +115,8 @@ async def agent(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return _ok("agent", answer, started)
 
 
-def server_tools(registry_ref: list[ToolRegistry]) -> list[ToolDef]:
-    """The server tools; `registry_ref` is filled with the final registry so tool_search can see every tool."""
+def server_tools() -> list[ToolDef]:
+    """The server tools but tool_search, which is registered last since it searches the whole registry."""
     return [
         ToolDef("todo_write", "Replace the session's task list (shown in the session's details).",
                 TodoWriteInput, "server", todo_write),
@@ -126,15 +125,13 @@ def server_tools(registry_ref: list[ToolRegistry]) -> list[ToolDef]:
                 "server", send_user_message),
         ToolDef("structured_output", "Return the final answer as an object matching the request's output schema.",
                 None, "server", structured_output, schema_override={"type": "object"}),
-        ToolDef("tool_search", "Find tools by what they do.", ToolSearchInput, "server",
-                make_tool_search(registry_ref)),
         ToolDef("agent", "Start a sub-agent with its own context on a task; it shares this sandbox.",
                 AgentInput, "server", agent),
     ]
 
 
 def default_registry() -> ToolRegistry:
-    ref: list[ToolRegistry] = []
-    registry = ToolRegistry.with_sandbox_tools(server_tools(ref))
-    ref.append(registry)
+    registry = ToolRegistry.with_sandbox_tools(server_tools())
+    registry.add(ToolDef("tool_search", "Find tools by what they do.", ToolSearchInput, "server",
+                         functools.partial(tool_search, registry)))
     return registry

@@ -60,6 +60,9 @@ class ToolRegistry:
         sandbox = [ToolDef(name, desc, model, "sandbox") for name, (model, desc) in SANDBOX_TOOLS.items()]
         return cls([*sandbox, *extra])
 
+    def add(self, tool: ToolDef) -> None:
+        self._tools[tool.name] = tool
+
     def get(self, name: str) -> ToolDef:
         tool = self._tools.get(name)
         if tool is None:
