@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.errors import ApiError
 from server.providers.types import Message, TextBlock
-from server.sessions.agent import MemoryConversation, TurnOptions, TurnOutcome
+from server.sessions.agent import ERROR_STATUS, MemoryConversation, TurnOptions, TurnOutcome
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
@@ -74,7 +74,7 @@ async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> Streaming
             await services.sandbox_backend.close_session(tenant.id, chat_id)
         if outcome.error is not None:
             code = outcome.error["code"]
-            raise ApiError(code, outcome.error["message"], status=503 if code == "NO_PROVIDER_CONFIGURED" else 502)
+            raise ApiError(code, outcome.error["message"], status=ERROR_STATUS.get(code, 502))
         return JSONResponse(outcome_body(outcome))
 
     buffer = EventBuffer()

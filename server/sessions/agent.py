@@ -28,7 +28,6 @@ from server.providers.types import (
     Effort,
     Message,
     ProviderError,
-    Stop,
     TextBlock,
     TextDelta,
     ToolCall,
@@ -230,8 +229,6 @@ class AgentLoop:
                                                     f"its partial text ({dropped} chars) is discarded and "
                                                     "another provider answers",
                                          "provider": event.provider})
-            elif isinstance(event, Stop):
-                pass
         cost = self._prices.cost_usd(outcome.model or request.model, usage)
         outcome.input_tokens += usage.input_tokens
         outcome.output_tokens += usage.output_tokens
