@@ -35,8 +35,7 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def agent_server(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: str, docker_client: Any,
-                 tmp_path: Path) -> Iterator[Any]:
+def agent_server(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: str, tmp_path: Path) -> Iterator[Any]:
     """A server whose only provider is the fake, with the sandbox image already built."""
     data_dir = tmp_path / "data"
     server = serve(env=server_env(fake.base_url, sandbox_workspace(tmp_path / "owner-ws")), data_dir=data_dir)

@@ -25,7 +25,7 @@ def fakes() -> Iterator[tuple[FakeAnthropic, FakeOpenAI]]:
 
 @pytest.fixture
 def server(serve: Callable[..., Any], fakes: tuple[FakeAnthropic, FakeOpenAI], sandbox_image: str,
-           docker_client: Any, tmp_path: Path) -> Iterator[Any]:
+           tmp_path: Path) -> Iterator[Any]:
     anthropic, openai = fakes
     env = server_env(anthropic.base_url, sandbox_workspace(tmp_path / "owner-ws"),
                      OPENAI_API_KEY="sk-openai-test-key-000", OPENAI_BASE_URL=openai.base_url + "/v1")

@@ -34,7 +34,7 @@ CAROL = {"X-Tenant-ID": "carol"}
 
 
 @pytest.fixture
-def server(serve: Callable[..., Any], sandbox_image: str, docker_client: Any, tmp_path: Path) -> Iterator[Any]:
+def server(serve: Callable[..., Any], sandbox_image: str, tmp_path: Path) -> Iterator[Any]:
     """A server where tenant bob runs under a locked-down policy file and carol under the default."""
     policy = tmp_path / "locked.toml"
     policy.write_text(POLICY)
