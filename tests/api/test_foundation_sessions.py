@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from server.app import create_app
 from server.services import Services
@@ -107,16 +108,24 @@ class BlockingRunner:
                                                     [{"type": "text", "text": user_text.upper()}])
         events.append(tenant.id, session_id, "state", {"state": "idle"})
 
+BlockingApp = tuple[FastAPI, list[BlockingRunner]]
 
-async def test_busy_and_background_turn(make_settings: Callable[..., Settings], run_app: Any) -> None:
-    """A second message during a turn is 409 SESSION_BUSY; the turn runs on even if its client left."""
+
+@pytest.fixture
+def blocking_app(make_settings: Callable[..., Settings]) -> BlockingApp:
+    """An app whose turns block until released, and the runners it made (one per app start)."""
     runners: list[BlockingRunner] = []
 
     def factory(services: Services) -> BlockingRunner:
         runners.append(BlockingRunner(services))
         return runners[-1]
 
-    app = create_app(make_settings(), turn_runner=factory)
+    return create_app(make_settings(), turn_runner=factory), runners
+
+
+async def test_busy_and_background_turn(blocking_app: BlockingApp, run_app: Any) -> None:
+    """A second message during a turn is 409 SESSION_BUSY; the turn runs on even if its client left."""
+    app, runners = blocking_app
     async with run_app(app) as client:
         sid = (await client.post("/sessions")).json()["session_id"]
         first = asyncio.create_task(client.post(f"/sessions/{sid}/message", json={"message": "one two"}))
@@ -184,16 +193,10 @@ async def test_restart_keeps_sessions(make_settings: Callable[..., Settings], ru
         assert [s for _t, s, _d in events_of(resp)] == [4, 5, 6]
 
 
-async def test_delete_during_turn(make_settings: Callable[..., Settings], run_app: Any) -> None:
+async def test_delete_during_turn(blocking_app: BlockingApp, run_app: Any) -> None:
     """Deleting a session mid-turn stops the turn, ends its message stream and leaves no rows behind;
     a late append to the deleted session is refused."""
-    runners: list[BlockingRunner] = []
-
-    def factory(services: Services) -> BlockingRunner:
-        runners.append(BlockingRunner(services))
-        return runners[-1]
-
-    app = create_app(make_settings(), turn_runner=factory)
+    app, runners = blocking_app
     async with run_app(app) as client:
         services: Services = app.state.services
         sid = (await client.post("/sessions")).json()["session_id"]
@@ -221,16 +224,10 @@ def events_of_any(resp: httpx.Response) -> list[tuple[str, str | None]]:
     return out
 
 
-async def test_cancel_ends_turn_with_idle(make_settings: Callable[..., Settings], run_app: Any) -> None:
+async def test_cancel_ends_turn_with_idle(blocking_app: BlockingApp, run_app: Any) -> None:
     """Cancelling a running turn (interrupt) ends it with TURN_CANCELLED and idle exactly once, and the
     session takes the next message."""
-    runners: list[BlockingRunner] = []
-
-    def factory(services: Services) -> BlockingRunner:
-        runners.append(BlockingRunner(services))
-        return runners[-1]
-
-    app = create_app(make_settings(), turn_runner=factory)
+    app, runners = blocking_app
     async with run_app(app) as client:
         services: Services = app.state.services
         sid = (await client.post("/sessions")).json()["session_id"]
@@ -247,16 +244,10 @@ async def test_cancel_ends_turn_with_idle(make_settings: Callable[..., Settings]
         assert (await client.post(f"/sessions/{sid}/message", json={"message": "y"})).status_code == 200
 
 
-async def test_turn_survives_client_disconnect(make_settings: Callable[..., Settings], run_app: Any,
+async def test_turn_survives_client_disconnect(blocking_app: BlockingApp, run_app: Any,
                                               asgi_stream: Any) -> None:
     """A client that drops the message response does not stop the turn: it finishes and is stored."""
-    runners: list[BlockingRunner] = []
-
-    def factory(services: Services) -> BlockingRunner:
-        runners.append(BlockingRunner(services))
-        return runners[-1]
-
-    app = create_app(make_settings(), turn_runner=factory)
+    app, runners = blocking_app
     async with run_app(app) as client:
         services: Services = app.state.services
         sid = (await client.post("/sessions")).json()["session_id"]
