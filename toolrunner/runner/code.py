@@ -43,7 +43,7 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
     else:
         argv = [*argv, path]
     try:
-        run(call, argv, token=token, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
+        run(call, argv, session=session, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
     finally:
         if path is not None:
             with contextlib.suppress(OSError):

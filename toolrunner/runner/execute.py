@@ -9,10 +9,14 @@ import selectors
 import signal
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
+
+if TYPE_CHECKING:
+    from toolrunner.runner.state import Session
 
 _PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|can't start new thread|EAGAIN")
 _KILLED = re.compile(r"\bKilled\b")
@@ -24,16 +28,18 @@ def run(
     call: Call,
     argv: list[str],
     *,
-    token: str,
+    session: Session,
     env: dict[str, str],
     cwd: str,
     errors: bytearray | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> int:
     """Run `argv` to completion (or limit); returns the exit code in shell convention.
 
     Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given.
     """
     oom_before = stats.memory_marks()
+    token = session.token("x")
     REGISTRY.add_token(token)
     try:
         try:
@@ -45,6 +51,7 @@ def run(
                 stderr=subprocess.PIPE,
                 cwd=cwd,
                 env={**env, MARKER: token},
+                pass_fds=pass_fds,
             )
         except BlockingIOError as exc:
             call.limit = "pids"

@@ -132,7 +132,7 @@ def _rg(
     if rel != ".":
         argv.append(rel)
     errors = bytearray()
-    code = run(call, argv, token=session.token("rg"), env=session.runtime.base_env, cwd=ws.root, errors=errors)
+    code = run(call, argv, session=session, env=session.runtime.base_env, cwd=ws.root, errors=errors)
     if code == 1:
         call.exit_code = 0
     elif code == 2 and not call.output.buf:
