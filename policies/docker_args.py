@@ -2,7 +2,9 @@
 engine applied them.
 
 Every hardening setting lives here, so a reviewer reads one function to know what a sandbox may do:
-non-root user, no capabilities, no new privileges, read-only root, a size-capped tmpfs, tini as PID 1, pids /
+the runner started as root with only CAP_SETUID, CAP_SETGID and CAP_KILL (it drops to its own uid at once
+and starts every tool process under a session uid without any capability: docs/runner-trust.md), no new
+privileges, read-only root, a size-capped tmpfs, tini as PID 1, pids /
 memory / CPU / file-size limits, no network by default, no devices, and exactly one bind mount: the tenant's
 workspace at ``/workspace``. ``host_config_mismatches`` compares ``docker inspect`` with what was asked,
 so a daemon that silently ignores a limit (e.g. rootless Docker on cgroup v1) is refused.
@@ -17,6 +19,10 @@ from typing import Any
 from policies.model import Policy
 
 WORKSPACE_MOUNT = "/workspace"
+# What the runner needs to start tool processes as other uids and to kill them; nothing else, and tools
+# keep none of it (a non-root uid loses every capability across exec).
+RUNNER_CAPS = ["KILL", "SETGID", "SETUID"]
+ISOLATION_MODES = ("uid", "shared")
 MIB = 1024 * 1024
 DOCKER_SOCKET_NAMES = ("docker.sock", "containerd.sock")
 
@@ -27,12 +33,23 @@ class ContainerSpec:
 
     image: str
     workspace: Path
-    uid: int
-    gid: int
+    uid: int  # the tools' uid in isolation "shared" (the workspace owner); unused with "uid"
+    gid: int  # the tools' group: the workspace's, so that every session can write it
+    isolation: str = "uid"  # "uid": a uid per session; "shared": all sessions as `uid`
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
-    command: list[str] | None = None  # None: the image's ENTRYPOINT/CMD starts the runner
+    command: list[str] | None = None  # None: the runner, with the isolation arguments
     runtime: str | None = None  # overrides the policy's runtime when set (server-wide choice)
+
+
+def runner_command(spec: ContainerSpec) -> list[str]:
+    """The runner's command line: its isolation mode and the identity of the tools."""
+    if spec.isolation not in ISOLATION_MODES:
+        raise ValueError(f"isolation must be one of {ISOLATION_MODES}, not {spec.isolation!r}")
+    argv = ["python3", "-I", "-m", "toolrunner.runner", "--isolation", spec.isolation, "--tool-gid", str(spec.gid)]
+    if spec.isolation == "shared":
+        argv += ["--shared-uid", str(spec.uid)]
+    return argv
 
 
 def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
@@ -40,8 +57,9 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
     memory = f"{policy.memory_mb}m"
     kwargs: dict[str, Any] = {
         "image": spec.image,
-        "user": f"{spec.uid}:{spec.gid}",
+        "user": "0:0",
         "cap_drop": ["ALL"],
+        "cap_add": list(RUNNER_CAPS),
         "security_opt": ["no-new-privileges"],
         "privileged": False,
         "read_only": True,
@@ -79,8 +97,7 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
         "hostname": "sandbox",
         "ipc_mode": "private",
     }
-    if spec.command is not None:
-        kwargs["command"] = list(spec.command)
+    kwargs["command"] = list(spec.command) if spec.command is not None else runner_command(spec)
     if spec.name is not None:
         kwargs["name"] = spec.name
     runtime = spec.runtime or policy.runtime
@@ -106,11 +123,12 @@ def host_config_mismatches(attrs: dict[str, Any], kwargs: dict[str, Any]) -> lis
 
     memory = int(str(kwargs["mem_limit"]).rstrip("m")) * MIB
     expect("User", cfg.get("User"), kwargs["user"])
+    expect("Cmd", cfg.get("Cmd"), kwargs["command"])
     expect("OpenStdin", cfg.get("OpenStdin"), True)
     expect("StdinOnce", cfg.get("StdinOnce"), False)
     expect("Tty", cfg.get("Tty"), False)
     expect("CapDrop", sorted(hc.get("CapDrop") or []), ["ALL"])
-    expect("CapAdd", hc.get("CapAdd") or [], [])
+    expect("CapAdd", sorted(c.upper().removeprefix("CAP_") for c in hc.get("CapAdd") or []), RUNNER_CAPS)
     expect("ReadonlyRootfs", hc.get("ReadonlyRootfs"), True)
     expect("SecurityOpt", sorted(hc.get("SecurityOpt") or []), sorted(kwargs["security_opt"]))
     expect("Privileged", hc.get("Privileged"), False)

@@ -11,7 +11,9 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +49,10 @@ class SandboxConfig(BaseModel):
     docker_timeout_s: float = Field(default=30.0, gt=0)  # deadline on every engine call
     start_timeout_s: float = Field(default=20.0, gt=0)  # create → runner hello
     call_grace_s: float = Field(default=5.0, ge=0)  # beyond a call's own timeout before the host gives up
+    # While a call waits on the runner, a runner that sends no frame at all for this long after a ping is
+    # declared unresponsive (stopped, wedged, dead behind an open stream): its calls fail with
+    # SANDBOX_UNRESPONSIVE and its container is replaced.
+    unresponsive_after_s: float = Field(default=10.0, gt=0)
 
     @property
     def instance_id(self) -> str:
@@ -76,19 +82,33 @@ def _writable_by(st: os.stat_result, uid: int, gid: int) -> bool:
     return bool(st.st_mode & 0o002)
 
 
-def prepare_workspace(config: SandboxConfig, tenant: str) -> tuple[Path, int, int]:
-    """Create the tenant's workspace if needed; returns (host path, uid, gid) the container runs as."""
+class WorkspacePlan(NamedTuple):
+    """Where a tenant's workspace is and who its tool processes run as (docs/runner-trust.md §1)."""
+
+    path: Path
+    uid: int  # the tools' uid with isolation "shared"
+    gid: int  # the tools' group, which can write the workspace
+    isolation: str  # "uid": a uid per session; "shared": every session as `uid`
+
+
+def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
+    """Create the tenant's workspace if needed and say who its tool processes run as.
+
+    A tenant's workspace is made group-writable (``2770``) for the sandbox group, because each session runs
+    as its own uid in that group. The owner's workspace is a person's directory whose files are theirs:
+    there every session runs as its owner (isolation "shared"), so the agent can edit those files.
+    """
     uid, gid = config.sandbox_uid, config.sandbox_gid
     if tenant == config.owner_tenant_id:
         path = config.owner_workspace.resolve()
         path.mkdir(parents=True, exist_ok=True)
         st = path.stat()
         if st.st_uid != 0:
-            return path, st.st_uid, st.st_gid  # files the agent writes stay the owner's
+            return WorkspacePlan(path, st.st_uid, st.st_gid, "shared")  # files the agent writes stay the owner's
         if not _writable_by(st, uid, gid):
             log.warning("owner workspace %s belongs to root and is not writable by the sandbox user %d:%d; "
                         "tools can read it but not write to it", path, uid, gid)
-        return path, uid, gid
+        return WorkspacePlan(path, uid, gid, "shared")
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)
@@ -100,6 +120,9 @@ def prepare_workspace(config: SandboxConfig, tenant: str) -> tuple[Path, int, in
         try:
             os.chown(path, uid, gid, follow_symlinks=False)
         except PermissionError:
-            # A server that is not root cannot hand the directory over: run the container as its owner.
-            return path, st.st_uid, st.st_gid
-    return path, uid, gid
+            # A server that is not root cannot hand the directory over: the tools use its group instead.
+            uid, gid = st.st_uid, st.st_gid
+    if stat.S_IMODE(path.lstat().st_mode) != 0o2770:
+        # The workspace group (each session's gid) may write; others may not even look.
+        os.chmod(path, 0o2770)  # noqa: S103
+    return WorkspacePlan(path, uid, gid, "uid")

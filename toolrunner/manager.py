@@ -179,12 +179,13 @@ class SandboxManager:
             return sandbox
 
     def _kwargs_for(self, tenant: str, policy: Policy) -> dict[str, Any]:
-        workspace, uid, gid = prepare_workspace(self.config, tenant)
+        plan = prepare_workspace(self.config, tenant)
         labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
                   "openanalyst.server": self.config.instance_id,
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
-        spec = ContainerSpec(image=self.config.image, workspace=workspace, uid=uid, gid=gid, labels=labels,
-                             command=self.config.runner_command, runtime=self.config.runtime)
+        spec = ContainerSpec(image=self.config.image, workspace=plan.path, uid=plan.uid, gid=plan.gid,
+                             isolation=plan.isolation, labels=labels, command=self.config.runner_command,
+                             runtime=self.config.runtime)
         return container_kwargs(policy, spec)
 
     async def _create(self, tenant: str) -> _Sandbox:

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import shutil
-import struct
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -162,18 +161,20 @@ def test_failed_local_base_is_a_typed_error(docker_client: Any, tmp_path: Path) 
 
 
 def test_image_has_user_tools_and_runner(docker_client: Any, sandbox_image: str) -> None:
-    """By default the image runs as uid 1000 in /workspace, with the agent's tools and the runner files."""
+    """The image starts as root (only to let the runner drop to its own uid) in /workspace, knows the runner's
+    uid, the workspace group and the session uids, and has the agent's tools and the runner files."""
     files = [(name, path) for name, path in context_files() if name.startswith("toolrunner/")]
-    script = ("id -u; id -g; pwd; echo $HOME; "
+    script = ("id -u; id -u oa-runner; getent group sandbox | cut -d: -f3; id -u oa-s10999; "
+              "stat -c %a:%g /workspace; pwd; echo $HOME; "
               "for c in bash rg git python3 node ps curl find grep; do "
               "command -v $c >/dev/null || echo NO $c; done; "
               "cd /opt/openanalyst && sha256sum " + " ".join(name for name, _ in files))
     code, out, err = run(docker_client, sandbox_image, ["bash", "-c", script], **HARDENED)
     assert code == 0, err
     lines = out.decode().splitlines()
-    assert lines[:4] == ["1000", "1000", "/workspace", "/tmp"]
+    assert lines[:7] == ["0", "999", "1000", "10999", "2770:1000", "/workspace", "/tmp"]
     assert not [line for line in lines if line.startswith("NO ")]
-    sums = dict(reversed(line.split(None, 1)) for line in lines[4:])
+    sums = dict(reversed(line.split(None, 1)) for line in lines[7:])
     assert sums == {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files}
 
 
@@ -193,12 +194,13 @@ def test_hardened_container_runs_python_and_node(docker_client: Any, sandbox_ima
 
 
 def test_default_command_starts_the_runner(docker_client: Any, sandbox_image: str) -> None:
-    """The image's own command starts the runner, whose first stdout frame is the protocol hello."""
+    """The image's own command starts the runner, whose first stdout frame is the protocol hello: it has
+    dropped to uid 999 with only KILL, SETGID and SETUID, nothing inheritable, and is not dumpable."""
     if not (repo_root() / "toolrunner" / "runner" / "__main__.py").exists():
         pytest.fail("toolrunner/runner/__main__.py is missing: the image has no runner entry point")
     container = docker_client.api.create_container(
         sandbox_image, labels={"openanalyst.test": "1"}, stdin_open=False,
-        host_config=docker_client.api.create_host_config(**HARDENED))
+        host_config=docker_client.api.create_host_config(**HARDENED, cap_add=["KILL", "SETGID", "SETUID"]))
     cid = container["Id"]
     try:
         docker_client.api.start(cid)  # stdin is closed: the runner greets, sees EOF and exits
@@ -208,7 +210,22 @@ def test_default_command_starts_the_runner(docker_client: Any, sandbox_image: st
     finally:
         docker_client.api.remove_container(cid, force=True)
     assert len(out) >= 4, err
-    (size,) = struct.unpack(">I", out[:4])
-    hello = json.loads(out[4:4 + size])
+    # The json-file log driver turns a length byte >= 0x80 into U+FFFD, so read the frame's JSON after it.
+    start = out.index(b"{")
+    assert start >= 4 and out[:3] == b"\0\0\0", out[:8]
+    hello, _ = json.JSONDecoder().raw_decode(out[start:].decode())
     assert hello["type"] == "hello" and hello["version"] == 1, hello
     assert hello["caps"].get("node") and hello["caps"].get("rg"), hello
+    ident = hello["identity"]
+    assert ident["mode"] == "uid" and ident["uid"] == [999, 999, 999, 999], ident
+    assert ident["cap_eff"] == (1 << 5) | (1 << 6) | (1 << 7) and ident["cap_inh"] == 0 == ident["cap_amb"]
+    assert ident["dumpable"] is False and ident["no_new_privs"] == 1
+
+
+def test_runner_without_its_capabilities_refuses_to_start(docker_client: Any, sandbox_image: str) -> None:
+    """Without SETUID/SETGID the runner cannot separate itself from the tools: it says so and exits, rather
+    than running tools as root or as itself."""
+    code, out, err = run(docker_client, sandbox_image, ["python3", "-I", "-m", "toolrunner.runner",
+                                                        "--isolation", "uid"], **HARDENED)
+    assert code == 2 and out == b""
+    assert b"cannot take the runner's identity" in err, err

@@ -31,12 +31,15 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def test_tenant_container_is_hardened_as_inspected(harness: Any) -> None:
-    """A tenant's container is non-root, capability-free, read-only, limited, without network or socket."""
+    """A tenant's container starts its runner as root with only SETUID/SETGID/KILL (the runner drops to its
+    own uid, tools get none), read-only, limited, without network or socket."""
     container_id = harness.run(harness.manager.ensure_started("alice"))
     attrs = harness.run(harness.manager.backend.inspect(container_id))
     hc, policy = attrs["HostConfig"], policy_for("ci")
-    assert attrs["Config"]["User"] == "1000:1000"
-    assert hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd") and hc["Privileged"] is False
+    assert attrs["Config"]["User"] == "0:0"
+    assert attrs["Config"]["Cmd"][-4:] == ["--isolation", "uid", "--tool-gid", "1000"]
+    assert hc["CapDrop"] == ["ALL"] and sorted(hc["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
+    assert hc["Privileged"] is False
     assert hc["ReadonlyRootfs"] is True and hc["SecurityOpt"] == ["no-new-privileges"]
     assert hc["PidsLimit"] == policy.pids and hc["NanoCpus"] == int(policy.cpus * 1e9)
     assert hc["Memory"] == hc["MemorySwap"] == policy.memory_mb << 20
@@ -67,7 +70,10 @@ def test_every_tool_kind_runs_through_the_manager(harness: Any) -> None:
     ok(harness.call(t, "notebook_edit", {"path": "n.ipynb", "cell_index": 0, "new_source": "x = 2"}))
     assert "x = 2" in ok(harness.call(t, "read_file", {"path": "n.ipynb"}))
     host_file = harness.config.data_dir / "workspaces" / t / "notes" / "a.txt"
-    assert host_file.read_text() == "alpha\ngamma\n" and host_file.stat().st_uid == 1000
+    st = host_file.stat()
+    # Owned by the session's own uid, in the workspace group, writable by that group (the other sessions).
+    assert host_file.read_text() == "alpha\ngamma\n" and 10000 <= st.st_uid < 11000
+    assert st.st_gid == 1000 and st.st_mode & 0o060 == 0o060
 
 
 def test_shell_and_repl_state_persist_within_a_session_only(harness: Any) -> None:

@@ -76,10 +76,13 @@ def test_policy_is_frozen_and_timeouts_are_clamped() -> None:
 
 
 def test_docker_kwargs_are_hardened(tmp_path: Path) -> None:
-    """The kwargs drop all capabilities, forbid new privileges, mount only the workspace, set the limits."""
+    """The kwargs keep only the runner's three capabilities (tools get none), forbid new privileges, mount only
+    the workspace, set the limits, and start the runner with per-session uids."""
     policy = policy_for("default")
     kw = container_kwargs(policy, ContainerSpec(image="img", workspace=tmp_path, uid=1000, gid=1000))
-    assert kw["user"] == "1000:1000" and kw["cap_drop"] == ["ALL"] and kw["read_only"] is True
+    assert kw["user"] == "0:0" and kw["cap_drop"] == ["ALL"] and kw["read_only"] is True
+    assert kw["cap_add"] == ["KILL", "SETGID", "SETUID"]
+    assert kw["command"][-4:] == ["--isolation", "uid", "--tool-gid", "1000"]
     assert kw["security_opt"] == ["no-new-privileges"] and kw["privileged"] is False
     assert kw["network_mode"] == "none" and kw["devices"] == [] and kw["init"] is True
     assert kw["volumes"] == {str(tmp_path): {"bind": "/workspace", "mode": "rw"}}
@@ -94,15 +97,19 @@ def test_inspect_check_flags_every_tampered_setting(tmp_path: Path) -> None:
     kw = container_kwargs(policy_for("ci"), spec)
     ws = str(tmp_path)
     good = {
-        "Config": {"User": "1000:1000", "OpenStdin": True, "StdinOnce": False, "Tty": False},
-        "HostConfig": {"CapDrop": ["ALL"], "ReadonlyRootfs": True, "SecurityOpt": ["no-new-privileges"],
+        "Config": {"User": "0:0", "OpenStdin": True, "StdinOnce": False, "Tty": False, "Cmd": kw["command"]},
+        "HostConfig": {"CapDrop": ["ALL"], "CapAdd": ["CAP_KILL", "CAP_SETGID", "CAP_SETUID"],
+                       "ReadonlyRootfs": True, "SecurityOpt": ["no-new-privileges"],
                        "Privileged": False, "PidsLimit": 128, "Memory": 256 << 20, "MemorySwap": 256 << 20,
                        "NanoCpus": 500_000_000, "NetworkMode": "none", "Devices": [], "Tmpfs": {"/tmp": ""},
                        "IpcMode": "private", "Binds": [f"{ws}:/workspace:rw"]},
         "Mounts": [{"Source": ws, "Destination": "/workspace"}],
     }
     assert host_config_mismatches(good, kw) == []
-    bad = {**good, "HostConfig": {**good["HostConfig"], "CapDrop": [], "Privileged": True},
+    bad = {**good, "HostConfig": {**good["HostConfig"], "CapDrop": [], "Privileged": True,
+                                  "CapAdd": ["CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_PTRACE"]},
+           "Config": {**good["Config"], "Cmd": ["python3", "-I", "-m", "toolrunner.runner"]},
            "Mounts": [*good["Mounts"], {"Source": "/var/run/docker.sock", "Destination": "/d.sock"}]}
     problems = "\n".join(host_config_mismatches(bad, kw))
     assert "CapDrop" in problems and "Privileged" in problems and "docker.sock" in problems
+    assert "CapAdd" in problems and "Cmd" in problems

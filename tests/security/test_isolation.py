@@ -22,12 +22,16 @@ def still_serving(harness: Any) -> None:
 
 
 def test_no_docker_socket_no_capabilities_no_new_privileges(harness: Any) -> None:
-    """The engine socket is absent, the effective capability set is empty, NoNewPrivs is 1, uid is 1000."""
+    """The engine socket is absent, every capability set of a tool is empty, NoNewPrivs is 1, and the tool
+    runs as a session uid from the pool, in the workspace group and no other."""
     out = ok(harness.bash("attacker", "ls -la /var/run/docker.sock /run/docker.sock 2>&1; "
-                                      "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; id -u"))
+                                      "grep -E '^(Cap(Eff|Prm|Inh|Amb)|NoNewPrivs)' /proc/self/status; id -G; id -u"))
     assert "No such file" in out and "docker.sock ->" not in out
-    assert "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out
-    assert out.strip().endswith("1000")
+    for cap_set in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+        assert f"{cap_set}:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out
+    groups, uid = out.strip().splitlines()[-2:]
+    assert groups == "1000" and 10000 <= int(uid) < 11000
     still_serving(harness)
 
 

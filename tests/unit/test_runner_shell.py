@@ -10,11 +10,15 @@ from runner_support import Runner, pid_alive, wait_until
 pytestmark = pytest.mark.anyio
 
 
-async def test_one_shell_serves_every_call_of_a_session(runner: Runner) -> None:
-    """Consecutive calls run in the same bash process, so shell functions and variables persist too."""
-    first = await runner.call("bash", command="echo $$; f() { echo in-f; }; plain=1")
-    second = await runner.call("bash", command='echo $$; f; echo "[$plain]"')
-    assert second.output.splitlines() == [first.output.strip(), "in-f", "[1]"]
+async def test_each_call_is_a_fresh_shell_that_keeps_cwd_exports_and_functions(runner: Runner) -> None:
+    """Every call is its own bash process (its exit status is the result); what a session keeps is its
+    working directory, exported variables and shell functions, not plain variables."""
+    first = await runner.call("bash", command="echo $$; f() { echo in-f; }; plain=1; export kept=2; cd /tmp")
+    second = await runner.call("bash", command='echo $$; f; echo "[$plain][$kept]"; pwd')
+    assert second.exit_code == 0, second
+    lines = second.output.splitlines()
+    assert lines[0] != first.output.splitlines()[0]
+    assert lines[1:] == ["in-f", "[][2]", "/tmp"]
 
 
 @pytest.mark.parametrize("command", ["exit 3", "exec true", "kill $$"])
@@ -141,16 +145,6 @@ async def test_close_session_ends_the_shell(runner: Runner) -> None:
     assert await wait_until(lambda: not pid_alive(pid))
     r = await runner.call("bash", command='echo "[${GONE-}]"')
     assert r.output == "[]\n"
-
-
-def test_marker_split_across_reads_is_cut_and_lookalikes_pass() -> None:
-    """Fed one byte at a time, output before the marker passes unchanged (NULs included) and the status parses."""
-    from toolrunner.runner.markers import Cut
-
-    cut = Cut(b"\0abcd ")
-    data = b"x\0ab\0abc y\0abcd 7 0\ntrailing"
-    out = b"".join(cut.feed(data[i : i + 1]) for i in range(len(data)))
-    assert out == b"x\0ab\0abc y" and cut.done and cut.status() == (7, 0)
 
 
 async def test_a_file_size_limit_does_not_stick_to_the_session(runner: Runner) -> None:

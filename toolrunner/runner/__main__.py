@@ -1,4 +1,8 @@
-"""Entry point: ``python3 -I -m toolrunner.runner [--workspace DIR]``.
+"""Entry point: ``python3 -I -m toolrunner.runner [--workspace DIR] [--isolation uid|shared|none]``.
+
+Started as root in the container (with only CAP_SETUID, CAP_SETGID and CAP_KILL), it drops to its own uid
+before reading a single frame; ``--isolation none`` (the default: a runner on a host, for tests and
+development) keeps the caller's identity and isolates nothing. See docs/runner-trust.md.
 
 stdin and stdout carry protocol frames only: they are moved to private fds at once, fd 0 becomes /dev/null
 and fd 1 a copy of stderr, so nothing a library prints can corrupt the stream and no child inherits it.
@@ -11,6 +15,7 @@ import os
 import signal
 import sys
 
+from toolrunner.runner.identity import MODES, UMASK, Identities, IdentityError, drop_to_runner
 from toolrunner.runner.procs import REGISTRY, log
 from toolrunner.runner.server import Server
 from toolrunner.runner.state import Runtime
@@ -19,7 +24,23 @@ from toolrunner.runner.state import Runtime
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="toolrunner.runner", description=__doc__)
     parser.add_argument("--workspace", default="/workspace", help="root of the files the tools may touch")
+    parser.add_argument("--isolation", choices=MODES, default="none", help="how sessions' processes are run")
+    parser.add_argument("--tool-gid", type=int, default=None, help="group of tool processes (workspace group)")
+    parser.add_argument("--shared-uid", type=int, default=None, help="uid of all sessions in mode 'shared'")
     args = parser.parse_args(argv)
+    if args.isolation != "none":
+        if os.getuid() != 0:
+            log(f"--isolation {args.isolation} needs the runner to start as root (with CAP_SETUID/SETGID/KILL)")
+            return 2
+        ws = os.stat(args.workspace)
+        gid = args.tool_gid if args.tool_gid is not None else ws.st_gid
+        try:
+            drop_to_runner(gid)
+        except (IdentityError, OSError) as exc:
+            log(f"cannot take the runner's identity: {exc}")
+            return 2
+        REGISTRY.identities = Identities(args.isolation, gid, args.shared_uid)
+        os.umask(UMASK)
     if not os.path.isdir(args.workspace):
         log(f"workspace {args.workspace!r} is not a directory")
         return 2

@@ -1,6 +1,6 @@
 """One-shot code tools: python, javascript (node) and powershell (pwsh, where the image has it).
 
-The code goes to a file in the runner's private temp dir (an argument could not hold a megabyte) and runs
+The code goes to a file in the session's private directory (an argument could not hold a megabyte) and runs
 from the workspace root with the runner's base environment, under the same limits as bash.
 """
 
@@ -12,22 +12,27 @@ import shutil
 
 from toolrunner.runner.context import Call, ToolFailure, check_fields, require_str
 from toolrunner.runner.execute import run
+from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.state import Session
 
 INLINE_MAX = 100_000  # one argv string may hold 128 KiB
 
 
 def _code_file(session: Session, token: str, suffix: str, code: str) -> str | None:
-    """The code written to a temp file, or None if /tmp is full."""
-    path = os.path.join(session.runtime.tmp, f"{token}{suffix}")
+    """The code written, as the session, to a file in its private directory; None if /tmp is full."""
+    path = os.path.join(session.dir, f"{token}{suffix}")
     try:
-        with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+        with files_as(session.ident), open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(code)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    except (OSError, IdentityError):
+        _remove(session, path)
         return None
     return path
+
+
+def _remove(session: Session, path: str) -> None:
+    with contextlib.suppress(OSError, IdentityError), files_as(session.ident):
+        os.unlink(path)
 
 
 def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str], inline: str) -> None:
@@ -43,11 +48,10 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
     else:
         argv = [*argv, path]
     try:
-        run(call, argv, session=session, env=session.runtime.base_env, cwd=session.runtime.workspace.root)
+        run(call, argv, session=session, env=session.env(), cwd=session.runtime.workspace.root)
     finally:
         if path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            _remove(session, path)
 
 
 def python(session: Session, call: Call) -> None:

@@ -1,5 +1,5 @@
 """Run one process for one call: capture its output within the cap, enforce the deadline and cancellation,
-clean up everything it started, and name the limit that stopped it (timeout, memory, pids, disk)."""
+kill everything it started, and name the limit that stopped it (timeout, memory, pids, disk)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
+from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree
 
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
@@ -34,86 +34,89 @@ def run(
     errors: bytearray | None = None,
     pass_fds: tuple[int, ...] = (),
 ) -> int:
-    """Run `argv` to completion (or limit); returns the exit code in shell convention.
+    """Run `argv` as the session to completion (or limit); returns the exit code in shell convention.
 
-    Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given.
+    Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given. The
+    exit code is the kernel's; before returning, every process the call left is killed (procs.sweep).
     """
     oom_before = stats.memory_marks()
-    token = session.token("x")
-    REGISTRY.add_token(token)
+    ident = session.ident
     try:
-        try:
-            proc = REGISTRY.spawn(
-                argv,
-                token,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env={**env, MARKER: token},
-                pass_fds=pass_fds,
-            )
-        except BlockingIOError as exc:
-            call.limit = "pids"
-            raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)") from None
-        except FileNotFoundError as exc:
-            raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
-        except OSError as exc:
-            raise ToolFailure("INTERNAL", f"cannot start {argv[0]}: {exc.strerror}") from None
-        try:
-            _pump(call, proc, token, errors)
-        finally:
-            code_raw = REGISTRY.finish(proc)
+        proc = REGISTRY.spawn(
+            argv,
+            ident,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            pass_fds=pass_fds,
+        )
+    except BlockingIOError as exc:
+        call.limit = "pids"
+        raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)") from None
+    except FileNotFoundError as exc:
+        raise ToolFailure("TOOL_UNAVAILABLE", f"{argv[0]} is not installed in the sandbox image") from exc
+    except OSError as exc:
+        raise ToolFailure("INTERNAL", f"cannot start {argv[0]}: {exc.strerror}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    try:
+        call.on_cancel(lambda: kill_tree(proc.pid))
+        pump(call, proc.pid, streams, errors)
     finally:
-        REGISTRY.drop_token(token)
-        REGISTRY.sweep()
+        code_raw = REGISTRY.finish(proc)
+        REGISTRY.sweep(ident)
+        drain(call, streams, errors)
+        for f in (proc.stdout, proc.stderr):
+            f.close()
     code = exit_code(code_raw)
     classify(call, code_raw, oom_before, errors)
     call.exit_code = code
     return code
 
 
-def _pump(call: Call, proc: subprocess.Popen[bytes], token: str, errors: bytearray | None) -> int:
-    assert proc.stdout is not None and proc.stderr is not None
-    streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-    call.on_cancel(lambda: killpg(proc.pid))
+def pump(call: Call, pid: int, streams: dict[int, str], errors: bytearray | None = None) -> None:
+    """Pass output on until process `pid` exits, killing its tree at the call's deadline."""
     sel = selectors.DefaultSelector()
-    pidfd = exit_fd(proc.pid)
+    pidfd = exit_fd(pid)
     try:
         for fd in streams:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
         sel.register(pidfd, selectors.EVENT_READ)
-        exited = False
-        drain_until: float | None = None
-        while streams:
+        while True:
             now = time.perf_counter()
-            if drain_until is None and not exited and now >= call.deadline and not call.timed_out:
-                call.timed_out = True
-                call.limit = "timeout"
-                killpg(proc.pid)
-            if drain_until is not None and now >= drain_until:
-                break
-            wait = (drain_until if drain_until is not None else call.deadline) - now
-            for key, _ in sel.select(max(0.0, min(wait, 0.5)) if not call.timed_out else 0.05):
+            if now >= call.deadline and not call.timed_out:
+                call.timed_out, call.limit = True, "timeout"
+                kill_tree(pid)
+            wait = max(0.0, min(call.deadline - now, 0.5)) if not call.timed_out else 0.05
+            for key, _ in sel.select(wait):
                 fd = int(key.fd)
                 if fd == pidfd:
-                    exited = True
-                    sel.unregister(pidfd)
-                    # The shell is gone: kill whatever still holds its pipes, then read what is left.
-                    killpg(proc.pid)
-                    REGISTRY.drop_token(token)
-                    REGISTRY.sweep()
-                    drain_until = time.perf_counter() + DRAIN_S
-                    continue
-                _read(call, fd, streams, sel, errors)
-        return proc.wait()
+                    return
+                read_into(call, fd, streams, sel, errors)
     finally:
         sel.close()
         os.close(pidfd)
 
 
-def _read(
+def drain(call: Call, streams: dict[int, str], errors: bytearray | None = None) -> None:
+    """Read what is left in a call's pipes: to EOF, since every writer is dead, or for DRAIN_S at most (a
+    process of a live root of the session may hold a copy of the pipe)."""
+    sel = selectors.DefaultSelector()
+    try:
+        for fd in streams:
+            sel.register(fd, selectors.EVENT_READ)
+        until = time.perf_counter() + DRAIN_S
+        while streams and time.perf_counter() < until:
+            for key, _ in sel.select(max(0.0, until - time.perf_counter())):
+                read_into(call, int(key.fd), streams, sel, errors)
+    finally:
+        sel.close()
+
+
+def read_into(
     call: Call,
     fd: int,
     streams: dict[int, str],

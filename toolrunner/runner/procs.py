@@ -1,10 +1,16 @@
 """Every process the runner starts, and the guarantee that none outlives the call that made it.
 
-The runner is a child subreaper, so whatever a call leaves behind (``cmd &``, ``nohup``, ``setsid``, a double
-fork) is re-parented to the runner when its parent exits. Each process we start carries an environment
-marker ``OPENANALYST_CALL=<token>``; at the end of a call we kill its process group, then every child of the
-runner that we did not start ourselves and whose marker is not that of a call still running — with its whole
-subtree — and reap the zombies. Processes without a marker (``env -i``) are treated as leftovers.
+Membership is the process's uid, which it cannot change (no capabilities, no-new-privileges), plus the
+runner's own record of which processes are *roots* of live work: calls in flight, background processes,
+REPLs, spare shells. A process cannot hide from that: ``setsid``, double forks, ``env -i`` and copied
+environments change neither its uid nor which pids the runner started.
+
+At the end of a call, ``sweep`` kills what the call's uid left behind. Where the uid is the session's own
+(mode "uid") and none of its other work is live, one ``kill(-1, SIGKILL)`` sent *as that uid* kills every
+process of it at once; the kernel delivers it under the task-list lock, so a fork bomb cannot fork past it.
+Otherwise it kills every untracked child of the runner (as child subreaper the runner inherits every orphan)
+of that uid, with its subtree, until none is left. Zombies are reaped before the answer, so the pids limit is
+free again when the caller hears back.
 """
 
 from __future__ import annotations
@@ -17,20 +23,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-MARKER = "OPENANALYST_CALL"
+from toolrunner.runner.identity import Ident, Identities, drop_all_capabilities
+
 _PR_SET_CHILD_SUBREAPER = 36
+SETTLE_S = 2.0  # how long a sweep waits for killed processes to be gone before answering anyway
+SPARE = "spare"  # roots of this kind do not protect their uid from a full sweep (they are restarted)
 
 
 class Registry:
-    """Which pids we wait on ourselves and which markers belong to something still alive."""
+    """Which pids we wait on ourselves (the reaper leaves them alone), and the live roots per uid."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tracked: set[int] = set()
-        self._tokens: set[str] = set()
+        self._roots: dict[int, tuple[int, str]] = {}  # pid -> (uid, kind)
         self.me = os.getpid()
+        self.identities = Identities("none", os.getgid())
 
     def become_subreaper(self) -> bool:
         try:
@@ -39,14 +49,6 @@ class Registry:
         except (OSError, AttributeError):
             return False
 
-    def add_token(self, token: str) -> None:
-        with self._lock:
-            self._tokens.add(token)
-
-    def drop_token(self, token: str) -> None:
-        with self._lock:
-            self._tokens.discard(token)
-
     def track(self, pid: int) -> None:
         with self._lock:
             self._tracked.add(pid)
@@ -54,14 +56,23 @@ class Registry:
     def untrack(self, pid: int) -> None:
         with self._lock:
             self._tracked.discard(pid)
+            self._roots.pop(pid, None)
 
-    def spawn(self, argv: list[str], token: str, **kwargs: object) -> subprocess.Popen[bytes]:
-        """Popen in a new session; the pid is tracked so the zombie reaper leaves it to Popen.wait()."""
+    def spawn(self, argv: list[str], ident: Ident, kind: str = "call", **kwargs: object) -> subprocess.Popen[bytes]:
+        """Popen as `ident` in a new session; the pid is tracked and recorded as a root of `kind`."""
         with self._lock:
             # Holding the lock across fork keeps the sweeper from mistaking the new child for a leftover.
-            proc = subprocess.Popen(argv, start_new_session=True, close_fds=True, **kwargs)  # type: ignore[call-overload]
+            proc = subprocess.Popen(  # type: ignore[call-overload]
+                argv, start_new_session=True, close_fds=True, **ident.popen_kwargs(), **kwargs
+            )
             self._tracked.add(proc.pid)
+            self._roots[proc.pid] = (ident.uid, kind)
         return proc  # type: ignore[no-any-return]
+
+    def set_kind(self, pid: int, kind: str) -> None:
+        with self._lock:
+            if pid in self._roots:
+                self._roots[pid] = (self._roots[pid][0], kind)
 
     def finish(self, proc: subprocess.Popen[bytes]) -> int:
         """Kill what is left of `proc`'s group, wait for it, stop tracking it; returns its return code."""
@@ -73,13 +84,56 @@ class Registry:
         self.untrack(proc.pid)
         return code
 
-    def sweep(self, rounds: int = 20) -> int:
-        """Kill leftovers (see module doc) until none is found; returns how many were killed."""
+    def _blocking_roots(self, uid: int) -> list[int]:
+        return [pid for pid, (u, kind) in self._roots.items() if u == uid and kind != SPARE]
+
+    def sweep(self, ident: Ident) -> int:
+        """Kill what the work of `ident` left behind (see module doc); returns how many were found."""
+        if self.identities.exclusive() and not ident.own:
+            with self._lock:
+                blocked = bool(self._blocking_roots(ident.uid))
+            if not blocked:
+                return self.kill_uid(ident)
+        return self._sweep_orphans(None if not self.identities.exclusive() else ident.uid)
+
+    def kill_uid(self, ident: Ident) -> int:
+        """Every process of `ident`'s uid, at once, including roots; waits until they are gone."""
+        if ident.own:
+            return self._sweep_orphans(None)
+        with self._lock:
+            pid = os.fork()
+            if pid == 0:  # the child: only system calls from here to _exit
+                code = 2
+                try:
+                    os.setresuid(ident.uid, ident.uid, ident.uid)
+                    drop_all_capabilities()  # with CAP_KILL kill(-1) would reach every process
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                        code = 1
+                    except ProcessLookupError:
+                        code = 0
+                finally:
+                    os._exit(code)
+            self._tracked.add(pid)
+        try:
+            _, status = os.waitpid(pid, 0)
+        finally:
+            self.untrack(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 2:
+            log(f"could not kill the processes of uid {ident.uid}")
+        if code == 0:
+            return 0
+        self._settle(lambda: any(uid_of(p) == ident.uid for p in all_pids()))
+        return 1
+
+    def _sweep_orphans(self, uid: int | None, rounds: int = 20) -> int:
+        """Kill untracked children of the runner (of `uid`, or of any uid) with their subtrees."""
         killed = 0
         for _ in range(rounds):
             with self._lock:
                 untracked = [pid for pid in children(self.me) if pid not in self._tracked]
-                victims = [p for p in untracked if marker(p) not in self._tokens and not is_zombie(p)]
+            victims = [p for p in untracked if not is_zombie(p) and (uid is None or uid_of(p) == uid)]
             for pid in victims:
                 for p in [pid, *descendants(pid)]:
                     _kill(p)
@@ -87,32 +141,23 @@ class Registry:
             _waitpid_nohang(untracked)  # collects the zombies; a live child is left alone
             if not victims:
                 break
+        if killed:
+            self._settle(lambda: self._untracked_children_left(uid))
         return killed
 
-    def sweep_orphans(self) -> int:
-        """`sweep`, but only when the main thread has a child we did not start: orphans are re-parented to
-        the subreaper's first live thread (the main one), so one read usually shows there is nothing to do."""
-        if _HAS_CHILDREN_FILE:
-            found = main_thread_children(self.me)
-            with self._lock:
-                if all(pid in self._tracked for pid in found):
-                    return 0
-        return self.sweep()
+    def _untracked_children_left(self, uid: int | None) -> bool:
+        with self._lock:
+            left = [p for p in children(self.me) if p not in self._tracked]
+        return any(uid is None or uid_of(p) in (uid, None) for p in left)
 
-    def kill_marked(self, prefix: str) -> int:
-        """Kill every process of ours whose marker starts with `prefix` (session close). Only the runner's
-        own descendants are candidates (as subreaper it inherits every orphan of its calls): a runner that
-        shares a PID namespace with others — on a host, in tests — must never touch their processes."""
-        killed = 0
-        for _ in range(5):
-            pids = [p for p in descendants(self.me) if (marker(p) or "").startswith(prefix)]
-            if not pids:
-                break
-            for pid in pids:
-                _kill(pid)
-                killed += 1
-        self.reap()
-        return killed
+    def _settle(self, busy: Callable[[], bool]) -> None:
+        """Reap until `busy()` turns false or SETTLE_S passes: killed processes free their pids first."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            self.reap()
+            if not busy() or time.monotonic() >= deadline:
+                return
+            time.sleep(0.002)
 
     def reap(self) -> None:
         """Collect zombies among our children that no Popen is waiting for."""
@@ -246,16 +291,15 @@ def all_pids() -> Iterable[int]:
             yield int(name)
 
 
-def marker(pid: int) -> str | None:
+def uid_of(pid: int) -> int | None:
+    """The real uid of `pid` (None once it is gone); /proc/<pid>/status is readable whatever the uid."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-    except OSError:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         return None
-    key = MARKER.encode() + b"="
-    for item in env.split(b"\0"):
-        if item.startswith(key):
-            return item[len(key) :].decode("utf-8", "replace")
     return None
 
 

@@ -19,7 +19,7 @@ import time
 from toolrunner.protocol import MAX_FRAME
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
-from toolrunner.runner.procs import MARKER, REGISTRY, exit_fd, killpg
+from toolrunner.runner.procs import REGISTRY, exit_fd, kill_tree
 from toolrunner.runner.state import Session
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repl_child.py")
@@ -30,23 +30,22 @@ class Repl:
     """A running interpreter: its process, control pipes and output pipes."""
 
     def __init__(self, session: Session) -> None:
-        self.token = session.token("repl")
+        self.session = session
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
-        REGISTRY.add_token(self.token)
         try:
             self.proc = REGISTRY.spawn(
                 [session.runtime.python, "-I", "-u", CHILD, str(req_r), str(rep_w)],
-                self.token,
+                session.ident,
+                "repl",
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 pass_fds=(req_r, rep_w),
                 cwd=session.runtime.workspace.root,
-                env={**session.runtime.base_env, MARKER: self.token},
+                env=session.env(),
             )
         except OSError as exc:
-            REGISTRY.drop_token(self.token)
             for fd in (self._req_w, self._rep_r):
                 os.close(fd)
             raise ToolFailure("RESOURCE_LIMIT", f"cannot start the interpreter: {exc.strerror}") from None
@@ -62,11 +61,9 @@ class Repl:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        killpg(self.proc.pid)
+        kill_tree(self.proc.pid)
         REGISTRY.finish(self.proc)
-        REGISTRY.drop_token(self.token)
-        REGISTRY.kill_marked(self.token)
-        REGISTRY.sweep()
+        REGISTRY.sweep(self.session.ident)
         for fd in (self._req_w, self._rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -26,13 +26,16 @@ from toolrunner.protocol import (
     frame_length,
     make_result,
 )
-from toolrunner.runner import code, files, search, shell, stats
+from toolrunner.runner import code, files, identity, search, shell, stats
 from toolrunner.runner.context import Call, Output, ToolFailure
+from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.procs import REGISTRY, log
 from toolrunner.runner.repl import repl
+from toolrunner.runner.spares import SPARES
 from toolrunner.runner.state import Runtime, Session
 
 Tool = Callable[[Session, Call], None]
+FILE_TOOLS = frozenset({"read_file", "write_file", "edit_file", "notebook_edit", "grep_search", "glob_search"})
 
 
 def tools(rt: Runtime) -> dict[str, Tool]:
@@ -88,7 +91,24 @@ class Server:
                 pass  # The host is gone; the reader will see EOF and shut down.
 
     def serve(self) -> int:
-        self.send({"type": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid(), "caps": self.rt.caps})
+        facts = identity.process_facts()
+        self.send(
+            {
+                "type": "hello",
+                "version": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "caps": self.rt.caps,
+                "identity": {
+                    "mode": REGISTRY.identities.mode,
+                    "uid": facts["uid"],
+                    "cap_eff": facts["CapEff"],
+                    "cap_inh": facts["CapInh"],
+                    "cap_amb": facts.get("CapAmb", 0),
+                    "no_new_privs": facts.get("NoNewPrivs"),
+                    "dumpable": facts["dumpable"],
+                },
+            }
+        )
         while True:
             header = self._in.read(4)
             if len(header) < 4:
@@ -201,7 +221,15 @@ class Server:
             fn = self.tools.get(call.tool)
             if fn is None:
                 raise ToolFailure("TOOL_NOT_FOUND", f"no tool named {call.tool!r}; known: {', '.join(self.tools)}")
-            fn(self.session(call.session), call)
+            session = self.session(call.session)
+            if call.tool in FILE_TOOLS:
+                # The file tools act with the session's file-system identity: its permissions, its files.
+                with files_as(session.ident):
+                    fn(session, call)
+            else:
+                fn(session, call)
+        except IdentityError as exc:
+            error = ("INTERNAL", str(exc))
         except ToolFailure as exc:
             error, extra = (exc.code, exc.message), exc.output
         except Exception as exc:  # never let one call take the runner down
@@ -238,5 +266,5 @@ class Server:
             call.cancel()
         for s in sessions:
             s.close()
-        REGISTRY.sweep()
+        SPARES.close()
         self.rt.cleanup()

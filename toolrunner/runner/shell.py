@@ -1,9 +1,9 @@
 """The `bash` tool and its background processes (`bash_output`, `kill_process`).
 
-A `bash` call runs in the session's one long-lived shell (bashshell.Shell), so cwd, exports, functions and
-options persist as in a terminal; calls of one session take turns on it, sessions run in parallel. A
-background process is a fresh ``bash -c`` that starts from the state the shell last saved (``BASH_ENV``), in
-its own process group, outliving the call that started it until it ends or is killed.
+A `bash` call runs in a fresh shell of the session (bashshell.Shell) that starts from the state the previous
+call saved, so cwd and exported variables persist as in a terminal; calls of one session take turns,
+sessions run in parallel. A background process is a fresh ``bash -c`` that starts from the same saved state,
+as the session's uid, outliving the call that started it until it ends, is killed, or the session closes.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 
 from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
-from toolrunner.runner.procs import MARKER, REGISTRY, exit_code, exit_fd, killpg
+from toolrunner.runner.identity import IdentityError, files_as
+from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree
 from toolrunner.runner.spares import SPARES
 from toolrunner.runner.state import Session
 
@@ -30,33 +30,36 @@ MAX_INLINE = 100_000  # one argv string may hold 128 KiB; a longer command is so
 def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict[str, str], list[str]]:
     """argv, environment and temp files of one background process.
 
-    It starts from a private copy of the shell's committed state: the shell rewrites its state files.
+    It starts from a private copy of the shell's committed state (the shell rewrites its state files), in
+    the session's own directory, written as the session.
     """
-    env, temps = dict(session.runtime.base_env), []
+    env, temps = session.env(), []
     state = session.shell.state_path() if session.shell is not None else None
     try:
-        if state is not None:
-            env_file = os.path.join(session.runtime.tmp, f"{token}.env")
-            temps.append(env_file)
-            shutil.copyfile(state, env_file)
-            # The state carries the whole environment, so variables unset in the session stay unset.
-            env = {"BASH_ENV": env_file}
-        if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
-            return ["bash", "--noprofile", "--norc", "-c", command], env, temps
-        path = os.path.join(session.runtime.tmp, f"{token}.sh")
-        temps.append(path)
-        with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(command + "\n")
-        return ["bash", "--noprofile", "--norc", "-c", f". {path}"], env, temps
-    except OSError as exc:
-        _unlink(temps)
-        raise ToolFailure("RESOURCE_LIMIT", f"cannot write to /tmp: {exc.strerror}") from None
+        with files_as(session.ident):
+            if state is not None:
+                env_file = os.path.join(session.dir, f"{token}.env")
+                temps.append(env_file)
+                shutil.copyfile(state, env_file)
+                # The state carries the whole environment, so variables unset in the session stay unset.
+                env = {"BASH_ENV": env_file}
+            if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
+                return ["bash", "--noprofile", "--norc", "-c", command], env, temps
+            path = os.path.join(session.dir, f"{token}.sh")
+            temps.append(path)
+            with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(command + "\n")
+            return ["bash", "--noprofile", "--norc", "-c", f". {path}"], env, temps
+    except (OSError, IdentityError) as exc:
+        _unlink(session, temps)
+        raise ToolFailure("RESOURCE_LIMIT", f"cannot write to /tmp: {exc}") from None
 
 
-def _unlink(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+def _unlink(session: Session, paths: list[str]) -> None:
+    with contextlib.suppress(IdentityError), files_as(session.ident):
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _turn(session: Session, call: Call) -> bool:
@@ -80,44 +83,39 @@ def bash(session: Session, call: Call) -> None:
         return
     if not _turn(session, call):
         return
-    tidy: Callable[[], None] | None = None
     try:
         if session.closed or call.cancelled.is_set():
             raise ToolFailure("CANCELLED", "the session was closed")
         if session.shell is None:
             session.shell = SPARES.take(session) or Shell(session)
             call.defer(lambda: SPARES.refill(session.runtime))
-        tidy = session.shell.run(call, command)
+        shell = session.shell
+        shell.run(call, command)
     finally:
-        if tidy is None:
-            session.shell_lock.release()
-    # The sweep for leftovers reads /proc (slow in a container): it runs after the result is sent, still
-    # holding the shell, so the session's next call starts only once the leftovers are gone. After a call
-    # that exhausted the pids limit (a fork bomb) it runs first: until then no other session could even
-    # start a process.
-    if call.limit == "pids":
-        _tidy_then_release(session, tidy)()
-    else:
-        call.defer(_tidy_then_release(session, tidy))
+        session.shell_lock.release()
+    # The next call's shell starts once this one is answered: starting bash beside the call would slow it
+    # under the container's CPU quota.
+    call.defer(lambda: _prestart(session, shell))
 
 
-def _tidy_then_release(session: Session, tidy: Callable[[], None]) -> Callable[[], None]:
-    def run() -> None:
-        try:
-            tidy()
-        finally:
-            session.shell_lock.release()
-
-    return run
+def _prestart(session: Session, shell: Shell) -> None:
+    if not session.shell_lock.acquire(blocking=False):
+        return  # the next call is already here and starts its own shell
+    try:
+        if not session.closed and session.shell is shell:
+            with contextlib.suppress(OSError, ToolFailure):
+                shell.prestart()
+    finally:
+        session.shell_lock.release()
 
 
 class Background:
     """A process started with run_in_background: its unread output and its fate."""
 
-    def __init__(self, bid: str, proc: subprocess.Popen[bytes], token: str, temps: list[str]) -> None:
+    def __init__(self, session: Session, bid: str, proc: subprocess.Popen[bytes], temps: list[str]) -> None:
         self.id = bid
         self.proc = proc
-        self.token = token
+        self.session = session
         self._temps = temps
         self._buf = bytearray()
         self.dropped = 0
@@ -142,9 +140,9 @@ class Background:
                     fd = int(key.fd)
                     if fd == pidfd:
                         sel.unregister(pidfd)
-                        killpg(self.proc.pid)
-                        REGISTRY.drop_token(self.token)
-                        REGISTRY.sweep()
+                        # Its group goes with it; what it started that outlives it is swept below.
+                        self.code = exit_code(REGISTRY.finish(self.proc))
+                        REGISTRY.sweep(self.session.ident)
                         drain_until = time.perf_counter() + 1.0
                         continue
                     try:
@@ -159,10 +157,9 @@ class Background:
         finally:
             sel.close()
             os.close(pidfd)
-            self.code = exit_code(REGISTRY.finish(self.proc))
-            REGISTRY.drop_token(self.token)
-            REGISTRY.sweep()
-            _unlink(self._temps)
+            if self.code is None:
+                self.code = exit_code(REGISTRY.finish(self.proc))
+            _unlink(self.session, self._temps)
             self.done.set()
 
     def _append(self, data: bytes) -> None:
@@ -182,35 +179,33 @@ class Background:
             return data, dropped, bool(self._buf)
 
     def kill(self) -> None:
-        killpg(self.proc.pid)
+        kill_tree(self.proc.pid)
         self.done.wait(5)
 
 
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
-    bid = token[len(session.prefix) :]
     argv, env, temps = _launch(session, token, command)
-    REGISTRY.add_token(token)
     try:
         proc = REGISTRY.spawn(
             argv,
-            token,
+            session.ident,
+            "background",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=session.runtime.workspace.root,
-            env={**env, MARKER: token},
+            env=env,
         )
     except OSError as exc:
-        REGISTRY.drop_token(token)
-        _unlink(temps)
+        _unlink(session, temps)
         if isinstance(exc, BlockingIOError):
             call.limit = "pids"
         raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror}") from None
-    session.background[bid] = Background(bid, proc, token, temps)
+    session.background[token] = Background(session, token, proc, temps)
     call.exit_code = 0
     call.output.add(
-        f"started in the background with id {bid} (pid {proc.pid}); read its output with "
+        f"started in the background with id {token} (pid {proc.pid}); read its output with "
         f"bash_output and stop it with kill_process\n".encode()
     )
 

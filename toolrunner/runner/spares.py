@@ -1,9 +1,9 @@
-"""One spare bash, started ahead, for the next session that needs a shell.
+"""One spare shell, started ahead with an identity of its own, for the next new session's first `bash`.
 
-Starting bash and reading its boot file is most of a session's first `bash` call (about 10 ms in a
-container), and every call made outside a session (the direct tool API) is such a first call. A spare shell
-is booted with a fresh state and no session's values, so handing it to a session changes nothing but who
-owns it: the state files it writes are its own, and each call's processes carry the session's marker.
+Starting bash and reading its boot file is most of a new session's first call, and every call made outside
+a session (the direct tool API) is such a first call. The spare belongs to a placeholder session that holds
+a pool uid and a private directory; a new session that has no identity yet takes all three, so handing it
+over changes nothing but the owner's name.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 
 from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import ToolFailure
+from toolrunner.runner.identity import IdentityError
 from toolrunner.runner.state import Runtime, Session
 
 
@@ -22,14 +23,19 @@ class SpareShells:
         self._filling = False
 
     def take(self, session: Session) -> Shell | None:
-        """A booted shell now owned by `session`, or None; call `refill` once the call is answered (starting
-        bash beside the call would slow it down under the container's CPU quota)."""
+        """A started shell now owned by `session`, or None (also when the session already has a uid: the
+        spare runs as another). Call `refill` once the call is answered."""
+        if not session.adopt_ready():
+            return None
         with self._lock:
             shell, self._spare = self._spare, None
         if shell is None:
             return None
-        if shell.proc is None or shell.proc.poll() is not None:
-            shell.reset()
+        if shell.next is None or shell.next.poll() is not None:
+            shell.session.close()
+            return None
+        if not session.adopt(shell.session):
+            shell.session.close()
             return None
         shell.session = session
         return shell
@@ -43,11 +49,13 @@ class SpareShells:
 
     def _fill(self, runtime: Runtime) -> None:
         shell = None
+        placeholder = Session("spare", runtime)
         try:
-            shell = Shell(Session("spare", runtime))
+            shell = Shell(placeholder)
             shell.prestart()
-        except (OSError, ToolFailure):
-            shell = None  # pids or /tmp exhausted: sessions start their own shells, as without spares
+        except (OSError, ToolFailure, IdentityError):
+            shell = None  # pids, /tmp or uids exhausted: sessions start their own shells, as without spares
+            placeholder.close()
         finally:
             with self._lock:
                 self._spare = shell
@@ -57,7 +65,7 @@ class SpareShells:
         with self._lock:
             shell, self._spare = self._spare, None
         if shell is not None:
-            shell.reset()
+            shell.session.close()
 
 
 SPARES = SpareShells()

@@ -1,0 +1,169 @@
+"""Who runs what inside the sandbox: the runner's own uid, and the uid each session's processes run under.
+
+The container starts the runner as root with only CAP_SETUID, CAP_SETGID and CAP_KILL. ``drop_to_runner``
+moves it to its own uid at once, keeping those three (the uid switch would clear them without
+PR_SET_KEEPCAPS), and makes it non-dumpable, so that no tool process can signal it, trace it or open its
+``/proc`` entries. Tool processes get a uid per session (``mode="uid"``), one uid for all sessions
+(``"shared"``: a workspace owned by a person), or the runner's own (``"none"``: a runner on a host, for
+tests and development, which isolates nothing). See docs/runner-trust.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+RUNNER_UID = 999
+POOL_START, POOL_SIZE = 10000, 1000
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+KEPT_CAPS = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID)
+MODES = ("uid", "shared", "none")
+UMASK = 0o002  # files a session creates stay writable by the workspace group, i.e. by the other sessions
+
+_PR_SET_DUMPABLE, _PR_SET_KEEPCAPS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 4, 8, 47, 4
+_CAPABILITY_V3 = 0x20080522
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class IdentityError(Exception):
+    """The runner could not take its own identity; it must not serve calls then."""
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise IdentityError(f"{what} failed: {os.strerror(err)}")
+
+
+def _capset(effective: int, permitted: int) -> None:
+    header = _CapHeader(_CAPABILITY_V3, 0)
+    data = (_CapData * 2)(_CapData(effective, permitted, 0), _CapData(0, 0, 0))
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def drop_all_capabilities() -> None:
+    """Empty every capability set of this (child) process, e.g. before it signals as a tool uid."""
+    _capset(0, 0)
+
+
+def drop_to_runner(workspace_gid: int, uid: int = RUNNER_UID, gid: int = RUNNER_UID) -> None:
+    """From root (at start, single-threaded) to `uid` with only the kept capabilities; non-dumpable.
+
+    The runner keeps the workspace group as a supplementary group: it opens the workspace and starts tools
+    in it (the chdir happens before the child's uid switch). Tools get no supplementary group at all.
+    """
+    _check(_libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")
+    os.setgroups([workspace_gid])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _capset(KEPT_CAPS, KEPT_CAPS)
+    _check(_libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "PR_SET_KEEPCAPS")
+    with contextlib.suppress(IdentityError):  # kernels before 4.3 have no ambient set, hence nothing to clear
+        _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "PR_CAP_AMBIENT")
+    _check(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE")
+
+
+def process_facts(pid: int | str = "self") -> dict[str, Any]:
+    """Uids, capability sets and flags of a process, from /proc/<pid>/status (for hello and the tests)."""
+    facts: dict[str, Any] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid"):
+                facts[key.lower()] = [int(v) for v in value.split()]
+            elif key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                facts[key] = int(value.strip(), 16)
+            elif key in ("NoNewPrivs", "Seccomp"):
+                facts[key] = int(value.strip())
+    facts["dumpable"] = bool(_libc.prctl(3, 0, 0, 0, 0)) if pid == "self" else None  # PR_GET_DUMPABLE
+    return facts
+
+
+@dataclass(frozen=True)
+class Ident:
+    """The uid and gid a session's processes run under; `own` when it is the runner's own (mode none)."""
+
+    uid: int
+    gid: int
+    own: bool = False
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        """subprocess.Popen arguments that start a process as this identity, without any capability."""
+        if self.own:
+            return {"umask": UMASK}
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": UMASK}
+
+
+class Identities:
+    """Hands out session identities. In mode "uid" each session gets a pool uid, returned once its
+    processes are all gone (the caller's promise)."""
+
+    def __init__(self, mode: str, gid: int, shared_uid: int | None = None) -> None:
+        if mode not in MODES:
+            raise IdentityError(f"unknown isolation mode {mode!r}; known: {', '.join(MODES)}")
+        self.mode = mode
+        self.gid = gid if mode != "none" else os.getgid()
+        self.shared_uid = shared_uid if shared_uid is not None else POOL_START
+        self._lock = threading.Lock()
+        self._free = list(range(POOL_START + POOL_SIZE - 1, POOL_START - 1, -1))  # pop() gives the lowest
+
+    @property
+    def switching(self) -> bool:
+        return self.mode != "none"
+
+    def acquire(self) -> Ident | None:
+        """A new session's identity; None when the pool is exhausted."""
+        if self.mode == "none":
+            return Ident(os.getuid(), os.getgid(), own=True)
+        if self.mode == "shared":
+            return Ident(self.shared_uid, self.gid)
+        with self._lock:
+            if not self._free:
+                return None
+            return Ident(self._free.pop(), self.gid)
+
+    def release(self, ident: Ident) -> None:
+        if self.mode != "uid":
+            return
+        with self._lock:
+            if ident.uid not in self._free:
+                self._free.append(ident.uid)
+                self._free.sort(reverse=True)
+
+    def exclusive(self) -> bool:
+        """Whether a uid belongs to one session only, so that killing all of its processes is safe."""
+        return self.mode == "uid"
+
+
+@contextlib.contextmanager
+def files_as(ident: Ident) -> Iterator[None]:
+    """Run file-system work in this thread with the session's fsuid/fsgid: the same permissions its shell
+    has, and files it owns. Per thread (the kernel's credentials are), so other calls are unaffected."""
+    if ident.own:
+        yield
+        return
+    _libc.setfsgid(ident.gid)
+    _libc.setfsuid(ident.uid)
+    # setfsuid reports no error; asking again (-1 changes nothing) returns the value now in force.
+    if _libc.setfsuid(-1) & 0xFFFFFFFF != ident.uid or _libc.setfsgid(-1) & 0xFFFFFFFF != ident.gid:
+        _libc.setfsuid(os.geteuid())
+        _libc.setfsgid(os.getegid())
+        raise IdentityError(f"cannot act on files as uid {ident.uid}")
+    try:
+        yield
+    finally:
+        _libc.setfsuid(os.geteuid())
+        _libc.setfsgid(os.getegid())
