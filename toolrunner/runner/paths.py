@@ -133,10 +133,6 @@ class Workspace:
             for fd in stack:
                 os.close(fd)
 
-    def real(self, rel: str) -> str:
-        """The absolute path of a workspace-relative path (for handing to programs such as rg)."""
-        return self.root if rel in ("", ".") else os.path.join(self.root, rel)
-
 
 def _os_failure(path: str, exc: OSError) -> ToolFailure:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

@@ -1,91 +1,368 @@
-"""Search tools: grep_search (ripgrep when the image has it, else a pure-Python walk) and glob_search.
+"""Search tools: grep_search (ripgrep over files this module opened) and glob_search.
 
-Neither follows symlinks while walking: ripgrep runs without -L, and the Python walks use
-``os.walk(followlinks=False)`` and skip symlinked files.
+Both walk the tree themselves from a directory fd: each directory is opened O_NOFOLLOW relative to its parent
+and checked to be the one just listed, so swapping a directory for a symlink mid-walk cannot lead outside the
+workspace (a path string handed to ripgrep or ``os.walk`` was re-resolved by the kernel, and could be).
+Symlinks are never followed; glob_search lists them as entries, grep_search skips them.
+
+grep_search never runs the user's regex in this process (Python's `re` would hold the GIL and could backtrack
+for ever): ripgrep, whose engine is linear, runs as a child and is handed the already-opened files as
+``/dev/fd/N``. As we walk ourselves, ``.gitignore`` and ripgrep's other ignore files are not applied; hidden
+files and directories are still skipped, and binary files (a NUL in the first 8 KiB) are not searched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import re
+import resource
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
 
-from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
+from toolrunner.runner.context import Call, Output, ToolFailure, check_fields, opt_bool, require_str
 from toolrunner.runner.execute import run
+from toolrunner.runner.globmatch import Glob, GlobError, State
 from toolrunner.runner.paths import Workspace, outside
 from toolrunner.runner.state import Session
 
 MAX_FILES = 1000
-MAX_GREP_FILE = 32 * 1024 * 1024  # the fallback reads whole files; rg (in the image) has no such limit
+MAX_DEPTH = 256  # one fd is held per level of the walk
+MAX_BATCH = 500  # files per ripgrep run: each run costs a start-up (~5 ms), each file ~40 µs of procfs lookups
+FD_RESERVE = 64  # fds left for the runner's other work while a batch is open
+SLACK = 65536  # extra room for ripgrep's output: `/dev/fd/N` may be longer than the path it stands for
 SNIFF = 8192
 MODES = ("content", "files_with_matches", "count")
 
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_DIR = _OPEN | os.O_DIRECTORY
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob (`*`, `?`, `**`, `[...]`, `{a,b}`) into a regex over '/'-separated paths."""
-    return re.compile("(?s:" + _translate(pattern) + r")\Z")
-
-
-def _translate(pat: str) -> str:
-    out, i, n = [], 0, len(pat)
-    while i < n:
-        c = pat[i]
-        if pat.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pat.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (j := pat.find("]", i + 2)) != -1:
-            body = pat[i + 1 : j].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = j
-        elif c == "{" and (j := pat.find("}", i)) != -1:
-            out.append("(?:" + "|".join(_translate(alt) for alt in pat[i + 1 : j].split(",")) + ")")
-            i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+S = TypeVar("S")
 
 
-def _walk(ws: Workspace, rel: str, call: Call, *, hidden: bool) -> Iterator[tuple[str, os.stat_result]]:
-    """(workspace-relative path, lstat) of every non-directory entry under `rel`, links not followed."""
-    top = ws.real(rel)
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        if time.perf_counter() > call.deadline or call.cancelled.is_set():
-            call.timed_out = not call.cancelled.is_set()
-            call.limit = "timeout" if call.timed_out else None
-            return
-        if not hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not hidden and name.startswith("."):
-                continue
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            yield os.path.relpath(full, ws.root), st
+def _stopped(call: Call) -> bool:
+    """True once the call is past its deadline or cancelled (recording which)."""
+    if call.cancelled.is_set():
+        return True
+    if time.perf_counter() > call.deadline:
+        call.timed_out, call.limit = True, "timeout"
+        return True
+    return False
 
 
-def _dir(ws: Workspace, path: str | None) -> str:
-    """The workspace-relative directory or file to search, checked to lie inside the workspace."""
+def _open_top(ws: Workspace, path: str | None) -> tuple[int, str, os.stat_result]:
+    """Open the file or directory a tool names; returns (fd, workspace-relative path, fstat)."""
     with ws.resolve(path or ".") as t:
         if not t.exists:
             raise ToolFailure("FILE_NOT_FOUND", f"{path!r} does not exist")
-        return t.rel
+        try:
+            fd = os.open(t.name, _OPEN, dir_fd=t.dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise ToolFailure("FILE_NOT_FOUND", f"{path!r} does not exist") from None
+            if exc.errno == errno.ELOOP:
+                raise outside(path or ".", "changed into a symlink while being resolved") from None
+            if exc.errno == errno.EACCES:
+                raise ToolFailure("INVALID_INPUT", f"{path!r}: permission denied") from None
+            raise ToolFailure("INVALID_INPUT", f"{path!r}: {exc.strerror}") from None
+        try:
+            return fd, t.rel, os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise ToolFailure("INVALID_INPUT", f"{path!r}: {exc.strerror}") from None
+
+
+def _listing(fd: int) -> list[os.DirEntry[str]]:
+    with os.scandir(fd) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _open_dir(parent: int, entry: os.DirEntry[str]) -> int | None:
+    """Open a listed subdirectory without following links; None if it is gone or was swapped meanwhile."""
+    try:
+        listed = entry.stat(follow_symlinks=False)
+        fd = os.open(entry.name, _DIR, dir_fd=parent)
+    except OSError:
+        return None
+    try:
+        opened = os.fstat(fd)
+    except OSError:
+        opened = None
+    if opened is None or (opened.st_dev, opened.st_ino) != (listed.st_dev, listed.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _walk(
+    call: Call,
+    top_fd: int,
+    top_rel: str,
+    *,
+    hidden: bool,
+    state: S,
+    descend: Callable[[S, str, str], S | None],
+) -> Generator[tuple[os.DirEntry[str], str, int, S], None, None]:
+    """(entry, workspace-relative path, fd of its directory, its directory's state) for every non-directory
+    under the directory open as `top_fd`, in path order. `descend(state, name, rel)` gives a subdirectory's
+    state, or None to skip it. The yielded fd is valid only until the next item."""
+    prefix = "" if top_rel in ("", ".") else top_rel + "/"
+    try:
+        top = _listing(top_fd)
+    except OSError as exc:
+        raise ToolFailure("INVALID_INPUT", f"{top_rel!r}: {exc.strerror}") from None
+    frames: list[tuple[int, str, S, Iterator[os.DirEntry[str]]]] = [(top_fd, prefix, state, iter(top))]
+    try:
+        while frames:
+            fd, prefix, st, entries = frames[-1]
+            entry = next(entries, None)
+            if entry is None:
+                frames.pop()
+                if fd != top_fd:
+                    os.close(fd)
+                continue
+            if _stopped(call):
+                return
+            name = entry.name
+            if not hidden and name.startswith("."):
+                continue
+            rel = prefix + name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if not is_dir:
+                yield entry, rel, fd, st
+                continue
+            sub = descend(st, name, rel)
+            if sub is None:
+                continue
+            if len(frames) >= MAX_DEPTH:
+                call.note = f"[directories more than {MAX_DEPTH} levels deep were not searched]"
+                continue
+            child = _open_dir(fd, entry)
+            if child is None:
+                continue
+            try:
+                listing = _listing(child)
+            except OSError:
+                os.close(child)
+                continue
+            frames.append((child, rel + "/", sub, iter(listing)))
+    finally:
+        for fd, *_ in frames:
+            if fd != top_fd:
+                os.close(fd)
+
+
+# --- grep_search -----------------------------------------------------------------------------------------
+
+
+class _Filter:
+    """grep_search's `glob`: ripgrep's -g semantics, which we now apply ourselves.
+
+    Without a '/', the glob is matched against a file's name; with one, against its workspace-relative path
+    (a leading '/' anchors nothing more). A leading '!' excludes matching files and directories instead.
+    """
+
+    def __init__(self, glob: str | None) -> None:
+        text = glob or ""
+        self.negate = text.startswith("!")
+        text = text[1:] if self.negate else text
+        self.by_path = "/" in text
+        try:
+            self.glob = Glob(text.lstrip("/")) if text else None
+        except GlobError as exc:
+            raise ToolFailure("INVALID_INPUT", f"field 'glob': {exc}") from None
+
+    def live(self, top_rel: str) -> bool:
+        """False when no file under `top_rel` can pass (a '/' glob that leads elsewhere)."""
+        return self.glob is None or self.negate or not self.by_path or bool(self.start(top_rel))
+
+    def start(self, top_rel: str) -> State:
+        if self.glob is None:
+            return frozenset()
+        prefix = "" if top_rel in ("", ".") else top_rel + "/"
+        return self.glob.feed(self.glob.start, prefix) if self.by_path else self.glob.start
+
+    def _hit(self, state: State, name: str) -> bool:
+        assert self.glob is not None
+        return self.glob.accepts(self.glob.feed(state if self.by_path else self.glob.start, name))
+
+    def descend(self, state: State, name: str, rel: str) -> State | None:
+        if self.glob is None:
+            return state
+        if self.negate and self._hit(state, name):
+            return None
+        if not self.by_path:
+            return state
+        sub = self.glob.feed(state, name + "/")
+        return None if not sub and not self.negate else sub
+
+    def wants(self, state: State, name: str) -> bool:
+        if self.glob is None:
+            return True
+        return self._hit(state, name) != self.negate
+
+
+class _Grep:
+    """Opens the files to search and runs ripgrep over them in batches, rewriting `/dev/fd/N` to paths."""
+
+    def __init__(self, session: Session, call: Call, argv: list[str], mode: str) -> None:
+        self.session = session
+        self.call = call
+        self.argv = argv
+        self.mode = mode
+        self.batch: list[tuple[int, str]] = []
+        self.limit = 0
+        self.searched = 0
+        self.done = False
+        self.code: int | None = None  # the worst exit code that is not ripgrep's 0, 1 or 2
+        self._live: list[Call] = []
+        call.on_cancel(self._forward_cancel)
+
+    def _forward_cancel(self) -> None:
+        for sub in list(self._live):
+            sub.cancel()
+
+    def add(self, dir_fd: int, name: str, rel: str) -> None:
+        """Open `name` (never through a link, never blocking on a FIFO) and queue it."""
+        try:
+            fd = os.open(name, _OPEN, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EMFILE:
+                return  # gone, swapped for a link (ELOOP), unreadable: as ripgrep, skip it quietly
+            if not self.batch:
+                raise ToolFailure("RESOURCE_LIMIT", "grep_search: the runner is out of file descriptors") from None
+            self.flush()
+            try:
+                fd = os.open(name, _OPEN, dir_fd=dir_fd)
+            except OSError:
+                return
+        self.queue(fd, rel)
+
+    def queue(self, fd: int, rel: str) -> None:
+        """Keep `fd` (ours now) for the next batch if it is a regular file that does not look binary."""
+        try:
+            st = os.fstat(fd)
+            keep = stat.S_ISREG(st.st_mode) and b"\0" not in os.pread(fd, SNIFF, 0)
+        except OSError:
+            keep = False
+        if not keep:
+            os.close(fd)
+            return
+        if not self.batch:
+            self.limit = _batch_limit()
+        self.batch.append((fd, rel))
+        if len(self.batch) >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Run ripgrep over the queued files (and close them); sets `done` when the call should stop."""
+        batch, self.batch = self.batch, []
+        try:
+            if batch and not self.done and _stopped(self.call):
+                self.done = True
+            if batch and not self.done:
+                self._search(batch, [f"/dev/fd/{fd}" for fd, _ in batch], tuple(fd for fd, _ in batch))
+        finally:
+            for fd, _ in batch:
+                os.close(fd)
+
+    def validate(self) -> None:
+        """Nothing was searched: still let ripgrep judge the pattern, so a bad regex is reported."""
+        if not self.done and not _stopped(self.call):
+            self._search([], ["/dev/null"], ())
+
+    def _search(self, batch: list[tuple[int, str]], paths: list[str], fds: tuple[int, ...]) -> None:
+        call = self.call
+        room = max(0, call.output.cap - len(call.output.buf))
+        # Its own Call, so that ripgrep's `/dev/fd/N` names are never streamed or kept: same deadline, and the
+        # host's cancel is forwarded to it.
+        output = Output(room + SLACK, call.id, None)
+        sub = Call(call.id, call.session, call.tool, call.input, call.timeout_s, output, started=call.started)
+        self._live.append(sub)
+        if call.cancelled.is_set():
+            sub.cancel()
+        errors = bytearray()
+        try:
+            code = run(
+                sub,
+                [*self.argv, *paths],
+                session=self.session,
+                env=self.session.runtime.base_env,
+                cwd=self.session.runtime.workspace.root,
+                errors=errors,
+                pass_fds=fds,
+            )
+        finally:
+            self._live.remove(sub)
+            self._merge(sub)
+        self.searched += len(batch)
+        data = bytes(sub.output.buf)
+        wrote = self._emit(batch, data)
+        if code == 2 and not wrote and errors.strip():
+            message = errors.decode("utf-8", "replace").strip()
+            raise ToolFailure("INVALID_INPUT", f"grep_search failed: {message[:2000]}")
+        if code not in (0, 1, 2) and self.code is None:
+            self.code = code
+        if sub.output.dropped or call.output.full():
+            call.truncated = True
+            self.done = True
+        if sub.timed_out or sub.cancelled.is_set() or sub.failure or code not in (0, 1, 2):
+            self.done = True
+
+    def _merge(self, sub: Call) -> None:
+        """Carry what `run` recorded on the batch's Call (a timeout, a limit, a note) over to the tool call."""
+        call = self.call
+        if sub.timed_out:
+            call.timed_out, call.limit = True, sub.limit
+        elif sub.limit and not call.limit:
+            call.limit = sub.limit
+        if sub.failure and not call.failure:
+            call.failure = sub.failure
+        if sub.note:
+            call.note = sub.note
+
+    def _emit(self, batch: list[tuple[int, str]], data: bytes) -> bool:
+        """Add ripgrep's output to the call with each `/dev/fd/N` replaced by its path, in batch order."""
+        names = {f"/dev/fd/{fd}".encode(): rel for fd, rel in batch}
+        found: dict[str, list[bytes]] = {}
+        if self.mode == "files_with_matches":
+            records = data.split(b"\0")[:-1]  # --null ends each name with NUL; the last piece is incomplete
+            for record in records:
+                if (rel := names.get(record)) is not None:
+                    found[rel] = [b""]
+        else:
+            for line in data.split(b"\n")[:-1]:
+                name, sep, rest = line.partition(b"\0")
+                rel = names.get(name) if sep else None  # no NUL: a note such as "binary file matches"
+                if rel is not None:
+                    found.setdefault(rel, []).append(rest)
+        for _, rel in batch:
+            if rel not in found:
+                continue
+            path = os.fsencode(rel)
+            if self.mode == "files_with_matches":
+                self.call.output.add(path + b"\n")
+            else:
+                self.call.output.add(b"".join(path + b":" + rest + b"\n" for rest in found[rel]))
+        return bool(found)
+
+
+def _batch_limit() -> int:
+    """How many files one batch may hold open, given the nofile limit and the fds already in use."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 256
+    if soft == resource.RLIM_INFINITY:
+        return MAX_BATCH
+    return max(1, min(MAX_BATCH, soft - used - FD_RESERVE))
 
 
 def grep_search(ws: Workspace, session: Session, call: Call) -> None:
@@ -99,90 +376,48 @@ def grep_search(ws: Workspace, session: Session, call: Call) -> None:
     for name, value in (("pattern", pattern), ("glob", glob or "")):
         if "\0" in value:
             raise ToolFailure("INVALID_INPUT", f"field {name!r} contains a NUL byte")
-    rel = _dir(ws, require_str(call.input, "path", optional=True))
-    if shutil.which("rg", path=session.runtime.base_env.get("PATH")):
-        _rg(ws, session, call, pattern, rel, glob, mode, icase)
-    else:
-        _py_grep(ws, call, pattern, rel, glob, mode, icase)
-    if not call.output.buf and call.exit_code == 0:
+    filt = _Filter(glob)
+    path = require_str(call.input, "path", optional=True)
+    top, rel, st = _open_top(ws, path)
+    try:
+        if not shutil.which("rg", path=session.runtime.base_env.get("PATH")):
+            raise ToolFailure("TOOL_UNAVAILABLE", "grep_search needs ripgrep (rg), which the sandbox image lacks")
+        # -j1: ripgrep searches the files in the order given, so output cut at the cap is a prefix in path order.
+        argv = ["rg", "--no-config", "--color=never", "--no-messages", "--null", "-j1"]
+        argv += {
+            "content": ["-n", "--no-heading", "--with-filename"],
+            "files_with_matches": ["-l"],
+            "count": ["-c", "--with-filename"],
+        }[mode]
+        if icase:
+            argv.append("-i")
+        argv += ["-e", pattern, "--"]
+        grep = _Grep(session, call, argv, mode)
+        try:
+            if stat.S_ISREG(st.st_mode):
+                grep.queue(os.dup(top), rel)  # a file named outright is searched whatever the glob, as rg does
+            elif stat.S_ISDIR(st.st_mode) and filt.live(rel):
+                walk = _walk(call, top, rel, hidden=False, state=filt.start(rel), descend=filt.descend)
+                with contextlib.closing(walk):
+                    for entry, frel, dir_fd, fstate in walk:
+                        if grep.done:
+                            break
+                        if entry.is_file(follow_symlinks=False) and filt.wants(fstate, entry.name):
+                            grep.add(dir_fd, entry.name, frel)
+            grep.flush()
+            if grep.searched == 0:
+                grep.validate()
+        finally:
+            for fd, _ in grep.batch:
+                os.close(fd)
+    finally:
+        os.close(top)
+    call.exit_code = grep.code if grep.code is not None else 0
+    if not call.output.buf and call.exit_code == 0 and not call.note:
         call.note = "No matches found."
 
 
-def _rg(
-    ws: Workspace,
-    session: Session,
-    call: Call,
-    pattern: str,
-    rel: str,
-    glob: str | None,
-    mode: str,
-    icase: bool,
-) -> None:
-    argv = ["rg", "--no-config", "--color=never", "--sort=path", "--no-messages"]
-    argv += {
-        "content": ["-n", "--no-heading", "--with-filename"],
-        "files_with_matches": ["-l"],
-        "count": ["-c", "--with-filename"],
-    }[mode]
-    if icase:
-        argv.append("-i")
-    if glob:
-        argv += ["-g", glob]
-    argv += ["-e", pattern, "--"]
-    if rel != ".":
-        argv.append(rel)
-    errors = bytearray()
-    code = run(call, argv, session=session, env=session.runtime.base_env, cwd=ws.root, errors=errors)
-    if code == 1:
-        call.exit_code = 0
-    elif code == 2 and not call.output.buf:
-        message = errors.decode("utf-8", "replace").strip()
-        raise ToolFailure("INVALID_INPUT", f"grep_search failed: {message[:2000]}")
-    elif code == 2:
-        call.exit_code = 0
-
-
-def _py_grep(ws: Workspace, call: Call, pattern: str, rel: str, glob: str | None, mode: str, icase: bool) -> None:
-    try:
-        regex = re.compile(pattern.encode("utf-8", "surrogatepass"), re.IGNORECASE if icase else 0)
-    except re.error as exc:
-        raise ToolFailure("INVALID_INPUT", f"invalid regular expression: {exc}") from None
-    name_re = glob_regex(glob) if glob else None
-    target = ws.real(rel)
-    if os.path.isfile(target) and not os.path.islink(target):
-        entries: Iterator[tuple[str, os.stat_result]] = iter([(rel, os.lstat(target))])
-    else:
-        entries = _walk(ws, rel, call, hidden=False)
-    for path, st in entries:
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_GREP_FILE:
-            continue
-        if name_re and not name_re.match(path if "/" in (glob or "") else os.path.basename(path)):
-            continue
-        try:
-            with open(os.path.join(ws.root, path), "rb", opener=_nofollow) as f:
-                data = f.read()
-        except OSError:
-            continue
-        if b"\0" in data[:SNIFF]:
-            continue
-        lines = [(i, line) for i, line in enumerate(data.split(b"\n"), start=1) if regex.search(line)]
-        if not lines:
-            continue
-        if mode == "files_with_matches":
-            call.output.add(f"{path}\n".encode())
-        elif mode == "count":
-            call.output.add(f"{path}:{len(lines)}\n".encode())
-        else:
-            call.output.add(
-                b"".join(path.encode() + f":{i}:".encode() + line.rstrip(b"\r") + b"\n" for i, line in lines)
-            )
-        if call.output.full():
-            break
-    call.exit_code = 0
-
-
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+# --- glob_search -----------------------------------------------------------------------------------------
 
 
 def glob_search(ws: Workspace, session: Session, call: Call) -> None:
@@ -190,23 +425,49 @@ def glob_search(ws: Workspace, session: Session, call: Call) -> None:
     pattern = require_str(call.input, "pattern", allow_empty=False)
     if "\0" in pattern:
         raise ToolFailure("INVALID_INPUT", "field 'pattern' contains a NUL byte")
-    base = _dir(ws, require_str(call.input, "path", optional=True))
-    if pattern.startswith("/"):
-        parts = ws.parts(pattern)
-        pattern, base = "/".join(parts), "."
-    if ".." in pattern.split("/"):
-        raise outside(pattern, "uses '..'")
-    regex = glob_regex(pattern)
-    prefix = "" if base == "." else base + "/"
-    found: list[tuple[float, str]] = []
-    for path, st in _walk(ws, base, call, hidden=True):
-        if regex.match(path[len(prefix) :]):
-            found.append((st.st_mtime, path))
+    path = require_str(call.input, "path", optional=True)
+    top, base, st = _open_top(ws, path)
+    if pattern.startswith("/"):  # an absolute pattern is matched from the workspace root, whatever `path` is
+        os.close(top)
+        pattern = "/".join(ws.parts(pattern))
+        top, base, st = _open_top(ws, ".")
+    try:
+        while pattern.startswith("./"):
+            pattern = pattern[2:]
+        if ".." in pattern.split("/"):
+            raise outside(pattern, "uses '..'")
+        try:
+            glob = Glob(pattern)
+        except GlobError as exc:
+            raise ToolFailure("INVALID_INPUT", f"field 'pattern': {exc}") from None
+        found = _glob_walk(call, glob, top, base) if stat.S_ISDIR(st.st_mode) else []
+    finally:
+        os.close(top)
     found.sort(key=lambda item: (-item[0], item[1]))
     if len(found) > MAX_FILES:
         call.truncated, call.limit = True, "output"
         call.note = f"[{len(found) - MAX_FILES} more files not shown; narrow the pattern]"
-    call.output.add("".join(f"{p}\n" for _, p in found[:MAX_FILES]).encode())
-    if not found:
+    call.output.add(b"".join(os.fsencode(p) + b"\n" for _, p in found[:MAX_FILES]))
+    if not found and not call.note:
         call.note = "No files found."
     call.exit_code = 0
+
+
+def _glob_walk(call: Call, glob: Glob, top: int, base: str) -> list[tuple[float, str]]:
+    """(lstat mtime, path) of every non-directory under `top` whose path relative to it matches; directories
+    that no continuation of the pattern could match are not entered."""
+
+    def descend(state: State, name: str, rel: str) -> State | None:
+        return glob.feed(state, name + "/") or None
+
+    found: list[tuple[float, str]] = []
+    walk = _walk(call, top, base, hidden=True, state=glob.start, descend=descend)
+    with contextlib.closing(walk):
+        for entry, rel, _, state in walk:
+            if not glob.accepts(glob.feed(state, entry.name)):
+                continue
+            try:
+                found.append((entry.stat(follow_symlinks=False).st_mtime, rel))
+            except OSError:
+                continue
+    return found
