@@ -2,9 +2,16 @@
 
 One reader task routes the runner's frames to the calls waiting for them, so many calls share one channel.
 Everything the runner sends is treated as untrusted: frame size, output size, chunk volume and error codes
-are bounded here. A call whose coroutine is cancelled tells the runner to stop it; a runner that goes quiet
-cannot hang the host past ``timeout_s + grace_s``; a channel that breaks fails every call in flight with
-``SANDBOX_DIED`` (the manager may refine that to ``OOM_KILLED``).
+are bounded here. A call whose coroutine is cancelled tells the runner to stop it; a channel that breaks fails
+every call in flight with ``SANDBOX_DIED`` (the manager may refine that to ``OOM_KILLED``).
+
+A runner can also stop answering without its stream ending (SIGSTOP, a wedged main loop, a dead process whose
+stdout someone else holds open), and a call can legitimately run for hours without a frame, so silence alone
+proves nothing. While anything waits on the runner, a watchdog pings it once it has been quiet for a fifth of
+``unresponsive_after_s``, and a call that passes ``timeout_s + grace_s`` pings it too; any frame at all
+counts as an answer. A ping left unanswered for ``unresponsive_after_s`` breaks the channel with
+``SANDBOX_UNRESPONSIVE``, which fails every call in flight at once instead of letting each run to its own
+deadline; the manager then replaces the container.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from toolrunner.results import ToolResult, error_result
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 log = logging.getLogger(__name__)
 NOTE_SLACK = 4096  # room for the runner's truncation and continuation notes beyond the output cap
+DIED, UNRESPONSIVE = "SANDBOX_DIED", "SANDBOX_UNRESPONSIVE"
 
 
 class ChannelError(Exception):
@@ -51,18 +59,29 @@ class RunnerChannel:
         *,
         grace_s: float = 5.0,
         control_timeout_s: float = 10.0,
+        unresponsive_after_s: float = 10.0,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.grace_s = grace_s
         self.control_timeout_s = control_timeout_s
+        self.unresponsive_after_s = unresponsive_after_s
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Queue[tuple[str, Any, Any]]] = {}
         self._chunk_budget: dict[int, int] = {}
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.broken: str | None = None
+        self.broken_code = DIED  # the error code of the calls a broken channel fails
         self.info: dict[str, Any] = {}
+        # Liveness: when the runner last sent a frame, how many it sent, since when a ping is unanswered.
+        self._last_frame = time.monotonic()
+        self._frames = 0
+        self._probe_since: float | None = None
+        self._busy_since = time.monotonic()
+        self._busy = asyncio.Event()  # set while a call or reply waits on the runner
+        self._activity = asyncio.Event()  # set by every frame and by the break
 
     async def hello(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Wait for the runner's hello, check the version, and start routing frames."""
@@ -79,7 +98,9 @@ class RunnerChannel:
             )
             raise ChannelError(self.broken)
         self.info = msg
+        self._heard()
         self._task = asyncio.create_task(self._read_loop(), name="runner-channel-reader")
+        self._watchdog = asyncio.create_task(self._watch(), name="runner-channel-watchdog")
         return msg
 
     async def call(
@@ -96,13 +117,14 @@ class RunnerChannel:
         started = time.perf_counter()
         output_cap = max(0, min(output_cap, MAX_OUTPUT_CAP))
         if self.broken is not None:
-            return error_result(tool, "SANDBOX_DIED", self.broken)
+            return error_result(tool, self.broken_code, self.broken)
         if self._task is None:
             return error_result(tool, "INTERNAL", "the channel is not open: call hello() first")
         cid = next(self._ids)
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         self._calls[cid] = queue
         self._chunk_budget[cid] = output_cap
+        self._mark_busy()
         streamed = 0
         timeout_s = min(max(timeout_s, 0.001), MAX_TIMEOUT_S)
         frame = {
@@ -121,7 +143,7 @@ class RunnerChannel:
                 try:
                     await self._send(frame)
                 except ChannelError as exc:
-                    return error_result(tool, "SANDBOX_DIED", str(exc))
+                    return error_result(tool, self.broken_code, str(exc))
                 except (FrameError, TypeError, ValueError) as exc:
                     return error_result(tool, "INVALID_INPUT", f"the input cannot be sent to the sandbox: {exc}")
                 while True:
@@ -133,10 +155,13 @@ class RunnerChannel:
                             await on_chunk(a, data)
                         continue
                     if kind == "dead":
-                        return error_result(tool, "SANDBOX_DIED", a, duration_ms=_ms(started))
+                        return error_result(tool, b, a, duration_ms=_ms(started))
                     return self._result(tool, a, output_cap, started)
         except TimeoutError:
             self._send_nowait({"type": "cancel", "id": cid})
+            # Is it this call that hangs, or the runner? Only the runner's silence after a ping says.
+            if not await self._answers():
+                return error_result(tool, self.broken_code, self.broken or "", duration_ms=_ms(started))
             return error_result(
                 tool,
                 "TIMEOUT",
@@ -184,15 +209,16 @@ class RunnerChannel:
 
     async def call_control(self, frame: dict[str, Any], tool: str) -> ToolResult:
         if self.broken is not None:
-            return error_result(tool, "SANDBOX_DIED", self.broken)
+            return error_result(tool, self.broken_code, self.broken)
         cid = next(self._ids)
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         self._calls[cid] = queue
+        self._mark_busy()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.control_timeout_s):
                 await self._send({**frame, "id": cid})
-                kind, a, _ = await queue.get()
+                kind, a, b = await queue.get()
         except TimeoutError:
             return error_result(
                 tool, "TIMEOUT", f"no answer within {self.control_timeout_s:g} s", duration_ms=_ms(started)
@@ -200,7 +226,7 @@ class RunnerChannel:
         finally:
             self._calls.pop(cid, None)
         if kind == "dead":
-            return error_result(tool, "SANDBOX_DIED", a, duration_ms=_ms(started))
+            return error_result(tool, b, a, duration_ms=_ms(started))
         return self._result(tool, a, MAX_OUTPUT_CAP, started)
 
     async def ping(self) -> float:
@@ -221,6 +247,7 @@ class RunnerChannel:
         cid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[cid] = fut
+        self._mark_busy()
         try:
             async with asyncio.timeout(self.control_timeout_s):
                 await self._send({**frame, "id": cid})
@@ -233,10 +260,11 @@ class RunnerChannel:
     async def close(self) -> None:
         """Stop reading, close the stream, fail whatever is still waiting."""
         self._break("the channel was closed by the host")
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._writer.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
@@ -263,7 +291,9 @@ class RunnerChannel:
     async def _read_loop(self) -> None:
         try:
             while True:
-                self._route(await self._read_frame())
+                msg = await self._read_frame()
+                self._heard()
+                self._route(msg)
         except asyncio.IncompleteReadError:
             self._break("the runner's stream ended (the sandbox process exited)")
         except FrameError as exc:
@@ -303,15 +333,92 @@ class RunnerChannel:
         else:
             log.warning("runner sent an unknown frame type %r", kind)
 
-    def _break(self, reason: str) -> None:
+    # ---- liveness -----------------------------------------------------------------------------------
+
+    def _heard(self) -> None:
+        """Any frame proves the runner's main loop is alive: the pending ping counts as answered."""
+        self._last_frame = time.monotonic()
+        self._frames += 1
+        self._probe_since = None
+        self._activity.set()
+
+    def _mark_busy(self) -> None:
+        if not self._busy.is_set():
+            self._busy_since = time.monotonic()
+            self._busy.set()
+
+    def _probe(self) -> None:
+        """Send a ping unless one is pending; its pong (an id nobody waits for) is dropped by _route."""
+        if self._probe_since is None and self.broken is None:
+            self._probe_since = time.monotonic()
+            self._send_nowait({"type": "ping", "id": next(self._ids)})
+
+    def _overdue(self) -> bool:
+        """Break the channel if the pending ping went unanswered for the bound; True if it is broken."""
+        if self._probe_since is not None and time.monotonic() - self._probe_since >= self.unresponsive_after_s:
+            self._break(
+                f"the runner stopped answering: nothing from it within {self.unresponsive_after_s:g} s of a ping",
+                UNRESPONSIVE,
+            )
+        return self.broken is not None
+
+    async def _watch(self) -> None:
+        """While anything waits on the runner: ping it once quiet, and break the channel if it stays silent.
+
+        Idle channels cost nothing (it waits on an event), and a call shorter than the quiet period sends no
+        ping, so the fast path is untouched.
+        """
+        try:
+            while not self._overdue():
+                if not (self._calls or self._replies):
+                    self._busy.clear()
+                    await self._busy.wait()
+                    continue
+                now = time.monotonic()
+                if self._probe_since is None:
+                    since = max(self._last_frame, self._busy_since)
+                    quiet = self.unresponsive_after_s / 5
+                    if now - since >= quiet:
+                        self._probe()
+                        wake = now + self.unresponsive_after_s
+                    else:
+                        wake = since + quiet
+                else:
+                    wake = self._probe_since + self.unresponsive_after_s
+                await asyncio.sleep(max(wake - now, 0.001))
+        except Exception:  # a watchdog that dies silently would bring back the hang it exists to prevent
+            log.exception("runner channel watchdog failed")
+            self._break("the channel watchdog failed")
+
+    async def _answers(self) -> bool:
+        """Ping the runner and wait (at most the bound) for any frame: False if the channel broke instead."""
+        heard = self._frames
+        self._probe()
+        while self._frames == heard and not self._overdue():
+            assert self._probe_since is not None  # only a frame clears it, and none came
+            left = self._probe_since + self.unresponsive_after_s - time.monotonic()
+            self._activity.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(left, 0.001)):
+                    await self._activity.wait()
+        return self.broken is None
+
+    def _break(self, reason: str, code: str = DIED) -> None:
+        """Fail everything waiting, once. A runner that stopped reading also blocks our drain(): drop the
+        writer then, so that a call stuck sending fails now rather than at its own deadline."""
         if self.broken is not None:
             return
         self.broken = reason
+        self.broken_code = code
         for queue in self._calls.values():
-            queue.put_nowait(("dead", reason, None))
+            queue.put_nowait(("dead", reason, code))
         for fut in self._replies.values():
             if not fut.done():
                 fut.set_exception(ChannelError(reason))
+        self._activity.set()
+        self._busy.set()
+        if code == UNRESPONSIVE:
+            self._writer.transport.abort()
 
 
 def _head(text: str, limit: int) -> str:

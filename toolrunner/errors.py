@@ -11,9 +11,10 @@
     └── InvalidTenant                 INVALID_TENANT_ID            400  tenant id unusable as a directory
 
 Failures *inside* a call (the runner died, OOM, timeout) are not exceptions: they come back as a
-``ToolResult`` whose ``error.code`` is e.g. ``SANDBOX_DIED`` or ``OOM_KILLED``, so the audit log records them
-like any result. The server's edge maps a ``SandboxError`` to its HTTP body with ``code``, ``message`` and
-``status``.
+``ToolResult`` whose ``error.code`` is e.g. ``SANDBOX_DIED``, ``SANDBOX_UNRESPONSIVE`` (the runner stopped
+answering pings; its container was removed) or ``OOM_KILLED``, so the audit log records them like any result
+and the HTTP answer is the result itself (200), not an error status. The server's edge maps a
+``SandboxError`` to its HTTP body with ``code``, ``message`` and ``status``.
 """
 
 from __future__ import annotations

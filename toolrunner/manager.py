@@ -5,7 +5,10 @@ inspect`` against what was asked (refused and removed if the engine did not appl
 and shared by all the tenant's sessions over one ``RunnerChannel`` — never ``docker exec`` per call. Idle
 containers are stopped by one background reaper (the workspace stays; the next call starts the container
 again). A container that dies mid-call (OOM, ``docker kill``) fails the calls in flight with ``OOM_KILLED``
-or ``SANDBOX_DIED`` and is replaced on the next call, workspace intact. On start, ``adopt_or_reap``
+or ``SANDBOX_DIED`` and is replaced on the next call, workspace intact. A runner that stops answering
+(SIGSTOP, wedged) is found by the channel's watchdog within ``unresponsive_after_s`` of a ping: its calls fail
+with ``SANDBOX_UNRESPONSIVE``, its container is removed (it would never recover on its own, and a frozen runner
+holds the tenant's call slots) and the next call starts a fresh one. On start, ``adopt_or_reap``
 re-attaches to this server's running containers whose image hash matches and removes the rest, one at a time.
 
 ``shutdown`` closes the channels and leaves the containers running, so that a restarted server adopts them
@@ -40,7 +43,7 @@ from toolrunner.results import ToolError, ToolResult, error_result
 
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
-DEATH_CODES = frozenset({"SANDBOX_DIED", "PROTOCOL_ERROR"})
+DEATH_CODES = frozenset({"SANDBOX_DIED", "SANDBOX_UNRESPONSIVE", "PROTOCOL_ERROR"})
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,13 @@ class _Sandbox:
 
     @property
     def alive(self) -> bool:
-        return self.death is None and not self.stream.closed
+        """Usable for the next call: not retired, its stream open, its channel not broken (a broken channel
+        only fails calls, so the next call must get a fresh container instead)."""
+        return self.death is None and not self.stream.closed and self.channel.broken is None
+
+    @property
+    def unresponsive(self) -> bool:
+        return self.channel.broken_code == "SANDBOX_UNRESPONSIVE"
 
 
 class SandboxManager:
@@ -103,9 +112,10 @@ class SandboxManager:
             timeout = policy.effective_timeout(timeout_s)
             sandbox.last_used = time.monotonic()
             try:
-                # The channel has its own deadline; this outer one (no extra task, unlike wait_for) only
-                # guards the host against a channel bug.
-                async with asyncio.timeout(timeout + 2 * self.config.call_grace_s + 1):
+                # The channel has its own deadline (plus, past it, up to one unanswered ping); this outer one
+                # (no extra task, unlike wait_for) only guards the host against a channel bug.
+                async with asyncio.timeout(timeout + 2 * self.config.call_grace_s
+                                           + 2 * self.config.unresponsive_after_s + 1):
                     result = await sandbox.channel.call(session, tool, input, timeout_s=timeout,
                                                         output_cap=policy.output_cap_bytes, on_chunk=on_chunk)
             except (ConnectionError, OSError, EOFError) as exc:
@@ -214,7 +224,8 @@ class SandboxManager:
         """
         sock = await self.backend.attach(container_id)
         stream = await open_attach_stream(sock)
-        channel = RunnerChannel(stream.reader, stream.writer, grace_s=self.config.call_grace_s)
+        channel = RunnerChannel(stream.reader, stream.writer, grace_s=self.config.call_grace_s,
+                                unresponsive_after_s=self.config.unresponsive_after_s)
         try:
             if start:
                 await self.backend.start(container_id)
@@ -245,6 +256,12 @@ class SandboxManager:
             del self._sandboxes[sandbox.tenant]
         oom = await asyncio.shield(sandbox.death)
         tool = result.tool_name if result is not None else "?"
+        if sandbox.unresponsive:
+            message = (f"the sandbox's runner stopped answering (nothing from it within "
+                       f"{self.config.unresponsive_after_s:g} s of a ping); its container was removed and the "
+                       "next call starts a fresh one; the workspace is kept")
+            base = result or error_result(tool, "SANDBOX_UNRESPONSIVE", message)
+            return base.model_copy(update={"error": ToolError(code="SANDBOX_UNRESPONSIVE", message=message)}), False
         if oom:
             message = (f"the sandbox ran out of memory (limit {sandbox.policy.memory_mb} MB) and was "
                        "restarted; the workspace is kept")
@@ -261,6 +278,12 @@ class SandboxManager:
         with contextlib.suppress(Exception):
             await sandbox.channel.close()
         await sandbox.stream.close()
+        if sandbox.unresponsive:  # still running, frozen: nothing to wait for, and nothing will change
+            log.warning("sandbox %s of %s is unresponsive (%s); removing it; stderr: %s",
+                        sandbox.container_id[:12], sandbox.tenant, sandbox.channel.broken,
+                        sandbox.stream.stderr_tail(500).strip())
+            await self._remove_quietly(sandbox.container_id)
+            return False
         oom = False
         try:
             await self.backend.wait_stopped(sandbox.container_id, 3)

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from toolrunner.protocol import ERROR_CODES
 
 HOST_ERROR_CODES = frozenset(
-    {"SANDBOX_DIED", "OOM_KILLED", "SANDBOX_IMAGE_UNAVAILABLE", "SANDBOX_BACKEND_UNAVAILABLE", "TOOL_DENIED"}
+    {"SANDBOX_DIED", "SANDBOX_UNRESPONSIVE", "OOM_KILLED", "SANDBOX_IMAGE_UNAVAILABLE",
+     "SANDBOX_BACKEND_UNAVAILABLE", "TOOL_DENIED"}
 )
 KNOWN_CODES = ERROR_CODES | HOST_ERROR_CODES
 Limit = Literal["timeout", "memory", "pids", "output", "disk"]

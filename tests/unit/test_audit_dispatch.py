@@ -22,6 +22,8 @@ from server.tools.context import ToolContext
 from server.tools.dispatch import ToolDispatcher
 from server.tools.sandbox_backend import SandboxBackend
 from toolrunner.errors import SandboxImageUnavailable
+from toolrunner.manager import CallOutcome
+from toolrunner.results import error_result
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +111,31 @@ async def test_a_denied_call_is_recorded_as_denied(setup: tuple[ToolDispatcher, 
     assert records[0]["reason"] and records[0]["input"] == {"seconds": 0.001}
     assert records[1]["error_code"] == "TOOL_DENIED" and records[1]["policy"] == "locked"
     assert (await audit.verify("locked"))["ok"] is True
+
+
+class UnresponsiveSandbox:
+    """A sandbox whose runner was declared unresponsive mid-call, as the manager reports it."""
+
+    async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
+                  timeout_s: float | None, on_chunk: Any) -> CallOutcome:
+        result = error_result(tool, "SANDBOX_UNRESPONSIVE", "the sandbox's runner stopped answering")
+        return CallOutcome(result, "c0ffee", "sha256:feed")
+
+    async def close_session(self, tenant_id: str, session_id: str) -> None:
+        return None
+
+
+async def test_an_unresponsive_sandbox_is_recorded_with_its_own_code(tmp_path: Path) -> None:
+    """SANDBOX_UNRESPONSIVE reaches the caller and the `finished` record unchanged (not folded into INTERNAL)."""
+    policy = load_policy("default")
+    audit = AuditLog(tmp_path / "audit.db")
+    await audit.open()
+    try:
+        dispatcher = ToolDispatcher(default_registry(), UnresponsiveSandbox(), audit, lambda tenant: policy)
+        result = await dispatcher.run(ToolContext(tenant_id="t1", session_id="s1"), "bash", {"command": "true"})
+        assert result.error is not None and result.error.code == "SANDBOX_UNRESPONSIVE"
+        records, _ = await audit.list("t1")
+        finished = [r for r in records if r["phase"] == "finished"]
+        assert [(r["error_code"], r["container_id"]) for r in finished] == [("SANDBOX_UNRESPONSIVE", "c0ffee")]
+    finally:
+        await audit.close()

@@ -42,18 +42,27 @@ async def test_cancelling_the_awaiting_task_stops_the_call(runner: Runner) -> No
     assert (await runner.call("bash", command="echo ok")).output == "ok\n"
 
 
-async def test_hung_runner_cannot_hang_the_host(runner: Runner) -> None:
-    """A runner that stops answering gives TIMEOUT after timeout_s + grace, not a hang."""
-    runner.channel.grace_s = 0.3
+async def test_stopped_runner_is_declared_unresponsive_long_before_the_call_deadline(runner: Runner) -> None:
+    """A SIGSTOPped runner leaves a ping unanswered: the call fails with SANDBOX_UNRESPONSIVE after the bound,
+    not at its own deadline, and the broken channel fails every later call at once."""
+    runner.channel.unresponsive_after_s = 0.5
     os.kill(runner.proc.pid, signal.SIGSTOP)
     try:
-        started = time.perf_counter()
-        r = await runner.call("bash", command="true", timeout_s=0.3)
-        assert r.error is not None and r.error.code == "TIMEOUT" and r.timed_out
-        assert 0.5 < time.perf_counter() - started < 2.0
+        r = await asyncio.wait_for(runner.call("bash", command="true", timeout_s=60), 10)
+        assert r.error is not None and r.error.code == "SANDBOX_UNRESPONSIVE" and "0.5 s" in r.error.message
+        later = await asyncio.wait_for(runner.call("bash", command="true"), 1)
+        assert later.error is not None and later.error.code == "SANDBOX_UNRESPONSIVE"
+        with pytest.raises(ChannelError):
+            await runner.channel.ping()
     finally:
         os.kill(runner.proc.pid, signal.SIGCONT)
-    assert (await runner.call("bash", command="echo back")).output == "back\n"
+
+
+async def test_a_live_runner_is_not_declared_unresponsive_during_a_long_quiet_call(runner: Runner) -> None:
+    """A call that sends nothing for many bounds succeeds: the runner answers the watchdog's pings meanwhile."""
+    runner.channel.unresponsive_after_s = 0.2
+    r = await runner.call("bash", command="sleep 1.2; echo done", timeout_s=30)
+    assert r.error is None and r.output == "done\n" and runner.channel.broken is None
 
 
 async def test_dead_runner_fails_calls_in_flight_with_sandbox_died(runner: Runner) -> None:
@@ -183,15 +192,63 @@ async def test_input_too_big_for_a_frame_is_invalid_input(runner: Runner) -> Non
     assert (await runner.call("bash", command="echo fine")).output == "fine\n"
 
 
-async def test_deadline_covers_a_send_blocked_by_a_stopped_runner(runner: Runner) -> None:
-    """A runner that stopped reading cannot block the host in drain(): the call still ends with TIMEOUT."""
-    runner.channel.grace_s = 0.3
+async def test_a_send_blocked_by_a_stopped_runner_fails_when_the_runner_is_declared_unresponsive(
+        runner: Runner) -> None:
+    """A runner that stopped reading cannot block the host in drain(): the watchdog's verdict ends the call."""
+    runner.channel.unresponsive_after_s = 0.5
     os.kill(runner.proc.pid, signal.SIGSTOP)
     try:
-        started = time.perf_counter()
-        r = await runner.call("write_file", path="big.txt", content="x" * 4_000_000, timeout_s=0.3)
-        assert r.error is not None and r.error.code == "TIMEOUT"
-        assert time.perf_counter() - started < 3.0
+        call = runner.call("write_file", path="big.txt", content="x" * 4_000_000, timeout_s=60)
+        r = await asyncio.wait_for(call, 10)
+        assert r.error is not None and r.error.code == "SANDBOX_UNRESPONSIVE"
     finally:
         os.kill(runner.proc.pid, signal.SIGCONT)
-    assert (await runner.call("bash", command="echo back")).output == "back\n"
+
+
+async def test_silent_peer_fails_every_call_in_flight_with_sandbox_unresponsive(
+        pair: tuple[RunnerChannel, Peer]) -> None:
+    """Calls with long timeouts all fail together once a ping goes unanswered for the bound."""
+    channel, peer = pair
+    channel.unresponsive_after_s = 0.3
+    tasks = [asyncio.create_task(channel.call("s", "bash", {"command": "x"}, timeout_s=60, output_cap=100))
+             for _ in range(2)]
+    kinds = [(await peer.read())["type"] for _ in range(3)]  # two calls, then the watchdog's ping
+    assert kinds == ["call", "call", "ping"]
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert [r.error.code if r.error else None for r in results] == ["SANDBOX_UNRESPONSIVE"] * 2
+    assert channel.broken_code == "SANDBOX_UNRESPONSIVE"
+
+
+async def test_a_stuck_call_on_a_live_runner_is_a_timeout_and_the_channel_lives(
+        pair: tuple[RunnerChannel, Peer]) -> None:
+    """Past timeout + grace the host pings; a runner that answers it is alive, so the call is a TIMEOUT."""
+    channel, peer = pair
+    channel.grace_s, channel.unresponsive_after_s = 0.1, 5.0
+    task = asyncio.create_task(channel.call("s", "bash", {"command": "x"}, timeout_s=0.1, output_cap=100))
+    seen: list[str] = []
+    while "cancel" not in seen or "ping" not in seen:  # answer pings, never the call
+        frame = await asyncio.wait_for(peer.read(), 10)
+        seen.append(frame["type"])
+        if frame["type"] == "ping":
+            await peer.send({"type": "pong", "id": frame["id"]})
+    r = await asyncio.wait_for(task, 10)
+    assert r.error is not None and r.error.code == "TIMEOUT" and channel.broken is None
+    task = asyncio.create_task(channel.call("s", "bash", {"command": "y"}, timeout_s=5, output_cap=100))
+    frame = await peer.read()
+    await peer.send({"type": "result", "id": frame["id"], "result": make_result("bash", "fine")})
+    assert (await asyncio.wait_for(task, 5)).output == "fine"
+
+
+async def test_a_quiet_peer_that_answers_pings_keeps_its_call(pair: tuple[RunnerChannel, Peer]) -> None:
+    """Silence is not death: a call outlives several bounds while the peer answers the watchdog's pings."""
+    channel, peer = pair
+    channel.unresponsive_after_s = 0.2
+    task = asyncio.create_task(channel.call("s", "bash", {"command": "x"}, timeout_s=30, output_cap=100))
+    call = await peer.read()
+    for _ in range(4):
+        ping = await asyncio.wait_for(peer.read(), 5)
+        assert ping["type"] == "ping"
+        await peer.send({"type": "pong", "id": ping["id"]})
+    await peer.send({"type": "result", "id": call["id"], "result": make_result("bash", "late")})
+    r = await asyncio.wait_for(task, 5)
+    assert r.error is None and r.output == "late" and channel.broken is None
