@@ -46,9 +46,6 @@ def new_call_id() -> str:
     return "call_" + secrets.token_urlsafe(12)
 
 
-STATEFUL_TOOLS = frozenset({"bash", "repl", "powershell", "bash_output", "kill_process"})
-
-
 @dataclass(frozen=True)
 class _CallRecord:
     """The fields both audit records of one call share."""
@@ -111,16 +108,16 @@ class ToolDispatcher:
         if ctx.session_id is not None:
             return await self._sandbox.run(ctx.tenant_id, ctx.session_id, name, args,
                                            timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
-        # A call outside any session gets a throwaway shell/REPL, closed after it (off the response path).
+        # A call outside any session gets a throwaway runner session (its own uid, shell, REPL, private
+        # directory), closed after it off the response path: the close kills what it left and frees the uid.
         session = f"oneshot-{ctx.call_id}"
         try:
             return await self._sandbox.run(ctx.tenant_id, session, name, args,
                                            timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
         finally:
-            if name in STATEFUL_TOOLS:
-                task = asyncio.create_task(self._sandbox.close_session(ctx.tenant_id, session))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            task = asyncio.create_task(self._sandbox.close_session(ctx.tenant_id, session))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _started(self, rec: _CallRecord, args: dict[str, Any], decision: str, reason: str | None) -> None:
         await self._audit.started(rec.tenant_id, call_id=rec.call_id, session_id=rec.session_id, tool=rec.tool,

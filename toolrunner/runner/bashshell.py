@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -34,20 +35,23 @@ from toolrunner.runner.procs import REGISTRY, SPARE, exit_code, exit_fd, kill_tr
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
 
-STATE_END = b"\n#oa-state-end\n"
-# The EXIT trap: builtins only (a fork would cost a millisecond), stderr hidden (an xtrace line).
-_BOOT = r"""__oa_save() { { builtin printf 'builtin unset BASH_ENV\n'; builtin export -p; builtin declare -f
-builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >"$__oa_out" 2>/dev/null; }
-__oa_out=$__OA_OUT __oa_state=$__OA_STATE __oa_fd=$__OA_FD
-builtin unset BASH_ENV __OA_OUT __OA_STATE __OA_FD
+STATE_END = b"#oa-state-end\n"
+MAX_STATE = 8 * 1024 * 1024  # a saved state beyond this is not kept (the previous one stays)
+# The EXIT trap writes the state to a pipe the runner reads: builtins only (a fork costs a millisecond), no
+# file (an open and close on the tmpfs cost more than the rest of a `true` call), stderr hidden (xtrace).
+_BOOT = r"""__oa_save() { { builtin export -p; builtin declare -f
+builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >&"$__oa_sfd"; }
+__oa_in=$__OA_IN __oa_fd=$__OA_FD __oa_sfd=$__OA_SFD
+builtin unset BASH_ENV __OA_IN __OA_FD __OA_SFD
 builtin trap '{ builtin set +xv; __oa_save; } 2>/dev/null' EXIT
 """
-# The -c script: read the command, restore the state, run the command at top level with stdin /dev/null.
-_MAIN = r"""IFS= builtin read -r __oa_n <&"$__oa_fd" || builtin exit 125
-LC_ALL=C IFS= builtin read -r -N "$__oa_n" __oa_cmd <&"$__oa_fd"; exec {__oa_fd}<&- </dev/null
-[ -n "$__oa_state" ] && builtin source "$__oa_state" 2>/dev/null
-builtin unset __oa_n __oa_state __oa_fd
-builtin eval "$__oa_cmd"
+# The -c script: restore the saved state, then run the command at top level. Both come as whole scripts on
+# pipes that the runner closes once written (`source` reads a pipe in blocks until EOF; `read -N` would need
+# LC_ALL=C, and every locale switch costs bash a reload). During the command its stdin is the drained
+# command pipe (EOF, like /dev/null) and the pipe's own fd is closed.
+_MAIN = r"""builtin source "/dev/fd/$__oa_in" 2>/dev/null; exec {__oa_in}<&- </dev/null
+__oa_c=$__oa_fd; builtin unset __oa_in __oa_fd
+builtin source /dev/stdin <&"$__oa_c" {__oa_c}<&-
 """
 
 
@@ -74,22 +78,27 @@ class Shell:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.next: subprocess.Popen[bytes] | None = None  # started ahead, waiting for its command
-        self.cmd_fd = -1  # the write end of `next`'s fd 3
+        self.in_fd = -1  # the write end of `next`'s state-in pipe
+        self.cmd_fd = -1  # the write end of `next`'s command pipe
+        self.state_fd = -1  # the read end of `next`'s state pipe
         self.running: subprocess.Popen[bytes] | None = None
-        self.committed: int | None = None  # the slot holding the last complete saved state
+        self.state = b""  # the last complete saved state (exports, functions, cwd), held by the runner
         self._spawn_lock = threading.Lock()
         path = session.runtime.base_env.get("PATH")
         self.bash = shutil.which("bash", path=path) or "bash"
 
-    def _slot_path(self, slot: int) -> str:
-        return os.path.join(self.session.dir, f"state{slot}.sh")
-
     def state_path(self) -> str | None:
-        """The file holding the last committed state (a sourceable script), if any."""
-        return None if self.committed is None else self._slot_path(self.committed)
-
-    def _free_slot(self) -> int:
-        return 0 if self.committed is None else 1 - self.committed
+        """The saved state written, as the session, to a file in its private directory (for a background
+        process's BASH_ENV); None if there is no state yet."""
+        if not self.state:
+            return None
+        path = os.path.join(self.session.dir, "state.sh")
+        try:
+            with files_as(self.session.ident), open(path, "wb") as f:
+                f.write(b"builtin unset BASH_ENV\n" + self.state)
+        except (OSError, IdentityError):
+            return None
+        return path
 
     def prestart(self) -> None:
         """Start the next call's shell now (OSError or ToolFailure if it cannot)."""
@@ -103,12 +112,16 @@ class Shell:
         session, rt = self.session, self.session.runtime
         if session.closed:
             raise ToolFailure("CANCELLED", "the session was closed")
-        state = "" if self.committed is None else self._slot_path(self.committed)
-        # A saved state carries the whole environment, so variables unset in the session stay unset.
-        env = {} if state else session.env()
-        cmd_r, cmd_w = os.pipe()
-        env.update(BASH_ENV=boot_file(rt.tmp), __OA_OUT=self._slot_path(self._free_slot()), __OA_STATE=state,
-                   __OA_FD=str(cmd_r))
+        # A saved state carries the whole environment, so variables unset in the session stay unset; only
+        # the locale is passed ahead, so that bash loads it while it waits (a call would pay ~1.5 ms for it).
+        env = _locale_of(self.state) if self.state else session.env()
+        # The shell reopens its input pipes through /dev/fd, which checks the pipe's owner: make them as the
+        # session (another uid, and so every other session, still cannot open them).
+        with files_as(session.ident):
+            in_r, in_w = os.pipe()
+            cmd_r, cmd_w = os.pipe()
+        state_r, state_w = os.pipe()
+        env.update(BASH_ENV=boot_file(rt.tmp), __OA_IN=str(in_r), __OA_FD=str(cmd_r), __OA_SFD=str(state_w))
         try:
             proc = REGISTRY.spawn(
                 ["bash", "--noprofile", "--norc", "-c", _MAIN],
@@ -117,31 +130,31 @@ class Shell:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(cmd_r,),
+                pass_fds=(in_r, cmd_r, state_w),
                 cwd=rt.workspace.root,
                 env=env,
                 executable=self.bash,
             )
-        except BlockingIOError as exc:
-            os.close(cmd_w)
-            raise ToolFailure("RESOURCE_LIMIT", f"cannot start the shell: {exc.strerror} (pids limit)") from None
-        except FileNotFoundError as exc:
-            os.close(cmd_w)
-            raise ToolFailure("TOOL_UNAVAILABLE", "bash is not installed in the sandbox image") from exc
         except OSError as exc:
-            os.close(cmd_w)
+            for fd in (in_w, cmd_w, state_r):
+                os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise ToolFailure("RESOURCE_LIMIT", f"cannot start the shell: {exc.strerror} (pids limit)") from None
+            if isinstance(exc, FileNotFoundError):
+                raise ToolFailure("TOOL_UNAVAILABLE", "bash is not installed in the sandbox image") from exc
             raise ToolFailure("INTERNAL", f"cannot start the shell: {exc.strerror}") from None
         finally:
-            os.close(cmd_r)
-        os.set_inheritable(cmd_w, False)
-        self.next, self.cmd_fd = proc, cmd_w
+            for fd in (in_r, cmd_r, state_w):
+                os.close(fd)
+        self.next, self.in_fd, self.cmd_fd, self.state_fd = proc, in_w, cmd_w, state_r
 
     def _close_next(self) -> None:
         proc, self.next = self.next, None
-        if self.cmd_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.cmd_fd)
-            self.cmd_fd = -1
+        for fd in (self.in_fd, self.cmd_fd, self.state_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.in_fd = self.cmd_fd = self.state_fd = -1
         if proc is not None:
             kill_tree(proc.pid)
             REGISTRY.finish(proc)
@@ -171,49 +184,50 @@ class Shell:
                     if "pids limit" in exc.message:
                         call.limit = "pids"
                     raise
-            proc, cmd_fd = self.next, self.cmd_fd
+            proc, in_fd, cmd_fd, state_fd = self.next, self.in_fd, self.cmd_fd, self.state_fd
             assert proc is not None
-            self.next, self.cmd_fd = None, -1
+            self.next, self.in_fd, self.cmd_fd, self.state_fd = None, -1, -1, -1
             self.running = proc
             REGISTRY.set_kind(proc.pid, "call")
-        slot = self._free_slot()
         call.on_cancel(lambda: self.kill() if self.running is proc else None)
         oom_before = stats.memory_marks()
+        saved = bytearray()
+        feeds = {in_fd: memoryview(self.state), cmd_fd: memoryview(data)}
         try:
-            self._pump(call, proc, cmd_fd, f"{len(data)}\n".encode() + data)
+            self._pump(call, proc, feeds, state_fd, saved)
         finally:
-            with contextlib.suppress(OSError):
-                os.close(cmd_fd)
+            for fd in feeds:  # what _pump did not finish writing (and so did not close)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             returncode = REGISTRY.finish(proc)
             with self._spawn_lock:
                 self.running = None
             REGISTRY.sweep(self.session.ident)
             assert proc.stdout is not None and proc.stderr is not None
             drain(call, {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"})
+            _read_state(state_fd, saved)
+            os.close(state_fd)
             _close_pipes(proc)
-        rc = exit_code(returncode)
-        if self._saved(slot):
-            self.committed = slot
+        # Kept only when complete: a shell killed while saving (timeout, cancel, OOM) keeps the previous one.
+        if saved.endswith(STATE_END) and len(saved) <= MAX_STATE:
+            self.state = bytes(saved)
         classify(call, returncode, oom_before, None)
-        call.exit_code = rc
+        call.exit_code = exit_code(returncode)
 
-    def _saved(self, slot: int) -> bool:
-        """Whether the call's EXIT trap left a complete state in `slot` (a killed shell leaves none)."""
-        try:
-            with files_as(self.session.ident), open(self._slot_path(slot), "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - len(STATE_END)))
-                return f.read() == STATE_END
-        except (OSError, IdentityError):
-            return False
-
-    def _pump(self, call: Call, proc: subprocess.Popen[bytes], cmd_fd: int, command: bytes) -> None:
-        """Feed the command and stream the output until the shell exits (or the deadline kills it)."""
+    def _pump(
+        self,
+        call: Call,
+        proc: subprocess.Popen[bytes],
+        feeds: dict[int, memoryview],
+        state_fd: int,
+        saved: bytearray,
+    ) -> None:
+        """Feed the state and command, stream the output and collect the saved state until the shell exits (or
+        the deadline kills it)."""
         assert proc.stdout is not None and proc.stderr is not None
         streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-        pending = memoryview(command)
-        os.set_blocking(cmd_fd, False)
+        for fd in feeds:
+            os.set_blocking(fd, False)
         pidfd = exit_fd(proc.pid)
         sel = selectors.DefaultSelector()
         try:
@@ -221,7 +235,10 @@ class Shell:
                 os.set_blocking(fd, False)
                 sel.register(fd, selectors.EVENT_READ)
             sel.register(pidfd, selectors.EVENT_READ)
-            sel.register(cmd_fd, selectors.EVENT_WRITE)
+            for fd in feeds:
+                sel.register(fd, selectors.EVENT_WRITE)
+            os.set_blocking(state_fd, False)
+            sel.register(state_fd, selectors.EVENT_READ)
             while True:
                 now = time.perf_counter()
                 if now >= call.deadline and not call.timed_out:
@@ -232,20 +249,52 @@ class Shell:
                     fd = int(key.fd)
                     if fd == pidfd:
                         return
-                    if fd == cmd_fd:
+                    if fd in feeds:
+                        # Written whole, then closed: the shell reads each pipe to its end.
                         try:
-                            pending = pending[os.write(cmd_fd, pending) :]
+                            feeds[fd] = feeds[fd][os.write(fd, feeds[fd]) :]
                         except BlockingIOError:
                             continue
                         except OSError:
-                            pending = pending[:0]  # the shell is gone; its exit ends the call
-                        if not pending:
-                            sel.unregister(cmd_fd)
+                            feeds[fd] = feeds[fd][:0]  # the shell is gone; its exit ends the call
+                        if not feeds[fd]:
+                            sel.unregister(fd)
+                            del feeds[fd]
+                            os.close(fd)
+                        continue
+                    if fd == state_fd:
+                        if not _read_state(state_fd, saved, once=True):
+                            sel.unregister(state_fd)
                         continue
                     read_into(call, fd, streams, sel, None)
         finally:
             sel.close()
             os.close(pidfd)
+
+
+_LOCALE_LINE = re.compile(rb'^declare -x (LANG|LANGUAGE|LC_[A-Z]+)="([^"\\$`]*)"$', re.M)
+
+
+def _locale_of(state: bytes) -> dict[str, str]:
+    """The locale variables a saved state exports (plain values only; the state sets them again anyway)."""
+    return {m[1].decode(): m[2].decode("utf-8", "replace") for m in _LOCALE_LINE.finditer(state)}
+
+
+def _read_state(fd: int, saved: bytearray, *, once: bool = False) -> bool:
+    """Read the shell's saved state (bounded: past MAX_STATE it is read and dropped); False at EOF."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        if len(saved) <= MAX_STATE:
+            saved += data
+        if once:
+            return True
 
 
 def _close_pipes(proc: subprocess.Popen[bytes]) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 RUNNER_UID = 999
+KILLER_UID = 998  # the real uid of the runner's killing thread while it acts as a session: nobody else's
 POOL_START, POOL_SIZE = 10000, 1000
 CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
 KEPT_CAPS = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID)
@@ -155,15 +157,47 @@ def files_as(ident: Ident) -> Iterator[None]:
     if ident.own:
         yield
         return
-    _libc.setfsgid(ident.gid)
-    _libc.setfsuid(ident.uid)
-    # setfsuid reports no error; asking again (-1 changes nothing) returns the value now in force.
-    if _libc.setfsuid(-1) & 0xFFFFFFFF != ident.uid or _libc.setfsgid(-1) & 0xFFFFFFFF != ident.gid:
-        _libc.setfsuid(os.geteuid())
-        _libc.setfsgid(os.getegid())
-        raise IdentityError(f"cannot act on files as uid {ident.uid}")
+    # setfsuid returns the previous value and reports no error; asking again (-1 changes nothing) returns
+    # the value now in force. Restoring the previous values lets these blocks nest.
+    prev_gid = _libc.setfsgid(ident.gid) & 0xFFFFFFFF
+    prev_uid = _libc.setfsuid(ident.uid) & 0xFFFFFFFF
     try:
+        if _libc.setfsuid(-1) & 0xFFFFFFFF != ident.uid or _libc.setfsgid(-1) & 0xFFFFFFFF != ident.gid:
+            raise IdentityError(f"cannot act on files as uid {ident.uid}")
         yield
     finally:
-        _libc.setfsuid(os.geteuid())
-        _libc.setfsgid(os.getegid())
+        _libc.setfsuid(prev_uid)
+        _libc.setfsgid(prev_gid)
+
+
+# Raw system call numbers: glibc's setresuid changes every thread of the process (and so would the runner's),
+# the raw call changes only the calling thread, which is what the killing thread needs.
+_SYS_SETRESUID = {"x86_64": 117, "aarch64": 147}.get(platform.machine())
+_kill_lock = threading.Lock()
+
+
+def kill_all_of(uid: int) -> int | None:
+    """``kill(-1, SIGKILL)`` as `uid`, from this thread: 1 if it reached a process, 0 if there was none, None
+    if this machine cannot do it this way (the caller then forks).
+
+    Only this thread changes credentials, to real uid KILLER_UID and effective uid `uid`, with CAP_KILL out of
+    its effective set: the kernel then lets it signal exactly the processes whose real or saved uid is `uid`
+    (KILLER_UID has no process), while no process of `uid` may signal it back (its real and saved uid are
+    not theirs) or trace it (the runner is not dumpable). It restores its credentials before anything else
+    runs on it; if that ever failed the runner could not be trusted, so it exits.
+    """
+    if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID:
+        return None
+    with _kill_lock:
+        _capset(KEPT_CAPS & ~(1 << CAP_KILL), KEPT_CAPS)
+        try:
+            if _libc.syscall(_SYS_SETRESUID, KILLER_UID, uid, KILLER_UID) != 0:
+                return None
+            try:
+                found = _libc.kill(-1, 9) == 0  # SIGKILL
+            finally:
+                if _libc.syscall(_SYS_SETRESUID, RUNNER_UID, RUNNER_UID, RUNNER_UID) != 0:
+                    os._exit(70)  # a thread stuck with a session's uid: fail closed, the host replaces us
+            return 1 if found else 0
+        finally:
+            _capset(KEPT_CAPS, KEPT_CAPS)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from toolrunner.runner.identity import Ident, Identities, drop_all_capabilities
+from toolrunner.runner.identity import Ident, Identities, drop_all_capabilities, kill_all_of
 
 _PR_SET_CHILD_SUBREAPER = 36
 SETTLE_S = 2.0  # how long a sweep waits for killed processes to be gone before answering anyway
@@ -100,6 +100,15 @@ class Registry:
         """Every process of `ident`'s uid, at once, including roots; waits until they are gone."""
         if ident.own:
             return self._sweep_orphans(None)
+        found = kill_all_of(ident.uid)
+        if found is None:
+            found = self._kill_uid_forked(ident)
+        if found:
+            self._settle(lambda: any(uid_of(p) == ident.uid for p in all_pids()))
+        return found
+
+    def _kill_uid_forked(self, ident: Ident) -> int:
+        """kill(-1) from a child switched to the uid: where the thread's own switch is not available."""
         with self._lock:
             pid = os.fork()
             if pid == 0:  # the child: only system calls from here to _exit
@@ -122,10 +131,7 @@ class Registry:
         code = os.waitstatus_to_exitcode(status)
         if code == 2:
             log(f"could not kill the processes of uid {ident.uid}")
-        if code == 0:
-            return 0
-        self._settle(lambda: any(uid_of(p) == ident.uid for p in all_pids()))
-        return 1
+        return 1 if code == 1 else 0
 
     def _sweep_orphans(self, uid: int | None, rounds: int = 20) -> int:
         """Kill untracked children of the runner (of `uid`, or of any uid) with their subtrees."""
