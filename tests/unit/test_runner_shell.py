@@ -11,27 +11,28 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_each_call_is_a_fresh_shell_that_keeps_cwd_exports_and_functions(runner: Runner) -> None:
-    """Every call is its own bash process (its exit status is the result); what a session keeps is its
-    working directory, exported variables and shell functions, not plain variables."""
-    first = await runner.call("bash", command="echo $$; f() { echo in-f; }; plain=1; export kept=2; cd /tmp")
-    second = await runner.call("bash", command='echo $$; f; echo "[$plain][$kept]"; pwd')
+    """Every call is its own process, a subshell of the session's shell, whose exit status is the result; what
+    a session keeps is its working directory, exported variables and shell functions, not plain variables."""
+    first = await runner.call("bash", command="echo $BASHPID; f() { echo in-f; }; plain=1; export kept=2; cd /tmp")
+    second = await runner.call("bash", command='echo $BASHPID; f; echo "[$plain][$kept]"; pwd')
     assert second.exit_code == 0, second
     lines = second.output.splitlines()
     assert lines[0] != first.output.splitlines()[0]
     assert lines[1:] == ["in-f", "[][2]", "/tmp"]
 
 
-@pytest.mark.parametrize("command", ["exit 3", "exec true", "kill $$"])
+@pytest.mark.parametrize("command", ["exit 3", "exec true", "kill $BASHPID", "kill $$; kill -HUP $$"])
 async def test_a_command_that_ends_the_shell_reports_and_the_next_call_gets_a_fresh_one(
     runner: Runner, command: str
 ) -> None:
-    """exit/exec/kill $$ end the shell with their status; the next call has a new shell with the saved state."""
+    """exit/exec/kill end the call's own process with their status; signals to the session's shell ($$)
+    are ignored by it; the next call is a new process with the saved state."""
     (runner.ws / "sub").mkdir()
-    first = await runner.call("bash", command="cd sub; export KEEP=yes; echo $$")
+    first = await runner.call("bash", command="cd sub; export KEEP=yes; echo $BASHPID")
     r = await runner.call("bash", command=f"echo before; {command}")
     assert r.error is None and r.output == "before\n"
-    assert r.exit_code == {"exit 3": 3, "exec true": 0, "kill $$": 143}[command]
-    r = await runner.call("bash", command='echo $$; pwd; echo "$KEEP"')
+    assert r.exit_code == {"exit 3": 3, "exec true": 0, "kill $BASHPID": 143, "kill $$; kill -HUP $$": 0}[command]
+    r = await runner.call("bash", command='echo $BASHPID; pwd; echo "$KEEP"')
     pid, cwd, keep = r.output.splitlines()
     assert pid != first.output.strip() and cwd == str(runner.ws / "sub") and keep == "yes"
 
@@ -145,6 +146,16 @@ async def test_close_session_ends_the_shell(runner: Runner) -> None:
     assert await wait_until(lambda: not pid_alive(pid))
     r = await runner.call("bash", command='echo "[${GONE-}]"')
     assert r.output == "[]\n"
+
+
+def test_marker_split_across_reads_is_cut_and_lookalikes_pass() -> None:
+    """Fed one byte at a time, output before the marker passes unchanged (NULs included), nothing after."""
+    from toolrunner.runner.markers import Cut
+
+    cut = Cut(b"\0abcd\n")
+    data = b"x\0ab\0abc y\0abcd\ntrailing"
+    out = b"".join(cut.feed(data[i : i + 1]) for i in range(len(data)))
+    assert out == b"x\0ab\0abc y" and cut.done
 
 
 async def test_a_file_size_limit_does_not_stick_to_the_session(runner: Runner) -> None:

@@ -1,17 +1,24 @@
-"""A session's `bash`: one bash process per call, started ahead of the call, whose exit status is the result.
+"""A session's `bash`: a warm shell that forks one subshell per call and reports the subshell's exit status.
 
-Nothing the command prints or does can forge the result: the exit code is what ``waitpid`` says about the
-call's bash process, the output is what its own pipes carried until every process of the call was killed,
-and there is no marker or control text on the command's streams (docs/runner-trust.md §2).
+Starting bash costs several milliseconds in a container (the binary and its libraries come through the
+storage driver); forking an already running bash costs a fraction of one. So each session has one
+long-lived *session shell* that never runs a command itself. Per call it reads ``NS NC\\n`` plus the saved
+state and the command from its stdin (a pipe only the runner holds), forks a subshell that restores the
+state and ``eval``s the command, waits for it, and writes the subshell's exit status — what ``waitpid``
+said — to a status pipe. The runner then sweeps what the call left (or tells the shell to: its
+``kill -9 -1`` reaches every process of the session's uid but itself, at once) and sends a random nonce; the
+shell writes ``NUL nonce LF`` on stdout and stderr, which ends the call's output.
 
-Speed comes from starting the *next* shell when a call ends, off the answer's path: it sources the
-runner's boot file (read-only to tools) and blocks reading ``LEN\\n`` + LEN bytes of command from a pipe
-only the runner holds. The call then costs one pipe write, the command, the exit and the reap. After
-reading the command the shell sources the session's last saved state (``export -p`` and a ``cd`` line) and
-``eval``s the command; its EXIT trap saves the new state into the slot the runner named, never the one
-holding the last committed state, so a call killed while saving loses nothing. Sourcing the state only once
-the command has arrived means that whatever a call wrote into its state runs inside the next call, never
-between calls.
+Why the command cannot forge the result (docs/runner-trust.md §2):
+- the session shell runs from an execute-only copy of bash (``oa-shell``, mode 0711), so the kernel marks
+  it non-dumpable: no process, not even of its own uid, can trace it or open its ``/proc`` fds or memory;
+- the subshell closes the status pipe before running anything, and the nonce is read only after the
+  subshell is dead, so no command ever holds either; its functions and traps die with it;
+- the session shell ignores every signal a command could send it but SIGKILL and SIGSTOP; those end or
+  freeze it, which the runner sees (death, or the deadline) and reports as such, never as success.
+
+The saved state (exports, functions, cwd) is written by the subshell's EXIT trap to a state pipe and kept by
+the runner; it is evaluated only inside the next subshell, never in the session shell.
 """
 
 from __future__ import annotations
@@ -19,73 +26,105 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import selectors
+import shlex
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.execute import classify, drain, read_into
+from toolrunner.runner.execute import classify, drain
 from toolrunner.runner.identity import IdentityError, files_as
-from toolrunner.runner.procs import REGISTRY, SPARE, exit_code, exit_fd, kill_tree
+from toolrunner.runner.markers import Cut
+from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, killpg
 
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
 
+SESSION_SHELL = "/usr/libexec/openanalyst/oa-shell"  # bash, mode 0711: executable, not readable
 STATE_END = b"#oa-state-end\n"
 MAX_STATE = 8 * 1024 * 1024  # a saved state beyond this is not kept (the previous one stays)
-# The EXIT trap writes the state to a pipe the runner reads: builtins only (a fork costs a millisecond), no
-# file (an open and close on the tmpfs cost more than the rest of a `true` call), stderr hidden (xtrace).
-_BOOT = r"""__oa_save() { { builtin export -p; builtin declare -f
-builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; } >&"$__oa_sfd"; }
-__oa_in=$__OA_IN __oa_fd=$__OA_FD __oa_sfd=$__OA_SFD
-builtin unset BASH_ENV __OA_IN __OA_FD __OA_SFD
-builtin trap '{ builtin set +xv; __oa_save; } 2>/dev/null' EXIT
+SHELL_KIND = "shell"
+_SIGNALS = "HUP INT QUIT TERM USR1 USR2 PIPE ALRM TSTP TTIN TTOU XFSZ"
+# Builtins only: a fork or an exec costs a millisecond. LC_ALL=C in the session shell makes `read -N` count
+# bytes; the session's own locale is loaded once ahead, so a subshell that switches to it reads no file.
+# The session shell's stderr is closed while it waits for the subshell (which gets the real one back as
+# fd 2), so bash's own "Terminated" notice for a killed subshell is not mistaken for the command's output.
+# No /dev/null is opened per call (an open of a device costs ~0.15 ms in a container): stderr is closed
+# where it must be silent, and the subshell's stdin is a copy of one /dev/null opened at start (fd 59).
+_SESSION_SHELL = rf"""builtin trap '' {_SIGNALS}
+__oa_sfd=$__OA_SFD __oa_xfd=$__OA_XFD
+LC_ALL=${{__OA_LOCALE:-C}}; LC_ALL=C
+builtin unset __OA_SFD __OA_XFD __OA_LOCALE
+exec 59</dev/null
+__oa_save() {{ {{ builtin export -p; builtin declare -f
+builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; }} >&"$__oa_sfd"; }}
+while IFS=' ' builtin read -r __oa_ns __oa_nc; do
+__oa_st= __oa_c=
+[ "$__oa_ns" -gt 0 ] && IFS= builtin read -r -N "$__oa_ns" __oa_st
+[ "$__oa_nc" -gt 0 ] && IFS= builtin read -r -N "$__oa_nc" __oa_c
+{{ ( builtin trap - {_SIGNALS}
+builtin trap '{{ builtin set +xv; __oa_save; }} 2>&-' EXIT
+exec 2>&62 62>&- {{__oa_xfd}}>&- 0<&59 59<&-
+builtin unset LC_ALL PATH HOME
+builtin eval "$__oa_st" 2>&-
+builtin unset __oa_st __oa_ns __oa_nc
+builtin eval "$__oa_c" ); }} 62>&2 2>&-
+builtin printf '%d\n' "$?" >&"$__oa_xfd"
+IFS=' ' builtin read -r __oa_nonce __oa_k || builtin exit 0
+[ "$__oa_k" = K ] && [ "$UID" -ge 10000 ] && builtin kill -9 -1 2>&-
+builtin printf '\0%s\n' "$__oa_nonce"; builtin printf '\0%s\n' "$__oa_nonce" >&2
+done
 """
-# The -c script: restore the saved state, then run the command at top level. Both come as whole scripts on
-# pipes that the runner closes once written (`source` reads a pipe in blocks until EOF; `read -N` would need
-# LC_ALL=C, and every locale switch costs bash a reload). During the command its stdin is the drained
-# command pipe (EOF, like /dev/null) and the pipe's own fd is closed.
-_MAIN = r"""builtin source "/dev/fd/$__oa_in" 2>/dev/null; exec {__oa_in}<&- </dev/null
-__oa_c=$__oa_fd; builtin unset __oa_in __oa_fd
-builtin source /dev/stdin <&"$__oa_c" {__oa_c}<&-
-"""
+_LOCALE_VARS = ("LC_ALL", "LC_CTYPE", "LANG")
 
 
-def boot_file(tmp: str) -> str:
-    """The runner-wide boot script, written once into the runner's directory (tools may read, not write)."""
-    path = os.path.join(tmp, "shell-boot.sh")
-    if not os.path.exists(path):
-        part = f"{path}.{threading.get_ident()}"
-        try:
-            with open(part, "w", encoding="utf-8") as f:
-                f.write(_BOOT)
-            os.chmod(part, 0o644)
-            os.replace(part, path)
-        except OSError as exc:
+class _Running:
+    """The session shell's process and the runner's ends of its pipes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], status_fd: int, state_fd: int) -> None:
+        self.proc = proc
+        self.status_fd = status_fd
+        self.state_fd = state_fd
+        self.pidfd = exit_fd(proc.pid)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.in_fd, self.out_fd, self.err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
+        for fd in (self.in_fd, self.out_fd, self.err_fd, status_fd, state_fd):
+            os.set_blocking(fd, False)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        for fd in (self.status_fd, self.state_fd, self.pidfd):
             with contextlib.suppress(OSError):
-                os.unlink(part)
-            raise ToolFailure("RESOURCE_LIMIT", f"cannot write the shell's boot file: {exc.strerror}") from None
-    return path
+                os.close(fd)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
 
 
 class Shell:
-    """The session's bash calls; `run` must be called with the session's shell lock held."""
+    """The session's shell; `run` must be called with the session's shell lock held."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.next: subprocess.Popen[bytes] | None = None  # started ahead, waiting for its command
-        self.in_fd = -1  # the write end of `next`'s state-in pipe
-        self.cmd_fd = -1  # the write end of `next`'s command pipe
-        self.state_fd = -1  # the read end of `next`'s state pipe
-        self.running: subprocess.Popen[bytes] | None = None
+        self.sh: _Running | None = None
         self.state = b""  # the last complete saved state (exports, functions, cwd), held by the runner
+        self._killed_all = False  # whether the last call's end asked the shell to kill -9 -1
         self._spawn_lock = threading.Lock()
         path = session.runtime.base_env.get("PATH")
-        self.bash = shutil.which("bash", path=path) or "bash"
+        isolated = session.runtime.identities.mode != "none"
+        if isolated and os.access(SESSION_SHELL, os.X_OK):
+            self.bash = SESSION_SHELL
+        else:
+            self.bash = shutil.which("bash", path=path) or "bash"
 
     def state_path(self) -> str | None:
         """The saved state written, as the session, to a file in its private directory (for a background
@@ -101,42 +140,37 @@ class Shell:
         return path
 
     def prestart(self) -> None:
-        """Start the next call's shell now (OSError or ToolFailure if it cannot)."""
+        """Start the session shell now (OSError or ToolFailure if it cannot)."""
         with self._spawn_lock:
-            if self.next is not None and self.next.poll() is None:
-                return
-            self._close_next()
-            self._spawn()
+            if self.sh is None or not self.sh.alive():
+                self._reset()
+                self.sh = self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> _Running:
         session, rt = self.session, self.session.runtime
         if session.closed:
             raise ToolFailure("CANCELLED", "the session was closed")
-        # A saved state carries the whole environment, so variables unset in the session stay unset; only
-        # the locale is passed ahead, so that bash loads it while it waits (a call would pay ~1.5 ms for it).
-        env = _locale_of(self.state) if self.state else session.env()
-        # The shell reopens its input pipes through /dev/fd, which checks the pipe's owner: make them as the
-        # session (another uid, and so every other session, still cannot open them).
-        with files_as(session.ident):
-            in_r, in_w = os.pipe()
-            cmd_r, cmd_w = os.pipe()
+        base = session.env()
+        locale = next((base[k] for k in _LOCALE_VARS if base.get(k)), "C")
+        status_r, status_w = os.pipe()
         state_r, state_w = os.pipe()
-        env.update(BASH_ENV=boot_file(rt.tmp), __OA_IN=str(in_r), __OA_FD=str(cmd_r), __OA_SFD=str(state_w))
+        env = {"PATH": base.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "__OA_LOCALE": locale,
+               "__OA_SFD": str(state_w), "__OA_XFD": str(status_w)}
         try:
             proc = REGISTRY.spawn(
-                ["bash", "--noprofile", "--norc", "-c", _MAIN],
+                ["bash", "--noprofile", "--norc", "-c", _SESSION_SHELL],
                 session.ident,
-                SPARE,
-                stdin=subprocess.DEVNULL,
+                SHELL_KIND,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(in_r, cmd_r, state_w),
+                pass_fds=(status_w, state_w),
                 cwd=rt.workspace.root,
                 env=env,
                 executable=self.bash,
             )
         except OSError as exc:
-            for fd in (in_w, cmd_w, state_r):
+            for fd in (status_r, state_r):
                 os.close(fd)
             if isinstance(exc, BlockingIOError):
                 raise ToolFailure("RESOURCE_LIMIT", f"cannot start the shell: {exc.strerror} (pids limit)") from None
@@ -144,162 +178,201 @@ class Shell:
                 raise ToolFailure("TOOL_UNAVAILABLE", "bash is not installed in the sandbox image") from exc
             raise ToolFailure("INTERNAL", f"cannot start the shell: {exc.strerror}") from None
         finally:
-            for fd in (in_r, cmd_r, state_w):
+            for fd in (status_w, state_w):
                 os.close(fd)
-        self.next, self.in_fd, self.cmd_fd, self.state_fd = proc, in_w, cmd_w, state_r
+        return _Running(proc, status_r, state_r)
 
-    def _close_next(self) -> None:
-        proc, self.next = self.next, None
-        for fd in (self.in_fd, self.cmd_fd, self.state_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.in_fd = self.cmd_fd = self.state_fd = -1
-        if proc is not None:
-            kill_tree(proc.pid)
-            REGISTRY.finish(proc)
-            _close_pipes(proc)
+    def _initial_state(self) -> bytes:
+        """A first call's state: the session's base environment, from the workspace root."""
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.session.env().items() if _NAME.match(k)]
+        lines.append(f"builtin cd -- {shlex.quote(self.session.runtime.workspace.root)}")
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+    def _reset(self) -> None:
+        sh, self.sh = self.sh, None
+        if sh is not None:
+            killpg(sh.proc.pid)
+            REGISTRY.finish(sh.proc)
+            sh.close()
 
     def kill(self) -> None:
-        """Kill the running call's shell and everything it started (safe from any thread)."""
+        """Kill the session shell and the call it runs (safe from any thread); the next call starts anew."""
         with self._spawn_lock:
-            proc = self.running
-            if proc is not None:
-                kill_tree(proc.pid)
+            if self.sh is not None:
+                killpg(self.sh.proc.pid)
 
     def reset(self) -> None:
-        """Drop the started-ahead shell (session close)."""
+        """Drop the session shell (session close)."""
         with self._spawn_lock:
-            self._close_next()
+            self._reset()
 
     def run(self, call: Call, command: str) -> None:
-        """Run `command` in a fresh shell of the session; sets the call's exit code and limit."""
+        """Run `command` in a subshell of the session shell; sets the call's exit code and limit."""
         data = command.encode("utf-8", "surrogatepass")
         with self._spawn_lock:
-            if self.next is None or self.next.poll() is not None:
-                self._close_next()
+            if self.sh is None or not self.sh.alive():
+                self._reset()
                 try:
-                    self._spawn()
+                    self.sh = self._spawn()
                 except ToolFailure as exc:
                     if "pids limit" in exc.message:
                         call.limit = "pids"
                     raise
-            proc, in_fd, cmd_fd, state_fd = self.next, self.in_fd, self.cmd_fd, self.state_fd
-            assert proc is not None
-            self.next, self.in_fd, self.cmd_fd, self.state_fd = None, -1, -1, -1
-            self.running = proc
-            REGISTRY.set_kind(proc.pid, "call")
-        call.on_cancel(lambda: self.kill() if self.running is proc else None)
+            sh = self.sh
+        _discard(sh)
+        call.on_cancel(lambda: self.kill() if self.sh is sh else None)
         oom_before = stats.memory_marks()
-        saved = bytearray()
-        feeds = {in_fd: memoryview(self.state), cmd_fd: memoryview(data)}
-        try:
-            self._pump(call, proc, feeds, state_fd, saved)
-        finally:
-            for fd in feeds:  # what _pump did not finish writing (and so did not close)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            returncode = REGISTRY.finish(proc)
+        state = self.state or self._initial_state()
+        turn = _Turn(call, sh, f"{len(state)} {len(data)}\n".encode() + state + data)
+        turn.pump(lambda: self._end(sh))
+        if turn.status is None:
+            # The session shell died (SIGKILL, OOM) or was killed (timeout, cancel): sweep, report what the
+            # kernel said about it, start a new one next time. The state stays as the last complete one.
+            returncode = REGISTRY.finish(sh.proc)
             with self._spawn_lock:
-                self.running = None
+                if self.sh is sh:
+                    self.sh = None
             REGISTRY.sweep(self.session.ident)
-            assert proc.stdout is not None and proc.stderr is not None
-            drain(call, {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"})
-            _read_state(state_fd, saved)
-            os.close(state_fd)
-            _close_pipes(proc)
-        # Kept only when complete: a shell killed while saving (timeout, cancel, OOM) keeps the previous one.
-        if saved.endswith(STATE_END) and len(saved) <= MAX_STATE:
-            self.state = bytes(saved)
-        classify(call, returncode, oom_before, None)
-        call.exit_code = exit_code(returncode)
+            drain(call, {sh.out_fd: "stdout", sh.err_fd: "stderr"})
+            sh.close()
+            if not (call.timed_out or call.cancelled.is_set()):
+                call.note = "[the session's shell was killed; the next call starts a new one, state kept]"
+            classify(call, returncode, oom_before, None)
+            call.exit_code = exit_code(returncode)
+            return
+        if self._killed_all:
+            REGISTRY.settle_children(self.session.ident)  # what the shell's kill -9 -1 hit frees its pids
+        if turn.saved.endswith(STATE_END) and len(turn.saved) <= MAX_STATE:
+            self.state = bytes(turn.saved)
+        classify(call, turn.status, oom_before, None)
+        call.exit_code = turn.status
 
-    def _pump(
-        self,
-        call: Call,
-        proc: subprocess.Popen[bytes],
-        feeds: dict[int, memoryview],
-        state_fd: int,
-        saved: bytearray,
-    ) -> None:
-        """Feed the state and command, stream the output and collect the saved state until the shell exits (or
-        the deadline kills it)."""
-        assert proc.stdout is not None and proc.stderr is not None
-        streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-        for fd in feeds:
-            os.set_blocking(fd, False)
-        pidfd = exit_fd(proc.pid)
+    def _end(self, sh: _Running) -> bytes:
+        """After the subshell's status came: sweep its leftovers; returns the end request for the shell."""
+        ident = self.session.ident
+        alone = REGISTRY.only_root(ident, sh.proc.pid)
+        self._killed_all = alone
+        if not alone:
+            REGISTRY.sweep(ident)
+        return f"{secrets.token_hex(16)} {'K' if alone else '-'}\n".encode()
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Turn:
+    """One call on the session shell: feed it, stream its output, read its status, state and end marker."""
+
+    def __init__(self, call: Call, sh: _Running, request: bytes) -> None:
+        self.call = call
+        self.sh = sh
+        self.pending = memoryview(request)
+        self.status: int | None = None
+        self.saved = bytearray()
+        self.cuts: dict[int, Cut] | None = None
+        self._status_buf = bytearray()
+        self._stopped = False
+
+    def pump(self, end: Callable[[], bytes]) -> None:
+        """Run until both end markers came, or the shell died. `end()` gives the end request (and sweeps)."""
+        call, sh = self.call, self.sh
+        names = {sh.out_fd: "stdout", sh.err_fd: "stderr"}
         sel = selectors.DefaultSelector()
         try:
-            for fd in streams:
-                os.set_blocking(fd, False)
+            for fd in (sh.out_fd, sh.err_fd, sh.status_fd, sh.state_fd, sh.pidfd):
                 sel.register(fd, selectors.EVENT_READ)
-            sel.register(pidfd, selectors.EVENT_READ)
-            for fd in feeds:
-                sel.register(fd, selectors.EVENT_WRITE)
-            os.set_blocking(state_fd, False)
-            sel.register(state_fd, selectors.EVENT_READ)
+            sel.register(sh.in_fd, selectors.EVENT_WRITE)
+            writing = True
             while True:
+                if self.cuts is not None and all(c.done for c in self.cuts.values()):
+                    return
                 now = time.perf_counter()
-                if now >= call.deadline and not call.timed_out:
-                    call.timed_out, call.limit = True, "timeout"
-                    kill_tree(proc.pid)
-                wait = max(0.0, min(call.deadline - now, 0.5)) if not call.timed_out else 0.05
+                if now >= call.deadline and not self._stopped:
+                    # A command past its deadline; or a shell that answered but then froze (SIGSTOP from its
+                    # own session): either way it is killed, and its death ends the turn.
+                    self._stopped = True
+                    if self.status is None:
+                        call.timed_out, call.limit = True, "timeout"
+                    killpg(sh.proc.pid)
+                wait = max(0.0, min(call.deadline - now, 0.5)) if not self._stopped else 0.05
                 for key, _ in sel.select(wait):
                     fd = int(key.fd)
-                    if fd == pidfd:
-                        return
-                    if fd in feeds:
-                        # Written whole, then closed: the shell reads each pipe to its end.
+                    if fd == sh.in_fd:
                         try:
-                            feeds[fd] = feeds[fd][os.write(fd, feeds[fd]) :]
+                            self.pending = self.pending[os.write(fd, self.pending) :]
                         except BlockingIOError:
                             continue
                         except OSError:
-                            feeds[fd] = feeds[fd][:0]  # the shell is gone; its exit ends the call
-                        if not feeds[fd]:
+                            self.pending = self.pending[:0]
+                        if not self.pending:
                             sel.unregister(fd)
-                            del feeds[fd]
-                            os.close(fd)
-                        continue
-                    if fd == state_fd:
-                        if not _read_state(state_fd, saved, once=True):
-                            sel.unregister(state_fd)
-                        continue
-                    read_into(call, fd, streams, sel, None)
+                            writing = False
+                    elif fd == sh.pidfd:
+                        if self.status is None or self.cuts is not None:
+                            return  # dead before it answered, or before its end marker
+                        sel.unregister(fd)
+                    elif fd == sh.status_fd:
+                        if self.cuts is None and self._read_status():
+                            request = end()
+                            nonce = request.split(b" ", 1)[0]
+                            self.cuts = {f: Cut(b"\0" + nonce + b"\n") for f in names}
+                            self.pending = memoryview(bytes(self.pending) + request)
+                            if not writing:
+                                sel.register(sh.in_fd, selectors.EVENT_WRITE)
+                                writing = True
+                        elif self.cuts is not None:
+                            sel.unregister(fd)
+                    elif fd == sh.state_fd:
+                        self._read_state()
+                    else:
+                        self._read_output(fd, names[fd])
         finally:
             sel.close()
-            os.close(pidfd)
+            if self.cuts is not None:
+                for fd, cut in self.cuts.items():
+                    call.output.add(cut.flush(), names[fd])
 
+    def _read_status(self) -> bool:
+        """True once the status line is complete."""
+        try:
+            data = os.read(self.sh.status_fd, 64)
+        except (BlockingIOError, OSError):
+            return False
+        self._status_buf += data
+        if b"\n" in self._status_buf:
+            try:
+                self.status = int(self._status_buf.split(b"\n", 1)[0])
+            except ValueError:
+                self.status = 1
+            return True
+        return False
 
-_LOCALE_LINE = re.compile(rb'^declare -x (LANG|LANGUAGE|LC_[A-Z]+)="([^"\\$`]*)"$', re.M)
+    def _read_state(self) -> None:
+        while True:
+            try:
+                data = os.read(self.sh.state_fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if len(self.saved) <= MAX_STATE:
+                self.saved += data
 
-
-def _locale_of(state: bytes) -> dict[str, str]:
-    """The locale variables a saved state exports (plain values only; the state sets them again anyway)."""
-    return {m[1].decode(): m[2].decode("utf-8", "replace") for m in _LOCALE_LINE.finditer(state)}
-
-
-def _read_state(fd: int, saved: bytearray, *, once: bool = False) -> bool:
-    """Read the shell's saved state (bounded: past MAX_STATE it is read and dropped); False at EOF."""
-    while True:
+    def _read_output(self, fd: int, name: str) -> None:
         try:
             data = os.read(fd, 65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        if len(saved) <= MAX_STATE:
-            saved += data
-        if once:
-            return True
+        except (BlockingIOError, OSError):
+            return
+        if self.cuts is not None:
+            data = self.cuts[fd].feed(data)
+        self.call.output.add(data, name)
 
 
-def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        if f is not None:
-            with contextlib.suppress(OSError):
-                f.close()
+def _discard(sh: _Running) -> None:
+    """Drop bytes written into the shell's pipes after the previous call's end (a process of the session
+    that was handed the pipe and outlived that call as a background process)."""
+    for fd in (sh.out_fd, sh.err_fd, sh.status_fd, sh.state_fd):
+        with contextlib.suppress(OSError):
+            while os.read(fd, 65536):
+                pass
 

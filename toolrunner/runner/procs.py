@@ -87,6 +87,19 @@ class Registry:
     def _blocking_roots(self, uid: int) -> list[int]:
         return [pid for pid, (u, kind) in self._roots.items() if u == uid and kind != SPARE]
 
+    def only_root(self, ident: Ident, pid: int) -> bool:
+        """Whether `pid` is the only live work of `ident`'s uid, and that uid is the session's alone: then
+        that process may kill every other process of the uid (kill(-1) spares the caller)."""
+        if not self.identities.exclusive() or ident.own:
+            return False
+        with self._lock:
+            return self._blocking_roots(ident.uid) == [pid]
+
+    def settle_children(self, ident: Ident) -> None:
+        """Reap until no untracked child of ours of `ident`'s uid is left: a killed process's children are
+        ours (we are their subreaper) before it can be reaped itself, so an empty list means all are gone."""
+        self._settle(lambda: self._untracked_children_left(ident.uid))
+
     def sweep(self, ident: Ident) -> int:
         """Kill what the work of `ident` left behind (see module doc); returns how many were found."""
         if self.identities.exclusive() and not ident.own:
@@ -152,8 +165,9 @@ class Registry:
         return killed
 
     def _untracked_children_left(self, uid: int | None) -> bool:
+        # Orphans are re-parented to the subreaper's first live thread (the main one): one read, usually.
         with self._lock:
-            left = [p for p in children(self.me) if p not in self._tracked]
+            left = [p for p in main_thread_children(self.me) if p not in self._tracked]
         return any(uid is None or uid_of(p) in (uid, None) for p in left)
 
     def _settle(self, busy: Callable[[], bool]) -> None:

@@ -89,22 +89,7 @@ def bash(session: Session, call: Call) -> None:
         if session.shell is None:
             session.shell = SPARES.take(session) or Shell(session)
             call.defer(lambda: SPARES.refill(session.runtime))
-        shell = session.shell
-        shell.run(call, command)
-    finally:
-        session.shell_lock.release()
-    # The next call's shell starts once this one is answered: starting bash beside the call would slow it
-    # under the container's CPU quota.
-    call.defer(lambda: _prestart(session, shell))
-
-
-def _prestart(session: Session, shell: Shell) -> None:
-    if not session.shell_lock.acquire(blocking=False):
-        return  # the next call is already here and starts its own shell
-    try:
-        if not session.closed and session.shell is shell:
-            with contextlib.suppress(OSError, ToolFailure):
-                shell.prestart()
+        session.shell.run(call, command)
     finally:
         session.shell_lock.release()
 

@@ -31,7 +31,7 @@ class SpareShells:
             shell, self._spare = self._spare, None
         if shell is None:
             return None
-        if shell.next is None or shell.next.poll() is not None:
+        if shell.sh is None or not shell.sh.alive():
             shell.session.close()
             return None
         if not session.adopt(shell.session):
