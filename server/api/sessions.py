@@ -7,6 +7,7 @@ client that drops this response does not stop the turn (follow it on ``/events``
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -87,6 +88,8 @@ async def delete_session(session_id: str, tenant: TenantDep, services: ServicesD
     await services.turns.cancel(session_id, silent=True)
     services.events.forget(tenant.id, session_id)
     await services.sessions.delete(tenant.id, session_id)
+    # The session's shell, REPL and background processes end with it (and its sandbox uid is freed).
+    await asyncio.shield(services.sandbox_backend.close_session(tenant.id, session_id))
     return Response(status_code=204)
 
 

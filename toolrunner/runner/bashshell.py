@@ -30,6 +30,7 @@ import secrets
 import selectors
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -69,7 +70,7 @@ __oa_st= __oa_c=
 [ "$__oa_ns" -gt 0 ] && IFS= builtin read -r -N "$__oa_ns" __oa_st
 [ "$__oa_nc" -gt 0 ] && IFS= builtin read -r -N "$__oa_nc" __oa_c
 {{ ( builtin trap - {_SIGNALS}
-builtin trap '{{ builtin set +xv; __oa_save; }} 2>&-' EXIT
+builtin trap '{{ builtin trap - DEBUG RETURN ERR; builtin set +xvTE; __oa_save; }} 2>&-' EXIT
 exec 2>&62 62>&- {{__oa_xfd}}>&- 0<&59 59<&-
 builtin unset LC_ALL PATH HOME
 builtin eval "$__oa_st" 2>&-
@@ -118,6 +119,7 @@ class Shell:
         self.sh: _Running | None = None
         self.state = b""  # the last complete saved state (exports, functions, cwd), held by the runner
         self._killed_all = False  # whether the last call's end asked the shell to kill -9 -1
+        self._swept = 0  # leftovers the runner killed itself at the last call's end
         self._spawn_lock = threading.Lock()
         path = session.runtime.base_env.get("PATH")
         isolated = session.runtime.identities.mode != "none"
@@ -220,6 +222,10 @@ class Shell:
                     raise
             sh = self.sh
         _discard(sh)
+        # A process of the session may have stopped its shell (SIGSTOP) since the last call: resume it. The
+        # runner may signal it (CAP_KILL); if it is stopped again mid-call, the deadline ends the call.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sh.proc.pid, signal.SIGCONT)
         call.on_cancel(lambda: self.kill() if self.sh is sh else None)
         oom_before = stats.memory_marks()
         state = self.state or self._initial_state()
@@ -240,9 +246,13 @@ class Shell:
             classify(call, returncode, oom_before, None)
             call.exit_code = exit_code(returncode)
             return
-        if self._killed_all:
-            REGISTRY.settle_children(self.session.ident)  # what the shell's kill -9 -1 hit frees its pids
-        if turn.saved.endswith(STATE_END) and len(turn.saved) <= MAX_STATE:
+        # What the shell's kill -9 -1 (or the runner's sweep) hit: reaped before the answer, so the pids are
+        # free again when the caller hears back, and said, so that nobody mistakes it for a clean exit.
+        left = REGISTRY.settle_children(self.session.ident) if self._killed_all else 0
+        left += self._swept
+        if left:
+            call.note = f"[killed {left} process(es) the command left running]"
+        if _usable_state(turn.saved):
             self.state = bytes(turn.saved)
         classify(call, turn.status, oom_before, None)
         call.exit_code = turn.status
@@ -252,12 +262,17 @@ class Shell:
         ident = self.session.ident
         alone = REGISTRY.only_root(ident, sh.proc.pid)
         self._killed_all = alone
-        if not alone:
-            REGISTRY.sweep(ident)
+        self._swept = 0 if alone else REGISTRY.sweep(ident)
         return f"{secrets.token_hex(16)} {'K' if alone else '-'}\n".encode()
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _usable_state(saved: bytearray) -> bool:
+    """A saved state is kept only when complete and bounded, and without NUL: bash drops NULs while it reads,
+    so `read -N` would count past the state into the command and wait for bytes that never come."""
+    return saved.endswith(STATE_END) and len(saved) <= MAX_STATE and b"\0" not in saved
 
 
 class _Turn:

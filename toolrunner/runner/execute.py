@@ -66,11 +66,13 @@ def run(
         pump(call, proc.pid, streams, errors)
     finally:
         code_raw = REGISTRY.finish(proc)
-        REGISTRY.sweep(ident)
+        left = REGISTRY.sweep(ident)
         drain(call, streams, errors)
         for f in (proc.stdout, proc.stderr):
             f.close()
     code = exit_code(code_raw)
+    if left:
+        call.note = f"[killed {left} process(es) the command left running]"
     classify(call, code_raw, oom_before, errors)
     call.exit_code = code
     return code
@@ -158,9 +160,12 @@ def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: b
         call.limit = "disk"
         call.failure = ("RESOURCE_LIMIT", "killed: the file size limit was exceeded (SIGXFSZ)")
         return
-    if _PIDS.search(tail) and (returncode != 0 or stats.pids_refused_since_last_check()):
-        # A fork bomb's shell may still exit 0 (its last command succeeded): then the cgroup's own count of
-        # refused forks confirms it, so output that merely quotes the message names no limit.
+    refused = stats.pids_refused_since_last_check()
+    if refused or (_PIDS.search(tail) and returncode != 0):
+        # The pids cgroup's own count of refused forks is the evidence: a fork bomb's shell may exit 0 and
+        # its processes die in the sweep before they print anything, while output that merely quotes the
+        # message names no limit. Where the cgroup cannot say (no counter), a failing call that printed
+        # the message still names it.
         call.limit = "pids"
     elif returncode != 0 and _DISK.search(tail):
         call.limit = "disk"

@@ -96,7 +96,12 @@ class Workspace:
                     links += 1
                     if links > MAX_LINKS:
                         raise ToolFailure("INVALID_INPUT", f"{path!r}: too many levels of symbolic links")
-                    target = os.readlink(comp, dir_fd=stack[-1])
+                    try:
+                        target = os.readlink(comp, dir_fd=stack[-1])
+                    except OSError as exc:  # EINVAL: swapped for a non-link since the stat; ENOENT: gone
+                        if exc.errno == errno.ENOENT:
+                            raise ToolFailure("FILE_NOT_FOUND", f"{path!r}: {comp!r} vanished") from None
+                        raise outside(path, "changed while being resolved") from None
                     if target.startswith("/"):
                         if target.rstrip("/") != self.root and not target.startswith(self.root + "/"):
                             raise outside(path, f"is a symlink to {target!r}, outside the workspace")

@@ -95,10 +95,11 @@ class Registry:
         with self._lock:
             return self._blocking_roots(ident.uid) == [pid]
 
-    def settle_children(self, ident: Ident) -> None:
+    def settle_children(self, ident: Ident) -> int:
         """Reap until no untracked child of ours of `ident`'s uid is left: a killed process's children are
-        ours (we are their subreaper) before it can be reaped itself, so an empty list means all are gone."""
-        self._settle(lambda: self._untracked_children_left(ident.uid))
+        ours (we are their subreaper) before it can be reaped itself, so an empty list means all are gone.
+        Returns how many were reaped here (a lower bound: the background reaper may take some)."""
+        return self._settle(lambda: self._untracked_children_left(ident.uid))
 
     def sweep(self, ident: Ident) -> int:
         """Kill what the work of `ident` left behind (see module doc); returns how many were found."""
@@ -117,8 +118,8 @@ class Registry:
         if found is None:
             found = self._kill_uid_forked(ident)
         if found:
-            self._settle(lambda: any(uid_of(p) == ident.uid for p in all_pids()))
-        return found
+            return max(1, self._settle(lambda: any(uid_of(p) == ident.uid for p in all_pids())))
+        return 0
 
     def _kill_uid_forked(self, ident: Ident) -> int:
         """kill(-1) from a child switched to the uid: where the thread's own switch is not available."""
@@ -170,20 +171,22 @@ class Registry:
             left = [p for p in main_thread_children(self.me) if p not in self._tracked]
         return any(uid is None or uid_of(p) in (uid, None) for p in left)
 
-    def _settle(self, busy: Callable[[], bool]) -> None:
-        """Reap until `busy()` turns false or SETTLE_S passes: killed processes free their pids first."""
+    def _settle(self, busy: Callable[[], bool]) -> int:
+        """Reap until `busy()` turns false or SETTLE_S passes: killed processes free their pids first.
+        Returns how many were reaped."""
         deadline = time.monotonic() + SETTLE_S
+        reaped = 0
         while True:
-            self.reap()
+            reaped += self.reap()
             if not busy() or time.monotonic() >= deadline:
-                return
+                return reaped
             time.sleep(0.002)
 
-    def reap(self) -> None:
-        """Collect zombies among our children that no Popen is waiting for."""
+    def reap(self) -> int:
+        """Collect zombies among our children that no Popen is waiting for; returns how many."""
         with self._lock:
             untracked = [pid for pid in children(self.me) if pid not in self._tracked]
-        _waitpid_nohang(untracked)
+        return _waitpid_nohang(untracked)
 
     def start_reaper(self, interval: float = 1.0) -> None:
         def loop() -> None:
@@ -197,10 +200,12 @@ class Registry:
 REGISTRY = Registry()
 
 
-def _waitpid_nohang(pids: list[int]) -> None:
+def _waitpid_nohang(pids: list[int]) -> int:
+    reaped = 0
     for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+            reaped += os.waitpid(pid, os.WNOHANG)[0] == pid
+    return reaped
 
 
 def exit_fd(pid: int) -> int:
