@@ -1,5 +1,10 @@
 """The `repl` tool: one persistent Python interpreter per session (``repl_child.py``), framed over pipes.
 
+It runs as the session's uid, so no other session can reach it. Its replies come from inside the interpreter
+that runs the session's code, so that code can shape its own calls' replies (there is no process exit status
+to take from the kernel); what it cannot do is answer for a call before the request was sent, or for any
+other tool or session.
+
 A call that runs past its deadline (or is cancelled) gets SIGINT; if the interpreter does not answer within
 a grace period it is killed with its process group and started fresh on the next call, and the result says
 so. Calls of one session are serialised: there is one interpreter.
@@ -74,6 +79,12 @@ class Repl:
     def execute(self, call: Call, code: str) -> dict[str, object] | None:
         """Run `code`; the reply ({ok, value}), or None if the interpreter had to be killed or died."""
         body = json.dumps({"code": code}).encode("utf-8", "surrogatepass")
+        # A reply written between calls (by code that ran in the interpreter, or a thread it left) is not
+        # this call's: only what arrives after the request counts. Stale output is dropped the same way.
+        for fd in (self._rep_r, *self.outputs):
+            with contextlib.suppress(OSError):
+                while os.read(fd, 65536):
+                    pass
         try:
             os.write(self._req_w, struct.pack(">I", len(body)))
             _write_all(self._req_w, body)
