@@ -151,3 +151,26 @@ def host_config_mismatches(attrs: dict[str, Any], kwargs: dict[str, Any]) -> lis
         if any(src.endswith(n) or dst.endswith(n) for n in DOCKER_SOCKET_NAMES):
             problems.append(f"Mounts: a container-engine socket is mounted ({src} -> {dst})")
     return problems
+
+
+RUNNER_UID = 999
+_CAP_BITS = {"KILL": 5, "SETGID": 6, "SETUID": 7}
+
+
+def runner_identity_mismatches(identity: object, isolation: str) -> list[str]:
+    """What the runner's hello says about its own identity that differs from docs/runner-trust.md §1: its uid
+    (all four ids), exactly the three capabilities in effect, nothing inheritable or ambient, no new
+    privileges, not dumpable, and the isolation asked for. Empty when all hold."""
+    if not isinstance(identity, dict):
+        return ["the runner did not report its identity (an old runner, or not the sandbox image's)"]
+    wanted: dict[str, object] = {
+        "mode": isolation,
+        "uid": [RUNNER_UID] * 4,
+        "cap_eff": sum(1 << bit for bit in _CAP_BITS.values()),
+        "cap_inh": 0,
+        "cap_amb": 0,
+        "no_new_privs": 1,
+        "dumpable": False,
+    }
+    return [f"runner {key}: expected {value!r}, reported {identity.get(key)!r}"
+            for key, value in wanted.items() if identity.get(key) != value]

@@ -82,6 +82,11 @@ def _writable_by(st: os.stat_result, uid: int, gid: int) -> bool:
     return bool(st.st_mode & 0o002)
 
 
+def isolation_for(config: SandboxConfig, tenant: str) -> str:
+    """"shared" for the owner's workspace (a person's files, one uid for all sessions), else "uid"."""
+    return "shared" if tenant == config.owner_tenant_id else "uid"
+
+
 class WorkspacePlan(NamedTuple):
     """Where a tenant's workspace is and who its tool processes run as (docs/runner-trust.md §1)."""
 
@@ -104,11 +109,12 @@ def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
         path.mkdir(parents=True, exist_ok=True)
         st = path.stat()
         if st.st_uid != 0:
-            return WorkspacePlan(path, st.st_uid, st.st_gid, "shared")  # files the agent writes stay the owner's
+            # Files the agent writes stay the owner's.
+            return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant))
         if not _writable_by(st, uid, gid):
             log.warning("owner workspace %s belongs to root and is not writable by the sandbox user %d:%d; "
                         "tools can read it but not write to it", path, uid, gid)
-        return WorkspacePlan(path, uid, gid, "shared")
+        return WorkspacePlan(path, uid, gid, isolation_for(config, tenant))
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)
@@ -125,4 +131,4 @@ def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
     if stat.S_IMODE(path.lstat().st_mode) != 0o2770:
         # The workspace group (each session's gid) may write; others may not even look.
         os.chmod(path, 0o2770)  # noqa: S103
-    return WorkspacePlan(path, uid, gid, "uid")
+    return WorkspacePlan(path, uid, gid, isolation_for(config, tenant))

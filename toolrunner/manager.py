@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches
+from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
 from policies.model import Policy
 from toolrunner.attach import AttachStream, open_attach_stream
 from toolrunner.channel import ChannelError, RunnerChannel
-from toolrunner.config import SandboxConfig, prepare_workspace, validate_tenant
+from toolrunner.config import SandboxConfig, isolation_for, prepare_workspace, validate_tenant
 from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.errors import (
     SandboxError,
@@ -229,7 +229,14 @@ class SandboxManager:
         try:
             if start:
                 await self.backend.start(container_id)
-                await channel.hello(self.config.start_timeout_s)
+                hello = await channel.hello(self.config.start_timeout_s)
+                if self.config.runner_command is None:  # the image's runner (tests may run another program)
+                    problems = runner_identity_mismatches(hello.get("identity"),
+                                                          isolation_for(self.config, tenant))
+                    if problems:
+                        log.error("refusing container %s: %s", container_id[:12], "; ".join(problems))
+                        raise SandboxPolicyNotEnforced("the runner did not take its identity: "
+                                                       + "; ".join(problems))
             else:
                 stream.reader.feed_data(encode({"type": "hello", "version": PROTOCOL_VERSION, "pid": None,
                                                 "caps": {}, "replayed": True}))

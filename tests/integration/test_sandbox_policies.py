@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches
+from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
 from policies.loader import PolicyError, load_policy, policy_for, preset_names
 from policies.model import Policy
 
@@ -113,3 +113,16 @@ def test_inspect_check_flags_every_tampered_setting(tmp_path: Path) -> None:
     problems = "\n".join(host_config_mismatches(bad, kw))
     assert "CapDrop" in problems and "Privileged" in problems and "docker.sock" in problems
     assert "CapAdd" in problems and "Cmd" in problems
+
+
+def test_runner_identity_check_names_every_difference() -> None:
+    """The host refuses a runner whose hello shows another uid, an extra or inheritable capability, a dumpable
+    process, or another isolation mode than asked; a correct one passes."""
+    good = {"mode": "uid", "uid": [999] * 4, "cap_eff": 0xE0, "cap_inh": 0, "cap_amb": 0, "no_new_privs": 1,
+            "dumpable": False}
+    assert runner_identity_mismatches(good, "uid") == []
+    bad = {**good, "uid": [0, 0, 0, 0], "cap_eff": 0xE0 | (1 << 19), "cap_inh": 0xE0, "dumpable": True}
+    problems = "\n".join(runner_identity_mismatches(bad, "shared"))
+    for key in ("mode", "uid", "cap_eff", "cap_inh", "dumpable"):
+        assert f"runner {key}:" in problems
+    assert runner_identity_mismatches(None, "uid")
