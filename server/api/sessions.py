@@ -89,7 +89,8 @@ async def delete_session(session_id: str, tenant: TenantDep, services: ServicesD
     services.events.forget(tenant.id, session_id)
     await services.sessions.delete(tenant.id, session_id)
     # The session's shell, REPL and background processes end with it (and its sandbox uid is freed).
-    await asyncio.shield(services.sandbox_backend.close_session(tenant.id, session_id))
+    if services.sandbox_backend is not None:
+        await asyncio.shield(services.sandbox_backend.close_session(tenant.id, session_id))
     return Response(status_code=204)
 
 
