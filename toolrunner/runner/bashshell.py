@@ -78,7 +78,8 @@ builtin unset __oa_st __oa_ns __oa_nc
 builtin eval "$__oa_c" ); }} 62>&2 2>&-
 builtin printf '%d\n' "$?" >&"$__oa_xfd"
 IFS=' ' builtin read -r __oa_nonce __oa_k || builtin exit 0
-[ "$__oa_k" = K ] && [ "$UID" -ge 10000 ] && builtin kill -9 -1 2>&-
+__oa_hit=1; [ "$__oa_k" = K ] && [ "$UID" -ge 10000 ] && {{ builtin kill -9 -1; __oa_hit=$?; }} 2>&-
+builtin printf 'k%d\n' "$__oa_hit" >&"$__oa_xfd"
 builtin printf '\0%s\n' "$__oa_nonce"; builtin printf '\0%s\n' "$__oa_nonce" >&2
 done
 """
@@ -248,7 +249,9 @@ class Shell:
             return
         # What the shell's kill -9 -1 (or the runner's sweep) hit: reaped before the answer, so the pids are
         # free again when the caller hears back, and said, so that nobody mistakes it for a clean exit.
-        left = REGISTRY.settle_children(self.session.ident) if self._killed_all else 0
+        # The shell wrote whether its kill -9 -1 hit anything before its end markers, so it is there to read.
+        hit = self._killed_all and turn.killed_something()
+        left = REGISTRY.settle_children(self.session.ident) if hit else 0
         left += self._swept
         if left:
             call.note = f"[killed {left} process(es) the command left running]"
@@ -361,6 +364,13 @@ class _Turn:
                 self.status = 1
             return True
         return False
+
+    def killed_something(self) -> bool:
+        """Whether the shell's end-of-call kill reached a process (its `k0` line; if unreadable, assume so)."""
+        with contextlib.suppress(OSError):
+            self._status_buf += os.read(self.sh.status_fd, 64)
+        lines = bytes(self._status_buf).split(b"\n")
+        return b"k1" not in lines[1:]
 
     def _read_state(self) -> None:
         while True:

@@ -177,15 +177,17 @@ class Registry:
         deadline = time.monotonic() + SETTLE_S
         reaped = 0
         while True:
-            reaped += self.reap()
+            reaped += self.reap(main_thread=True)
             if not busy() or time.monotonic() >= deadline:
                 return reaped
             time.sleep(0.002)
 
-    def reap(self) -> int:
-        """Collect zombies among our children that no Popen is waiting for; returns how many."""
+    def reap(self, *, main_thread: bool = False) -> int:
+        """Collect zombies among our children that no Popen is waiting for; returns how many. Orphans come to
+        the main thread, so after a kill that one thread's list is enough (one read instead of one a thread)."""
         with self._lock:
-            untracked = [pid for pid in children(self.me) if pid not in self._tracked]
+            found = main_thread_children(self.me) if main_thread else children(self.me)
+            untracked = [pid for pid in found if pid not in self._tracked]
         return _waitpid_nohang(untracked)
 
     def start_reaper(self, interval: float = 1.0) -> None:
