@@ -42,7 +42,7 @@ from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.execute import classify, drain
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.markers import Cut
-from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, killpg
+from toolrunner.runner.procs import IDLE_SHELL, REGISTRY, exit_code, exit_fd, killpg
 
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
@@ -163,7 +163,7 @@ class Shell:
             proc = REGISTRY.spawn(
                 ["bash", "--noprofile", "--norc", "-c", _SESSION_SHELL],
                 session.ident,
-                SHELL_KIND,
+                IDLE_SHELL,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -223,6 +223,7 @@ class Shell:
                     raise
             sh = self.sh
         _discard(sh)
+        REGISTRY.set_kind(sh.proc.pid, SHELL_KIND)
         # A process of the session may have stopped its shell (SIGSTOP) since the last call: resume it. The
         # runner may signal it (CAP_KILL); if it is stopped again mid-call, the deadline ends the call.
         with contextlib.suppress(ProcessLookupError):
@@ -249,6 +250,7 @@ class Shell:
             return
         # What the shell's kill -9 -1 (or the runner's sweep) hit: reaped before the answer, so the pids are
         # free again when the caller hears back, and said, so that nobody mistakes it for a clean exit.
+        REGISTRY.set_kind(sh.proc.pid, IDLE_SHELL)
         # The shell wrote whether its kill -9 -1 hit anything before its end markers, so it is there to read.
         hit = self._killed_all and turn.killed_something()
         left = REGISTRY.settle_children(self.session.ident) if hit else 0

@@ -30,6 +30,7 @@ from toolrunner.runner.identity import Ident, Identities, drop_all_capabilities,
 _PR_SET_CHILD_SUBREAPER = 36
 SETTLE_S = 2.0  # how long a sweep waits for killed processes to be gone before answering anyway
 SPARE = "spare"  # roots of this kind do not protect their uid from a full sweep (they are restarted)
+IDLE_SHELL = "idle-shell"  # a session shell between calls: protects its uid unless something was left behind
 
 
 class Registry:
@@ -105,9 +106,14 @@ class Registry:
         """Kill what the work of `ident` left behind (see module doc); returns how many were found."""
         if self.identities.exclusive() and not ident.own:
             with self._lock:
-                blocked = bool(self._blocking_roots(ident.uid))
-            if not blocked:
+                kinds = {self._roots[pid][1] for pid in self._blocking_roots(ident.uid)}
+            if not kinds:
                 return self.kill_uid(ident)
+            if kinds == {IDLE_SHELL}:
+                # Only the session's idle shell lives: if the call left anything (as the subreaper we are the
+                # parent of every tree a dead root left), kill the uid at once, shell included (the next bash
+                # call starts a new one); if not, there is nothing to do.
+                return self.kill_uid(ident) if self._untracked_children_left(ident.uid) else 0
         return self._sweep_orphans(None if not self.identities.exclusive() else ident.uid)
 
     def kill_uid(self, ident: Ident) -> int:
