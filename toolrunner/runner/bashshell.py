@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.execute import classify, drain
+from toolrunner.runner.execute import classify, drain, runaway
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.markers import Cut
 from toolrunner.runner.procs import IDLE_SHELL, REGISTRY, exit_code, exit_fd, killpg
@@ -52,13 +52,16 @@ STATE_END = b"#oa-state-end\n"
 MAX_STATE = 8 * 1024 * 1024  # a saved state beyond this is not kept (the previous one stays)
 SHELL_KIND = "shell"
 _SIGNALS = "HUP INT QUIT TERM USR1 USR2 PIPE ALRM TSTP TTIN TTOU XFSZ"
-# Builtins only: a fork or an exec costs a millisecond. LC_ALL=C in the session shell makes `read -N` count
-# bytes; the session's own locale is loaded once ahead, so a subshell that switches to it reads no file.
+# The OOM killer takes the session's processes before the runner (oom_score_adj 1000, inherited by every
+# subshell and command; raising it needs no privilege). Builtins only: a fork or an exec costs a millisecond.
+# LC_ALL=C in the session shell makes `read -N` count bytes; the session's own locale is loaded once ahead,
+# so a subshell that switches to it reads no file.
 # The session shell's stderr is closed while it waits for the subshell (which gets the real one back as
 # fd 2), so bash's own "Terminated" notice for a killed subshell is not mistaken for the command's output.
 # No /dev/null is opened per call (an open of a device costs ~0.15 ms in a container): stderr is closed
 # where it must be silent, and the subshell's stdin is a copy of one /dev/null opened at start (fd 59).
 _SESSION_SHELL = rf"""builtin trap '' {_SIGNALS}
+{{ builtin echo 1000 >/proc/self/oom_score_adj; }} 2>&-
 __oa_sfd=$__OA_SFD __oa_xfd=$__OA_XFD
 LC_ALL=${{__OA_LOCALE:-C}}; LC_ALL=C
 builtin unset __OA_SFD __OA_XFD __OA_LOCALE
@@ -255,8 +258,7 @@ class Shell:
         hit = self._killed_all and turn.killed_something()
         left = REGISTRY.settle_children(self.session.ident) if hit else 0
         left += self._swept
-        if left:
-            call.note = f"[killed {left} process(es) the command left running]"
+        runaway(call, left)
         if _usable_state(turn.saved):
             self.state = bytes(turn.saved)
         classify(call, turn.status, oom_before, None)

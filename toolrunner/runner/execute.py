@@ -71,9 +71,8 @@ def run(
         for f in (proc.stdout, proc.stderr):
             f.close()
     code = exit_code(code_raw)
-    if left:
-        call.note = f"[killed {left} process(es) the command left running]"
     classify(call, code_raw, oom_before, errors)
+    runaway(call, left)
     call.exit_code = code
     return code
 
@@ -140,6 +139,16 @@ def read_into(
             errors += data[: 65536 - len(errors)]
         return
     call.output.add(data, streams[fd])
+
+
+def runaway(call: Call, left: int) -> None:
+    """Name the pids limit for a call that left a runaway process tree (at least half the container's pids
+    limit), even when the sweep killed it before the cgroup refused a fork: the sweep stopped a fork bomb."""
+    if call.limit is not None or left <= 0:
+        return
+    limit = stats.pids_limit()
+    if limit is not None and left * 2 >= limit:
+        call.limit = "pids"
 
 
 def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: bytearray | None) -> None:

@@ -176,9 +176,9 @@ _SYS_SETRESUID = {"x86_64": 117, "aarch64": 147}.get(platform.machine())
 _kill_lock = threading.Lock()
 
 
-def kill_all_of(uid: int) -> int | None:
-    """``kill(-1, SIGKILL)`` as `uid`, from this thread: 1 if it reached a process, 0 if there was none, None
-    if this machine cannot do it this way (the caller then forks).
+def kill_all_of(uid: int, sig: int = 9) -> int | None:
+    """``kill(-1, sig)`` (SIGKILL by default) as `uid`, from this thread: 1 if it reached a process, 0 if there
+    was none, None if this machine cannot do it this way (the caller then forks, for SIGKILL).
 
     Only this thread changes credentials, to real uid KILLER_UID and effective uid `uid`, with CAP_KILL out of
     its effective set: the kernel then lets it signal exactly the processes whose real or saved uid is `uid`
@@ -194,7 +194,7 @@ def kill_all_of(uid: int) -> int | None:
             if _libc.syscall(_SYS_SETRESUID, KILLER_UID, uid, KILLER_UID) != 0:
                 return None
             try:
-                found = _libc.kill(-1, 9) == 0  # SIGKILL
+                found = _libc.kill(-1, sig) == 0
             finally:
                 if _libc.syscall(_SYS_SETRESUID, RUNNER_UID, RUNNER_UID, RUNNER_UID) != 0:
                     os._exit(70)  # a thread stuck with a session's uid: fail closed, the host replaces us

@@ -114,6 +114,8 @@ class Registry:
                 # parent of every tree a dead root left), kill the uid at once, shell included (the next bash
                 # call starts a new one); if not, there is nothing to do.
                 return self.kill_uid(ident) if self._untracked_children_left(ident.uid) else 0
+            # Only when something was left behind (orphans are ours): the common case costs one read.
+            return self._sweep_frozen(ident.uid) if self._untracked_children_left(ident.uid) else 0
         return self._sweep_orphans(None if not self.identities.exclusive() else ident.uid)
 
     def kill_uid(self, ident: Ident) -> int:
@@ -152,6 +154,17 @@ class Registry:
         if code == 2:
             log(f"could not kill the processes of uid {ident.uid}")
         return 1 if code == 1 else 0
+
+    def _sweep_frozen(self, uid: int) -> int:
+        """The process-by-process sweep for a uid that also has live work (a background process, the REPL,
+        another call): every process of the uid is first stopped with one kill(-1, SIGSTOP) sent as that uid
+        (atomic, so nothing forks past the sweep), the leftovers are killed, and the rest is continued."""
+        if kill_all_of(uid, signal.SIGSTOP) is None:
+            return self._sweep_orphans(uid)
+        try:
+            return self._sweep_orphans(uid)
+        finally:
+            kill_all_of(uid, signal.SIGCONT)
 
     def _sweep_orphans(self, uid: int | None, rounds: int = 20) -> int:
         """Kill untracked children of the runner (of `uid`, or of any uid) with their subtrees."""

@@ -109,6 +109,12 @@ def pids_refused_since_last_check() -> bool:
     return rose
 
 
+@functools.cache
+def pids_limit() -> int | None:
+    """The container's pids limit (fixed for the runner's life), or None when unlimited or unknown."""
+    return _int(f"{CG}/pids.max") if cgroup_v2() else _int(f"{CG}/pids/pids.max")
+
+
 def snapshot() -> dict[str, Any]:
     """Memory, pids and CPU of the cgroup; a field is null when this kernel or mount does not say."""
     if cgroup_v2():
