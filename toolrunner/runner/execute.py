@@ -141,13 +141,17 @@ def read_into(
     call.output.add(data, streams[fd])
 
 
+RUNAWAY = 32  # leftover processes that make a runaway tree (a fork bomb), at most half the pids limit
+
+
 def runaway(call: Call, left: int) -> None:
-    """Name the pids limit for a call that left a runaway process tree (at least half the container's pids
-    limit), even when the sweep killed it before the cgroup refused a fork: the sweep stopped a fork bomb."""
+    """Name the pids limit for a call that left a runaway process tree, even when the sweep killed it before
+    the cgroup had to refuse a fork: a fork bomb is stopped by the sweep within milliseconds, and its answer
+    should still say what it was."""
     if call.limit is not None or left <= 0:
         return
     limit = stats.pids_limit()
-    if limit is not None and left * 2 >= limit:
+    if left >= (RUNAWAY if limit is None else min(RUNAWAY, limit // 2)):
         call.limit = "pids"
 
 
