@@ -22,6 +22,7 @@ from trust_support import (
     trust,
     uniq,
     victim_command,
+    without_kill_note,
 )
 
 __all__ = ["tenants", "trust"]  # fixtures, imported for pytest
@@ -76,7 +77,7 @@ def test_tool_identity_facts(tenants: Any) -> None:
         if runner_uids & uids:
             problems.append(f"session {name}: tool uid {facts.get('uid')} is the runner's uid "
                             f"{facts.get('runner_uid')}")
-    for line in shell.output.splitlines():
+    for line in without_kill_note(shell.output).splitlines():
         key, _, value = line.partition(":")
         if key.startswith("Cap") and int(value.strip(), 16) != 0:
             problems.append(f"bash: {line}")
@@ -104,7 +105,7 @@ def test_tool_identity_facts(tenants: Any) -> None:
     owners = t.bash(f"stat -c %u w-{u}.txt wb-{u}.txt", a)
     problems += expect(t, owners, exit_code=0)
     expected_owners = [str(A.get("uid", [None])[0]), str(B.get("uid", [None])[0])]
-    if owners.output.split() != expected_owners:
+    if without_kill_note(owners.output).split() != expected_owners:
         problems.append(f"owners of the files write_file made for A and B: {owners.output.split()}, "
                         f"expected {expected_owners}")
     check_all(problems, f"(A: {A}; B: {B})")
@@ -635,7 +636,7 @@ def test_a_full_tmp_does_not_lose_another_sessions_cwd_and_exports(tenants: Any)
     problems: list[str] = []
     problems += expect(t, t.bash(f"mkdir -p b1-{u} b2-{u} && cd b1-{u} && export OA_ONE=1-{u}", b), exit_code=0)
     fill = t.bash("cat /dev/zero > /tmp/oa-fill-$$ 2>/dev/null; df -P /tmp | tail -1 | awk '{print $4}'", a)
-    if fill.status != 200 or fill.output.strip() not in ("0",):
+    if fill.status != 200 or without_kill_note(fill.output).strip() != "0":
         problems.append(f"/tmp not full after A's call: {fill.brief()}")
     problems += expect(t, t.bash('printf "%s %s\\n" "$PWD" "$OA_ONE"', b), exit_code=0,
                        output=f"/workspace/b1-{u} 1-{u}\n", within=PROMPT_S)

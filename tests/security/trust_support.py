@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -220,9 +221,23 @@ def audited(tenant: Tenant, result: Result) -> dict[str, Any]:
     return record
 
 
+# The runner's own note when it killed what a call left running (docs/runner-trust.md §4); not the command's output.
+KILL_NOTE = re.compile(r"\n\[killed \d+ process\(es\) the command left running\]\Z")
+
+
+def without_kill_note(text: str) -> str:
+    return KILL_NOTE.sub("", text)
+
+
 def expect(tenant: Tenant, result: Result, *, exit_code: int | None, output: str | None = None,
-           within: float | None = None, forbidden: tuple[str, ...] = ()) -> list[str]:
-    """What is wrong with `result` (API and audit), as messages; empty when it is exactly as expected."""
+           within: float | None = None, forbidden: tuple[str, ...] = (), kill_note: bool = True) -> list[str]:
+    """What is wrong with `result` (API and audit), as messages; empty when it is exactly as expected.
+
+    `output` is compared exactly, except that the runner's note on killed leftovers is ignored unless
+    `kill_note` is False (then the output must be exactly `output`, note or not)."""
+    def own(text: str) -> str:
+        return without_kill_note(text) if kill_note else text
+
     problems: list[str] = []
     if result.status != 200:
         problems.append(f"HTTP {result.status}")
@@ -230,7 +245,7 @@ def expect(tenant: Tenant, result: Result, *, exit_code: int | None, output: str
         problems.append(f"error {result.body.get('error')}")
     if result.exit_code != exit_code:
         problems.append(f"exit_code {result.exit_code!r}, expected {exit_code!r}")
-    if output is not None and result.output != output:
+    if output is not None and own(result.output) != output:
         problems.append(f"output {result.output[:600]!r}, expected {output!r}")
     for text in forbidden:
         if text in result.output:
@@ -245,7 +260,7 @@ def expect(tenant: Tenant, result: Result, *, exit_code: int | None, output: str
         else:
             if record.get("exit_code") != exit_code:
                 problems.append(f"audit exit_code {record.get('exit_code')!r}, expected {exit_code!r}")
-            if output is not None and record.get("output") != output:
+            if output is not None and own(str(record.get("output"))) != output:
                 problems.append(f"audit output {str(record.get('output'))[:600]!r}, expected {output!r}")
             for text in forbidden:
                 if text in str(record.get("output")):
