@@ -52,7 +52,7 @@ class SandboxConfig(BaseModel):
     # While a call waits on the runner, a runner that sends no frame at all for this long after a ping is
     # declared unresponsive (stopped, wedged, dead behind an open stream): its calls fail with
     # SANDBOX_UNRESPONSIVE and its container is replaced.
-    unresponsive_after_s: float = Field(default=10.0, gt=0)
+    unresponsive_after_s: float = Field(default=30.0, gt=0)
 
     @property
     def instance_id(self) -> str:

@@ -141,7 +141,7 @@ def read_into(
     call.output.add(data, streams[fd])
 
 
-RUNAWAY = 32  # leftover processes that make a runaway tree (a fork bomb), at most half the pids limit
+RUNAWAY = 16  # leftover processes that make a runaway tree (a fork bomb), at most half the pids limit
 
 
 def runaway(call: Call, left: int) -> None:
