@@ -122,10 +122,6 @@ class Identities:
         self._lock = threading.Lock()
         self._free = list(range(POOL_START + POOL_SIZE - 1, POOL_START - 1, -1))  # pop() gives the lowest
 
-    @property
-    def switching(self) -> bool:
-        return self.mode != "none"
-
     def acquire(self) -> Ident | None:
         """A new session's identity; None when the pool is exhausted."""
         if self.mode == "none":

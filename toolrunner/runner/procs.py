@@ -57,10 +57,6 @@ class Registry:
         except (OSError, AttributeError):
             return False
 
-    def track(self, pid: int) -> None:
-        with self._lock:
-            self._tracked.add(pid)
-
     def untrack(self, pid: int) -> None:
         with self._lock:
             self._tracked.discard(pid)
@@ -279,14 +275,12 @@ def killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
-def kill_tree(pid: int, *, keep_root: bool = False) -> None:
+def kill_tree(pid: int) -> None:
     """Kill `pid`'s process group and every descendant (found before the root dies, since its orphans move
-    to the subreaper); with `keep_root`, only the descendants (a session's idle shell keeps running)."""
-    if keep_root and not main_thread_children(pid):
-        return  # the usual case, at the cost of one read
+    to the subreaper)."""
     for round_ in range(5):
         victims = [p for p in descendants(pid) if not is_zombie(p)]
-        if round_ == 0 and not keep_root:
+        if round_ == 0:
             killpg(pid)
             _kill(pid)
         if not victims:
