@@ -5,11 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! docker info >/dev/null 2>&1; then
-    echo "FATAL: the Docker engine is not reachable (docker info failed)." >&2
-    echo "The suite runs every tool call in real containers; start dockerd and try again." >&2
-    exit 1
-fi
+bash scripts/ensure-docker.sh
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
