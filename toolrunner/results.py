@@ -1,14 +1,18 @@
 """Host-side models of what a tool call returns (docs/design.md §1), validated from the runner's plain dicts.
 
 The runner is untrusted: unknown fields are refused, and an error code outside the known sets becomes
-INTERNAL instead of being passed along (the host never acts on a name the sandbox chose).
+INTERNAL instead of being passed along (the host never acts on a name the sandbox chose). Results the host
+or the server make themselves (``error_result``) keep their code — ``TOO_MANY_CALLS``,
+``INVALID_TOOL_INPUT``, ``SANDBOX_START_FAILED``… — so the audit log says why a call really failed; such a
+code must still look like one (upper-case letters, digits and ``_``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from toolrunner.protocol import ERROR_CODES
 
@@ -18,6 +22,9 @@ HOST_ERROR_CODES = frozenset(
 )
 KNOWN_CODES = ERROR_CODES | HOST_ERROR_CODES
 Limit = Literal["timeout", "memory", "pids", "output", "disk"]
+CODE_SHAPE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# Validation context under which a code outside KNOWN_CODES is kept: only the host's own results pass it.
+HOST_MADE = {"host_made": True}
 
 
 class ToolError(BaseModel):
@@ -30,8 +37,16 @@ class ToolError(BaseModel):
 
     @field_validator("code")
     @classmethod
-    def _known(cls, value: str) -> str:
-        return value if value in KNOWN_CODES else "INTERNAL"
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        if value in KNOWN_CODES:
+            return value
+        host_made = isinstance(info.context, dict) and info.context.get("host_made") is True
+        return value if host_made and CODE_SHAPE.fullmatch(value) else "INTERNAL"
+
+    @classmethod
+    def host(cls, code: str, message: str) -> ToolError:
+        """An error the host or server makes itself: its code is kept even outside the runner's fixed set."""
+        return cls.model_validate({"code": code, "message": message}, context=HOST_MADE)
 
 
 class ToolResult(BaseModel):
@@ -68,5 +83,5 @@ def error_result(
         truncated=False,
         timed_out=timed_out,
         limit=limit,
-        error=ToolError(code=code, message=message),
+        error=ToolError.host(code, message),
     )
