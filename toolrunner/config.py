@@ -53,6 +53,13 @@ class SandboxConfig(BaseModel):
     # declared unresponsive (stopped, wedged, dead behind an open stream): its calls fail with
     # SANDBOX_UNRESPONSIVE and its container is replaced.
     unresponsive_after_s: float = Field(default=30.0, gt=0)
+    # Capacity (docs/sandbox-faults.md): at most this many tenants' containers run at once (the owner's is
+    # not counted, so tenants can never lock the owner out); at the cap the least recently used idle one is
+    # stopped, and with none idle a new one is refused with SANDBOX_CAPACITY and this Retry-After.
+    max_live_containers: int = Field(default=16, ge=1)
+    # Stopped containers kept for a quick restart; beyond this the oldest is removed (its workspace stays).
+    max_stopped_containers: int = Field(default=64, ge=0)
+    capacity_retry_after_s: float = Field(default=5.0, gt=0)
 
     @property
     def instance_id(self) -> str:
