@@ -3,6 +3,8 @@
     SandboxError                      code, status (base of everything below)
     ├── SandboxBackendUnavailable     SANDBOX_BACKEND_UNAVAILABLE  503  engine unreachable / past a deadline
     ├── SandboxImageUnavailable       SANDBOX_IMAGE_UNAVAILABLE    503  the sandbox image is missing
+    ├── SandboxCapacity               SANDBOX_CAPACITY             503  every container slot is busy
+    │                                                                   (retry_after_s)
     ├── SandboxStartFailed            SANDBOX_START_FAILED         503  container or runner did not start
     │   └── SandboxPolicyNotEnforced  SANDBOX_POLICY_NOT_ENFORCED  503  the engine did not apply a hardening
     │                                                                   setting (container removed unused)
@@ -43,6 +45,17 @@ class SandboxImageUnavailable(SandboxError):
 
     code = "SANDBOX_IMAGE_UNAVAILABLE"
     status = 503
+
+
+class SandboxCapacity(SandboxError):
+    """The host runs its maximum of live containers and none of them is idle enough to be stopped."""
+
+    code = "SANDBOX_CAPACITY"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SandboxStartFailed(SandboxError):

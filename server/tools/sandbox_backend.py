@@ -3,31 +3,38 @@
 At start the server must keep serving even when Docker is slow, the image is missing or cannot be built, so
 the image check (and build, if needed) and the re-adoption of our containers run in a background task; tool
 calls wait for it, and if it failed they get `SANDBOX_IMAGE_UNAVAILABLE` / `SANDBOX_BACKEND_UNAVAILABLE`
-with the reason while every other endpoint keeps working. Toolrunner errors become API errors here, once.
+with the reason while every other endpoint keeps working. A failed bring-up is tried again by the first call
+at least ``RETRY_BRING_UP_S`` after it (an engine that was down at start is used once it is back, without a
+server restart; calls in between fail fast). Toolrunner errors become API errors here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from policies.model import Policy
-from server.errors import ApiError, TooManyRequests
+from server.errors import ApiError, ServiceUnavailable, TooManyRequests
 from server.tools.dispatch import ChunkCallback
 from toolrunner.config import SandboxConfig
-from toolrunner.errors import SandboxError, TooManyCalls
+from toolrunner.errors import SandboxCapacity, SandboxError, TooManyCalls
 from toolrunner.manager import CallOutcome, SandboxManager
 
 log = logging.getLogger(__name__)
 
 ImageProvider = Callable[[], str]
+RETRY_BRING_UP_S = 5.0
 
 
 def api_error(exc: SandboxError) -> ApiError:
     if isinstance(exc, TooManyCalls):
         return TooManyRequests(exc.code, exc.message, retry_after_s=exc.retry_after_s)
+    if isinstance(exc, SandboxCapacity):  # the host is full: come back when a container may be idle
+        return ServiceUnavailable(exc.code, exc.message,
+                                  headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
     return ApiError(exc.code, exc.message, status=exc.status)
 
 
@@ -42,33 +49,43 @@ class SandboxBackend:
         self._manager: SandboxManager | None = None
         self._failure: ApiError | None = None
         self._ready: asyncio.Task[None] | None = None
+        self._failed_at = 0.0
 
     def start(self) -> None:
-        """Begin the image check and adoption in the background (idempotent)."""
-        if self._ready is None:
+        """Begin the image check and adoption in the background (idempotent; again after a failed try)."""
+        retry = (self._ready is not None and self._ready.done() and self._manager is None
+                 and time.monotonic() - self._failed_at >= RETRY_BRING_UP_S)
+        if self._ready is None or retry:
             self._ready = asyncio.create_task(self._bring_up(), name="sandbox-bring-up")
 
     async def _bring_up(self) -> None:
         try:
             tag = await asyncio.to_thread(self._ensure_image)
         except SandboxError as exc:
-            self._failure = api_error(exc)
+            self._fail(api_error(exc))
             log.error("sandbox image unavailable, tool calls will fail: %s", exc.message)
             return
         except Exception as exc:  # anything the engine throws: the API must stay up
-            self._failure = ApiError("SANDBOX_IMAGE_UNAVAILABLE", f"could not get the sandbox image: {exc}",
-                                     status=503)
+            self._fail(ApiError("SANDBOX_IMAGE_UNAVAILABLE", f"could not get the sandbox image: {exc}",
+                                status=503))
             log.error("sandbox image unavailable, tool calls will fail: %s", exc)
             return
+        manager: SandboxManager | None = None
         try:
             manager = SandboxManager(self._config_for_image(tag), self._policy_for)
             await manager.adopt_or_reap()
         except SandboxError as exc:
-            self._failure = api_error(exc)
+            if manager is not None:
+                await manager.shutdown()
+            self._fail(api_error(exc))
             log.error("sandbox backend unavailable: %s", exc.message)
             return
         self._manager = manager
         log.info("sandbox ready: image %s", tag)
+
+    def _fail(self, error: ApiError) -> None:
+        self._failure = error
+        self._failed_at = time.monotonic()
 
     async def manager(self) -> SandboxManager:
         self.start()
