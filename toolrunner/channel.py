@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from toolrunner.protocol import (
     HEADER,
     MAX_OUTPUT_CAP,
+    MAX_RESET_WAIT_S,
     MAX_TIMEOUT_S,
     PROTOCOL_VERSION,
     FrameError,
@@ -43,6 +44,7 @@ ChunkCallback = Callable[[str, str], Awaitable[None]]
 log = logging.getLogger(__name__)
 NOTE_SLACK = 4096  # room for the runner's truncation and continuation notes beyond the output cap
 DIED, UNRESPONSIVE = "SANDBOX_DIED", "SANDBOX_UNRESPONSIVE"
+MAX_FRAME_ID = 2**53  # ids stay exact in every JSON reader; a runner claiming more is not believed
 
 
 class ChannelError(Exception):
@@ -241,19 +243,35 @@ class RunnerChannel:
         stats = reply.get("stats")
         return stats if isinstance(stats, dict) else {}
 
-    async def _reply(self, frame: dict[str, Any]) -> dict[str, Any]:
+    async def reset(self, wait_s: float) -> dict[str, Any]:
+        """End every call a previous host left running in this runner; number our frames past its ids.
+
+        Sent once on re-attaching, before any call: the runner cancels what is in flight (killing its
+        processes), answers when it has ended (``left`` counts what had not within ``wait_s``) and names the
+        highest id it has seen, so no id of ours can be mistaken for an old call's.
+        """
+        wait_s = min(max(wait_s, 0.0), MAX_RESET_WAIT_S)
+        reply = await self._reply({"type": "reset", "wait_s": wait_s}, timeout_s=wait_s + self.control_timeout_s)
+        max_id = reply.get("max_id")
+        if isinstance(max_id, bool) or not isinstance(max_id, int) or not 0 <= max_id < MAX_FRAME_ID:
+            raise ChannelError(f"the runner's reset answer has no plausible max_id: {str(max_id)[:40]}")
+        self._ids = itertools.count(max(next(self._ids), max_id + 1))
+        return reply
+
+    async def _reply(self, frame: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
         if self.broken is not None:
             raise ChannelError(self.broken)
         cid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[cid] = fut
         self._mark_busy()
+        deadline = self.control_timeout_s if timeout_s is None else timeout_s
         try:
-            async with asyncio.timeout(self.control_timeout_s):
+            async with asyncio.timeout(deadline):
                 await self._send({**frame, "id": cid})
                 return await fut
         except TimeoutError:
-            raise ChannelError(f"no answer to {frame['type']} within {self.control_timeout_s:g} s") from None
+            raise ChannelError(f"no answer to {frame['type']} within {deadline:g} s") from None
         finally:
             self._replies.pop(cid, None)
 
@@ -306,7 +324,7 @@ class RunnerChannel:
 
     def _route(self, msg: dict[str, Any]) -> None:
         kind, mid = msg.get("type"), msg.get("id")
-        if kind in ("pong", "stats"):
+        if kind in ("pong", "stats", "reset"):
             fut = self._replies.get(mid) if isinstance(mid, int) else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)

@@ -17,6 +17,10 @@ MAX_FRAME = 8 * 1024 * 1024
 MAX_OUTPUT_CAP = 1024 * 1024
 DEFAULT_OUTPUT_CAP = 64 * 1024
 MAX_TIMEOUT_S = 24 * 3600.0
+# ``{"type":"reset","id":N,"wait_s":S}`` cancels every call in flight and is answered, once they have ended
+# or S seconds have passed, by ``{"type":"reset","id":N,"cancelled":C,"left":L,"max_id":M}``; a host that
+# re-attaches after a crash sends it first and numbers its own frames from M + 1.
+MAX_RESET_WAIT_S = 60.0
 HEADER = struct.Struct(">I")
 
 ERROR_CODES = frozenset(

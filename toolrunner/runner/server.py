@@ -3,12 +3,18 @@
 It never dies on bad input: a frame that is not a JSON object, or a call with bad fields, gets a
 PROTOCOL_ERROR result (``id`` null when it could not be read); only an oversized length, which leaves the
 stream unreadable, closes the channel as docs/design.md §1 requires.
+
+A host that re-attaches to this runner after a crash sends ``reset`` before anything else: every call the
+previous host left running is cancelled (its processes killed, as ``cancel`` does), and the answer comes once
+they have ended, with the highest id this runner has seen so that the new host's ids never meet an old call's
+(docs/sandbox-faults.md). Sessions, their shell state and background processes are kept.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +23,7 @@ from toolrunner.protocol import (
     DEFAULT_OUTPUT_CAP,
     MAX_FRAME,
     MAX_OUTPUT_CAP,
+    MAX_RESET_WAIT_S,
     MAX_TIMEOUT_S,
     PROTOCOL_VERSION,
     FrameError,
@@ -69,7 +76,9 @@ class Server:
         self._out = out_fd
         self._out_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified whenever a call leaves `calls`
         self.calls: dict[int, Call] = {}
+        self.max_id = 0  # the highest frame id seen: a re-attached host continues past it
         self.sessions: dict[str, Session] = {}
 
     def send(self, obj: dict[str, Any]) -> None:
@@ -140,6 +149,7 @@ class Server:
         kind, mid = msg.get("type"), msg.get("id")
         if not isinstance(mid, int) or isinstance(mid, bool):
             raise FrameError(f"frame of type {kind!r} has no integer 'id'")
+        self.max_id = max(self.max_id, mid)
         if kind == "call":
             self.start_call(mid, msg)
         elif kind == "cancel":
@@ -151,6 +161,13 @@ class Server:
             self.send({"type": "pong", "id": mid})
         elif kind == "stats":
             self.send({"type": "stats", "id": mid, "stats": stats.snapshot()})
+        elif kind == "reset":
+            wait = msg.get("wait_s", MAX_RESET_WAIT_S)
+            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_RESET_WAIT_S:
+                self.protocol_error(mid, f"'wait_s' must be a number in [0, {MAX_RESET_WAIT_S:g}]")
+                return
+            if not self.spawn(lambda: self.reset(mid, float(wait))):
+                self.reset(mid, float(wait))
         elif kind == "close_session":
             name = msg.get("session")
             if not isinstance(name, str):
@@ -242,11 +259,30 @@ class Server:
             result = call.result(error, extra)
         finally:
             with self._lock:
-                self.calls.pop(call.id, None)
+                if self.calls.get(call.id) is call:
+                    del self.calls[call.id]
+                self._ended.notify_all()
         try:
             self.send({"type": "result", "id": call.id, "result": result})
         finally:
             call.run_deferred()
+
+    def reset(self, mid: int, wait_s: float) -> None:
+        """Cancel every call in flight and answer once they have ended (or `wait_s` has passed)."""
+        with self._lock:
+            doomed = list(self.calls.values())
+        for call in doomed:
+            call.cancel()
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            while True:
+                left = [c for c in doomed if self.calls.get(c.id) is c]
+                remaining = deadline - time.monotonic()
+                if not left or remaining <= 0:
+                    break
+                self._ended.wait(remaining)
+            max_id = self.max_id
+        self.send({"type": "reset", "id": mid, "cancelled": len(doomed), "left": len(left), "max_id": max_id})
 
     def close_session(self, mid: int, name: str) -> None:
         with self._lock:
