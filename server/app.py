@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from server.api import ROUTERS
 from server.api.health import VERSION
 from server.errors import install_handlers
+from server.header_limits import HeaderLimitMiddleware
+from server.jsonlimits import JsonLimits
 from server.middleware import BodyLimitMiddleware
 from server.services import Services, open_services
 from server.sessions.turn_protocol import TurnRunner
@@ -41,7 +43,9 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       json_limits=JsonLimits(settings.max_json_depth, settings.max_json_items))
+    app.add_middleware(HeaderLimitMiddleware, max_headers=settings.max_headers)  # runs before the body limit
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["*"],
                        allow_credentials="*" not in settings.cors_origins)

@@ -27,9 +27,16 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from server.http11 import LimitedH11Protocol
 from server.settings import Settings
 
 EXIT_USAGE = 2
+LIMITS_HELP = """request limits (environment; docs/request-limits.md):
+  OPENANALYST_MAX_HEADER_BYTES  request line + headers (default 16384; past it 431, connection closed)
+  OPENANALYST_MAX_HEADERS       header fields per request (default 100; 431 TOO_MANY_HEADERS)
+  OPENANALYST_MAX_BODY_BYTES    request body (default 2097152; 413 PAYLOAD_TOO_LARGE)
+  OPENANALYST_MAX_JSON_DEPTH    nesting of a JSON body or tool input (default 64; 422 JSON_TOO_DEEP)
+  OPENANALYST_MAX_JSON_ITEMS    values and keys in one (default 100000; 422 JSON_TOO_LARGE)"""
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -112,9 +119,11 @@ def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = No
     """Run the server until SIGINT/SIGTERM; ``wire`` (``server.wiring.wire``) adds sandbox, providers, agent."""
     from server.app import create_app
 
+    # h11 (not httptools, which buffers a request head of any size) with the header budget: see server.http11.
     config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
                             port=settings.port, workers=1, log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", http=LimitedH11Protocol,
+                            h11_max_incomplete_event_size=settings.max_header_bytes)
     server = _Server(config, settings)
     server.run()
     return 0 if server.started else 1
@@ -142,7 +151,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="openanalyst", description="OpenAnalyst agent server.")
+    parser = argparse.ArgumentParser(prog="openanalyst", description="OpenAnalyst agent server.",
+                                     epilog=LIMITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", nargs="?", const=-1, type=int, metavar="PORT",
                         help="run the HTTP server (default port 3080)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")

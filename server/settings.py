@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="Comma-separated or JSON list; '*' = any origin.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # --- request limits (docs/request-limits.md) ----------------------------------------------------------
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024,
+                                  description="Request line + headers; past it: 431 and the connection closed.")
+    max_headers: int = Field(default=100, ge=8, le=10_000, description="Header fields per request (431).")
+    max_json_depth: int = Field(default=64, ge=4, le=512, description="Nesting of any JSON body or tool input.")
+    max_json_items: int = Field(default=100_000, ge=100, le=10_000_000,
+                                description="Values and keys in a JSON body or tool input.")
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=3600)
     sse_queue_events: int = Field(default=10_000, ge=8, le=1_000_000,
                                   description="Events buffered per live subscriber before it is dropped.")

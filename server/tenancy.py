@@ -6,7 +6,8 @@ Rules (docs/server.md explains the deployments):
 * ``X-Tenant-ID: T`` → tenant ``T`` when ``tenancy="header"`` (the default, for a trusted proxy); refused
   with 400 ``TENANT_HEADER_NOT_ALLOWED`` when ``tenancy="single"``;
 * ``require_api_key`` → ``Authorization: Bearer …`` is checked first; a key bound to a tenant fixes the
-  tenant and the header cannot override it; an unbound key lets the header choose (absent = owner).
+  tenant and the header cannot override it; an unbound key lets the header choose (absent = owner);
+* a repeated ``X-Tenant-ID`` or ``Authorization`` is 400 ``DUPLICATE_HEADER``, never "the first one wins".
 
 ``owner`` is reserved (any case): a header cannot name the owner, so a tenant can never become it.
 A tenant id names a directory, hence the strict pattern.
@@ -49,6 +50,9 @@ def parse_tenant_id(value: str) -> Tenant:
 async def current_tenant(request: Request) -> Tenant:
     """FastAPI dependency: resolve (and authenticate, when keys are required) the calling tenant."""
     services = request.app.state.services
+    for name in ("authorization", "x-tenant-id"):  # the middleware refuses these first; kept for in-app use
+        if len(request.headers.getlist(name)) > 1:
+            raise BadRequest("DUPLICATE_HEADER", f"the {name} header is given more than once; send it once")
     bound: str | None = None
     if services.settings.require_api_key:
         bound = await services.api_keys.authenticate(request.headers.get("authorization"))

@@ -1,0 +1,42 @@
+"""Header count and repeated identity headers, refused before any route, key check or tenant lookup.
+
+The byte size of the request head is bounded by the HTTP parser (``server.http11``); this ASGI middleware adds
+what h11 does not check: how many header fields there are (431 ``TOO_MANY_HEADERS``), and headers whose
+repetition is ambiguous about who is calling. Two ``X-Tenant-ID`` (or ``Authorization``) fields used to let
+the first one win silently; a proxy that appends rather than replaces would then act for the client's choice.
+They are a 400 ``DUPLICATE_HEADER`` now.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.middleware import refuse
+
+SINGLE_VALUED = (b"x-tenant-id", b"authorization", b"content-type", b"content-length")
+
+
+class HeaderLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_headers: int) -> None:
+        self.app = app
+        self.max_headers = max_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or ())
+        if len(headers) > self.max_headers:
+            await refuse(send, 431, "TOO_MANY_HEADERS",
+                         f"the request has {len(headers)} header fields; the limit is {self.max_headers}")
+            return
+        seen: set[bytes] = set()
+        for name, _ in headers:
+            lower = name.lower()
+            if lower in SINGLE_VALUED:
+                if lower in seen:
+                    await refuse(send, 400, "DUPLICATE_HEADER",
+                                 f"the {lower.decode('latin-1')} header is given more than once; send it once")
+                    return
+                seen.add(lower)
+        await self.app(scope, receive, send)
