@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,7 +25,7 @@ router = APIRouter(tags=["tools"])
 class ToolCallBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: Any = Field(default_factory=dict)  # any JSON: the dispatcher records and refuses a non-object
     session_id: str | None = Field(default=None, max_length=100)
     stream: bool = False
 
@@ -49,12 +50,14 @@ def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> T
 async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
                     request: Request) -> JSONResponse | StreamingResponse:
     dispatcher = request.app.state.services.dispatcher
-    dispatcher.registry.validate(name, body.input)  # 404 / 422 before anything starts
     ctx = _tool_context(request, tenant.id, body.session_id)
     call_id = new_call_id()
+    raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
+    # 404 / 422 before any stream starts, recorded in the audit log like every call.
+    await dispatcher.check(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
     if not body.stream or not dispatcher.allowed(tenant.id, name):
         # A denial is recorded and raised here as a plain 403, before any stream starts.
-        result = await dispatcher.run(ctx, name, body.input, call_id=call_id)
+        result = await dispatcher.run(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
         return JSONResponse({"call_id": call_id, **result.model_dump()})
 
     buffer = EventBuffer()
@@ -64,7 +67,8 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
 
     async def run() -> None:
         try:
-            result = await dispatcher.run(ctx, name, body.input, on_chunk=on_chunk, call_id=call_id)
+            result = await dispatcher.run(ctx, name, body.input, on_chunk=on_chunk, call_id=call_id,
+                                           raw_sha256=raw_sha256)
             await buffer.emit("tool_result", {"call_id": call_id, **result.model_dump()})
         except Exception as exc:
             code = getattr(exc, "code", "INTERNAL_ERROR")

@@ -6,18 +6,26 @@
 Denied and failed calls take the same path, so the audit log has a `finished` record for every call made and
 a session's event stream shows every call. Domain errors (unknown tool, bad input, denial, over the cap) are
 raised to the caller after they are recorded; failures inside a call come back as a result with `error` set.
+
+A call refused before it runs (unknown tool, input over the JSON limits or not matching the tool's schema) is
+recorded too, as `denied` with its real error code: its `started` record holds a small, shallow copy of what
+was sent (``server.jsonlimits.bounded_form``) and the sha256 of the raw request bytes, never the raw value,
+which may be too deep for any recursive reader of the log. Every call, server-side tools included, counts
+toward the tenant's policy cap of concurrent calls (429 `TOO_MANY_CALLS`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from policies.model import Policy
-from server.errors import ApiError, Forbidden
+from server.errors import ApiError, Forbidden, TooManyRequests
+from server.jsonlimits import JsonLimits, bounded_form, check_value, sha256_of_value
 from server.tools.context import ToolContext
 from server.tools.registry import ToolRegistry
 from toolrunner.manager import CallOutcome
@@ -59,20 +67,45 @@ class _CallRecord:
 
 class ToolDispatcher:
     def __init__(self, registry: ToolRegistry, sandbox: SandboxBackend, audit: AuditSink,
-                 policy_for: Callable[[str], Policy]) -> None:
+                 policy_for: Callable[[str], Policy], json_limits: JsonLimits | None = None) -> None:
         self.registry = registry
         self._sandbox = sandbox
         self._audit = audit
         self._policy_for = policy_for
+        self.json_limits = json_limits or JsonLimits()
+        self._in_flight: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     def allowed(self, tenant_id: str, name: str) -> bool:
         return self._policy_for(tenant_id).allows(name)
 
-    async def run(self, ctx: ToolContext, name: str, raw_input: Any, *,
-                  on_chunk: ChunkCallback | None = None, call_id: str | None = None) -> ToolResult:
+    async def check(self, ctx: ToolContext, name: str, raw_input: Any, *, call_id: str | None = None,
+                    raw_sha256: str | None = None) -> dict[str, Any]:
+        """The checked input, or the domain error raised after the refused call is recorded.
+
+        ``raw_sha256`` is the hash of the raw request bytes when the call came over HTTP; otherwise the hash
+        is taken over the canonical JSON of ``raw_input`` (computed without recursion).
+        """
+        try:
+            self.registry.get(name)
+            check_value(raw_input, self.json_limits)
+            return self.registry.validate(name, raw_input)
+        except ApiError as exc:
+            ctx.call_id = call_id or ctx.call_id or new_call_id()
+            policy = self._policy_for(ctx.tenant_id)
+            rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name[:200], policy.name)
+            sent = {"refused_input": bounded_form(raw_input),
+                    "raw_sha256": raw_sha256 or sha256_of_value(raw_input)}
+            reason = f"refused before running: {exc.message}"
+            await self._started(rec, sent, "denied", reason)
+            await self._finished(rec, CallOutcome(error_result(name[:200], exc.code, exc.message), None, None),
+                                 "denied")
+            raise
+
+    async def run(self, ctx: ToolContext, name: str, raw_input: Any, *, on_chunk: ChunkCallback | None = None,
+                  call_id: str | None = None, raw_sha256: str | None = None) -> ToolResult:
+        args = await self.check(ctx, name, raw_input, call_id=call_id, raw_sha256=raw_sha256)
         tool = self.registry.get(name)
-        args = self.registry.validate(name, raw_input)
         ctx.call_id = call_id or new_call_id()
         policy = self._policy_for(ctx.tenant_id)
         rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name, policy.name)
@@ -86,7 +119,8 @@ class ToolDispatcher:
         await ctx.emit("tool_call", {"id": ctx.call_id, "tool_name": name, "arguments": args})
         outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
         try:
-            outcome = await self._execute(ctx, tool.where, name, args, on_chunk)
+            with self._slot(ctx.tenant_id, policy):
+                outcome = await self._execute(ctx, tool.where, name, args, on_chunk)
         except ApiError as exc:
             outcome = CallOutcome(error_result(name, exc.code, exc.message), None, None)
             raise
@@ -98,6 +132,23 @@ class ToolDispatcher:
             await asyncio.shield(self._finished(rec, outcome, "allowed"))
             await asyncio.shield(ctx.emit("tool_result", {"id": ctx.call_id, **outcome.result.model_dump()}))
         return outcome.result
+
+    @contextlib.contextmanager
+    def _slot(self, tenant_id: str, policy: Policy) -> Iterator[None]:
+        """One of the tenant's concurrent-call slots, for sandbox and server-side tools alike."""
+        in_flight = self._in_flight.get(tenant_id, 0)
+        if in_flight >= policy.max_concurrent_calls:
+            raise TooManyRequests("TOO_MANY_CALLS", f"{in_flight} calls already running (policy {policy.name!r} "
+                                  f"allows {policy.max_concurrent_calls})", retry_after_s=1.0)
+        self._in_flight[tenant_id] = in_flight + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight[tenant_id] - 1
+            if left:
+                self._in_flight[tenant_id] = left
+            else:
+                del self._in_flight[tenant_id]
 
     async def _execute(self, ctx: ToolContext, where: str, name: str, args: dict[str, Any],
                        on_chunk: ChunkCallback | None) -> CallOutcome:
