@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.providers.addresses import UrlPolicy
 from server.providers.registry import PROVIDERS
 
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
@@ -99,6 +100,12 @@ class Settings(BaseSettings):
                                               description="Longest Retry-After waited; longer: next provider.")
     provider_connect_timeout_s: float = Field(default=10.0, gt=0)
     provider_read_timeout_s: float = Field(default=120.0, gt=0, description="Longest silence inside a stream.")
+    allow_private_provider_urls: bool = Field(
+        default=False, description="Tenants' provider base URLs may reach private, loopback and link-local "
+                                   "addresses (the owner's and the environment's URLs always may).")
+    provider_url_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts, IPs or CIDRs tenants' provider base URLs may reach although "
+                                          "not public; comma-separated or a JSON list.")
     provider_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="USD per million (input, output) tokens by model, over the defaults.")
     max_turns: int = Field(default=25, ge=1, le=1000)
@@ -115,6 +122,24 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
         return value
+
+    @field_validator("provider_url_allowlist", mode="before")
+    @classmethod
+    def _allowlist(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("provider_url_allowlist")
+    @classmethod
+    def _allowlist_entries(cls, entries: list[str]) -> list[str]:
+        UrlPolicy.parse(False, entries)  # a malformed entry stops the start, naming it
+        return entries
+
+    def provider_url_policy(self) -> UrlPolicy:
+        """What tenants' provider URLs may reach (``server.providers.urlguard``)."""
+        return UrlPolicy.parse(self.allow_private_provider_urls, self.provider_url_allowlist)
 
     @field_validator("data_dir", "owner_workspace")
     @classmethod

@@ -18,6 +18,7 @@ from policies.model import Policy
 from server.audit.log import AuditLog
 from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
+from server.providers.guarded_http import guarded_client
 from server.providers.pricing import PriceTable
 from server.jsonlimits import JsonLimits
 from server.services import Services
@@ -95,7 +96,11 @@ async def wire(services: Services) -> None:
     # Adapters set per-request connect and read-idle timeouts; this default only bounds what they do not.
     http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), limits=httpx.Limits(max_connections=200))
     services.closers.append(http.aclose)
-    services.router = ProviderRouter(router_config(settings), http, services.credentials)
+    # Tenants' own credentials go through a client that checks every address it connects to.
+    tenant_http = guarded_client(settings.provider_url_policy())
+    services.closers.append(tenant_http.aclose)
+    services.router = ProviderRouter(router_config(settings), http, services.credentials, tenant_client=tenant_http,
+                                     trusted_tenants={OWNER_ID})
 
     dispatcher = ToolDispatcher(default_registry(), sandbox, audit, policies,
                                 JsonLimits(settings.max_json_depth, settings.max_json_items))

@@ -1,4 +1,7 @@
-"""Provider credentials of the calling tenant: list (masked), add/replace, remove."""
+"""Provider credentials of the calling tenant: list (masked), add/replace, remove.
+
+A tenant's ``base_url`` is checked here (422 ``PROVIDER_URL_FORBIDDEN`` / ``PROVIDER_URL_UNRESOLVED``) and
+again at every connection (``server.providers.guarded_http``); the owner's is not."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
+from server.providers.urlguard import check_base_url
 from server.store.credentials import check_known
 
 router = APIRouter(tags=["providers"])
@@ -47,6 +51,9 @@ async def list_providers(tenant: TenantDep, services: ServicesDep) -> dict[str, 
 @router.put("/me/providers/{name}")
 async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
                        services: ServicesDep) -> dict[str, Any]:
+    check_known(name)
+    if body.base_url and not tenant.is_owner:  # the owner's own configuration is trusted, as the env's is
+        await check_base_url(body.base_url, services.settings.provider_url_policy())
     entry = await services.credentials.put(tenant.id, name, body.api_key, body.base_url)
     return entry.public()
 

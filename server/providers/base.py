@@ -21,6 +21,7 @@ import httpx
 from server.providers.credentials import ProviderCredential, redact
 from server.providers.framing import FramingError, WireParser
 from server.providers.types import ChatRequest, ErrorKind, ProviderError, StreamEvent, TextDelta
+from server.providers.urlguard import ProviderUrlForbidden
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_ERROR_BODY = 64 * 1024
@@ -192,6 +193,8 @@ class HttpAdapter:
                     raise self.error(classify_words(message), f"expected a stream, got JSON: {message}",
                                      resp.status_code)
                 yield resp
+        except ProviderUrlForbidden as exc:  # the guarded client refused the address it resolved
+            raise self.error("forbidden", exc.message) from None
         except httpx.TimeoutException as exc:
             raise self.error("retryable", f"timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:

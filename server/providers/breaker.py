@@ -46,6 +46,10 @@ class CircuitBreaker:
     def cooldown_s(self) -> float:
         return self._cooldown
 
+    @property
+    def has_rejected_keys(self) -> bool:
+        return bool(self._dead_keys)
+
     def rejected_key(self, fingerprint: str) -> str | None:
         """Why this credential was rejected, or None if it was not."""
         return self._dead_keys.get(fingerprint)

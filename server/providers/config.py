@@ -28,6 +28,8 @@ class RouterConfig(BaseModel):
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_s: float = Field(default=5.0, ge=0)
     breaker_max_cooldown_s: float = Field(default=300.0, ge=0)
+    breaker_max_entries: int = Field(default=1024, ge=1, description="Breakers kept (one per upstream identity).")
+    breaker_idle_ttl_s: float = Field(default=3600.0, gt=0, description="An unused breaker is forgotten after this.")
 
     @field_validator("provider_order")
     @classmethod

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from contextlib import aclosing
 from typing import Literal
 
@@ -23,9 +23,11 @@ from pydantic import BaseModel
 
 from server.errors import ApiError
 from server.providers.breaker import CircuitBreaker, State
+from server.providers.breaker_table import BreakerEntry, BreakerTable
 from server.providers.config import RouterConfig
 from server.providers.credentials import CredentialLookup, ProviderCredential
 from server.providers.registry import PROVIDERS, can_serve, make_adapter, translate_model
+from server.providers.registry import base_url as upstream_url
 from server.providers.types import (
     Attempt,
     ChatRequest,
@@ -62,20 +64,17 @@ class AllProvidersFailed(ApiError):
 
 
 class ProviderStatus(BaseModel):
+    """One provider as the calling tenant reaches it: the breaker of its own credential (``breaker_key`` is
+    a keyed hash, never the key; tenants sharing the server's credential share it)."""
+
     provider: str
     configured: bool
+    breaker_key: str | None
     state: State
     consecutive_failures: int
     credential_rejected: bool
     last_error: str | None
     last_latency_ms: float | None
-
-
-class _Health:
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.last_error: str | None = None
-        self.last_latency_ms: float | None = None
 
 
 class _Turn:
@@ -87,17 +86,32 @@ class _Turn:
 
 
 class ProviderRouter:
+    """Tries a turn on the tenant's providers. Credentials a tenant set over the API (``source="api"``) go
+    through ``tenant_client`` (the guarded client of ``server.providers.guarded_http``) unless the tenant is
+    in ``trusted_tenants`` (the owner); the server's own credentials use ``http_client``."""
+
     def __init__(self, config: RouterConfig, http_client: httpx.AsyncClient,
-                 credential_lookup: CredentialLookup, *, clock: Callable[[], float] = time.monotonic,
+                 credential_lookup: CredentialLookup, *, tenant_client: httpx.AsyncClient | None = None,
+                 trusted_tenants: Collection[str] = (), clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self._client = http_client
+        self._tenant_client = tenant_client
+        self._trusted = frozenset(trusted_tenants)
         self._lookup = credential_lookup
         self._clock = clock
         self._sleep = sleep
         self._timeouts = config.timeouts()
-        self._health = {name: _Health(CircuitBreaker(config.breaker(), clock)) for name in PROVIDERS}
-        self._seen: set[str] = set()
+        self._breakers = BreakerTable(config.breaker(), clock, max_entries=config.breaker_max_entries,
+                                      idle_ttl_s=config.breaker_idle_ttl_s)
+
+    def breaker_key(self, provider: str, cred: ProviderCredential) -> str:
+        return self._breakers.key(provider, upstream_url(provider, cred), cred)
+
+    def _client_for(self, tenant_id: str, cred: ProviderCredential) -> httpx.AsyncClient:
+        if self._tenant_client is not None and cred.source == "api" and tenant_id not in self._trusted:
+            return self._tenant_client
+        return self._client
 
     def plan(self, model: str, creds: dict[str, ProviderCredential]) -> list[tuple[str, str]]:
         """(provider, model as that provider spells it), in the order they will be tried."""
@@ -119,22 +133,22 @@ class ProviderRouter:
 
     async def stream(self, tenant_id: str, req: ChatRequest) -> AsyncGenerator[RouterEvent, None]:
         creds = {k: v for k, v in (await self._lookup.credentials(tenant_id)).items() if k in PROVIDERS}
-        self._seen.update(creds)
         if not creds:
             raise NoProviderConfigured()
         turn = _Turn()
         for provider, model in self.plan(req.model, creds):
-            async with aclosing(self._provider(provider, model, creds[provider], req, turn)) as events:
+            async with aclosing(self._provider(tenant_id, provider, model, creds[provider], req, turn)) as events:
                 async for event in events:
                     yield event
             if turn.answered:
                 return
         raise AllProvidersFailed(turn.errors)
 
-    async def _provider(self, provider: str, model: str, cred: ProviderCredential, req: ChatRequest,
-                        turn: _Turn) -> AsyncGenerator[RouterEvent, None]:
+    async def _provider(self, tenant_id: str, provider: str, model: str, cred: ProviderCredential,
+                        req: ChatRequest, turn: _Turn) -> AsyncGenerator[RouterEvent, None]:
         """Tries one provider (with retries), noting its failure or success in ``turn``."""
-        health = self._health[provider]
+        key = self.breaker_key(provider, cred)
+        health = self._breakers.get(key)
         breaker = health.breaker
         fingerprint = cred.fingerprint
         if not breaker.allow(fingerprint):
@@ -142,7 +156,7 @@ class ProviderRouter:
             turn.errors.append((provider, f"skipped: credential rejected earlier ({rejected})" if rejected
                            else f"skipped: circuit {breaker.state}"))
             return
-        adapter = make_adapter(provider, self._client, cred, self._timeouts)
+        adapter = make_adapter(provider, self._client_for(tenant_id, cred), cred, self._timeouts)
         preq = req.model_copy(update={"model": model})
         attempt = 0
         verdict = False
@@ -171,7 +185,7 @@ class ProviderRouter:
                 except Exception as exc:
                     err = exc if isinstance(exc, ProviderError) else self._unexpected(provider, exc)
                     health.last_error = str(err)
-                    action = self._after_failure(err, breaker, fingerprint, attempt, committed)
+                    action = self._after_failure(err, key, breaker, fingerprint, attempt, committed)
                     verdict = True
                     if committed:
                         yield Discarded(provider=provider, reason=err.message)
@@ -192,18 +206,25 @@ class ProviderRouter:
             if not verdict:
                 breaker.release()
 
-    def _after_failure(self, err: ProviderError, breaker: CircuitBreaker, fingerprint: str, attempt: int,
-                       committed: bool) -> Literal["raise", "next"] | float:
+    def _after_failure(self, err: ProviderError, key: str, breaker: CircuitBreaker, fingerprint: str,
+                       attempt: int, committed: bool) -> Literal["raise", "next"] | float:
         """Record the failure; then raise it (bad request), go to the next provider, or wait this long."""
         if err.kind == "bad_request":
             breaker.release()  # the provider is fine; the request is not
             return "raise"
+        if err.kind == "forbidden":  # the tenant's URL reached a refused address: no request was sent
+            breaker.release()
+            return "next"
         if err.kind in ("auth", "credit") and not committed:
             breaker.record_rejected_key(fingerprint, f"{err.kind} {err.status or ''}".strip())
             breaker.release()
             return "next"
         if err.status != 404:  # an unknown model is not ill health
+            was = breaker.state
             breaker.record_failure()
+            if was != "open" and breaker.state == "open":
+                log.warning("provider circuit %s opened after %d consecutive failures (cooldown %.0f s)",
+                            key, breaker.consecutive_failures, breaker.cooldown_s)
         else:
             breaker.release()
         wait = None if committed else self._wait_before_retry(err, attempt)
@@ -224,24 +245,24 @@ class ProviderRouter:
         delay = min(self.config.backoff_base_s * 2 ** (attempt - 1), self.config.backoff_max_s)
         return float(delay * _jitter.uniform(0.5, 1.0))
 
-    async def status(self, tenant_id: str | None = None) -> list[ProviderStatus]:
-        """Per provider: breaker state, failures, last (redacted) error, time to first token, configured."""
-        if tenant_id is not None:
-            creds = await self._lookup.credentials(tenant_id)
-            configured = set(creds)
-            fingerprints = {k: v.fingerprint for k, v in creds.items()}
-        else:
-            configured, fingerprints = set(self._seen), {}
-        out = []
-        for name, health in self._health.items():
-            fp = fingerprints.get(name)
-            rejected = fp is not None and health.breaker.rejected_key(fp) is not None
-            out.append(ProviderStatus(
-                provider=name, configured=name in configured,
-                state="open" if rejected else health.breaker.state,
-                consecutive_failures=health.breaker.consecutive_failures, credential_rejected=rejected,
-                last_error=health.last_error, last_latency_ms=health.last_latency_ms))
-        return out
+    async def status(self, tenant_id: str) -> list[ProviderStatus]:
+        """Per provider, for this tenant's credential: its breaker's key and state, failures, last (redacted)
+        error, time to first token. Another tenant's breakers are never shown."""
+        creds = await self._lookup.credentials(tenant_id)
+        return [self._status(name, creds.get(name)) for name in PROVIDERS]
+
+    def _status(self, name: str, cred: ProviderCredential | None) -> ProviderStatus:
+        key = self.breaker_key(name, cred) if cred is not None else None
+        entry: BreakerEntry | None = self._breakers.peek(key) if key is not None else None
+        if cred is None or entry is None:
+            return ProviderStatus(provider=name, configured=cred is not None, breaker_key=key, state="closed",
+                                  consecutive_failures=0, credential_rejected=False, last_error=None,
+                                  last_latency_ms=None)
+        rejected = entry.breaker.rejected_key(cred.fingerprint) is not None
+        return ProviderStatus(
+            provider=name, configured=True, breaker_key=key, state="open" if rejected else entry.breaker.state,
+            consecutive_failures=entry.breaker.consecutive_failures, credential_rejected=rejected,
+            last_error=entry.last_error, last_latency_ms=entry.last_latency_ms)
 
 
 __all__ = ["AllProvidersFailed", "NoProviderConfigured", "ProviderRouter", "ProviderStatus", "RouterConfig"]

@@ -103,7 +103,7 @@ class Discarded(_Frozen):
 
 RouterEvent = StreamEvent | Attempt | Discarded
 
-ErrorKind = Literal["retryable", "auth", "credit", "bad_request"]
+ErrorKind = Literal["retryable", "auth", "credit", "bad_request", "forbidden"]
 
 
 class ProviderError(Exception):

@@ -131,22 +131,26 @@ def test_public_names_match_all() -> None:
     """The package exports exactly what __all__ lists, and everything it lists exists."""
     public = {n for n in dir(providers) if not n.startswith("_")}
     modules = {
+        "addresses",
         "anthropic",
         "base",
         "bedrock",
         "breaker",
+        "breaker_table",
         "config",
         "credentials",
         "eventstream",
         "failover",
         "framing",
         "gemini",
+        "guarded_http",
         "ollama",
         "openai_chat",
         "pricing",
         "registry",
         "sigv4",
         "types",
+        "urlguard",
     }
     assert set(providers.__all__) == public - modules
 
