@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from toolrunner.logcap import CappedLog, shown
 from toolrunner.protocol import (
     HEADER,
     MAX_OUTPUT_CAP,
@@ -75,6 +76,7 @@ class RunnerChannel:
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.broken: str | None = None
+        self._log = CappedLog(log)  # lines quoting what the runner sent: capped and rate-limited
         self.broken_code = DIED  # the error code of the calls a broken channel fails
         self.info: dict[str, Any] = {}
         # Liveness: when the runner last sent a frame, how many it sent, since when a ping is unanswered.
@@ -95,8 +97,8 @@ class RunnerChannel:
             raise ChannelError(self.broken) from None
         if msg.get("type") != "hello" or msg.get("version") != PROTOCOL_VERSION:
             self._break(
-                f"unexpected first frame from the runner: type={msg.get('type')!r} "
-                f"version={msg.get('version')!r} (want hello, version {PROTOCOL_VERSION})"
+                f"unexpected first frame from the runner: type={shown(msg.get('type'))} "
+                f"version={shown(msg.get('version'))} (want hello, version {PROTOCOL_VERSION})"
             )
             raise ChannelError(self.broken)
         self.info = msg
@@ -278,6 +280,7 @@ class RunnerChannel:
     async def close(self) -> None:
         """Stop reading, close the stream, fail whatever is still waiting."""
         self._break("the channel was closed by the host")
+        self._log.flush()
         for task in (self._task, self._watchdog):
             if task is not None:
                 task.cancel()
@@ -334,7 +337,7 @@ class RunnerChannel:
             if queue is not None:
                 queue.put_nowait(("result", msg.get("result"), None))
             elif mid is None:
-                log.warning("runner reported a protocol error: %s", str(msg.get("result"))[:500])
+                self._log.warning("protocol-error", "runner reported a protocol error: %s", msg.get("result"))
         elif kind == "chunk":
             data, stream = msg.get("data"), msg.get("stream")
             budget = self._chunk_budget.get(mid, 0) if isinstance(mid, int) else 0
@@ -349,7 +352,7 @@ class RunnerChannel:
                 self._chunk_budget[mid] = budget - len(data.encode("utf-8", "surrogatepass"))
                 queue.put_nowait(("chunk", stream, data))
         else:
-            log.warning("runner sent an unknown frame type %r", kind)
+            self._log.warning("unknown-frame", "runner sent an unknown frame type %s", kind)
 
     # ---- liveness -----------------------------------------------------------------------------------
 
