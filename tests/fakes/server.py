@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -105,13 +106,19 @@ class FakeServer:
         self._thread = threading.Thread(target=self._run, name=f"fake-{type(self).__name__}", daemon=True)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tls: ssl.SSLContext | None = None
         self.port = 0
 
     # -- public API -----------------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+
+    def use_tls(self, context: ssl.SSLContext) -> FakeServer:
+        """Serve HTTPS with this server context (call before ``start``); see ``fakes.tls``."""
+        self._tls = context
+        return self
 
     def script(self, replies: Iterable[Reply]) -> None:
         with self._lock:
@@ -142,7 +149,8 @@ class FakeServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0,
+                                                                              ssl=self._tls))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
