@@ -382,3 +382,104 @@ def test_adapter_surprise_fails_over_instead_of_crashing(fakes: Any) -> None:
     ((text, events, err),) = turn((creds(fakes), RouterConfig(max_retries=0, **FAST)))
     assert err is None and text == "sane answer"
     assert attempts(events) == [("anthropic", 1), ("openai", 1)]
+
+
+class PerTenant:
+    """A credential lookup with different credentials per tenant (what the server's store does)."""
+
+    def __init__(self, by_tenant: dict[str, list[ProviderCredential]]) -> None:
+        self.by_tenant = by_tenant
+
+    async def credentials(self, tenant_id: str) -> dict[str, ProviderCredential]:
+        return {c.provider: c for c in self.by_tenant.get(tenant_id, [])}
+
+
+async def text_of(router: ProviderRouter, tenant: str) -> tuple[str, list[tuple[str, int]], BaseException | None]:
+    parts: list[str] = []
+    events: list[Any] = []
+    try:
+        async for event in router.stream(tenant, request("claude-sonnet-4-5")):
+            events.append(event)
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+    except AllProvidersFailed as exc:
+        return "".join(parts), attempts(events), exc
+    return "".join(parts), attempts(events), None
+
+
+def test_one_tenants_failing_gateway_leaves_other_tenants_circuit_closed() -> None:
+    """Tenant a's gateway answers 500s until a's breaker opens; tenant b, on its own gateway and key for the
+    same provider, keeps being served, and each sees only its own breaker, keyed without the secret."""
+    with FakeAnthropic() as gateway_a, FakeAnthropic() as gateway_b:
+        gateway_a.default = Reply.http_error(500)
+        gateway_b.default = Reply.text("b is served")
+        lookup = PerTenant({"a": [ProviderCredential("anthropic", "sk-ant-tenant-a-1111", gateway_a.base_url, "api")],
+                            "b": [ProviderCredential("anthropic", "sk-ant-tenant-b-2222", gateway_b.base_url, "api")]})
+        config = RouterConfig(max_retries=0, breaker_failure_threshold=2, breaker_cooldown_s=60, **FAST)
+
+        async def main() -> tuple[list[Any], dict[str, ProviderStatus], dict[str, ProviderStatus]]:
+            async with httpx.AsyncClient() as client:
+                router = ProviderRouter(config, client, lookup, clock=Clock())
+                results = [await text_of(router, t) for t in ("a", "b", "a", "b", "a", "b")]
+                a = {s.provider: s for s in await router.status("a")}
+                b = {s.provider: s for s in await router.status("b")}
+                return results, a, b
+
+        results, status_a, status_b = asyncio.run(main())
+    assert [r[0] for r in results[1::2]] == ["b is served"] * 3
+    assert all(isinstance(r[2], AllProvidersFailed) for r in results[0::2])
+    assert "circuit open" in results[4][2].errors[0][1]  # type: ignore[union-attr]
+    assert len(gateway_a.requests) == 2 and len(gateway_b.requests) == 3
+    assert status_a["anthropic"].state == "open" and status_a["anthropic"].consecutive_failures == 2
+    assert status_b["anthropic"].state == "closed" and status_b["anthropic"].last_error is None
+    assert status_a["anthropic"].breaker_key != status_b["anthropic"].breaker_key
+    shown = str([s.model_dump() for s in (*status_a.values(), *status_b.values())])
+    assert "sk-ant-tenant" not in shown and "1111" not in shown
+
+
+def test_tenants_sharing_the_servers_credential_share_its_breaker(fakes: Any) -> None:
+    """Tenants on the server's own credential reach one upstream: its breaker, opened by one tenant's turns,
+    is open for the other too (one upstream, one breaker)."""
+    first, second = fakes
+    first.default = Reply.http_error(503)
+    second.default = Reply.text("fallback")
+    shared = creds(fakes)
+    config = RouterConfig(max_retries=0, breaker_failure_threshold=2, breaker_cooldown_s=60, **FAST)
+
+    async def main() -> list[tuple[str, list[tuple[str, int]], BaseException | None]]:
+        async with httpx.AsyncClient() as client:
+            router = ProviderRouter(config, client, shared, clock=Clock())
+            out = [await text_of(router, t) for t in ("a", "a", "b")]
+            keys = {t: {s.provider: s.breaker_key for s in await router.status(t)} for t in ("a", "b")}
+            assert keys["a"] == keys["b"]
+            return out
+
+    results = asyncio.run(main())
+    assert results[2][1] == [("openai", 1)] and len(first.requests) == 2
+
+
+def test_tenant_url_refused_at_connection_fails_over_and_owner_is_trusted() -> None:
+    """A tenant's own credential goes through the guarded client: its loopback gateway is refused without a
+    request and the turn moves on at once (not a breaker failure); the owner's same credential is trusted."""
+    from server.providers.addresses import UrlPolicy
+    from server.providers.guarded_http import guarded_client
+
+    with FakeAnthropic() as gateway, FakeOpenAI() as server_provider:
+        gateway.default = Reply.text("from the loopback gateway")
+        server_provider.default = Reply.text("from the server's provider")
+        own = ProviderCredential("anthropic", "sk-ant-own-key-3333", gateway.base_url, "api")
+        env = ProviderCredential("openai", "sk-openai-env-4444", server_provider.v1, "env")
+        lookup = PerTenant({"t": [own, env], "owner": [own, env]})
+
+        async def main() -> list[Any]:
+            async with httpx.AsyncClient() as client, guarded_client(UrlPolicy()) as guarded:
+                router = ProviderRouter(RouterConfig(max_retries=3, **FAST), client, lookup, tenant_client=guarded,
+                                        trusted_tenants={"owner"})
+                tenant = await text_of(router, "t")
+                status = {s.provider: s for s in await router.status("t")}
+                return [tenant, status["anthropic"], await text_of(router, "owner")]
+
+        (text, tried, _), status, owner = asyncio.run(main())
+    assert text == "from the server's provider" and tried == [("anthropic", 1), ("openai", 1)]
+    assert status.consecutive_failures == 0 and status.state == "closed"
+    assert owner[0] == "from the loopback gateway" and len(gateway.requests) == 1
