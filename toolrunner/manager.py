@@ -9,7 +9,14 @@ or ``SANDBOX_DIED`` and is replaced on the next call, workspace intact. A runner
 (SIGSTOP, wedged) is found by the channel's watchdog within ``unresponsive_after_s`` of a ping: its calls fail
 with ``SANDBOX_UNRESPONSIVE``, its container is removed (it would never recover on its own, and a frozen runner
 holds the tenant's call slots) and the next call starts a fresh one. On start, ``adopt_or_reap``
-re-attaches to this server's running containers whose image hash matches and removes the rest, one at a time.
+re-attaches to this server's running containers whose image hash matches and removes the rest, one at a time;
+a re-attached runner is first told to ``reset``, which ends every call the previous server left running
+(processes included) and moves this server's frame ids past the old ones.
+
+At most ``max_live_containers`` tenants' containers run at once (``toolrunner.capacity``): at the cap the least
+recently used idle one is stopped, and with none idle a start is refused with ``SANDBOX_CAPACITY``. At most
+``max_stopped_containers`` stopped ones are kept; older ones are removed (workspaces always stay). A container
+the engine could not remove (it was down) is remembered and removed once it answers again.
 
 ``shutdown`` closes the channels and leaves the containers running, so that a restarted server adopts them
 instead of paying a cold start for every tenant; an image change or ``remove`` retires them.
@@ -21,15 +28,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
 from policies.model import Policy
 from toolrunner.attach import AttachStream, open_attach_stream
+from toolrunner.capacity import CapacityGate, Holder
 from toolrunner.channel import ChannelError, RunnerChannel
-from toolrunner.config import SandboxConfig, isolation_for, prepare_workspace, validate_tenant
+from toolrunner.config import (
+    SandboxConfig,
+    WorkspacePlan,
+    isolation_for,
+    prepare_workspace,
+    release_workspace,
+    validate_tenant,
+    workspace_info,
+)
 from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.errors import (
     SandboxError,
@@ -39,6 +55,7 @@ from toolrunner.errors import (
     TooManyCalls,
 )
 from toolrunner.protocol import PROTOCOL_VERSION, encode
+from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolError, ToolResult, error_result
 
 log = logging.getLogger(__name__)
@@ -93,6 +110,11 @@ class SandboxManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._image_id: str | None = None
+        self.capacity = CapacityGate(config.max_live_containers, retry_after_s=config.capacity_retry_after_s,
+                                     exempt=config.owner_tenant_id)
+        self._leftovers: dict[str, None] = {}  # containers to remove once the engine answers (ordered set)
+        self._sweeping = asyncio.Lock()
+        self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
 
     # ---- calls -------------------------------------------------------------------------------------
 
@@ -125,6 +147,8 @@ class SandboxManager:
                                       timed_out=True, limit="timeout")
             finally:
                 sandbox.last_used = time.monotonic()
+            plan = self._plans.get(tenant)
+            result = mark_disk_limit(plan.quota if plan else None, result, input)
             oom = False
             if (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive:
                 result, oom = await self._after_death(sandbox, result)
@@ -149,13 +173,11 @@ class SandboxManager:
         validate_tenant(tenant)
         if tenant in self._sandboxes and self._sandboxes[tenant].alive:
             return
-        task = asyncio.create_task(self._prestart(tenant), name=f"prestart-{tenant}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._prestart(tenant), f"prestart-{tenant}")
 
     async def _prestart(self, tenant: str) -> None:
         try:
-            await self._ensure(tenant)
+            await self._ensure(tenant, may_evict=False)  # speculative: never stops another tenant's container
         except SandboxError as exc:
             log.warning("prestart of %s failed: %s", tenant, exc)
 
@@ -163,7 +185,7 @@ class SandboxManager:
         """Start the tenant's container now if needed; returns its id."""
         return (await self._ensure(validate_tenant(tenant))).container_id
 
-    async def _ensure(self, tenant: str) -> _Sandbox:
+    async def _ensure(self, tenant: str, *, may_evict: bool = True) -> _Sandbox:
         sandbox = self._sandboxes.get(tenant)
         if sandbox is not None and sandbox.alive:
             return sandbox
@@ -173,23 +195,57 @@ class SandboxManager:
                 return sandbox
             if sandbox is not None:
                 await self._after_death(sandbox, None)
+                sandbox = None
             self._start_reaper()
             if self._image_id is None:
                 self._image_id = await self.backend.image_id(self.config.image)
-            stopped = self._stopped.pop(tenant, None)
-            if stopped is not None:
-                try:
-                    sandbox = await self._open(tenant, stopped, start=True)
-                except (SandboxError, ContainerGone, OSError) as exc:
-                    log.info("restarting %s's stopped container failed (%s); creating a new one", tenant, exc)
-                    await self._remove_quietly(stopped)
-            if sandbox is None or not sandbox.alive:
-                sandbox = await self._create(tenant)
-            self._sandboxes[tenant] = sandbox
+            stopped = self._stopped.pop(tenant, None)  # taken first: making room never removes our own
+            admitted = False
+            try:
+                async with self.capacity.admit(tenant, self._holders, self._evict, may_evict=may_evict):
+                    admitted = True
+                    sandbox = await self._start(tenant, stopped)
+                    self._sandboxes[tenant] = sandbox
+            finally:
+                if not admitted and stopped is not None:  # refused: it stays stopped for a later call
+                    self._stopped[tenant] = stopped
+            if self._leftovers:
+                self._spawn(self._sweep_leftovers(), "sweep-leftovers")
             return sandbox
 
+    async def _start(self, tenant: str, stopped: str | None) -> _Sandbox:
+        """Restart the tenant's stopped container, or (failing that, or with none) create a new one."""
+        if stopped is not None:
+            try:
+                return await self._open(tenant, stopped, start=True)
+            except (SandboxError, ContainerGone, OSError) as exc:
+                log.info("restarting %s's stopped container failed (%s); creating a new one", tenant, exc)
+                await self._remove_quietly(stopped)
+        return await self._create(tenant)
+
+    def _holders(self) -> list[Holder]:
+        """Tenants whose container is live now; one whose lock is held is busy (starting, stopping…)."""
+        return [Holder(t, s.last_used, bool(self._in_flight.get(t, 0)) or self._locks.setdefault(
+                    t, asyncio.Lock()).locked()) for t, s in self._sandboxes.items() if s.alive]
+
+    async def _evict(self, tenant: str) -> bool:
+        """Stop the tenant's container to free a slot, if it is still idle; True if it was stopped."""
+        sandbox = self._sandboxes.get(tenant)
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        if sandbox is None or not sandbox.alive or self._in_flight.get(tenant, 0) or lock.locked():
+            return False
+        log.info("evicting the idle sandbox of %s to make room (cap %d)", tenant, self.capacity.cap)
+        await self._stop_idle(tenant, sandbox)
+        return self._sandboxes.get(tenant) is not sandbox
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _kwargs_for(self, tenant: str, policy: Policy) -> dict[str, Any]:
-        plan = prepare_workspace(self.config, tenant)
+        plan = prepare_workspace(self.config, tenant, spec_for(policy.disk_mb, policy.disk_inodes))
+        self._plans[tenant] = plan
         labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
                   "openanalyst.server": self.config.instance_id,
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
@@ -242,6 +298,7 @@ class SandboxManager:
                                                 "caps": {}, "replayed": True}))
                 await channel.hello(5)
                 await channel.ping()
+                await self._reset(channel, container_id)
         except (ChannelError, TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             await asyncio.sleep(0.05)  # let the last stderr bytes of a crashing runner arrive
             tail = stream.stderr_tail(1000).strip()[-500:]
@@ -254,6 +311,17 @@ class SandboxManager:
             await stream.close()
             raise
         return _Sandbox(tenant, container_id, self._policy_for(tenant), stream, channel)
+
+    async def _reset(self, channel: RunnerChannel, container_id: str) -> None:
+        """End the calls a previous server left in flight before this one sends any (docs/sandbox-faults.md)."""
+        reply = await channel.reset(self.config.start_timeout_s)
+        left, cancelled = reply.get("left"), reply.get("cancelled")
+        if left != 0:
+            raise SandboxStartFailed(f"{left} call(s) of the previous server did not end within "
+                                     f"{self.config.start_timeout_s:g} s of a reset")
+        if cancelled:
+            log.warning("adopted sandbox %s: ended %s call(s) the previous server left running",
+                        container_id[:12], cancelled)
 
     async def _after_death(self, sandbox: _Sandbox, result: ToolResult | None) -> tuple[ToolResult, bool]:
         """Find out why a container died (once, shared by every call it failed) and retire it."""
@@ -307,8 +375,28 @@ class SandboxManager:
     async def _remove_quietly(self, container_id: str) -> None:
         try:
             await self.backend.remove(container_id)
-        except (SandboxError, ContainerGone) as exc:
-            log.error("could not remove container %s: %s", container_id[:12], exc)
+        except ContainerGone:
+            pass
+        except SandboxError as exc:
+            log.error("could not remove container %s (will retry): %s", container_id[:12], exc)
+            self._leftovers[container_id] = None
+        else:
+            self._leftovers.pop(container_id, None)
+
+    async def _sweep_leftovers(self) -> None:
+        """Remove, one at a time, the containers an unreachable engine kept us from removing."""
+        if self._sweeping.locked():
+            return
+        async with self._sweeping:
+            for container_id in list(self._leftovers):
+                try:
+                    await self.backend.remove(container_id)
+                except ContainerGone:
+                    pass
+                except SandboxError:
+                    return  # still unreachable: the next sweep tries again
+                self._leftovers.pop(container_id, None)
+                log.info("removed leftover container %s", container_id[:12])
 
     # ---- reaping, adoption, inspection ------------------------------------------------------------
 
@@ -320,6 +408,8 @@ class SandboxManager:
         interval = max(0.5, min(self.config.idle_timeout_s / 4, 30.0))
         while True:
             await asyncio.sleep(interval)
+            if self._leftovers:
+                await self._sweep_leftovers()
             now = time.monotonic()
             for tenant, sandbox in list(self._sandboxes.items()):
                 if self._in_flight.get(tenant, 0) or now - sandbox.last_used < self.config.idle_timeout_s:
@@ -338,9 +428,18 @@ class SandboxManager:
             sandbox.death.set_result(False)
             await sandbox.channel.close()
             await sandbox.stream.close()
-            await self.backend.stop(sandbox.container_id, grace_s=1)
+            try:
+                await self.backend.stop(sandbox.container_id, grace_s=1)
+            except ContainerGone:
+                return
+            except SandboxError:
+                self._leftovers[sandbox.container_id] = None  # not known to be stopped: never restart it
+                raise
             self._stopped[tenant] = sandbox.container_id
             log.info("stopped idle sandbox %s of %s", sandbox.container_id[:12], tenant)
+            while len(self._stopped) > self.config.max_stopped_containers:
+                oldest = next(iter(self._stopped))
+                await self._remove_quietly(self._stopped.pop(oldest))
 
     async def adopt_or_reap(self) -> dict[str, list[str]]:
         """Re-attach to this server's running, current containers; remove the others, one at a time."""
@@ -352,6 +451,15 @@ class SandboxManager:
             tenant = labels.get("openanalyst.tenant", "")
             current = (row.get("State") == "running" and tenant not in self._sandboxes
                        and labels.get("openanalyst.image_hash") == self.config.image_hash)
+            full = self.capacity.live_count(self._holders()) >= self.capacity.cap
+            if current and full and tenant != self.config.owner_tenant_id:
+                try:  # more running than the cap allows now (it was lowered): keep it stopped, not adopted
+                    await self.backend.stop(container_id, grace_s=1)
+                    self._stopped[tenant] = container_id
+                    continue
+                except (SandboxError, ContainerGone) as exc:
+                    log.warning("could not stop %s of %r beyond the cap: %s", container_id[:12], tenant, exc)
+                    current = False
             if current:
                 try:
                     validate_tenant(tenant)
@@ -379,6 +487,8 @@ class SandboxManager:
             stopped = self._stopped.pop(tenant, None)
             if stopped is not None:
                 await self._remove_quietly(stopped)
+            self._plans.pop(tenant, None)
+            await asyncio.to_thread(release_workspace, self.config, tenant)  # unmount its quota filesystem
 
     async def info(self, tenant: str) -> dict[str, Any]:
         """What the tenant's sandbox is and how much it uses now."""
@@ -391,6 +501,7 @@ class SandboxManager:
                        "default_timeout_s": policy.default_timeout_s, "max_timeout_s": policy.max_timeout_s,
                        "output_cap_bytes": policy.output_cap_bytes},
             "calls_in_flight": self._in_flight.get(tenant, 0),
+            "workspace": workspace_info(self._plans.get(tenant), spec_for(policy.disk_mb, policy.disk_inodes)),
         }
         sandbox = self._sandboxes.get(tenant)
         if sandbox is None or not sandbox.alive:
