@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     sandbox_policy: str = Field(default="default", min_length=1, description="Policy preset for tenants.")
     tenant_policies: dict[str, str] = Field(default_factory=dict, description="Per-tenant policy preset.")
     sandbox_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    sandbox_max_containers: int | None = Field(
+        default=None, ge=1, le=4096,
+        description="Tenant containers running at once (the owner's is not counted); at the cap the least "
+                    "recently used idle one is stopped, else 503 SANDBOX_CAPACITY. Default: as many as fill "
+                    "half the host's memory at the default policy's memory limit.")
+    sandbox_max_stopped_containers: int = Field(
+        default=64, ge=0, le=4096, description="Stopped containers kept for a quick restart (workspaces stay).")
     sandbox_runtime: Literal["runc", "runsc"] | None = None
     sandbox_labels: dict[str, str] = Field(default_factory=dict,
                                            description="Extra labels on sandbox containers (e.g. for tests).")

@@ -16,11 +16,11 @@ import httpx
 from policies.loader import PolicyError, policy_for
 from policies.model import Policy
 from server.audit.log import AuditLog
+from server.jsonlimits import JsonLimits
 from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
 from server.providers.guarded_http import guarded_client
 from server.providers.pricing import PriceTable
-from server.jsonlimits import JsonLimits
 from server.services import Services
 from server.sessions.agent import AgentLoop
 from server.sessions.turns import AgentTurnRunner
@@ -30,6 +30,7 @@ from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
 from server.tools.sandbox_backend import SandboxBackend
 from toolrunner import image
+from toolrunner.capacity import default_live_cap
 from toolrunner.config import SandboxConfig
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,12 @@ def check_owner_workspace(settings: Settings) -> None:
 
 
 def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
+    live = settings.sandbox_max_containers or default_live_cap(policy_for(settings.sandbox_policy).memory_mb)
     return SandboxConfig(data_dir=settings.data_dir, image=tag, owner_workspace=settings.owner_workspace,
                          owner_tenant_id=OWNER_ID, idle_timeout_s=settings.sandbox_idle_timeout_s,
-                         runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels)
+                         runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels,
+                         max_live_containers=live,
+                         max_stopped_containers=settings.sandbox_max_stopped_containers)
 
 
 def router_config(settings: Settings) -> RouterConfig:
