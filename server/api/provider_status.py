@@ -1,5 +1,9 @@
 """`GET /v1/providers/status`: each provider's breaker state, last error and latency, for the caller's
-tenant's credentials (keys never appear)."""
+tenant's credentials (keys never appear).
+
+Breakers are per upstream identity (provider, base URL, credential): a tenant sees the breaker of its own
+credential, named by ``breaker_key`` (a salted hash), never another tenant's; tenants on the server's own
+credential see the one breaker they share."""
 
 from __future__ import annotations
 
