@@ -35,6 +35,11 @@ class Policy(BaseModel):
     allowed_tools: tuple[str, ...] | None = None
     denied_tools: tuple[str, ...] = ()
     network: Literal["none", "bridge"] = "none"
+    # Workspace quota (docs/workspace-quota.md): the workspace becomes its own filesystem of this size and
+    # inode count, enforced by the kernel. None: no quota (the workspace is a plain directory of the host's
+    # disk). Without disk_inodes, one inode per 16 KiB.
+    disk_mb: int | None = Field(default=None, ge=16, le=16 * 1024 * 1024)
+    disk_inodes: int | None = Field(default=None, ge=1024, le=1 << 31)
     runtime: Literal["runc", "runsc"] | None = None
 
     @field_validator("allowed_tools", "denied_tools")
@@ -52,6 +57,8 @@ class Policy(BaseModel):
         if self.max_timeout_s < self.default_timeout_s:
             raise ValueError(f"max_timeout_s ({self.max_timeout_s}) is below default_timeout_s "
                              f"({self.default_timeout_s})")
+        if self.disk_inodes is not None and self.disk_mb is None:
+            raise ValueError("disk_inodes needs disk_mb (an inode count bounds nothing without a filesystem size)")
         if self.runtime == "runsc" and self.network != "none":
             # Measured: gVisor's sandbox networking fails on these kernels (gVisor issue #10704).
             raise ValueError("runtime 'runsc' needs network 'none'")

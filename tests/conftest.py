@@ -14,6 +14,15 @@ import docker
 import pytest
 
 from toolrunner.image import ensure_sandbox_image
+from toolrunner.quota import release_all
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_quota_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every workspace quota filesystem a test mounted is unmounted (its loop device freed) when the run ends,
+    even where a test's own teardown did not get to it."""
+    yield
+    release_all(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

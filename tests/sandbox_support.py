@@ -21,6 +21,7 @@ from policies.model import Policy
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
 from toolrunner.manager import CallOutcome, SandboxManager
+from toolrunner.quota import release_all
 
 T = TypeVar("T")
 
@@ -74,6 +75,7 @@ class Harness:
         for row in await self.manager.backend.list_managed(self.config.instance_id):
             await self.manager.backend.remove(str(row["Id"]))
         self.manager.backend.close()
+        await asyncio.to_thread(release_all, self.config.data_dir)  # quota mounts and their loop devices
 
 
 def make_config(data_dir: Path, image: str, **overrides: Any) -> SandboxConfig:

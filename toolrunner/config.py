@@ -2,7 +2,9 @@
 
 Plain pydantic (no environment reading here: ``server/settings.py`` is the only reader of the environment).
 Tenants' workspaces are ``<data_dir>/workspaces/<tenant>/``, owned by the sandbox uid:gid so the container's
-non-root user can write them; the owner's workspace is the configured directory, used as its owner's uid:gid.
+non-root user can write them, each its own quota filesystem when the policy sets one (``toolrunner.quota``);
+the owner's workspace is the configured directory, used as its owner's uid:gid (root's included: the tools
+then run as uid 0 without any capability, docs/workspace-quota.md §2), exempt from the quota by default.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import logging
 import os
 import re
 import stat
+import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolrunner.errors import InvalidTenant
+from toolrunner.quota import LoopQuota, QuotaReport, QuotaSpec, unenforced
 
 log = logging.getLogger(__name__)
 TENANT_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
@@ -53,6 +57,9 @@ class SandboxConfig(BaseModel):
     # declared unresponsive (stopped, wedged, dead behind an open stream): its calls fail with
     # SANDBOX_UNRESPONSIVE and its container is replaced.
     unresponsive_after_s: float = Field(default=30.0, gt=0)
+    # The owner's workspace is a person's own directory: exempt from the policy's disk quota unless this is set
+    # (then it too becomes a loop-mounted filesystem, its existing files moved into it).
+    owner_workspace_quota: bool = False
     # Capacity (docs/sandbox-faults.md): at most this many tenants' containers run at once (the owner's is
     # not counted, so tenants can never lock the owner out); at the cap the least recently used idle one is
     # stopped, and with none idle a new one is refused with SANDBOX_CAPACITY and this Retry-After.
@@ -101,27 +108,46 @@ class WorkspacePlan(NamedTuple):
     uid: int  # the tools' uid with isolation "shared"
     gid: int  # the tools' group, which can write the workspace
     isolation: str  # "uid": a uid per session; "shared": every session as `uid`
+    quota: QuotaReport | None = None  # None: not asked (callers that only need the path)
+    writable: bool = True  # whether the tools' uid:gid can write the workspace's top directory
 
 
-def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
-    """Create the tenant's workspace if needed and say who its tool processes run as.
+def quota_image(config: SandboxConfig, tenant: str) -> Path:
+    """Where a tenant's quota filesystem image lives: the data directory, outside every workspace."""
+    return config.data_dir.resolve() / "quota" / f"{validate_tenant(tenant)}.ext4"
+
+
+def _quota(config: SandboxConfig, tenant: str, path: Path, spec: QuotaSpec | None) -> QuotaReport:
+    if spec is None:
+        return unenforced(path, None, "the policy sets no disk quota (disk_mb)")
+    if tenant == config.owner_tenant_id and not config.owner_workspace_quota:
+        return unenforced(path, spec, "the owner's workspace is exempt (set OPENANALYST_OWNER_WORKSPACE_QUOTA=1 "
+                                      "to enforce the policy's quota on it)")
+    return LoopQuota(quota_image(config, tenant), path).ensure(spec)
+
+
+def prepare_workspace(config: SandboxConfig, tenant: str, quota: QuotaSpec | None = None) -> WorkspacePlan:
+    """Create the tenant's workspace if needed, mount its quota filesystem, and say who its tools run as.
 
     A tenant's workspace is made group-writable (``2770``) for the sandbox group, because each session runs
     as its own uid in that group. The owner's workspace is a person's directory whose files are theirs:
-    there every session runs as its owner (isolation "shared"), so the agent can edit those files.
+    there every session runs as its owner (isolation "shared"), so the agent can edit those files — root's
+    too: a root-owned directory is used as uid 0, which the runner starts without any capability.
     """
     uid, gid = config.sandbox_uid, config.sandbox_gid
     if tenant == config.owner_tenant_id:
         path = config.owner_workspace.resolve()
         path.mkdir(parents=True, exist_ok=True)
+        report = _quota(config, tenant, path, quota)
         st = path.stat()
         if st.st_uid != 0:
             # Files the agent writes stay the owner's.
-            return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant))
-        if not _writable_by(st, uid, gid):
+            return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, True)
+        writable = _writable_by(st, uid, gid)
+        if not writable:
             log.warning("owner workspace %s belongs to root and is not writable by the sandbox user %d:%d; "
                         "tools can read it but not write to it", path, uid, gid)
-        return WorkspacePlan(path, uid, gid, isolation_for(config, tenant))
+        return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, writable)
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)
@@ -129,6 +155,8 @@ def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
     st = path.lstat()
     if not path.is_dir() or path.is_symlink():
         raise InvalidTenant(f"workspace of {tenant!r} is not a plain directory")
+    report = _quota(config, tenant, path, quota)
+    st = path.lstat()  # the quota filesystem's root once mounted
     if (st.st_uid, st.st_gid) != (uid, gid):
         try:
             os.chown(path, uid, gid, follow_symlinks=False)
@@ -138,4 +166,29 @@ def prepare_workspace(config: SandboxConfig, tenant: str) -> WorkspacePlan:
     if stat.S_IMODE(path.lstat().st_mode) != 0o2770:
         # The workspace group (each session's gid) may write; others may not even look.
         os.chmod(path, 0o2770)  # noqa: S103
-    return WorkspacePlan(path, uid, gid, isolation_for(config, tenant))
+    return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, True)
+
+
+def workspace_path(config: SandboxConfig, tenant: str) -> Path:
+    """Where a tenant's workspace is, without creating anything."""
+    if tenant == config.owner_tenant_id:
+        return config.owner_workspace.resolve()
+    return config.data_dir.resolve() / "workspaces" / validate_tenant(tenant)
+
+
+def release_workspace(config: SandboxConfig, tenant: str) -> bool:
+    """Unmount the tenant's quota filesystem (its image, which holds the files, stays); True if one was."""
+    try:
+        return LoopQuota(quota_image(config, tenant), workspace_path(config, tenant)).release()
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.error("could not unmount the quota filesystem of %s: %s", tenant, exc)
+        return False
+
+
+def workspace_info(plan: WorkspacePlan | None, spec: QuotaSpec | None) -> dict[str, object]:
+    """The workspace part of ``GET /v1/sandbox``: its quota (asked, enforced, used) and whether tools can write."""
+    if plan is None or plan.quota is None:
+        quota = QuotaReport(Path("."), spec, False, None, "no container yet: the quota filesystem is mounted "
+                                                          "when the tenant's container starts").usage()
+        return {"writable": None, "quota": quota}
+    return {"writable": plan.writable, "tools_uid": plan.uid, "tools_gid": plan.gid, "quota": plan.quota.usage()}

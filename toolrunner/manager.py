@@ -37,7 +37,15 @@ from policies.model import Policy
 from toolrunner.attach import AttachStream, open_attach_stream
 from toolrunner.capacity import CapacityGate, Holder
 from toolrunner.channel import ChannelError, RunnerChannel
-from toolrunner.config import SandboxConfig, isolation_for, prepare_workspace, validate_tenant
+from toolrunner.config import (
+    SandboxConfig,
+    WorkspacePlan,
+    isolation_for,
+    prepare_workspace,
+    release_workspace,
+    validate_tenant,
+    workspace_info,
+)
 from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.errors import (
     SandboxError,
@@ -47,6 +55,7 @@ from toolrunner.errors import (
     TooManyCalls,
 )
 from toolrunner.protocol import PROTOCOL_VERSION, encode
+from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolError, ToolResult, error_result
 
 log = logging.getLogger(__name__)
@@ -105,6 +114,7 @@ class SandboxManager:
                                      exempt=config.owner_tenant_id)
         self._leftovers: dict[str, None] = {}  # containers to remove once the engine answers (ordered set)
         self._sweeping = asyncio.Lock()
+        self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
 
     # ---- calls -------------------------------------------------------------------------------------
 
@@ -137,6 +147,8 @@ class SandboxManager:
                                       timed_out=True, limit="timeout")
             finally:
                 sandbox.last_used = time.monotonic()
+            plan = self._plans.get(tenant)
+            result = mark_disk_limit(plan.quota if plan else None, result, input)
             oom = False
             if (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive:
                 result, oom = await self._after_death(sandbox, result)
@@ -232,7 +244,8 @@ class SandboxManager:
         task.add_done_callback(self._tasks.discard)
 
     def _kwargs_for(self, tenant: str, policy: Policy) -> dict[str, Any]:
-        plan = prepare_workspace(self.config, tenant)
+        plan = prepare_workspace(self.config, tenant, spec_for(policy.disk_mb, policy.disk_inodes))
+        self._plans[tenant] = plan
         labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
                   "openanalyst.server": self.config.instance_id,
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
@@ -474,6 +487,8 @@ class SandboxManager:
             stopped = self._stopped.pop(tenant, None)
             if stopped is not None:
                 await self._remove_quietly(stopped)
+            self._plans.pop(tenant, None)
+            await asyncio.to_thread(release_workspace, self.config, tenant)  # unmount its quota filesystem
 
     async def info(self, tenant: str) -> dict[str, Any]:
         """What the tenant's sandbox is and how much it uses now."""
@@ -486,6 +501,7 @@ class SandboxManager:
                        "default_timeout_s": policy.default_timeout_s, "max_timeout_s": policy.max_timeout_s,
                        "output_cap_bytes": policy.output_cap_bytes},
             "calls_in_flight": self._in_flight.get(tenant, 0),
+            "workspace": workspace_info(self._plans.get(tenant), spec_for(policy.disk_mb, policy.disk_inodes)),
         }
         sandbox = self._sandboxes.get(tenant)
         if sandbox is None or not sandbox.alive:

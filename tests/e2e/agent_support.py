@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from toolrunner.quota import release_all
+
 SANDBOX_UID = 1000
 TEST_KEY = "sk-ant-test-0123456789abcdefSECRET"
 
@@ -70,3 +72,4 @@ def remove_server_containers(docker_client: Any, data_dir: Path) -> None:
     label = f"openanalyst.server={server_label(data_dir)}"
     for container in docker_client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)
+    release_all(data_dir)  # the tenants' quota filesystems: unmounted, their loop devices freed

@@ -1,0 +1,168 @@
+"""Workspace quotas against the real engine and kernel: a loop-mounted ext4 image per tenant workspace stops a
+writer at its size and inode count, the host names ``limit: "disk"`` from its own statvfs, the tenant recovers
+after deleting, a restarted manager reuses the mount (and grows it), and removal frees the loop device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_support import Harness, make_config
+
+from policies.loader import policy_for
+from policies.model import Policy
+from toolrunner.config import quota_image
+from toolrunner.mounts import loop_backing_file, mounted_at, mounts
+from toolrunner.quota import release_all
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
+
+
+def tiny(disk_mb: int = 24, inodes: int = 2048) -> Policy:
+    return Policy.model_validate({**policy_for("ci").model_dump(), "name": f"disk{disk_mb}",
+                                  "disk_mb": disk_mb, "disk_inodes": inodes})
+
+
+def loops_of(image: Path) -> list[str]:
+    """The loop devices backed by ``image`` (``losetup -j``), as the kernel lists them."""
+    out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True, check=True).stdout
+    return [line.split(":", 1)[0] for line in out.splitlines() if line.strip()]
+
+
+def mounts_at(point: Path) -> int:
+    return sum(1 for m in mounts() if m.point == point)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def harness_factory(sandbox_image: str, data_dir: Path) -> Iterator[Any]:
+    """Managers for one test, closed at its end; then no quota mount or loop device of the test may be left
+    (the teardown releases what it finds, so a failure here leaks nothing either)."""
+    made: list[Harness] = []
+
+    def make(data: Path, policies: dict[str, Policy] | None = None, **overrides: Any) -> Harness:
+        made.append(Harness(make_config(data, sandbox_image, **overrides), policies))
+        return made[-1]
+
+    yield make
+    for h in reversed(made):
+        h.close()
+    leftover = release_all(data_dir)
+    images = list(data_dir.rglob("quota/*.ext4"))
+    assert leftover == [] and all(loops_of(i) == [] for i in images), f"quota mounts left behind: {leftover}"
+
+
+def test_writer_stopped_at_limit_names_disk_and_recovers(harness_factory: Any, data_dir: Path) -> None:
+    """A 24 MiB workspace: `dd` of 100 MiB stops with ENOSPC and the host says limit "disk"; after deleting,
+    the same tenant writes again and the result names no limit; the sandbox's own text decides nothing."""
+    h = harness_factory(data_dir, policies={"qa": tiny()})
+    out = h.bash("qa", "dd if=/dev/zero of=big bs=1M count=100 2>&1; echo rc=$?").result
+    assert "No space left on device" in out.output and out.limit == "disk", out
+    workspace = data_dir / "workspaces" / "qa"
+    st = os.statvfs(workspace)
+    assert st.f_blocks * st.f_frsize <= 24 * 1024 * 1024  # the host's own view of the bound
+    assert (workspace / "big").stat().st_size < 24 * 1024 * 1024
+    info = h.run(h.manager.info("qa"))["workspace"]
+    assert info["quota"]["enforced"] is True and info["quota"]["inodes"] >= 2048
+    assert info["quota"]["used_bytes"] > 16 * 1024 * 1024 and info["writable"] is True
+
+    again = h.bash("qa", "rm big && dd if=/dev/zero of=small bs=1M count=8 2>&1 && echo wrote").result
+    assert "wrote" in again.output and again.exit_code == 0 and again.limit is None, again
+    lie = h.bash("qa", "echo 'No space left on device'; exit 1").result
+    assert lie.limit is None and lie.exit_code == 1
+
+
+def test_inode_limit_and_write_file(harness_factory: Any, data_dir: Path) -> None:
+    """Creating files until the inode table is used up stops with limit "disk"; write_file into a full
+    workspace fails with RESOURCE_LIMIT and limit "disk"; both recover once files are removed."""
+    h = harness_factory(data_dir, policies={"qi": tiny(24, 1024)})
+    many = h.bash("qi", "mkdir d; i=0; while : > d/f$i 2>/dev/null; do i=$((i+1)); done; echo made=$i").result
+    made = int(many.output.strip().rsplit("made=", 1)[1])
+    assert 900 <= made <= 1100 and many.limit == "disk", many
+    full = h.call("qi", "write_file", {"path": "note.txt", "content": "hello"}).result
+    assert full.error is not None and full.error.code == "RESOURCE_LIMIT" and full.limit == "disk", full
+    assert h.bash("qi", "rm -r d").result.exit_code == 0
+    ok = h.call("qi", "write_file", {"path": "note.txt", "content": "hello"}).result
+    assert ok.error is None and ok.limit is None
+
+    # Fill the blocks, then ask write_file for more than is left: the host's statvfs names the disk.
+    h.bash("qi", "dd if=/dev/zero of=fill bs=1M count=100 2>/dev/null; rm -f note.txt")
+    big = h.call("qi", "write_file", {"path": "more.txt", "content": "y" * (3 * 1024 * 1024)}).result
+    assert big.error is not None and big.error.code == "RESOURCE_LIMIT" and big.limit == "disk", big
+
+
+def test_restart_reuses_mount_grows_it_and_remove_frees_loop(harness_factory: Any, data_dir: Path) -> None:
+    """A second manager on the same data directory finds the mounted image instead of stacking another and
+    keeps the files; a policy that grew is applied (online where the kernel lets root resize, else when the
+    sandbox is next removed); removing the sandbox unmounts and frees the loop device, and the next call
+    mounts the same image again, grown, with the files in it."""
+    first = harness_factory(data_dir, policies={"qr": tiny(24)})
+    assert first.bash("qr", "echo kept > kept.txt").result.exit_code == 0
+    workspace = data_dir / "workspaces" / "qr"
+    image = quota_image(first.config, "qr")
+    assert mounts_at(workspace) == 1 and len(loops_of(image)) == 1
+    first.run(first.manager.shutdown())  # a server stop: containers and mounts stay for the next one
+
+    second = harness_factory(data_dir, policies={"qr": tiny(48)}, server_id=first.config.server_id)
+    adopted = second.run(second.manager.adopt_or_reap())
+    assert len(adopted["adopted"]) == 1
+    assert mounts_at(workspace) == 1 and len(loops_of(image)) == 1  # found, not stacked
+    assert second.bash("qr", "cat kept.txt").result.output == "kept\n"
+    quota = second.run(second.manager.info("qr"))["workspace"]["quota"]
+    assert quota["enforced"] is True
+    assert quota["bytes"] > 40 * 1024 * 1024 or "grows when the tenant's sandbox is next removed" in quota["reason"]
+
+    second.run(second.manager.remove("qr"))
+    assert mounted_at(workspace) is None and loops_of(image) == [] and image.exists()
+    back = second.bash("qr", "cat kept.txt; df -k --output=size /workspace | tail -1").result
+    assert back.output.startswith("kept\n") and int(back.output.split()[-1]) > 40 * 1024, back
+    assert mounts_at(workspace) == 1 and len(loops_of(image)) == 1
+    assert loop_backing_file(mounted_at(workspace).source) == image  # type: ignore[union-attr]
+
+
+def test_existing_files_move_in_and_foreign_mount_is_not_stacked(harness_factory: Any, data_dir: Path) -> None:
+    """Files a workspace had before its quota count against it (moved into the image); a workspace that is
+    already another mount is left alone and reported as not enforced, with the reason, and still works."""
+    old = data_dir / "workspaces" / "qm"
+    old.mkdir(parents=True)
+    (old / "before.txt").write_text("from before the quota\n")
+    h = harness_factory(data_dir, policies={"qm": tiny(), "qf": tiny()})
+    assert h.bash("qm", "cat before.txt").result.output == "from before the quota\n"
+    assert mounts_at(old) == 1
+
+    foreign = data_dir / "workspaces" / "qf"
+    foreign.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(foreign)], check=True)
+    try:
+        assert h.bash("qf", "echo ok").result.output == "ok\n"
+        quota = h.run(h.manager.info("qf"))["workspace"]["quota"]
+        assert quota["enforced"] is False and "already a mount point" in quota["reason"]
+        assert mounts_at(foreign) == 1
+        h.run(h.manager.remove("qf"))
+        assert mounts_at(foreign) == 1  # not ours: never unmounted by the quota code
+    finally:
+        subprocess.run(["umount", str(foreign)], check=True)
+
+
+def test_owner_workspace_exempt_by_default(harness_factory: Any, data_dir: Path) -> None:
+    """The owner's workspace (a person's directory) gets no quota filesystem unless the setting asks."""
+    h = harness_factory(data_dir, policies={"owner": tiny()})
+    os.chown(h.config.owner_workspace, 1000, 1000)  # a person's directory (uid 1000), not root's
+    assert h.bash("owner", "echo hi > hi.txt").result.exit_code == 0
+    assert mounted_at(h.config.owner_workspace.resolve()) is None
+    quota = h.run(h.manager.info("owner"))["workspace"]["quota"]
+    assert quota["enforced"] is False and "exempt" in quota["reason"]
+
+    opted = harness_factory(data_dir / "opted", policies={"owner": tiny()}, owner_workspace_quota=True)
+    os.chown(opted.config.owner_workspace, 1000, 1000)
+    out = opted.bash("owner", "dd if=/dev/zero of=big bs=1M count=100 2>&1").result
+    assert out.limit == "disk" and mounts_at(opted.config.owner_workspace.resolve()) == 1
+    assert opted.config.owner_workspace.stat().st_uid == 1000  # the filesystem's root is still the person's
