@@ -1,5 +1,6 @@
-"""The caller's tool audit log: list it, export it (JSON Lines, streamed), verify its chain, and fetch the
-tenant's own key to check an export offline (``openanalyst audit verify EXPORT --key KEYFILE``).
+"""The caller's tool audit log: list it, export it (JSON Lines, streamed), verify its chain, fetch the
+server's PUBLIC key to check an export offline (``openanalyst audit verify EXPORT --public-key KEYFILE``),
+list its signed checkpoints and get an inclusion proof of one record.
 
 Always scoped to the calling tenant. Times in filters are RFC 3339 (with an offset or ``Z``) or epoch seconds;
 anything else is a 422 ``INVALID_TIMESTAMP``.
@@ -17,7 +18,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from server.audit.db import AuditFilter
 from server.audit.log import AuditLog
 from server.audit.records import DECISIONS, PHASES
-from server.errors import ServiceUnavailable, Unprocessable
+from server.errors import NotFound, ServiceUnavailable, Unprocessable
 from server.tenancy import TenantDep
 
 router = APIRouter(tags=["audit"])
@@ -108,9 +109,40 @@ async def verify_audit(tenant: TenantDep, request: Request) -> dict[str, Any]:
     return await _audit_log(request).verify(tenant.id)
 
 
-@router.get("/v1/audit/key", response_class=PlainTextResponse)
-async def tenant_key(tenant: TenantDep, request: Request) -> PlainTextResponse:
-    """The tenant's audit key file: it checks this tenant's export heads only, never another tenant's."""
-    text = _audit_log(request).tenant_key_file(tenant.id)
-    return PlainTextResponse(text, headers={"Content-Disposition": f'attachment; filename="{tenant.id}.audit.key"',
-                                            "Cache-Control": "no-store"})
+@router.get("/v1/audit/key")
+async def public_key(tenant: TenantDep, request: Request) -> dict[str, str]:
+    """The server's Ed25519 public key (raw base64, PEM, vkey), its key id, and this tenant's log origin.
+
+    Never a secret: it verifies heads and checkpoints and cannot sign them."""
+    return _audit_log(request).key_info(tenant.id)
+
+
+@router.get("/v1/audit/checkpoints")
+async def list_checkpoints(tenant: TenantDep, request: Request,
+                           page: Annotated[int, Query(ge=1, le=10**6)] = 1,
+                           per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> dict[str, Any]:
+    """The tenant's signed checkpoints, newest first; each ``note`` is the C2SP signed note."""
+    rows, total = await _audit_log(request).checkpoints(tenant.id, page=page, per_page=per_page)
+    return {"data": rows, "meta": {"page": page, "per_page": per_page, "total": total,
+                                   "total_pages": math.ceil(total / per_page)}}
+
+
+@router.get("/v1/audit/checkpoints/latest", response_model=None)
+async def latest_checkpoint(tenant: TenantDep, request: Request,
+                            format: Annotated[str, Query(pattern="^(json|note)$")] = "json",
+                            ) -> dict[str, Any] | PlainTextResponse:
+    """The newest checkpoint; ``?format=note`` answers the signed note alone, as text."""
+    rows, _ = await _audit_log(request).checkpoints(tenant.id, page=1, per_page=1)
+    if not rows:
+        raise NotFound("NO_CHECKPOINT", "no checkpoint yet: one is written every N records or T seconds")
+    if format == "note":
+        return PlainTextResponse(rows[0]["note"], headers={"Cache-Control": "no-store"})
+    return rows[0]
+
+
+@router.get("/v1/audit/proof")
+async def inclusion_proof(tenant: TenantDep, request: Request, seq: Annotated[int, Query(ge=1, le=2**62)],
+                          tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> dict[str, Any]:
+    """An RFC 6962 inclusion proof of record ``seq`` in a signed checkpoint (the latest by default), for
+    ``openanalyst audit verify --proof FILE --public-key KEY``."""
+    return await _audit_log(request).proof(tenant.id, seq, tree_size)

@@ -18,7 +18,7 @@ from typing import Any
 
 from server.audit.records import utc_timestamp
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, session_id TEXT, call_id TEXT,
@@ -28,8 +28,13 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_session ON records (tenant, session_id, seq);
 CREATE INDEX IF NOT EXISTS records_by_tool ON records (tenant, tool, seq);
 CREATE INDEX IF NOT EXISTS records_by_ts ON records (tenant, ts);
+CREATE INDEX IF NOT EXISTS records_by_call ON records (tenant, call_id, phase);
 CREATE TABLE IF NOT EXISTS heads (
     tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tenant TEXT NOT NULL, size INTEGER NOT NULL, root TEXT NOT NULL, note TEXT NOT NULL,
+    created_at TEXT NOT NULL, UNIQUE (tenant, size)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -39,6 +44,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, detected_at TEXT NOT NULL, detail TEXT NOT NULL
 );
 """
+# Added in schema 2 (log format v2): how the head is signed, the Merkle root it signs, and the tree frontier.
+HEAD_COLUMNS = {"alg": "TEXT NOT NULL DEFAULT 'HMAC-SHA256'", "root": "TEXT NOT NULL DEFAULT ''",
+                "frontier": "TEXT NOT NULL DEFAULT ''"}
 COLUMNS = ("seq", "ts", "session_id", "call_id", "phase", "tool", "decision", "hash")
 BATCH = 200  # rows are at most ~35 KiB, so a batch stays under ~7 MiB
 
@@ -101,18 +109,80 @@ def connect(path: Path, *, synchronous: str = "FULL", readonly: bool = False) ->
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                     (str(SCHEMA_VERSION),))
+        have = {str(row[1]) for row in conn.execute("PRAGMA table_info(heads)")}
+        for name, decl in HEAD_COLUMNS.items():
+            if name not in have:  # a schema-1 database: its heads stay HMAC until recovery re-signs them
+                conn.execute(f"ALTER TABLE heads ADD COLUMN {name} {decl}")
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) "
+                     "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
     return conn
 
 
-def read_heads(conn: sqlite3.Connection) -> dict[str, tuple[int, str, str]]:
-    return {t: (s, h, m) for t, s, h, m in conn.execute("SELECT tenant, seq, hash, mac FROM heads")}
+@dataclass(frozen=True)
+class Head:
+    """A stored signed head; ``mac`` is base64 Ed25519 when ``alg`` is Ed25519, hex HMAC for format v1."""
+
+    tenant: str
+    seq: int
+    hash: str
+    mac: str
+    alg: str
+    root: str
+    frontier: str
 
 
-def read_head(conn: sqlite3.Connection, tenant: str) -> tuple[int, str, str] | None:
-    row = conn.execute("SELECT seq, hash, mac FROM heads WHERE tenant = ?", (tenant,)).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+_HEAD = "SELECT tenant, seq, hash, mac, alg, root, frontier FROM heads"
+
+
+def read_heads(conn: sqlite3.Connection) -> dict[str, Head]:
+    return {str(row[0]): Head(str(row[0]), int(row[1]), *map(str, row[2:])) for row in conn.execute(_HEAD)}
+
+
+def read_head(conn: sqlite3.Connection, tenant: str) -> Head | None:
+    row = conn.execute(_HEAD + " WHERE tenant = ?", (tenant,)).fetchone()
+    return None if row is None else Head(str(row[0]), int(row[1]), *map(str, row[2:]))
+
+
+def write_heads(conn: sqlite3.Connection, heads: list[Head]) -> None:
+    conn.executemany(
+        "INSERT INTO heads (tenant, seq, hash, mac, alg, root, frontier) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, "
+        "alg = excluded.alg, root = excluded.root, frontier = excluded.frontier",
+        [(h.tenant, h.seq, h.hash, h.mac, h.alg, h.root, h.frontier) for h in heads])
+
+
+def record_hashes(conn: sqlite3.Connection, tenant: str, upto: int) -> Iterator[tuple[int, str]]:
+    """``(seq, hash)`` of the tenant's records with seq <= ``upto``, in order (for Merkle trees and proofs)."""
+    yield from ((int(s), str(h)) for s, h in iter_rows(conn, tenant, AuditFilter(), max_seq=upto,
+                                                       columns="seq, hash"))
+
+
+def last_checkpoints(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each tenant's latest checkpoint size."""
+    return {str(t): int(s) for t, s in conn.execute("SELECT tenant, MAX(size) FROM checkpoints GROUP BY tenant")}
+
+
+def checkpoints(conn: sqlite3.Connection, tenant: str, *, limit: int, offset: int = 0,
+                size: int | None = None, after: int | None = None) -> list[dict[str, Any]]:
+    """Checkpoints newest first (or the one at ``size``, or those after ``after`` oldest first)."""
+    sql = "SELECT size, root, note, created_at FROM checkpoints WHERE tenant = ?"
+    params: list[Any] = [tenant]
+    if size is not None:
+        sql, params = sql + " AND size = ?", [*params, size]
+    if after is not None:
+        sql, params = sql + " AND size > ? ORDER BY size", [*params, after]
+    else:
+        sql += " ORDER BY size DESC"
+    rows = conn.execute(sql + " LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+    return [{"tree_size": int(s), "root_hash": str(r), "note": str(n), "created_at": str(c)} for s, r, n, c in rows]
+
+
+def count_checkpoints(conn: sqlite3.Connection, tenant: str) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM checkpoints WHERE tenant = ?", (tenant,)).fetchone()[0])
+
+
+def checkpoint_tenants(conn: sqlite3.Connection) -> list[str]:
+    return [str(t) for (t,) in conn.execute("SELECT DISTINCT tenant FROM checkpoints ORDER BY tenant")]
 
 
 def last_records(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:

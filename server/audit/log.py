@@ -1,9 +1,11 @@
 """``AuditLog``: the tool audit log's public face — write ``started``/``finished`` records, query, export,
 verify.
 
-Its own SQLite file ``<data_dir>/audit.db`` (WAL, mode 0600) and key ``<data_dir>/audit.key`` (0600); never
-mounted into a container. Writes go through the single writer thread (``writer.py``) and return once the
-record is committed; reads use short-lived read-only connections in worker threads.
+Its own SQLite file ``<data_dir>/audit.db`` (WAL, mode 0600) and Ed25519 key ``<data_dir>/audit-signing.key``
+(0600); neither is ever mounted into a container. ``<data_dir>/audit.key`` (the format-v1 HMAC key) is only
+read, if present, to carry an old database's heads over to Ed25519. Writes go through the single writer
+thread (``writer.py``) and return once the record is committed;
+reads use short-lived read-only connections in worker threads.
 
 Durability: with the default ``synchronous="NORMAL"`` (WAL) a record is on disk in the WAL when its await
 returns, so it survives the server being killed; a power cut may lose the last commits (never half of one:
@@ -21,14 +23,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from server.audit import db, export
+from server.audit import db, export, proofs
 from server.audit.db import AuditFilter
-from server.audit.keys import load_or_create_key, tenant_key_file
+from server.audit.keys import load_key
+from server.audit.note import origin_for
+from server.audit.publish import PublishConfig, Publisher
 from server.audit.records import OUTPUT_CAP, finished_draft, started_draft
+from server.audit.signing import PublicKey, SigningKey, load_or_create
 from server.audit.verify import ChainVerifier, Verdict
-from server.audit.writer import AuditWriteError, Writer
+from server.audit.writer import AuditWriteError, CheckpointPolicy, Writer
 
-__all__ = ["AuditFilter", "AuditLog", "AuditWriteError"]
+__all__ = ["AuditFilter", "AuditLog", "AuditWriteError", "CheckpointPolicy", "PublishConfig"]
 
 Records = list[dict[str, Any]]
 # Above this much output, hashing and capping move off the event loop.
@@ -48,13 +53,19 @@ def _as_mapping(result: Any) -> Mapping[str, Any]:
 class AuditLog:
     """Hash-chained, per-tenant tool audit log with a signed head per tenant."""
 
-    def __init__(self, path: Path, *, key_path: Path | None = None,
-                 synchronous: Literal["FULL", "NORMAL"] = "NORMAL") -> None:
+    def __init__(self, path: Path, *, key_path: Path | None = None, signing_key_path: Path | None = None,
+                 key_name: str = "openanalyst-audit", synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
+                 checkpoints: CheckpointPolicy | None = None, publish: PublishConfig | None = None) -> None:
         self.path = Path(path)
-        self.key_path = key_path or self.path.with_name("audit.key")
+        self.key_path = key_path or self.path.with_name("audit.key")  # v1 HMAC key: read if present
+        self.signing_key_path = signing_key_path or self.path.with_name("audit-signing.key")
+        self._key_name = key_name
         self._synchronous = synchronous
-        self._key = b""
+        self._checkpoints = checkpoints or CheckpointPolicy()
+        self._publish = publish or PublishConfig()
+        self._signing: SigningKey | None = None
         self._writer: Writer | None = None
+        self._publisher: Publisher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -66,17 +77,39 @@ class AuditLog:
         if self._writer is not None:  # already open: a second writer would break the one-writer rule
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._key = load_or_create_key(self.key_path)
+        self._signing = load_or_create(self.signing_key_path, self._key_name)
+        legacy = load_key(self.key_path) if self.key_path.exists() else None
         db.create_file(self.path)
-        writer = Writer(self.path, self._key, synchronous=self._synchronous)
+        publisher = Publisher(self._publish, lambda: db.connect(self.path, readonly=True),
+                              self.path.with_name("audit-published.json"))
+        writer = Writer(self.path, self._signing, legacy_key=legacy, synchronous=self._synchronous,
+                        checkpoints=self._checkpoints, on_checkpoint=publisher.wake)
         writer.start()
-        self._writer = writer
+        publisher.start()
+        self._writer, self._publisher = writer, publisher
 
     async def close(self) -> None:
-        """Write everything already submitted, then stop the writer."""
+        """Write everything already submitted, then stop the writer and the publisher."""
         writer, self._writer = self._writer, None
+        publisher, self._publisher = self._publisher, None
         if writer is not None:
             await asyncio.to_thread(writer.stop)
+        if publisher is not None:
+            await asyncio.to_thread(publisher.stop)
+
+    def _signing_key(self) -> SigningKey:
+        if self._signing is None:
+            raise AuditWriteError("the audit log is not open")
+        return self._signing
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The key that verifies every head and checkpoint; safe to hand to anyone."""
+        return self._signing_key().public
+
+    def key_info(self, tenant_id: str) -> dict[str, str]:
+        """What ``GET /v1/audit/key`` answers: the public key in its forms and this tenant's log origin."""
+        return self.public_key.describe() | {"origin": origin_for(self.public_key.name, tenant_id)}
 
     @property
     def warnings(self) -> list[str]:
@@ -154,13 +187,33 @@ class AuditLog:
         """The tenant's export as JSON lines (a blocking iterator: run it in a thread, as Starlette does)."""
         if self._writer is None:
             raise AuditWriteError("the audit log is not open")
-        return export.iter_export(self._connect, self._key, tenant_id, filters)
+        return export.iter_export(self._connect, self._signing_key(), tenant_id, filters)
 
-    def tenant_key_file(self, tenant_id: str) -> str:
-        """The key file with which ``tenant_id`` can check its exports' heads offline (and no one else's)."""
-        if self._writer is None:
-            raise AuditWriteError("the audit log is not open")
-        return tenant_key_file(self._key, tenant_id)
+    async def checkpoints(self, tenant_id: str, *, page: int = 1,
+                          per_page: int = 20) -> tuple[Records, int]:
+        """The tenant's checkpoints, newest first, and how many there are."""
+        def run() -> tuple[Records, int]:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN")
+                rows = db.checkpoints(conn, tenant_id, limit=per_page, offset=(max(page, 1) - 1) * per_page)
+                return rows, db.count_checkpoints(conn, tenant_id)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def proof(self, tenant_id: str, seq: int, tree_size: int | None = None) -> dict[str, Any]:
+        """An inclusion proof of record ``seq`` in a signed checkpoint (``proofs.inclusion``)."""
+        def run() -> dict[str, Any]:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN")
+                return proofs.inclusion(conn, tenant_id, seq, tree_size)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     async def verify(self, tenant_id: str) -> dict[str, Any]:
         """Check the tenant's chain and its signed head: ``{"ok", "records", "first_bad_seq", "reason"}``."""
@@ -183,12 +236,11 @@ class AuditLog:
             incident = db.first_incident(conn, tenant_id)
         finally:
             conn.close()
-        head_obj = None if head is None else {"tenant": tenant_id, "seq": head[0], "hash": head[1],
-                                              "mac": head[2]}
+        head_obj = None if head is None else export.head_object(head, self.public_key, filtered=False)
         if head_obj is None and verifier.records == 0:
             verdict = Verdict(ok=True, records=0, tail_authenticated=True)
         else:
-            verdict = verifier.finish(head_obj, self._key)
+            verdict = verifier.finish(head_obj, self.public_key)
         if incident is not None and (verdict.first_bad_seq is None or incident[0] < verdict.first_bad_seq):
             verdict.ok, verdict.tail_authenticated = False, False
             verdict.first_bad_seq, verdict.reason = incident[0], f"incident recorded at open: {incident[1]}"

@@ -1,4 +1,5 @@
-"""The audit record (format v1) and its canonical hashing — the one definition offline verifiers reimplement.
+"""The audit record (format v1, unchanged in log format v2) and its canonical hashing — the one definition
+offline verifiers reimplement.
 
 Standard library only: ``server.audit.verify`` and ``server.audit.cli`` import this module and must run where
 the server is not installed. The format is described for reimplementers in ``server/audit/FORMAT.md``.
@@ -8,8 +9,10 @@ the server is not installed. The format is described for reimplementers in ``ser
 - ``hash = sha256(canonical_json(record without the "hash" key)).hexdigest()``.
 - A tenant's records form a chain: ``prev_hash`` of seq 1 is ``genesis_hash(tenant)``
   = ``sha256("openanalyst-audit-v1:genesis:" + tenant)``, and of seq n > 1 the ``hash`` of seq n-1.
-- The head (last seq, last hash) is signed with the tenant's key, derived from the server key:
-  ``tenant_key = HMAC-SHA256(server_key, "openanalyst-audit-v1:tenant-key:" + tenant)`` and
+- Log format v2: the head (last seq, last hash, Merkle root) is signed with the server's Ed25519 key over
+  ``canonical_json({"type": "head", "v": 2, "tenant", "seq", "hash", "root"})`` (``head_message_v2``).
+- Log format v1 (read only, for old exports and for upgrading an old database): the head was an HMAC under the
+  tenant's key, ``tenant_key = HMAC-SHA256(server_key, "openanalyst-audit-v1:tenant-key:" + tenant)`` and
   ``mac = HMAC-SHA256(tenant_key, canonical_json({"type": "head", "v": 1, "tenant", "seq", "hash"}))`` in hex.
 """
 
@@ -23,7 +26,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of a record: unchanged since v1
+LOG_VERSION = 2  # of the head, the export and the checkpoints: Ed25519, see FORMAT.md
 ZERO_HASH = "0" * 64
 INPUT_CAP = 16 * 1024
 OUTPUT_CAP = 16 * 1024
@@ -65,6 +69,12 @@ def genesis_hash(tenant: str) -> str:
 def head_message(tenant: str, seq: int, last_hash: str) -> bytes:
     return canonical_json({"type": "head", "v": FORMAT_VERSION, "tenant": tenant, "seq": seq,
                            "hash": last_hash})
+
+
+def head_message_v2(tenant: str, seq: int, last_hash: str, root_b64: str) -> bytes:
+    """What the server's Ed25519 key signs for a tenant's head (log format v2)."""
+    return canonical_json({"type": "head", "v": LOG_VERSION, "tenant": tenant, "seq": seq, "hash": last_hash,
+                           "root": root_b64})
 
 
 def tenant_key(server_key: bytes, tenant: str) -> bytes:

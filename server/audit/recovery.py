@@ -1,5 +1,5 @@
-"""At open: check each tenant's records against its signed head, decide where its chain continues, and
-write down what does not add up as an incident, so that no later write can seal over it.
+"""At open: check each tenant's records against its signed head, decide where its chain (and Merkle tree)
+continues, and write down what does not add up as an incident, so that no later write can seal over it.
 
 The signed head is the only thing the server trusts. A tenant's chain continues after its valid head, so a
 removed tail stays a visible gap. Records found beyond the head cannot have come from this server (records and
@@ -7,27 +7,77 @@ head commit together): they are moved to the ``quarantine`` table, freeing their
 the first of them. A tenant whose head is missing or does not verify (key lost or head forged) continues after
 its stored records, with an incident saying its tail up to there is unauthenticated. ``AuditLog.verify``
 reports incidents as failures at their seq.
+
+A format-v1 head (HMAC under ``audit.key``) that still verifies is re-signed with the Ed25519 key: the upgrade
+keeps old chains going. The Merkle frontier is taken from the head row when it matches the signed root, and
+otherwise rebuilt from the stored record hashes (once, O(n)).
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import sqlite3
 from dataclasses import dataclass, field
 
 from server.audit import db
-from server.audit.records import head_mac, utc_timestamp
+from server.audit.merkle import Frontier, leaf_hash
+from server.audit.records import ZERO_HASH, head_mac, head_message_v2, utc_timestamp
+from server.audit.records import genesis_hash as _genesis
+from server.audit.signing import ALGORITHM, SigningKey
+
+
+@dataclass
+class ChainState:
+    """Where a tenant's chain continues: the last seq and hash, and the tree over seqs 1..seq."""
+
+    seq: int
+    hash: str
+    frontier: Frontier
 
 
 @dataclass
 class Reconciled:
     """Where each tenant's chain continues, and the problems found (already recorded as incidents)."""
 
-    state: dict[str, tuple[int, str]] = field(default_factory=dict)
+    state: dict[str, ChainState] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    upgraded: list[str] = field(default_factory=list)
 
 
-def reconcile(conn: sqlite3.Connection, key: bytes) -> Reconciled:
+def sign_head(key: SigningKey, tenant: str, state: ChainState) -> db.Head:
+    root = base64.b64encode(state.frontier.root()).decode("ascii")
+    sig = key.sign(head_message_v2(tenant, state.seq, state.hash, root))
+    return db.Head(tenant, state.seq, state.hash, base64.b64encode(sig).decode("ascii"), ALGORITHM, root,
+                   state.frontier.encode())
+
+
+def head_is_valid(head: db.Head, key: SigningKey, legacy_key: bytes | None) -> bool:
+    if head.alg == ALGORITHM:
+        try:
+            sig = base64.b64decode(head.mac, validate=True)
+        except ValueError:
+            return False
+        return key.public.verify(sig, head_message_v2(head.tenant, head.seq, head.hash, head.root))
+    if legacy_key is None:
+        return False
+    return hmac.compare_digest(head.mac, head_mac(legacy_key, head.tenant, head.seq, head.hash))
+
+
+def rebuild_frontier(conn: sqlite3.Connection, tenant: str, upto: int) -> Frontier:
+    """The tree over seqs 1..upto from stored hashes; a missing record counts as a zero leaf (and is an
+    incident already), so leaf ``i`` stays the record with seq ``i + 1``."""
+    frontier = Frontier()
+    for seq, record_hash in db.record_hashes(conn, tenant, upto):
+        while frontier.size < seq - 1:
+            frontier.append(leaf_hash(ZERO_HASH))
+        frontier.append(leaf_hash(record_hash))
+    while frontier.size < upto:
+        frontier.append(leaf_hash(ZERO_HASH))
+    return frontier
+
+
+def reconcile(conn: sqlite3.Connection, key: SigningKey, legacy_key: bytes | None = None) -> Reconciled:
     """One transaction: compare heads with records, quarantine records past a head, record incidents."""
     out = Reconciled()
     conn.execute("BEGIN IMMEDIATE")
@@ -35,7 +85,7 @@ def reconcile(conn: sqlite3.Connection, key: bytes) -> Reconciled:
         heads = db.read_heads(conn)
         tails = db.last_records(conn)
         for tenant in sorted(set(heads) | set(tails)):
-            _one(conn, key, tenant, heads.get(tenant), tails.get(tenant), out)
+            _one(conn, key, legacy_key, tenant, heads.get(tenant), tails.get(tenant), out)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -43,19 +93,39 @@ def reconcile(conn: sqlite3.Connection, key: bytes) -> Reconciled:
     return out
 
 
-def _one(conn: sqlite3.Connection, key: bytes, tenant: str, head: tuple[int, str, str] | None,
-         tail: tuple[int, str] | None, out: Reconciled) -> None:
+def _stored_frontier(head: db.Head) -> Frontier | None:
+    if head.alg != ALGORITHM or not head.frontier:
+        return None
+    try:
+        frontier = Frontier.decode(head.seq, head.frontier)
+    except ValueError:
+        return None
+    return frontier if base64.b64encode(frontier.root()).decode("ascii") == head.root else None
+
+
+def _one(conn: sqlite3.Connection, key: SigningKey, legacy_key: bytes | None, tenant: str,
+         head: db.Head | None, tail: tuple[int, str] | None, out: Reconciled) -> None:
     last_seq, last_hash = tail or (0, "")
-    if head is None or not hmac.compare_digest(head[2], head_mac(key, tenant, head[0], head[1])):
+    if head is None or not head_is_valid(head, key, legacy_key):
         assert tail is not None  # a tenant is listed only if it has a head or records
         what = "missing" if head is None else "invalid (key changed or head forged)"
         _incident(conn, tenant, last_seq + 1, out,
                   f"signed head {what} at open; records up to seq {last_seq} are unauthenticated at the tail "
                   "and were resealed under a new head")
-        out.state[tenant] = (last_seq, last_hash)
+        out.state[tenant] = ChainState(last_seq, last_hash or _genesis(tenant),
+                                       rebuild_frontier(conn, tenant, last_seq))
+        db.write_heads(conn, [sign_head(key, tenant, out.state[tenant])])
         return
-    seq, signed_hash, _ = head
-    out.state[tenant] = (seq, signed_hash)
+    seq, signed_hash = head.seq, head.hash
+    frontier = _stored_frontier(head)
+    if frontier is None:
+        frontier = rebuild_frontier(conn, tenant, seq)
+        if head.alg == ALGORITHM and base64.b64encode(frontier.root()).decode("ascii") != head.root:
+            _incident(conn, tenant, 1, out, f"the stored records 1..{seq} do not give the signed Merkle root")
+    state = out.state[tenant] = ChainState(seq, signed_hash, frontier)
+    if head.alg != ALGORITHM:  # a v1 HMAC head that verified: carry the chain over to Ed25519
+        db.write_heads(conn, [sign_head(key, tenant, state)])
+        out.upgraded.append(tenant)
     if last_seq > seq:
         moved = conn.execute(
             "INSERT INTO quarantine (tenant, seq, hash, body, moved_at) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import socket
@@ -21,7 +22,6 @@ from fastapi import FastAPI, Request
 
 from server.api.audit import router
 from server.audit.cli import verify_file
-from server.audit.keys import load_key
 from server.audit.log import AuditLog
 from server.audit.verify import verify_lines
 from server.errors import install_handlers
@@ -190,7 +190,7 @@ def test_export_streams_json_lines_that_verify_offline(server: Server, client: h
         lines = list(response.iter_lines())
     assert json.loads(lines[0])["type"] == "export" and json.loads(lines[-1])["type"] == "head"
     assert len(lines) == 602
-    verdict = verify_lines(lines, load_key(server.audit.key_path))
+    verdict = verify_lines(lines, server.audit.public_key)
     assert verdict.ok and verdict.records == 600 and verdict.tail_authenticated
 
 
@@ -198,7 +198,7 @@ def test_export_of_an_empty_log_still_has_a_signed_head(server: Server, client: 
     """A tenant with no records exports a head at seq 0 that verifies."""
     lines = client.get("/v1/audit/export").text.splitlines()
     assert len(lines) == 2 and json.loads(lines[1])["seq"] == 0
-    verdict = verify_lines(lines, load_key(server.audit.key_path))
+    verdict = verify_lines(lines, server.audit.public_key)
     assert verdict.ok and verdict.records == 0
 
 
@@ -221,21 +221,22 @@ def test_closed_log_answers_503(server: Server, client: httpx.Client) -> None:
         assert response.status_code == 503 and response.json()["error"]["code"] == "AUDIT_UNAVAILABLE"
 
 
-def test_tenant_key_lets_a_tenant_verify_its_export_offline(server: Server, client: httpx.Client,
+def test_public_key_lets_a_tenant_verify_its_export_offline(server: Server, client: httpx.Client,
                                                            tmp_path: Path) -> None:
-    """GET /v1/audit/key gives the tenant a key file that authenticates its own export's head offline."""
+    """GET /v1/audit/key gives the server's Ed25519 public key (no secret), which authenticates the export."""
     server.call("team-alpha", 0)
     headers = {"X-Tenant-ID": "team-alpha"}
     key = client.get("/v1/audit/key", headers=headers)
-    assert key.status_code == 200 and key.text.startswith("tenant team-alpha ")
-    assert key.headers["cache-control"] == "no-store"
-    (tmp_path / "alpha.key").write_text(key.text)
+    assert key.status_code == 200 and key.json()["algorithm"] == "Ed25519"
+    assert key.json()["origin"] == key.json()["key_name"] + "/team-alpha"
+    assert "PRIVATE" not in key.text and len(base64.b64decode(key.json()["public_key"])) == 32
+    (tmp_path / "alpha.pub").write_text(key.text)
     (tmp_path / "alpha.jsonl").write_text(client.get("/v1/audit/export", headers=headers).text)
     out = io.StringIO()
-    assert verify_file(tmp_path / "alpha.jsonl", tmp_path / "alpha.key", out=out) == 0
+    assert verify_file(tmp_path / "alpha.jsonl", public_key=tmp_path / "alpha.pub", out=out) == 0
     assert "tail=authenticated" in out.getvalue()
-    other = client.get("/v1/audit/key", headers={"X-Tenant-ID": "team-beta"}).text
-    assert other != key.text
+    other = client.get("/v1/audit/key", headers={"X-Tenant-ID": "team-beta"}).json()
+    assert other["vkey"] == key.json()["vkey"] and other["origin"].endswith("/team-beta")
 
 
 def test_filtered_export_is_marked_and_checks_as_partial(server: Server, client: httpx.Client) -> None:
@@ -246,5 +247,5 @@ def test_filtered_export_is_marked_and_checks_as_partial(server: Server, client:
     rows = [json.loads(line) for line in lines.splitlines()]
     assert rows[0]["filters"]["session_id"] == "b" and rows[-1]["filtered"] is True
     assert [r["seq"] for r in rows[1:-1]] == [3, 4]
-    verdict = verify_lines(lines.splitlines(), load_key(server.audit.key_path))
+    verdict = verify_lines(lines.splitlines(), server.audit.public_key)
     assert verdict.ok and verdict.records == 2 and "filtered" in (verdict.reason or "")

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from server.audit.keys import load_key
 from server.audit.log import AuditLog, AuditWriteError
 from server.audit.records import genesis_hash, record_hash
 from server.audit.verify import verify_lines
@@ -115,19 +114,21 @@ async def test_records_chain_from_the_tenant_genesis(log: AuditLog) -> None:
 
 
 async def test_files_are_private_and_the_key_is_made_once(tmp_path: Path) -> None:
-    """audit.db and audit.key are created mode 0600, and reopening keeps the same key and chain."""
+    """audit.db and the Ed25519 audit-signing.key are created mode 0600, and reopening keeps the same key and
+    chain; no HMAC audit.key is made any more."""
     path = tmp_path / "audit.db"
     first = AuditLog(path)
     await first.open()
     await one_call(first, "t1", 0)
-    key = (tmp_path / "audit.key").read_text()
+    key = (tmp_path / "audit-signing.key").read_text()
     await first.close()
-    for name in ("audit.db", "audit.key"):
+    assert not (tmp_path / "audit.key").exists()
+    for name in ("audit.db", "audit-signing.key"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     second = AuditLog(path)
     await second.open()
     try:
-        assert (tmp_path / "audit.key").read_text() == key
+        assert (tmp_path / "audit-signing.key").read_text() == key
         assert await one_call(second, "t1", 1) == (3, 4)
         assert second.warnings == []
         assert (await second.verify("t1"))["ok"] is True
@@ -316,7 +317,7 @@ async def test_export_taken_during_writes_ends_at_its_head(log: AuditLog) -> Non
     rest = await asyncio.to_thread(list, export)
     await writers
     lines = first + rest
-    verdict = verify_lines(lines, load_key(log.key_path))
+    verdict = verify_lines(lines, log.public_key)
     assert verdict.ok and verdict.tail_authenticated and verdict.records == json.loads(lines[-1])["seq"]
     assert verdict.records >= 100
     assert await log.count("t1") == 300

@@ -84,10 +84,10 @@ async def test_a_deleted_head_is_not_silently_resealed(tmp_path: Path) -> None:
 
 
 async def test_a_replaced_key_is_reported_for_every_tenant_chain(tmp_path: Path) -> None:
-    """If audit.key is replaced, the old heads no longer verify: reported, and writing still works."""
+    """If the signing key is replaced, the old heads no longer verify: reported, and writing still works."""
     path = tmp_path / "audit.db"
     await write_calls(path, 0, 2)
-    (tmp_path / "audit.key").write_text("cd" * 32)
+    (tmp_path / "audit-signing.key").unlink()
     assert await write_calls(path, 2, 1) == [5, 6]
     audit, verdict = await reopen(path)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 from server.audit.db import AuditFilter
-from server.audit.keys import load_key
 from server.audit.log import AuditLog
+from server.audit.merkle import Frontier, leaf_hash
 from server.audit.records import canonical_json, record_hash
+from server.audit.signing import load_or_create
 from server.audit.verify import verify_lines
 
 pytestmark = pytest.mark.anyio
@@ -272,7 +274,7 @@ async def test_export_tampering_is_caught(
 ) -> None:
     """Each kind of edit to an export file fails offline verification at the right seq, keyed or not."""
     lines = export_lines(log)
-    key = load_key(log.key_path)
+    key = log.public_key
     assert verify_lines(lines, key).ok
     change(lines)
     for k in (None, key):
@@ -285,25 +287,32 @@ async def test_rewritten_head_passes_only_without_the_key(log: AuditLog) -> None
     """A truncated export with a rewritten head fools only a keyless check, which calls it unauthenticated."""
     lines = export_lines(log)
     head = json.loads(lines[-1])
-    head.update(seq=4, hash=json.loads(lines[4])["hash"])
+    frontier = Frontier()
+    for line in lines[1:5]:
+        frontier.append(leaf_hash(json.loads(line)["hash"]))
+    head.update(seq=4, hash=json.loads(lines[4])["hash"], root=base64.b64encode(frontier.root()).decode())
     truncated = [*lines[:5], json.dumps(head) + "\n"]
     keyless = verify_lines(truncated)
     assert keyless.ok and not keyless.tail_authenticated and "unauthenticated" in (keyless.reason or "")
-    keyed = verify_lines(truncated, load_key(log.key_path))
+    keyed = verify_lines(truncated, log.public_key)
     assert not keyed.ok and keyed.first_bad_seq == 5 and "signature" in (keyed.reason or "")
 
 
-async def test_wrong_key_is_inconclusive_not_tampering(log: AuditLog, tmp_path: Path) -> None:
-    """A key other than the signer's is reported as such (inconclusive), not as a forged log."""
-    verdict = verify_lines(export_lines(log), b"\x01" * 32)
-    assert not verdict.ok and verdict.inconclusive and "wrong key" in (verdict.reason or "")
+async def test_another_public_key_rejects_the_head(log: AuditLog, tmp_path: Path) -> None:
+    """Checked with a public key other than the signer's, the head is rejected; an HMAC key cannot check a
+    format-v2 export at all (inconclusive, not a pass)."""
+    other = load_or_create(tmp_path / "other.key", "openanalyst-audit").public
+    verdict = verify_lines(export_lines(log), other)
+    assert not verdict.ok and not verdict.inconclusive and "signature invalid" in (verdict.reason or "")
+    hmac_keyed = verify_lines(export_lines(log), b"\x01" * 32)
+    assert not hmac_keyed.ok and hmac_keyed.inconclusive and "--public-key" in (hmac_keyed.reason or "")
 
 
 async def test_filtered_export_checks_records_and_links(log: AuditLog) -> None:
     """A filtered export verifies record by record; an edited record in it is still caught."""
     lines = list(log.iter_export("t1", AuditFilter(phase="finished")))
     assert [json.loads(line)["seq"] for line in lines[1:-1]] == [2, 4, 6]
-    key = load_key(log.key_path)
+    key = log.public_key
     verdict = verify_lines(lines, key)
     assert verdict.ok and verdict.records == 3 and "filtered" in (verdict.reason or "")
     edit_line(lines, 2, False, output="changed")
