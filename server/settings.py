@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     max_turns: int = Field(default=25, ge=1, le=1000)
     max_output_tokens: int = Field(default=8192, ge=1, le=1_000_000, description="Per model turn.")
 
+    # --- audit signatures and checkpoints (docs/audit-signing.md) ----------------------------------------
+    audit_key_name: str = Field(default="openanalyst-audit", pattern=r"^[^\s+]{1,200}$",
+                                description="Signed-note key name; a tenant's log origin is <name>/<tenant>.")
+    audit_checkpoint_every: int = Field(default=1000, ge=1, le=10_000_000,
+                                        description="Write a signed checkpoint every N records of a tenant.")
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0, le=86_400,
+                                               description="...or this long after a tenant's log last grew.")
+    audit_publish_command: str | None = Field(
+        default=None, description="Run with each checkpoint on stdin (shlex-split, no shell); retried on failure.")
+    audit_publish_url: str | None = Field(default=None, description="POST each checkpoint here (text/plain).")
+
     @field_validator("provider_order", mode="before")
     @classmethod
     def _order(cls, value: object) -> object:
@@ -162,6 +173,15 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", url):
             raise ValueError("must be an http(s) URL")
         return url.rstrip("/")
+
+    @field_validator("audit_publish_url")
+    @classmethod
+    def _publish_url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http(s) URL")
+        return url
 
     @field_validator("tenant_policies")
     @classmethod

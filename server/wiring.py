@@ -15,7 +15,7 @@ import httpx
 
 from policies.loader import PolicyError, policy_for
 from policies.model import Policy
-from server.audit.log import AuditLog
+from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.jsonlimits import JsonLimits
 from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
@@ -86,7 +86,11 @@ async def wire(services: Services) -> None:
     except PolicyError as exc:
         raise SystemExit(f"invalid sandbox policy: {exc}") from None
 
-    audit = AuditLog(settings.data_dir / "audit.db")
+    audit = AuditLog(settings.data_dir / "audit.db", key_name=settings.audit_key_name,
+                     checkpoints=CheckpointPolicy(settings.audit_checkpoint_every,
+                                                  settings.audit_checkpoint_interval_s),
+                     publish=PublishConfig(command=settings.audit_publish_command or None,
+                                           url=settings.audit_publish_url))
     await audit.open()
     services.audit = audit
     services.closers.append(audit.close)
