@@ -86,6 +86,9 @@ class Settings(BaseSettings):
 
     # --- sandbox and agent (the integrator extends this section) -----------------------------------------
     owner_workspace: Path = Field(default_factory=Path.cwd, description="The owner's tools work here.")
+    owner_workspace_quota: bool = Field(
+        default=False, description="Enforce the policy's disk quota on the owner's workspace too (a loop-mounted "
+                                   "filesystem over it, its files moved in); off: a person's directory is exempt.")
     sandbox_policy: str = Field(default="default", min_length=1, description="Policy preset for tenants.")
     tenant_policies: dict[str, str] = Field(default_factory=dict, description="Per-tenant policy preset.")
     sandbox_idle_timeout_s: float = Field(default=1800.0, gt=0)

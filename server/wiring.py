@@ -32,6 +32,7 @@ from server.tools.sandbox_backend import SandboxBackend
 from toolrunner import image
 from toolrunner.capacity import default_live_cap
 from toolrunner.config import SandboxConfig
+from toolrunner.quota import warn_at_start
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def tenant_policies(settings: Settings) -> Callable[[str], Policy]:
     names = {settings.sandbox_policy, *settings.tenant_policies.values()}
     for name in names:
         policy_for(name)  # raises PolicyError naming the file and field
+
+    warn_at_start(any(policy_for(name).disk_mb is not None for name in names))  # loud if quotas cannot hold
 
     def resolve(tenant_id: str) -> Policy:
         return policy_for(settings.tenant_policies.get(tenant_id, settings.sandbox_policy))
@@ -66,7 +69,8 @@ def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
                          owner_tenant_id=OWNER_ID, idle_timeout_s=settings.sandbox_idle_timeout_s,
                          runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels,
                          max_live_containers=live,
-                         max_stopped_containers=settings.sandbox_max_stopped_containers)
+                         max_stopped_containers=settings.sandbox_max_stopped_containers,
+                         owner_workspace_quota=settings.owner_workspace_quota)
 
 
 def router_config(settings: Settings) -> RouterConfig:

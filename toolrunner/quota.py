@@ -152,6 +152,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def warn_at_start(quota_asked: bool) -> str | None:
+    """Say loudly, once at start, that the policies ask for quotas this server cannot enforce; the reason."""
+    reason = unavailable_reason() if quota_asked else None
+    if reason is not None:
+        log.error("WORKSPACE DISK QUOTAS ARE NOT ENFORCED: %s. Tenants can fill this host's disk (and the audit "
+                  "log's); GET /v1/sandbox shows quota.enforced=false. Run the server as root with e2fsprogs "
+                  "and loop devices (docs/workspace-quota.md).", reason)
+    return reason
+
+
 def _which(tool: str) -> str | None:
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
 
@@ -324,4 +334,4 @@ def unenforced(workspace: Path, spec: QuotaSpec | None, reason: str) -> QuotaRep
 
 
 __all__ = ["LoopQuota", "QuotaReport", "QuotaSpec", "mark_disk_limit", "release_all", "spec_for",
-           "unavailable_reason", "unenforced"]
+           "unavailable_reason", "unenforced", "warn_at_start"]
