@@ -62,9 +62,10 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, policy: UrlPolicy, *, limits: httpx.Limits, verify: ssl.SSLContext | bool = True,
                  resolver: Resolver = system_resolver) -> None:
-        super().__init__(verify=verify, trust_env=False, limits=limits)
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify, trust_env=False)
+        super().__init__(verify=context, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
