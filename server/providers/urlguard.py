@@ -70,9 +70,10 @@ async def resolve_checked(host: str, port: int, policy: UrlPolicy, resolver: Res
         if ip is None:
             raise ProviderUrlForbidden(f"{name[:255]!r} resolved to {address[:64]!r}, which is not an IP address")
         if not policy.address_allowed(ip):
-            via = f"resolves to {ip}" if str(ip) != name else "is"
-            raise ProviderUrlForbidden(f"the provider URL's host {name[:255]!r} {via}, which is "
-                                       f"{forbidden_reason(ip)}; {HINT}")
+            # A name's address is not echoed: the tenant learns the kind, not the network's layout.
+            what = ("is" if str(ip) == name else f"is {ip}, which is") if literal is not None \
+                else "resolves to an address that is"
+            raise ProviderUrlForbidden(f"the provider URL's host {name[:255]!r} {what} {forbidden_reason(ip)}; {HINT}")
     return addresses
 
 
