@@ -267,3 +267,53 @@ def test_a_call_cut_off_by_kill_9_is_closed_as_interrupted(serve: Callable[..., 
 def _swallow(call: Callable[[], Any]) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the server is killed under this request on purpose
         call()
+
+
+@pytest.mark.docker
+def test_a_full_data_disk_refuses_calls_and_never_runs_them_unaudited(
+        serve: Callable[..., Any], sandbox_image: str, openanalyst_cmd: list[str], tmp_path: Path) -> None:
+    """With the data directory on a small tmpfs filled up, a call is refused with 503 AUDIT_DISK_FULL and its
+    command never runs; once space is freed calls run again and the chain verifies."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(data_dir)], check=True)
+    try:
+        workspace = sandbox_workspace(tmp_path / "owner-ws")
+        server = serve(env={"OPENANALYST_OWNER_WORKSPACE": str(workspace)}, data_dir=data_dir)
+        padding = "#" + "x" * 12_000  # large records reach the wall sooner
+
+        def call(i: int) -> httpx.Response:
+            return httpx.post(f"{server.base}/v1/tools/bash", timeout=60,
+                              json={"input": {"command": f"touch /workspace/ran-{i} {padding}"}})
+
+        assert call(0).status_code == 200 and (workspace / "ran-0").exists()
+        filler = data_dir / "filler"
+        with filler.open("wb") as handle, contextlib.suppress(OSError):
+            while True:  # until ENOSPC
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        refused = None
+        for i in range(1, 400):
+            response = call(i)
+            if response.status_code == 200:
+                assert (workspace / f"ran-{i}").exists()
+                continue
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "AUDIT_DISK_FULL", response.text
+            if not (workspace / f"ran-{i}").exists():
+                refused = i
+                break
+        assert refused is not None, "the full disk never refused a call"
+        for i in range(refused + 1, refused + 4):  # it stays closed while the disk is full
+            response = call(i)
+            assert response.status_code == 503 and response.json()["error"]["code"] == "AUDIT_DISK_FULL"
+            assert not (workspace / f"ran-{i}").exists()
+        filler.unlink()
+        assert call(1000).status_code == 200 and (workspace / "ran-1000").exists()
+        verdict = httpx.get(f"{server.base}/v1/audit/verify", timeout=30).json()
+        assert verdict["ok"] is True, verdict
+        starts = audit_records(server.base, {}, phase="started", per_page=100)
+        assert not any(f"ran-{i} " in json.dumps(r["input"]) for r in starts for i in range(refused, refused + 4))
+        assert server.stop() == 0
+    finally:
+        subprocess.run(["umount", str(data_dir)], check=False)
