@@ -1,16 +1,24 @@
-"""What the audit log costs a tool call: ``python -m server.audit.bench [--calls N] [--dir DIR]``.
+"""What the audit log costs a tool call: ``python -m server.audit.bench [--calls N] [--dir DIR] [--signing]``.
 
 Prints one table: per-call latency (started + finished, awaited one after the other as the dispatcher does)
 for a lone caller and for many concurrent callers, with ``synchronous=FULL`` (fsync per group commit) and
 ``NORMAL``; the baselines, measured in the same run on the same disk, are a bare fsync and a bare SQLite
 INSERT + COMMIT.
+
+``--signing`` prints what the Ed25519 signatures cost instead: one Ed25519 sign and one HMAC, bare, and the
+per-call audit latency (``NORMAL``, one caller, the server's default) with the real Ed25519 head signature
+against the same log whose heads are signed with an HMAC (the format-v1 cost; a bench-only stand-in), runs
+interleaved so machine load hits both alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import os
+import secrets
 import sqlite3
 import statistics
 import tempfile
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from server.audit.log import AuditLog
+from server.audit.signing import PublicKey, load_or_create
 
 RESULT = {"output": "hello\n" * 20, "exit_code": 0, "timed_out": False, "truncated": False,
           "duration_ms": 0.9, "limit": None, "error": None}
@@ -98,6 +107,57 @@ async def measure(directory: Path, sync: Literal["FULL", "NORMAL"], calls: int, 
     return _row(f"audit {sync:<6} {concurrency:>3} concurrent caller(s)", samples, calls / elapsed)
 
 
+class _HmacSigner:
+    """Bench-only stand-in for ``SigningKey``: an HMAC per head, what format v1 paid."""
+
+    def __init__(self, public: PublicKey) -> None:
+        self.public = public
+        self._key = secrets.token_bytes(32)
+
+    def sign(self, message: bytes) -> bytes:
+        return hmac.new(self._key, message, hashlib.sha256).digest() * 2
+
+
+async def _signing_round(directory: Path, name: str, calls: int, use_hmac: bool) -> list[float]:
+    log = AuditLog(directory / f"{name}.db")
+    await log.open()
+    try:
+        if use_hmac:
+            writer = log._writer  # bench-only: swap the signer
+            assert writer is not None
+            writer._key = _HmacSigner(log.public_key)  # type: ignore[assignment]
+        for n in range(20):
+            await _one_call(log, "warmup", n)
+        return [await _one_call(log, "t", n) for n in range(calls)]
+    finally:
+        await log.close()
+
+
+def _bare(op: Callable[[], object], n: int = 5000) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        op()
+    return (time.perf_counter() - start) / n
+
+
+async def signing_main(calls: int, directory: Path) -> None:
+    key = load_or_create(directory / "bench-signing.key", "openanalyst-audit")
+    message = b"x" * 200
+    mac_key = secrets.token_bytes(32)
+    print(f"bare Ed25519 sign: {_bare(lambda: key.sign(message)) * 1e6:.1f} us   "
+          f"bare HMAC-SHA256: {_bare(lambda: hmac.new(mac_key, message, hashlib.sha256).digest()) * 1e6:.1f} us")
+    ed: list[float] = []
+    mac: list[float] = []
+    for round_ in range(4):  # interleaved, so load drifts hit both
+        mac += await _signing_round(directory, f"hmac-{round_}", calls // 4, True)
+        ed += await _signing_round(directory, f"ed25519-{round_}", calls // 4, False)
+    print(f"{'per call (started + finished), NORMAL, 1 caller':<44} {'median ms':>9} {'p99 ms':>9}")
+    print(_row("heads signed with HMAC (format v1 cost)", mac))
+    print(_row("heads signed with Ed25519 (format v2)", ed))
+    delta = statistics.median(ed) - statistics.median(mac)
+    print(f"Ed25519 adds {delta * 1e3:.3f} ms to a call's median (two heads signed per call)")
+
+
 async def main_async(calls: int, directory: Path) -> None:
     print(f"{'per call (started + finished)':<44} {'median ms':>9} {'p99 ms':>9} {'calls/s':>10}")
     for line in baselines(directory, 500):
@@ -113,13 +173,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--dir", type=Path, default=None,
                         help="where to put the databases (default: a temp dir)")
+    parser.add_argument("--signing", action="store_true", help="measure what the Ed25519 signatures cost")
     args = parser.parse_args()
+    run = signing_main if args.signing else main_async
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(main_async(args.calls, args.dir))
+        asyncio.run(run(args.calls, args.dir))
         return
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
-        asyncio.run(main_async(args.calls, Path(tmp)))
+        asyncio.run(run(args.calls, Path(tmp)))
 
 
 if __name__ == "__main__":
