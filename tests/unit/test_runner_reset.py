@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from runner_support import pid_alive, wait_until
 
 from toolrunner.channel import ChannelError, RunnerChannel
-from toolrunner.local import PACKAGE_PARENT
+from toolrunner.local import PACKAGE_PARENT, start_local_runner
 from toolrunner.protocol import HEADER, PROTOCOL_VERSION, decode, encode, frame_length
 
 pytestmark = pytest.mark.anyio
@@ -129,3 +130,20 @@ async def test_an_implausible_reset_answer_is_refused() -> None:
         await pending
     await channel.close()
     wb.close()
+
+
+async def test_a_runner_told_to_stop_mid_call_ends_the_call_without_a_result(tmp_path: Path) -> None:
+    """SIGTERM (a container being stopped) kills the call's processes and sends no CANCELLED result that
+    nobody asked for: the host sees the stream end and fails the call with SANDBOX_DIED."""
+    local = await start_local_runner(tmp_path)
+    try:
+        pending = asyncio.ensure_future(local.channel.call("s", "bash", {"command": "echo $$ > c.pid; sleep 300"},
+                                                           timeout_s=60, output_cap=4096))
+        pid = await pid_in(tmp_path / "c.pid")
+        local.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            result = await pending
+        assert result.error is not None and result.error.code == "SANDBOX_DIED", result
+        assert await wait_until(lambda: not pid_alive(pid))
+    finally:
+        await local.stop()

@@ -88,6 +88,7 @@ class Call:
     output: Output
     started: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    reported: threading.Event = field(default_factory=threading.Event)  # its result has been sent
     exit_code: int | None = None
     timed_out: bool = False
     truncated: bool = False

@@ -76,12 +76,17 @@ class Server:
         self._out = out_fd
         self._out_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._ended = threading.Condition(self._lock)  # notified whenever a call leaves `calls`
         self.calls: dict[int, Call] = {}
         self.max_id = 0  # the highest frame id seen: a re-attached host continues past it
+        # Set when the runner is going away (SIGTERM from a stopping container, or its stdin closed): the calls
+        # it then kills end with no result, so the host sees the stream end and says SANDBOX_DIED, never a
+        # CANCELLED that nobody asked for.
+        self.closing = False
         self.sessions: dict[str, Session] = {}
 
     def send(self, obj: dict[str, Any]) -> None:
+        if self.closing:
+            return
         try:
             data = encode(obj)
         except FrameError as exc:
@@ -261,10 +266,10 @@ class Server:
             with self._lock:
                 if self.calls.get(call.id) is call:
                     del self.calls[call.id]
-                self._ended.notify_all()
         try:
             self.send({"type": "result", "id": call.id, "result": result})
         finally:
+            call.reported.set()
             call.run_deferred()
 
     def reset(self, mid: int, wait_s: float) -> None:
@@ -274,15 +279,10 @@ class Server:
         for call in doomed:
             call.cancel()
         deadline = time.monotonic() + wait_s
-        with self._lock:
-            while True:
-                left = [c for c in doomed if self.calls.get(c.id) is c]
-                remaining = deadline - time.monotonic()
-                if not left or remaining <= 0:
-                    break
-                self._ended.wait(remaining)
-            max_id = self.max_id
-        self.send({"type": "reset", "id": mid, "cancelled": len(doomed), "left": len(left), "max_id": max_id})
+        for call in doomed:  # answered after their results, so the host reads those first (and drops them)
+            call.reported.wait(max(0.0, deadline - time.monotonic()))
+        left = sum(not call.reported.is_set() for call in doomed)
+        self.send({"type": "reset", "id": mid, "cancelled": len(doomed), "left": left, "max_id": self.max_id})
 
     def close_session(self, mid: int, name: str) -> None:
         with self._lock:
@@ -296,6 +296,7 @@ class Server:
         self.send({"type": "result", "id": mid, "result": make_result("close_session", text, exit_code=0)})
 
     def shutdown(self) -> None:
+        self.closing = True
         with self._lock:
             calls, sessions = list(self.calls.values()), list(self.sessions.values())
         for call in calls:
