@@ -140,14 +140,16 @@ def prepare_workspace(config: SandboxConfig, tenant: str, quota: QuotaSpec | Non
         path.mkdir(parents=True, exist_ok=True)
         report = _quota(config, tenant, path, quota)
         st = path.stat()
-        if st.st_uid != 0:
-            # Files the agent writes stay the owner's.
-            return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, True)
-        writable = _writable_by(st, uid, gid)
+        if st.st_uid == 0 and _writable_by(st, uid, gid):
+            # Root's, but open to the sandbox user (e.g. mode 1777): no reason to run as uid 0.
+            return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, True)
+        # Files the agent writes stay the owner's, root's included (uid 0 without any capability in the
+        # sandbox: the normal case of a server started as root in a container or a CI job).
+        writable = _writable_by(st, st.st_uid, st.st_gid)
         if not writable:
-            log.warning("owner workspace %s belongs to root and is not writable by the sandbox user %d:%d; "
-                        "tools can read it but not write to it", path, uid, gid)
-        return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, writable)
+            log.warning("owner workspace %s (mode %o) is not writable even by its owner uid %d; tools can read "
+                        "it but not write to it: chmod u+w %s", path, stat.S_IMODE(st.st_mode), st.st_uid, path)
+        return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, writable)
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)

@@ -6,6 +6,12 @@ PR_SET_KEEPCAPS), and makes it non-dumpable, so that no tool process can signal 
 ``/proc`` entries. Tool processes get a uid per session (``mode="uid"``), one uid for all sessions
 (``"shared"``: a workspace owned by a person), or the runner's own (``"none"``: a runner on a host, for
 tests and development, which isolates nothing). See docs/runner-trust.md.
+
+The shared uid may be 0 (a root-owned owner workspace, docs/workspace-quota.md §2): such a process runs as uid
+0 with no capability at all. A switch of the euid to 0 copies the permitted set into the effective one, and
+an exec by uid 0 grants the bounding set, so a uid-0 child empties its capability sets after the switch and
+before exec (``no-new-privileges`` then keeps them empty across exec), and ``kill_all_of`` never switches a
+thread of the runner to uid 0.
 """
 
 from __future__ import annotations
@@ -61,6 +67,17 @@ def drop_all_capabilities() -> None:
     _capset(0, 0)
 
 
+_EMPTY_HEADER = _CapHeader(_CAPABILITY_V3, 0)
+_EMPTY_DATA = (_CapData * 2)(_CapData(0, 0, 0), _CapData(0, 0, 0))
+
+
+def _empty_capabilities_in_child() -> None:
+    """preexec_fn of a uid-0 tool process: one capset on structures built in advance (little runs after fork).
+    A failure raises, so Popen fails and nothing runs with a capability."""
+    if _libc.capset(ctypes.byref(_EMPTY_HEADER), _EMPTY_DATA) != 0:
+        raise OSError(ctypes.get_errno(), "capset to empty failed")
+
+
 def drop_to_runner(workspace_gid: int, uid: int = RUNNER_UID, gid: int = RUNNER_UID) -> None:
     """From root (at start, single-threaded) to `uid` with only the kept capabilities; non-dumpable.
 
@@ -106,7 +123,13 @@ class Ident:
         """subprocess.Popen arguments that start a process as this identity, without any capability."""
         if self.own:
             return {"umask": UMASK}
-        return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": UMASK}
+        kwargs: dict[str, Any] = {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": UMASK}
+        if self.uid == 0:
+            # After setreuid(0) the child holds the runner's three capabilities in effect; exec as root would
+            # grant the bounding set. Emptied here (after the uid switch, before exec), they stay empty:
+            # with no-new-privileges an exec cannot add to an empty permitted set.
+            kwargs["preexec_fn"] = _empty_capabilities_in_child
+        return kwargs
 
 
 class Identities:
@@ -182,7 +205,9 @@ def kill_all_of(uid: int, sig: int = 9) -> int | None:
     not theirs) or trace it (the runner is not dumpable). It restores its credentials before anything else
     runs on it; if that ever failed the runner could not be trusted, so it exits.
     """
-    if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID:
+    if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID or uid == 0:
+        # uid 0: an euid switch to 0 would copy CAP_KILL back into the effective set, and kill(-1) would then
+        # reach every process; the caller's forked child switches and empties its sets before it signals.
         return None
     with _kill_lock:
         _capset(KEPT_CAPS & ~(1 << CAP_KILL), KEPT_CAPS)
