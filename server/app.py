@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, *,
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        json_limits=JsonLimits(settings.max_json_depth, settings.max_json_items))
-    app.add_middleware(HeaderLimitMiddleware, max_headers=settings.max_headers)  # runs before the body limit
+    app.add_middleware(HeaderLimitMiddleware, max_headers=settings.max_headers,  # runs before the body limit
+                       max_header_bytes=settings.max_header_bytes)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["*"],
                        allow_credentials="*" not in settings.cors_origins)
