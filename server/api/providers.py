@@ -11,7 +11,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
-from server.providers.urlguard import check_base_url
+from server.providers.registry import PROVIDERS
+from server.providers.urlguard import check_base_url, url_to_check
 from server.store.credentials import check_known
 
 router = APIRouter(tags=["providers"])
@@ -52,8 +53,9 @@ async def list_providers(tenant: TenantDep, services: ServicesDep) -> dict[str, 
 async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
                        services: ServicesDep) -> dict[str, Any]:
     check_known(name)
-    if body.base_url and not tenant.is_owner:  # the owner's own configuration is trusted, as the env's is
-        await check_base_url(body.base_url, services.settings.provider_url_policy())
+    url = url_to_check(body.base_url, PROVIDERS[name].base_url)
+    if url and not tenant.is_owner:  # the owner's own configuration is trusted, as the environment's is
+        await check_base_url(url, services.settings.provider_url_policy())
     entry = await services.credentials.put(tenant.id, name, body.api_key, body.base_url)
     return entry.public()
 

@@ -93,6 +93,14 @@ def parse_base_url(url: str) -> tuple[str, int]:
     return parsed.raw_host.decode("ascii"), parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
+def url_to_check(given: str | None, default: str) -> str | None:
+    """The URL a tenant's credential will reach that must be checked when it is set: the one given, else the
+    provider's default if that is an IP address (Ollama's 127.0.0.1); a default public name needs no lookup."""
+    if given:
+        return given
+    return default if ip_literal(httpx.URL(default).host) is not None else None
+
+
 async def check_base_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> None:
     """The configuration-time check of a tenant-supplied base URL (see the module docstring)."""
     host, port = parse_base_url(url)

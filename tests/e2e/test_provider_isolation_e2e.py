@@ -143,3 +143,18 @@ def test_stored_url_is_checked_again_at_connection(serve: Callable[..., Any], sa
     assert "forbidden" in message and "loopback" in message
     assert len(working.requests) == 1
     assert status(second, "tenant-a")["anthropic"]["consecutive_failures"] == 0
+
+
+def test_tenant_ollama_without_url_is_refused_for_its_loopback_default(serve: Callable[..., Any],
+                                                                       sandbox_image: str) -> None:
+    """Ollama's default URL is 127.0.0.1:11434: a tenant setting Ollama without a base_url is refused as if it
+    had given that URL; a public provider without a base_url needs no lookup and is stored."""
+    server = serve()
+    headers = {"X-Tenant-ID": "tenant-o"}
+    refused = httpx.put(f"{server.base}/me/providers/ollama", headers=headers, json={"api_key": "ollama-key-1"},
+                        timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "PROVIDER_URL_FORBIDDEN"
+    assert "loopback" in refused.json()["error"]["message"]
+    stored = httpx.put(f"{server.base}/me/providers/xai", headers=headers, json={"api_key": "xai-key-000011112222"},
+                       timeout=10)
+    assert stored.status_code == 200

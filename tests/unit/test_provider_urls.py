@@ -18,7 +18,7 @@ from fakes.tls import make_tls
 from server.errors import ApiError
 from server.providers.addresses import UrlPolicy, forbidden_reason, ip_literal
 from server.providers.guarded_http import guarded_client
-from server.providers.urlguard import ProviderUrlForbidden, check_base_url
+from server.providers.urlguard import ProviderUrlForbidden, check_base_url, url_to_check
 
 T = TypeVar("T")
 DEFAULT = UrlPolicy()
@@ -204,3 +204,11 @@ def test_tls_keeps_sni_and_verifies_the_name() -> None:
         with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|IP address mismatch"):
             run(get(f"https://127.0.0.1:{fake.port}/v1/x"))
         assert len(fake.requests) == 1
+
+
+def test_the_url_checked_when_set() -> None:
+    """The given URL is checked; without one, a provider default that is an IP address (Ollama's loopback)
+    is, and a default public name is not (no lookup needed to store a key)."""
+    assert url_to_check("https://gw.example/v1", "http://127.0.0.1:11434") == "https://gw.example/v1"
+    assert url_to_check(None, "http://127.0.0.1:11434") == "http://127.0.0.1:11434"
+    assert url_to_check(None, "https://api.x.ai/v1") is None
