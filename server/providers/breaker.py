@@ -1,4 +1,4 @@
-"""Per-provider circuit breaker.
+"""Circuit breaker for one upstream identity (``breaker_table`` keys them by provider, base URL, credential).
 
 closed ──K consecutive failures──► open ──cooldown elapsed──► half_open (one probe at a time)
 half_open ──probe succeeds──► closed;  ──probe fails──► open, cooldown doubled (up to a max)

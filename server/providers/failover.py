@@ -6,6 +6,10 @@ quota failures move on at once and mark the credential rejected until it changes
 request is bad everywhere). Nothing reaches the caller before the first content event, so a failure before
 it is invisible except for an ``Attempt``; a failure after it yields ``Discarded`` and the next provider
 starts from scratch.
+
+Health is tracked per upstream identity (provider, base URL, credential: ``breaker_table``), never per
+provider name, so one tenant's failing gateway cannot open another tenant's circuit. A tenant URL refused at
+connection (``forbidden``) moves on at once and is not ill health: no request was sent.
 """
 
 from __future__ import annotations
