@@ -42,11 +42,15 @@ def origin_for(key_name: str, tenant: str) -> str:
     return f"{key_name}/{tenant}"
 
 
+def sign_note(text: str, key: SigningKey) -> str:
+    """``text`` (lines ending in a newline) as a signed note with one Ed25519 signature line."""
+    sig = key_hash(key.public.name, key.public.raw) + key.sign(text.encode("utf-8"))
+    return f"{text}\n{DASH} {key.public.name} {base64.b64encode(sig).decode('ascii')}\n"
+
+
 def sign_checkpoint(checkpoint: Checkpoint, key: SigningKey) -> str:
     """The signed note's full text."""
-    body = checkpoint.body()
-    sig = key_hash(key.public.name, key.public.raw) + key.sign(body.encode("utf-8"))
-    return f"{body}\n{DASH} {key.public.name} {base64.b64encode(sig).decode('ascii')}\n"
+    return sign_note(checkpoint.body(), key)
 
 
 def parse_checkpoint(text: str) -> tuple[Checkpoint, str, list[tuple[str, bytes]]]:

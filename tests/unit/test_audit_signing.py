@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.audit.cli import EXIT_BAD, EXIT_OK, verify_file, verify_proof_file
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.audit.merkle import Frontier, inclusion_path, leaf_hash, node_hash, root_from_path
-from server.audit.note import NoteError, parse_checkpoint, verify_checkpoint
+from server.audit.note import NoteError, parse_checkpoint, sign_note, verify_checkpoint
 from server.audit.proofcheck import check_proof
 from server.audit.records import genesis_hash, head_mac, seal
 from server.audit.recovery import ChainState, sign_head
-from server.audit.signing import load_or_create
+from server.audit.signing import SigningKey, load_or_create, parse_vkey
 from server.audit.verify import verify_lines
 
 pytestmark = pytest.mark.anyio
@@ -328,3 +329,15 @@ async def test_checkpoints_are_published_to_a_command_and_a_url(tmp_path: Path,
             assert f"t1 {note}" in out.read_text()
     finally:
         await audit.close()
+
+
+def test_signed_note_matches_the_go_reference_vector() -> None:
+    """Our signed-note signature line and vkey are byte-for-byte those of golang.org/x/mod/sumdb/note's
+    documented example (PeterNeumann), so standard signed-note tooling reads our checkpoints."""
+    seed = base64.b64decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz")[1:]
+    key = SigningKey(Ed25519PrivateKey.from_private_bytes(seed), "PeterNeumann")
+    vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+    assert key.public.vkey == vkey and parse_vkey(vkey) == key.public
+    text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+    assert sign_note(text, key) == text + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUg" \
+        "YN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
