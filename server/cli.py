@@ -2,7 +2,9 @@
 
     openanalyst --serve [PORT] [--host HOST]     run the API server (default 127.0.0.1:3080)
     openanalyst sandbox build [--force] …        build the sandbox image (toolrunner.image)
-    openanalyst audit verify FILE [--key K]      check an audit export offline (server.audit.cli)
+    openanalyst audit verify FILE --public-key K [--checkpoint NOTE]
+                                                 check an audit export offline (server.audit.cli)
+    openanalyst audit verify --proof P --public-key K   check one record's inclusion proof
     openanalyst keys create [--tenant T]         make an API key (printed once)
     openanalyst keys revoke ID
 
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     sandbox = commands.add_parser("sandbox", help="sandbox image: build")
     sandbox.add_argument("rest", nargs=argparse.REMAINDER)
-    audit = commands.add_parser("audit", help="audit log: verify FILE")
+    audit = commands.add_parser("audit", help="audit log: verify FILE --public-key K, or --proof P")
     audit.add_argument("rest", nargs=argparse.REMAINDER)
     keys = commands.add_parser("keys", help="API keys for require_api_key deployments")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
