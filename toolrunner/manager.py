@@ -114,6 +114,7 @@ class SandboxManager:
                                      exempt=config.owner_tenant_id)
         self._leftovers: dict[str, None] = {}  # containers to remove once the engine answers (ordered set)
         self._sweeping = asyncio.Lock()
+        self._closing = False
         self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
 
     # ---- calls -------------------------------------------------------------------------------------
@@ -150,7 +151,8 @@ class SandboxManager:
             plan = self._plans.get(tenant)
             result = mark_disk_limit(plan.quota if plan else None, result, input)
             oom = False
-            if (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive:
+            died = (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive
+            if died and not self._closing:  # at shutdown the channel was closed on purpose: keep the container
                 result, oom = await self._after_death(sandbox, result)
             return CallOutcome(result, sandbox.container_id, self._image_id, oom)
         finally:
@@ -521,6 +523,7 @@ class SandboxManager:
 
     async def shutdown(self, *, stop_containers: bool = False) -> None:
         """Close every channel; containers keep running for the next start to adopt (or stop them)."""
+        self._closing = True
         tasks = [*self._tasks, *([self._reaper] if self._reaper else [])]
         for task in tasks:
             task.cancel()
