@@ -21,6 +21,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolrunner.errors import InvalidTenant
+from toolrunner.nosuid import guard, unguard
 from toolrunner.quota import LoopQuota, QuotaReport, QuotaSpec, unenforced
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class WorkspacePlan(NamedTuple):
     isolation: str  # "uid": a uid per session; "shared": every session as `uid`
     quota: QuotaReport | None = None  # None: not asked (callers that only need the path)
     writable: bool = True  # whether the tools' uid:gid can write the workspace's top directory
+    nosuid: bool | None = None  # tools run as root there: whether set-id bits are ignored on the host's path
 
 
 def quota_image(config: SandboxConfig, tenant: str) -> Path:
@@ -149,7 +151,9 @@ def prepare_workspace(config: SandboxConfig, tenant: str, quota: QuotaSpec | Non
         if not writable:
             log.warning("owner workspace %s (mode %o) is not writable even by its owner uid %d; tools can read "
                         "it but not write to it: chmod u+w %s", path, stat.S_IMODE(st.st_mode), st.st_uid, path)
-        return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, writable)
+        # Root's tools could leave a setuid-root file in a host directory: the host's path ignores set-id bits.
+        nosuid = guard(path) if st.st_uid == 0 else None
+        return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, writable, nosuid)
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)
@@ -181,7 +185,10 @@ def workspace_path(config: SandboxConfig, tenant: str) -> Path:
 def release_workspace(config: SandboxConfig, tenant: str) -> bool:
     """Unmount the tenant's quota filesystem (its image, which holds the files, stays); True if one was."""
     try:
-        return LoopQuota(quota_image(config, tenant), workspace_path(config, tenant)).release()
+        path = workspace_path(config, tenant)
+        if tenant == config.owner_tenant_id:
+            unguard(path)
+        return LoopQuota(quota_image(config, tenant), path).release()
     except (OSError, subprocess.SubprocessError) as exc:
         log.error("could not unmount the quota filesystem of %s: %s", tenant, exc)
         return False
@@ -193,4 +200,8 @@ def workspace_info(plan: WorkspacePlan | None, spec: QuotaSpec | None) -> dict[s
         quota = QuotaReport(Path("."), spec, False, None, "no container yet: the quota filesystem is mounted "
                                                           "when the tenant's container starts").usage()
         return {"writable": None, "quota": quota}
-    return {"writable": plan.writable, "tools_uid": plan.uid, "tools_gid": plan.gid, "quota": plan.quota.usage()}
+    out: dict[str, object] = {"writable": plan.writable, "tools_uid": plan.uid, "tools_gid": plan.gid,
+                              "quota": plan.quota.usage()}
+    if plan.nosuid is not None:
+        out["nosuid"] = plan.nosuid
+    return out

@@ -35,6 +35,7 @@ from typing import Any
 
 from toolrunner.errors import SandboxStartFailed
 from toolrunner.mounts import loop_backing_file, mounted_at, mounts
+from toolrunner.nosuid import unguard
 from toolrunner.results import ToolResult
 
 log = logging.getLogger(__name__)
@@ -314,8 +315,9 @@ def _unmount(point: Path) -> None:
 
 
 def release_all(root: Path) -> list[Path]:
-    """Unmount every quota image (``.../quota/<tenant>.ext4``) under ``root`` wherever it is mounted: a data
-    directory's, or a whole test run's; returns the mount points released."""
+    """Unmount what the sandbox mounted for workspaces under ``root`` (a data directory, or a whole test run's
+    directory): every quota image (``.../quota/<tenant>.ext4``) under it wherever it is mounted, and every
+    nosuid guard (``toolrunner.nosuid``) at a path under it; returns the mount points released."""
     root = root.resolve()
     released: list[Path] = []
     with _lock:
@@ -324,6 +326,8 @@ def release_all(root: Path) -> list[Path]:
             if (backing is not None and root in backing.parents and backing.parent.name == "quota"
                     and backing.suffix == ".ext4"):
                 _unmount(mount.point)
+                released.append(mount.point)
+            elif backing is None and root in mount.point.parents and unguard(mount.point):
                 released.append(mount.point)
     return released
 

@@ -21,6 +21,8 @@ import httpx
 import pytest
 from agent_support import remove_server_containers
 
+from toolrunner.quota import release_all
+
 PROVIDER_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "XAI_API_KEY",
                  "OPENROUTER_API_KEY", "OPENANALYST_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                  "AWS_BEARER_TOKEN_BEDROCK", "AWS_SESSION_TOKEN", "OLLAMA_HOST")
@@ -114,6 +116,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             remove_server_containers(client, server.data_dir)
     finally:
         client.close()
+        release_all(tmp_path)  # the owner workspace's nosuid guard, any quota mount left
 
 
 @pytest.fixture

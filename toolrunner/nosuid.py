@@ -1,0 +1,103 @@
+"""Setuid files a uid-0 tool makes in the owner's workspace must not become root for someone on the host.
+
+When the owner's workspace belongs to root, its tools run as uid 0 (without any capability, docs/
+workspace-quota.md §2). Such a process may ``chmod u+s`` a file it owns, i.e. leave a setuid-root program in a
+host directory. Inside the sandbox that gains nothing (no-new-privileges); on the host it would. So, while the
+sandbox may write there, the directory is bind-mounted over itself ``nosuid,nodev`` (set-id bits and devices
+are ignored through that path), and the set-id bits of files owned by root (set-uid) or group root
+(set-gid) are stripped when the guard is put in place and when it is lifted, so none outlives the mount
+(a reboot drops the mount: the next start strips before the sandbox runs again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from toolrunner.mounts import mounted_at
+
+log = logging.getLogger(__name__)
+_SETID = stat.S_ISUID | stat.S_ISGID
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()[:300]}")
+
+
+def guarded(path: Path) -> bool:
+    """Whether the mount visible at ``path`` ignores set-id bits (ours, or any nosuid mount put there)."""
+    mount = mounted_at(path)
+    return mount is not None and "nosuid" in mount.options.split(",")
+
+
+def guard(path: Path) -> bool:
+    """Make ``path`` a nosuid,nodev bind of itself (reusing one already there); strips set-id bits first.
+    Returns whether the guard holds; a failure is logged (the server is not root, say), never raised."""
+    if guarded(path):
+        return True
+    try:
+        strip_setid(path)
+        _run("mount", "--bind", str(path), str(path))
+        _run("mount", "-o", "remount,bind,nosuid,nodev", str(path))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.error("could not mount the owner's workspace %s nosuid (%s): a setuid file a tool makes there "
+                  "would be honoured on the host", path, exc)
+        return guarded(path)
+    return True
+
+
+def unguard(path: Path) -> bool:
+    """Lift our guard (if ``path`` is a nosuid bind of itself) and strip set-id bits; True if one was lifted."""
+    mount = mounted_at(path)
+    if mount is None or "nosuid" not in mount.options.split(",") or mount.source.startswith("/dev/loop"):
+        return False  # not ours: nothing there, not nosuid, or a quota filesystem
+    _run("umount", str(path))
+    strip_setid(path)
+    return True
+
+
+def strip_setid(path: Path) -> int:
+    """Clear set-uid bits of root's files and set-gid bits of group root's under ``path`` (one filesystem,
+    symlinks not followed); returns how many files were changed."""
+    changed = 0
+    device = path.stat().st_dev
+    for top, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if _same_device(Path(top, d), device)]
+        for name in files:
+            changed += _strip_one(Path(top, name))
+    if changed:
+        log.warning("stripped set-id bits from %d root-owned file(s) in %s", changed, path)
+    return changed
+
+
+def _strip_one(file: Path) -> int:
+    """Through an fd opened without following links: a name swapped for a link to a system binary meanwhile
+    changes nothing outside the workspace."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return 0
+    try:
+        st = os.fstat(fd)
+        drop = (stat.S_ISUID if st.st_uid == 0 else 0) | (stat.S_ISGID if st.st_gid == 0 else 0)
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & drop:
+            return 0
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~drop)
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _same_device(path: Path, device: int) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_dev == device
