@@ -32,6 +32,7 @@ from policies.model import Policy
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
 from toolrunner.manager import SandboxManager
+from toolrunner.quota import release_all
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -156,7 +157,8 @@ def api_row(n: int, image: str) -> None:
 
     exe = shutil.which("openanalyst") or str(Path(sys.executable).with_name("openanalyst"))
     port, data_dir = free_port(), tempfile.mkdtemp(prefix="oa-bench-api-")
-    env = {**os.environ, "OPENANALYST_DATA_DIR": data_dir,
+    owner_dir = tempfile.mkdtemp(prefix="oa-bench-owner-")  # not the cwd: a root-owned cwd gets a nosuid guard
+    env = {**os.environ, "OPENANALYST_DATA_DIR": data_dir, "OPENANALYST_OWNER_WORKSPACE": owner_dir,
            "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}'}
     proc = subprocess.Popen([exe, "--serve", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -200,7 +202,9 @@ def api_row(n: int, image: str) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         asyncio.run(remove_server_containers(SandboxConfig(data_dir=Path(data_dir), image=image)))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        for made in (data_dir, owner_dir):
+            release_all(Path(made))  # quota mounts and the owner's nosuid guard, before the files go
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def api_load_row(base: str, tenants: int = 20, calls: int = 50, *, in_session: bool = True) -> None:
@@ -293,6 +297,7 @@ async def main_async(args: argparse.Namespace, image: str) -> None:
         for container in await backend.list_managed(config.instance_id):
             await backend.remove(str(container["Id"]))
         backend.close()
+        release_all(data_dir)  # the tenants' quota filesystems, before their files go
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

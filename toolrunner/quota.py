@@ -317,7 +317,7 @@ def _unmount(point: Path) -> None:
 def release_all(root: Path) -> list[Path]:
     """Unmount what the sandbox mounted for workspaces under ``root`` (a data directory, or a whole test run's
     directory): every quota image (``.../quota/<tenant>.ext4``) under it wherever it is mounted, and every
-    nosuid guard (``toolrunner.nosuid``) at a path under it; returns the mount points released."""
+    nosuid guard (``toolrunner.nosuid``) at or under it; returns the mount points released."""
     root = root.resolve()
     released: list[Path] = []
     with _lock:
@@ -327,7 +327,7 @@ def release_all(root: Path) -> list[Path]:
                     and backing.suffix == ".ext4"):
                 _unmount(mount.point)
                 released.append(mount.point)
-            elif backing is None and root in mount.point.parents and unguard(mount.point):
+            elif backing is None and (mount.point == root or root in mount.point.parents) and unguard(mount.point):
                 released.append(mount.point)
     return released
 
