@@ -37,7 +37,7 @@ from server.providers.types import (
     Usage,
 )
 from server.tools.context import ToolContext
-from server.tools.dispatch import ToolDispatcher
+from server.tools.dispatch import REFUSED_BEFORE_RUNNING, ToolDispatcher
 from toolrunner.results import ToolResult, error_result
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ class AgentLoop:
             blocks: list[Any] = []
             if text:
                 blocks.append(TextBlock(text=text))
-            blocks.extend(ToolUseBlock(id=c.id, name=c.name, input=c.arguments) for c in calls)
+            blocks.extend(ToolUseBlock(id=c.id, name=c.name, input=self._dispatcher.storable(c.arguments))
+                          for c in calls)
             if blocks:
                 await self._add_message(ctx, conversation, Message(role="assistant", blocks=blocks))
             outcome.text = text
@@ -197,7 +198,8 @@ class AgentLoop:
             await ctx.emit("state", {"state": "tool_use"})
             results = await self._run_tools(ctx, calls)
             outcome.tool_calls.extend(
-                {"id": c.id, "tool_name": c.name, "arguments": c.arguments, "result": r.model_dump()}
+                {"id": c.id, "tool_name": c.name, "arguments": self._dispatcher.storable(c.arguments),
+                 "result": r.model_dump()}
                 for c, r in zip(calls, results, strict=True))
             await self._add_results(ctx, conversation, calls, results)
             if ctx.structured_output is not None:
@@ -246,8 +248,8 @@ class AgentLoop:
                 result = await self._dispatcher.run(call_ctx, call.name, call.arguments, call_id=call.id)
             except ApiError as exc:
                 result = error_result(call.name, exc.code, exc.message)
-                if exc.code in ("TOOL_NOT_FOUND", "INVALID_TOOL_INPUT"):
-                    # Never reached the dispatcher's audit path: the model still deserves an answer.
+                if exc.code in REFUSED_BEFORE_RUNNING:
+                    # Refused (and recorded) before the dispatcher's tool_result event: the stream still shows it.
                     await ctx.emit("tool_result", {"id": call.id, **result.model_dump()})
             if call_ctx.structured_output is not None:
                 ctx.structured_output = call_ctx.structured_output

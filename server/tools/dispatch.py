@@ -32,6 +32,8 @@ from toolrunner.manager import CallOutcome
 from toolrunner.results import ToolResult, error_result
 
 ChunkCallback = Callable[[str, str], Awaitable[None]]
+# The codes of calls refused by `check` before any event: recorded in the audit log, but no tool_result event.
+REFUSED_BEFORE_RUNNING = frozenset({"TOOL_NOT_FOUND", "INVALID_TOOL_INPUT", "JSON_TOO_DEEP", "JSON_TOO_LARGE"})
 
 
 class AuditSink(Protocol):
@@ -78,6 +80,15 @@ class ToolDispatcher:
 
     def allowed(self, tenant_id: str, name: str) -> bool:
         return self._policy_for(tenant_id).allows(name)
+
+    def storable(self, raw_input: Any) -> Any:
+        """What a conversation keeps of a model's tool input: the input, or past the JSON limits the audit's
+        bounded copy (a stored value too deep for pydantic made every later read of the session a 500)."""
+        try:
+            check_value(raw_input, self.json_limits)
+        except ApiError:
+            return bounded_form(raw_input)
+        return raw_input
 
     async def check(self, ctx: ToolContext, name: str, raw_input: Any, *, call_id: str | None = None,
                     raw_sha256: str | None = None) -> dict[str, Any]:

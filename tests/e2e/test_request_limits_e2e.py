@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from agent_support import parse_sse, read_until_idle, server_env
+from fakes.anthropic import FakeAnthropic
+from fakes.reply import Reply
 
 pytestmark = [pytest.mark.e2e]
 
@@ -231,3 +234,36 @@ def test_server_side_tools_count_toward_the_call_cap(server: Any) -> None:
     again = httpx.post(f"{server.base}/v1/tools/sleep", json={"input": {"seconds": 0.1}},
                        headers={"x-tenant-id": "capper"}, timeout=30)
     assert again.status_code == 200 and again.json()["error"] is None
+
+
+def test_a_model_tool_call_too_deep_is_refused_recorded_and_everything_stays_readable(
+        serve: Callable[..., Any], tmp_path: Path) -> None:
+    """A model (fake Anthropic over real HTTP) sends 300-deep tool arguments: the model gets JSON_TOO_DEEP back,
+    the call is recorded as denied with a shallow copy, and the tenant's audit, session and events still read
+    (the stored deep input made GET /v1/audit a 500 before)."""
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(300):
+        deep = {"a": deep}
+    with FakeAnthropic() as fake:
+        fake.script([Reply.tool_call("structured_output", deep), Reply.text("done")])
+        workspace = tmp_path / "model-ws"
+        workspace.mkdir()
+        server = serve(env=server_env(fake.base_url, workspace))
+        headers = {"x-tenant-id": "modeldeep"}
+        session_id = httpx.post(f"{server.base}/sessions", json={}, headers=headers).json()["session_id"]
+        with httpx.stream("POST", f"{server.base}/sessions/{session_id}/message", headers=headers, timeout=60,
+                          json={"message": "go"}) as response:
+            assert response.status_code == 200
+            events = read_until_idle(response)
+        results = [data for kind, data, _ in events if kind == "tool_result"]
+        assert results and results[0]["error"]["code"] == "JSON_TOO_DEEP"
+        started, finished = audit(server.base, "modeldeep")
+        assert started["decision"] == "denied" and "nested deeper than" in json.dumps(started["input"])
+        assert finished["error_code"] == "JSON_TOO_DEEP"
+        assert httpx.get(f"{server.base}/sessions/{session_id}", headers=headers).status_code == 200
+        with httpx.stream("GET", f"{server.base}/sessions/{session_id}/events", headers=headers,
+                          timeout=30) as replay:
+            assert replay.status_code == 200
+            for kind, _, _ in parse_sse(replay.iter_lines()):
+                if kind == "snapshot":
+                    break
