@@ -46,21 +46,16 @@ from toolrunner.config import (
     validate_tenant,
     workspace_info,
 )
+from toolrunner.deaths import DEATH_CODES, death_result
 from toolrunner.docker_backend import ContainerGone, DockerBackend
-from toolrunner.errors import (
-    SandboxError,
-    SandboxPolicyNotEnforced,
-    SandboxStartFailed,
-    ToolDenied,
-    TooManyCalls,
-)
+from toolrunner.errors import SandboxError, SandboxPolicyNotEnforced, SandboxStartFailed, ToolDenied, TooManyCalls
+from toolrunner.leftovers import Leftovers
 from toolrunner.protocol import PROTOCOL_VERSION, encode
 from toolrunner.quota import mark_disk_limit, spec_for
-from toolrunner.results import ToolError, ToolResult, error_result
+from toolrunner.results import ToolResult, error_result
 
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
-DEATH_CODES = frozenset({"SANDBOX_DIED", "SANDBOX_UNRESPONSIVE", "PROTOCOL_ERROR"})
 
 
 @dataclass(frozen=True)
@@ -112,8 +107,7 @@ class SandboxManager:
         self._image_id: str | None = None
         self.capacity = CapacityGate(config.max_live_containers, retry_after_s=config.capacity_retry_after_s,
                                      exempt=config.owner_tenant_id)
-        self._leftovers: dict[str, None] = {}  # containers to remove once the engine answers (ordered set)
-        self._sweeping = asyncio.Lock()
+        self._leftovers = Leftovers(self.backend)  # containers to remove once the engine answers again
         self._closing = False
         self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
 
@@ -212,7 +206,7 @@ class SandboxManager:
                 if not admitted and stopped is not None:  # refused: it stays stopped for a later call
                     self._stopped[tenant] = stopped
             if self._leftovers:
-                self._spawn(self._sweep_leftovers(), "sweep-leftovers")
+                self._spawn(self._leftovers.sweep(), "sweep-leftovers")
             return sandbox
 
     async def _start(self, tenant: str, stopped: str | None) -> _Sandbox:
@@ -332,24 +326,9 @@ class SandboxManager:
         if self._sandboxes.get(sandbox.tenant) is sandbox:
             del self._sandboxes[sandbox.tenant]
         oom = await asyncio.shield(sandbox.death)
-        tool = result.tool_name if result is not None else "?"
-        if sandbox.unresponsive:
-            message = (f"the sandbox's runner stopped answering (nothing from it within "
-                       f"{self.config.unresponsive_after_s:g} s of a ping); its container was removed and the "
-                       "next call starts a fresh one; the workspace is kept")
-            base = result or error_result(tool, "SANDBOX_UNRESPONSIVE", message)
-            return base.model_copy(update={"error": ToolError(code="SANDBOX_UNRESPONSIVE", message=message)}), False
-        if oom:
-            message = (f"the sandbox ran out of memory (limit {sandbox.policy.memory_mb} MB) and was "
-                       "restarted; the workspace is kept")
-            base = result or error_result(tool, "OOM_KILLED", message, limit="memory")
-            return base.model_copy(update={"error": ToolError(code="OOM_KILLED", message=message),
-                                           "limit": "memory"}), True
-        message = "the sandbox container stopped during the call; the next call starts a fresh one"
-        if result is not None and result.error is not None and result.error.code in DEATH_CODES:
-            message = f"{message} ({result.error.message})"
-        base = result or error_result(tool, "SANDBOX_DIED", message)
-        return base.model_copy(update={"error": ToolError(code="SANDBOX_DIED", message=message)}), False
+        return death_result(result, unresponsive=sandbox.unresponsive, oom=oom,
+                            unresponsive_after_s=self.config.unresponsive_after_s,
+                            memory_mb=sandbox.policy.memory_mb), oom and not sandbox.unresponsive
 
     async def _examine_death(self, sandbox: _Sandbox) -> bool:
         with contextlib.suppress(Exception):
@@ -375,30 +354,7 @@ class SandboxManager:
         return oom
 
     async def _remove_quietly(self, container_id: str) -> None:
-        try:
-            await self.backend.remove(container_id)
-        except ContainerGone:
-            pass
-        except SandboxError as exc:
-            log.error("could not remove container %s (will retry): %s", container_id[:12], exc)
-            self._leftovers[container_id] = None
-        else:
-            self._leftovers.pop(container_id, None)
-
-    async def _sweep_leftovers(self) -> None:
-        """Remove, one at a time, the containers an unreachable engine kept us from removing."""
-        if self._sweeping.locked():
-            return
-        async with self._sweeping:
-            for container_id in list(self._leftovers):
-                try:
-                    await self.backend.remove(container_id)
-                except ContainerGone:
-                    pass
-                except SandboxError:
-                    return  # still unreachable: the next sweep tries again
-                self._leftovers.pop(container_id, None)
-                log.info("removed leftover container %s", container_id[:12])
+        await self._leftovers.remove(container_id)
 
     # ---- reaping, adoption, inspection ------------------------------------------------------------
 
@@ -411,7 +367,7 @@ class SandboxManager:
         while True:
             await asyncio.sleep(interval)
             if self._leftovers:
-                await self._sweep_leftovers()
+                await self._leftovers.sweep()
             now = time.monotonic()
             for tenant, sandbox in list(self._sandboxes.items()):
                 if self._in_flight.get(tenant, 0) or now - sandbox.last_used < self.config.idle_timeout_s:
@@ -435,7 +391,7 @@ class SandboxManager:
             except ContainerGone:
                 return
             except SandboxError:
-                self._leftovers[sandbox.container_id] = None  # not known to be stopped: never restart it
+                self._leftovers.add(sandbox.container_id)  # not known to be stopped: never restart it
                 raise
             self._stopped[tenant] = sandbox.container_id
             log.info("stopped idle sandbox %s of %s", sandbox.container_id[:12], tenant)
