@@ -10,6 +10,7 @@ with h11's own status hint (431 for an oversized head) and the server's one erro
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -51,7 +52,7 @@ class LimitedH11Protocol(H11Protocol):
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
         try:
-            for event in (h11.Response(status_code=status, headers=headers),
+            for event in (h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event) or b"")
         except h11.LocalProtocolError:  # a response was already under way: closing is all that is left

@@ -121,6 +121,16 @@ def test_an_oversized_header_is_431_in_the_error_shape(server: Any) -> None:
     assert status == 200
 
 
+def test_a_head_still_incomplete_past_the_budget_is_431_from_the_parser(server: Any) -> None:
+    """20 KiB of a head with no end in sight: the parser itself answers 431 in our error shape and closes."""
+    raw = exchange(server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"c" * 20_000)
+    status, headers, body = parse(raw)
+    assert raw.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert status == 431 and headers["connection"] == "close"
+    assert body["error"] == {"code": "HEADERS_TOO_LARGE", "status": 431,
+                             "message": "the request line and headers are larger than the limit of 16384 bytes"}
+
+
 def test_too_many_headers_is_431(server: Any) -> None:
     """150 small header fields (well under the byte budget) are 431 TOO_MANY_HEADERS."""
     status, _, body = parse(exchange(server.port, get("/health", [f"X-H{i}: 1" for i in range(150)])))
