@@ -27,7 +27,7 @@ from server.audit import db, export, proofs
 from server.audit.db import AuditFilter
 from server.audit.keys import load_key
 from server.audit.note import origin_for
-from server.audit.publish import PublishConfig, Publisher
+from server.audit.publish import PublishConfig, Publisher, published_sizes
 from server.audit.records import OUTPUT_CAP, finished_draft, started_draft
 from server.audit.signing import PublicKey, SigningKey, load_or_create
 from server.audit.verify import ChainVerifier, Verdict
@@ -80,9 +80,10 @@ class AuditLog:
         self._signing = load_or_create(self.signing_key_path, self._key_name)
         legacy = load_key(self.key_path) if self.key_path.exists() else None
         db.create_file(self.path)
-        publisher = Publisher(self._publish, lambda: db.connect(self.path, readonly=True),
-                              self.path.with_name("audit-published.json"))
-        writer = Writer(self.path, self._signing, legacy_key=legacy, synchronous=self._synchronous,
+        published_state = self.path.with_name("audit-published.json")
+        publisher = Publisher(self._publish, lambda: db.connect(self.path, readonly=True), published_state)
+        writer = Writer(self.path, self._signing, legacy_key=legacy, published=published_sizes(published_state),
+                        synchronous=self._synchronous,
                         checkpoints=self._checkpoints, on_checkpoint=publisher.wake)
         writer.start()
         publisher.start()

@@ -42,6 +42,20 @@ class PublishConfig:
         return [t for t, on in (("command", self.command), ("url", self.url)) if on]
 
 
+def published_sizes(state_path: Path) -> dict[str, int]:
+    """Per tenant, the largest tree size any target has taken (what exists off the box)."""
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sizes: dict[str, int] = {}
+    for per_target in state.values() if isinstance(state, dict) else ():
+        for tenant, size in per_target.items() if isinstance(per_target, dict) else ():
+            if isinstance(tenant, str) and isinstance(size, int):
+                sizes[tenant] = max(size, sizes.get(tenant, 0))
+    return sizes
+
+
 class Publisher:
     """Publishes stored checkpoints to each configured target; ``wake`` after a checkpoint is written."""
 

@@ -77,15 +77,27 @@ def rebuild_frontier(conn: sqlite3.Connection, tenant: str, upto: int) -> Fronti
     return frontier
 
 
-def reconcile(conn: sqlite3.Connection, key: SigningKey, legacy_key: bytes | None = None) -> Reconciled:
-    """One transaction: compare heads with records, quarantine records past a head, record incidents."""
+def reconcile(conn: sqlite3.Connection, key: SigningKey, legacy_key: bytes | None = None,
+              published: dict[str, int] | None = None) -> Reconciled:
+    """One transaction: compare heads with records, quarantine records past a head, record incidents.
+
+    ``published`` (tenant -> largest tree size the publication hook delivered) catches a log that lost its
+    last commits or was rolled back to an older copy: head and records then agree with each other, but not
+    with what already left the box."""
     out = Reconciled()
+    published = published or {}
     conn.execute("BEGIN IMMEDIATE")
     try:
         heads = db.read_heads(conn)
         tails = db.last_records(conn)
         for tenant in sorted(set(heads) | set(tails)):
             _one(conn, key, legacy_key, tenant, heads.get(tenant), tails.get(tenant), out)
+        for tenant, size in sorted(published.items()):
+            state = out.state.setdefault(tenant, ChainState(0, _genesis(tenant), Frontier()))
+            if size > state.seq:
+                _incident(conn, tenant, state.seq + 1, out,
+                          f"a checkpoint at tree size {size} was published, but the log ends at seq {state.seq}: "
+                          "its later commits were lost or the database was rolled back")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

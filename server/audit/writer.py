@@ -81,12 +81,13 @@ class Writer:
     """Owns the write connection; ``submit`` from any event loop, ``stop`` drains the queue then closes."""
 
     def __init__(self, path: Path, key: SigningKey, *, legacy_key: bytes | None = None,
-                 synchronous: str = "NORMAL", max_batch: int = 512,
+                 published: dict[str, int] | None = None, synchronous: str = "NORMAL", max_batch: int = 512,
                  checkpoints: CheckpointPolicy | None = None,
                  on_checkpoint: Callable[[], None] | None = None) -> None:
         self._path = path
         self._key = key
         self._legacy_key = legacy_key
+        self._published = published or {}
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._policy = checkpoints or CheckpointPolicy()
@@ -108,7 +109,7 @@ class Writer:
         self._conn = db.connect(self._path, synchronous=self._synchronous)
         try:
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it instead
-            reconciled = reconcile(self._conn, self._key, self._legacy_key)
+            reconciled = reconcile(self._conn, self._key, self._legacy_key, self._published)
             self._state = reconciled.state
             self._checkpointed = db.last_checkpoints(self._conn)
             now = time.monotonic()

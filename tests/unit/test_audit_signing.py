@@ -341,3 +341,46 @@ def test_signed_note_matches_the_go_reference_vector() -> None:
     text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
     assert sign_note(text, key) == text + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUg" \
         "YN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+
+
+async def test_a_rolled_back_database_contradicts_what_was_published(tmp_path: Path) -> None:
+    """audit.db restored from an older copy (or its last commits lost) agrees with its own head, but not with
+    the checkpoints the hook already delivered: the open reports it and verify fails from the first lost seq."""
+    path = tmp_path / "audit.db"
+    sink = tmp_path / "published"
+    script = tmp_path / "publish.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.stdin.read())\n")
+    config = PublishConfig(command=f"{sys.executable} {script} {sink}", retry_min_s=0.05)
+    audit = AuditLog(path, checkpoints=CheckpointPolicy(every=2, interval_s=3600), publish=config)
+    await audit.open()
+    await one_call(audit, "t1", 0)
+    await audit.close()
+    for suffix in ("", "-wal", "-shm"):  # the "backup"
+        source = Path(str(path) + suffix)
+        if source.exists():
+            Path(str(path) + suffix + ".bak").write_bytes(source.read_bytes())
+    audit = AuditLog(path, checkpoints=CheckpointPolicy(every=2, interval_s=3600), publish=config)
+    await audit.open()
+    for n in range(1, 3):
+        await one_call(audit, "t1", n)
+
+    async def six_published() -> bool:
+        return sink.exists() and "openanalyst-audit/t1\n6\n" in sink.read_text()
+
+    await wait_for(six_published)
+    await audit.close()
+    for suffix in ("", "-wal", "-shm"):  # roll back
+        backup = Path(str(path) + suffix + ".bak")
+        target = Path(str(path) + suffix)
+        if backup.exists():
+            target.write_bytes(backup.read_bytes())
+        elif target.exists():
+            target.unlink()
+    rolled = AuditLog(path, publish=config)
+    await rolled.open()
+    try:
+        assert any("published" in w and "seq 2" in w for w in rolled.warnings), rolled.warnings
+        verdict = await rolled.verify("t1")
+        assert verdict["ok"] is False and verdict["first_bad_seq"] == 3 and "rolled back" in verdict["reason"]
+    finally:
+        await rolled.close()
