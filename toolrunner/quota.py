@@ -9,7 +9,7 @@ call hit the quota: ``statvfs`` of the mount after the call (``mark_disk_limit``
 
 Mounts are the kernel's, so they outlive the server: ``LoopQuota.ensure`` finds an existing mount of the
 same image and reuses it (growing it online with ``resize2fs`` when the policy grew) instead of stacking
-another. ``release`` unmounts (the loop device is ``autoclear``, so it is freed with its last mount) when the
+another. ``release`` unmounts and detaches the loop device (direct I/O: as fast as the plain disk) when the
 tenant's sandbox is removed; the image, which holds the files, stays.
 
 When the server cannot mount (not root, no ``mkfs.ext4``, no loop device) the workspace stays a plain
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 BYTES_PER_INODE = 16 * 1024  # the inode count when a policy gives only a size
 JOURNAL_MB = 4  # ext4's smallest journal: crash safety without spending the quota on it
-MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
+MOUNT_OPTIONS = "nosuid,nodev,noatime"
 # ext4 refuses a write with a little space still counted free (delayed allocation reserves blocks, metadata
 # needs some): measured 0.7 MiB left on 64 MiB after `dd` hit ENOSPC. Below this much free, the quota is hit.
 FULL_MARGIN_BYTES = 2 * MIB
@@ -168,10 +168,15 @@ def _which(tool: str) -> str | None:
 
 
 def _run(*argv: str, timeout: float = 120, ok: tuple[int, ...] = (0,)) -> None:
+    _output(*argv, timeout=timeout, ok=ok)
+
+
+def _output(*argv: str, timeout: float = 120, ok: tuple[int, ...] = (0,)) -> str:
     exe = _which(argv[0]) or argv[0]
     done = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode not in ok:
         raise OSError(f"{' '.join(argv)}: exit {done.returncode}: {(done.stderr or done.stdout).strip()[:500]}")
+    return done.stdout
 
 
 class LoopQuota:
@@ -218,7 +223,7 @@ class LoopQuota:
             if any(self.workspace.iterdir()):
                 self._move_in_existing_files()
             before = self.workspace.stat()
-            _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(self.image), str(self.workspace))
+            self._mount_at(self.workspace)
             device = self._device()
             if device is None:
                 raise OSError(f"mounted {self.image} at {self.workspace} but cannot find the mount")
@@ -227,6 +232,25 @@ class LoopQuota:
                 os.chmod(self.workspace, stat.S_IMODE(before.st_mode))
             log.info("workspace quota: mounted %s at %s (%s)", self.image.name, self.workspace, device)
         return self._grown(spec, device)
+
+    def _mount_at(self, point: Path) -> None:
+        """Attach the image to a loop device with direct I/O and mount it at ``point``.
+
+        Direct I/O: measured, a buffered loop device writes at 190-300 MB/s with fsync where the plain disk
+        does 1.5 GB/s (every block cached twice, flushed through the backing file); with direct I/O, as fast
+        as the plain disk. Loop devices of this image left unmounted (a crash between attach and mount) are
+        detached first, so none piles up."""
+        for stale in _loops_of(self.image):
+            if not any(m.source == stale for m in mounts()):
+                with contextlib.suppress(OSError):
+                    _run("losetup", "-d", stale)
+        device = _output("losetup", "--direct-io=on", "--find", "--show", str(self.image)).strip()
+        try:
+            _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, device, str(point))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _run("losetup", "-d", device)
+            raise
 
     def _make_image(self, spec: QuotaSpec) -> None:
         self.image.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -242,11 +266,11 @@ class LoopQuota:
         """Files written before the quota existed move into the image (so they count), through a staging mount."""
         staging = self.image.with_suffix(".staging")
         staging.mkdir(exist_ok=True, mode=0o700)
-        _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(self.image), str(staging))
+        self._mount_at(staging)
         try:
             _run("cp", "-a", "--", f"{self.workspace}/.", f"{staging}/")
         finally:
-            _run("umount", str(staging))
+            _unmount(staging)
             staging.rmdir()
         for entry in self.workspace.iterdir():
             if entry.is_dir() and not entry.is_symlink():
@@ -306,12 +330,27 @@ class LoopQuota:
 
 
 def _unmount(point: Path) -> None:
+    """Unmount ``point`` and detach its loop device (a device still in use, say by a lazily unmounted
+    filesystem, is only marked to be freed with its last user: the kernel's autoclear)."""
+    mount = mounted_at(point)
     try:
         _run("umount", str(point))
     except OSError as exc:
         # Busy (a process on the host has its cwd there): detach now, the kernel finishes when it is let go.
         log.warning("umount %s failed (%s); detaching it lazily", point, exc)
         _run("umount", "-l", str(point))
+    if mount is not None and loop_backing_file(mount.source) is not None:
+        with contextlib.suppress(OSError):
+            _run("losetup", "-d", mount.source)
+
+
+def _loops_of(image: Path) -> list[str]:
+    """Loop devices attached to ``image`` (``losetup -j``)."""
+    try:
+        out = _output("losetup", "-j", str(image))
+    except OSError:
+        return []
+    return [line.split(":", 1)[0] for line in out.splitlines() if line.strip()]
 
 
 def release_all(root: Path) -> list[Path]:
