@@ -102,7 +102,7 @@ class ToolDispatcher:
             check_value(raw_input, self.json_limits)
             return self.registry.validate(name, raw_input)
         except ApiError as exc:
-            ctx.call_id = call_id or ctx.call_id or new_call_id()
+            ctx.call_id = call_id or new_call_id()
             policy = self._policy_for(ctx.tenant_id)
             rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name[:200], policy.name)
             sent = {"refused_input": bounded_form(raw_input),
