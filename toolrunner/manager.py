@@ -387,7 +387,9 @@ class SandboxManager:
             await sandbox.channel.close()
             await sandbox.stream.close()
             try:
-                await self.backend.stop(sandbox.container_id, grace_s=1)
+                # No grace: an idle runner has nothing to finish (its tmpfs and processes go either way), and
+                # its orderly exit takes 1-2 s that a tenant waiting for this slot would pay.
+                await self.backend.stop(sandbox.container_id, grace_s=0)
             except ContainerGone:
                 return
             except SandboxError:
@@ -412,7 +414,7 @@ class SandboxManager:
             full = self.capacity.live_count(self._holders()) >= self.capacity.cap
             if current and full and tenant != self.config.owner_tenant_id:
                 try:  # more running than the cap allows now (it was lowered): keep it stopped, not adopted
-                    await self.backend.stop(container_id, grace_s=1)
+                    await self.backend.stop(container_id, grace_s=0)
                     self._stopped[tenant] = container_id
                     continue
                 except (SandboxError, ContainerGone) as exc:
