@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.network import EgressRules, NetworkMode
+
 #: The runner protocol's output ceiling (toolrunner.protocol.MAX_OUTPUT_CAP, 1 MiB: output is JSON-escaped
 #: inside an 8 MiB frame). Repeated here because policies imports nothing of ours.
 MAX_OUTPUT_CAP_BYTES = 1024 * 1024
@@ -34,7 +36,10 @@ class Policy(BaseModel):
     max_concurrent_calls: int = Field(ge=1, le=1024)
     allowed_tools: tuple[str, ...] | None = None
     denied_tools: tuple[str, ...] = ()
-    network: Literal["none", "bridge"] = "none"
+    # none / allowlist / open ("bridge" is open's older name); allowlist's rules and proxy limits are in
+    # ``egress`` (policies/network.py, docs/egress.md).
+    network: NetworkMode = "none"
+    egress: EgressRules = Field(default_factory=EgressRules)
     # Workspace quota (docs/workspace-quota.md): the workspace becomes its own filesystem of this size and
     # inode count, enforced by the kernel. None: no quota (the workspace is a plain directory of the host's
     # disk). Without disk_inodes, one inode per 16 KiB.
@@ -62,6 +67,8 @@ class Policy(BaseModel):
         if self.runtime == "runsc" and self.network != "none":
             # Measured: gVisor's sandbox networking fails on these kernels (gVisor issue #10704).
             raise ValueError("runtime 'runsc' needs network 'none'")
+        if self.egress.configured and self.network != "allowlist":
+            raise ValueError(f"egress rules apply only to network = 'allowlist' (this policy says {self.network!r})")
         return self
 
     def allows(self, tool: str) -> bool:
