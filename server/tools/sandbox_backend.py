@@ -63,7 +63,7 @@ class SandboxBackend:
             tag = await asyncio.to_thread(self._ensure_image)
         except SandboxError as exc:
             self._fail(api_error(exc))
-            log.error("sandbox image unavailable, tool calls will fail: %s", exc.message)
+            log.error("sandbox unavailable (%s), tool calls will fail until it is back: %s", exc.code, exc.message)
             return
         except Exception as exc:  # anything the engine throws: the API must stay up
             self._fail(ApiError("SANDBOX_IMAGE_UNAVAILABLE", f"could not get the sandbox image: {exc}",
