@@ -68,8 +68,8 @@ class Background:
 def test_server_killed_mid_call_then_restarted_ends_the_call_and_keeps_the_session(
         serve: Callable[..., Any], sandbox_image: str, docker_client: Any, tmp_path: Path) -> None:
     """`kill -9` of the server during `sleep`: the restarted server adopts the same container, its `reset`
-    ends the sleep (gone from the container's process list), and the session's shell state and new calls
-    work."""
+    ends the sleep (gone from the container's process list), the session's shell state and new calls work,
+    and the audit log closes the killed call as INTERRUPTED."""
     data_dir = tmp_path / "data"
     first = serve(data_dir=data_dir)
     session = httpx.post(f"{first.base}/sessions", headers={"X-Tenant-ID": "fay"}).json()["session_id"]
@@ -90,6 +90,9 @@ def test_server_killed_mid_call_then_restarted_ends_the_call_and_keeps_the_sessi
     after = tool(second, "fay", "bash", {"command": "echo $KEPT"}, session_id=session).json()
     assert after["error"] is None and after["output"] == "yes\n", after
     assert tool(second, "fay", "bash", {"command": "echo fresh"}).json()["output"] == "fresh\n"
+    records = httpx.get(f"{second.base}/v1/audit", params={"tool": "bash", "phase": "finished"},
+                        headers={"X-Tenant-ID": "fay"}).json()["data"]
+    assert [r["error_code"] for r in records] == [None, "INTERRUPTED", None, None]  # the killed call, closed
 
 
 def test_container_killed_mid_call_is_sandbox_died_audited_and_the_next_call_recovers(
