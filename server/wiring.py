@@ -95,7 +95,10 @@ async def wire(services: Services) -> None:
                                                   settings.audit_checkpoint_interval_s),
                      publish=PublishConfig(command=settings.audit_publish_command or None,
                                            url=settings.audit_publish_url))
-    await audit.open()
+    try:
+        await audit.open()
+    except ValueError as exc:  # SigningKeyError, KeyFileError: a key file that is not ours to guess about
+        raise SystemExit(f"cannot open the audit log: {exc}") from None
     services.audit = audit
     services.closers.append(audit.close)
 

@@ -317,3 +317,16 @@ def test_a_full_data_disk_refuses_calls_and_never_runs_them_unaudited(
         assert server.stop() == 0
     finally:
         subprocess.run(["umount", str(data_dir)], check=False)
+
+
+def test_an_unreadable_signing_key_stops_the_start(serve: Callable[..., Any], tmp_path: Path) -> None:
+    """A signing key file that is not an Ed25519 PEM stops the start with a message naming it; the server
+    never makes a new key over it (that would silently unsign every chain)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    key = data_dir / "audit-signing.key"
+    key.write_text("not a key\n")
+    with pytest.raises(AssertionError) as failed:
+        serve(data_dir=data_dir)
+    assert "cannot open the audit log" in str(failed.value) and str(key) in str(failed.value)
+    assert key.read_text() == "not a key\n"
