@@ -409,7 +409,7 @@ class SandboxManager:
             container_id = str(row["Id"])
             labels: dict[str, str] = row.get("Labels") or {}
             tenant = labels.get("openanalyst.tenant", "")
-            current = (row.get("State") == "running" and tenant not in self._sandboxes
+            current = (row.get("State") == "running" and tenant not in self._sandboxes and tenant not in self._stopped
                        and labels.get("openanalyst.image_hash") == self.config.image_hash)
             full = self.capacity.live_count(self._holders()) >= self.capacity.cap
             if current and full and tenant != self.config.owner_tenant_id:
