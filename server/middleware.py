@@ -6,10 +6,16 @@ body is then scanned, unparsed, for JSON nesting and item count (``server.jsonli
 / ``JSON_TOO_LARGE`` before any parser can recurse on it. Every route takes JSON, so every body is scanned. A
 body within the limits is replayed to the app unchanged, and later ``receive`` calls (disconnect detection for
 SSE) go straight through.
+
+One exception keeps the audit's promise that every tool call is recorded whatever its input: a tool call
+(``POST /v1/tools/...``) over the JSON limits is not refused here, before anyone knows its tenant. Its body is
+replaced by an empty one and the refusal (code, message, sha256 of the raw bytes) is put in the request's
+state; the route authenticates the tenant, records the refused call and answers the same 422.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -17,6 +23,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, error_body
 from server.jsonlimits import JsonLimits, scan_raw
+
+JSON_REFUSAL = "json_refusal"  # key in the ASGI scope's state: a tool call's body refused by the JSON limits
+
+
+class JsonRefusal:
+    """Why a tool call's body was not parsed, for the route to record (the body itself is never parsed)."""
+
+    __slots__ = ("code", "message", "raw_sha256", "status")
+
+    def __init__(self, code: str, message: str, status: int, raw_sha256: str) -> None:
+        self.code, self.message, self.status, self.raw_sha256 = code, message, status, raw_sha256
+
+
+def _is_tool_call(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return scope.get("method") == "POST" and isinstance(path, str) and path.startswith("/v1/tools/")
 
 
 class BodyLimitMiddleware:
@@ -62,8 +84,12 @@ class BodyLimitMiddleware:
         try:
             scan_raw(whole, self.json_limits)
         except ApiError as exc:
-            await refuse(send, exc.status, exc.code, exc.message)
-            return
+            if not _is_tool_call(scope):
+                await refuse(send, exc.status, exc.code, exc.message)
+                return
+            scope.setdefault("state", {})[JSON_REFUSAL] = JsonRefusal(
+                exc.code, exc.message, exc.status, hashlib.sha256(whole).hexdigest())
+            whole = b"{}"
         replayed = False
 
         async def replay() -> Message:

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.chat import SSE_HEADERS
+from server.errors import ApiError
+from server.middleware import JSON_REFUSAL, JsonRefusal
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
@@ -50,8 +52,13 @@ def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> T
 async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
                     request: Request) -> JSONResponse | StreamingResponse:
     dispatcher = request.app.state.services.dispatcher
-    ctx = _tool_context(request, tenant.id, body.session_id)
     call_id = new_call_id()
+    refusal: JsonRefusal | None = getattr(request.state, JSON_REFUSAL, None)
+    if refusal is not None:  # over the JSON limits: recorded for this tenant, never parsed (server.middleware)
+        error = ApiError(refusal.code, refusal.message, status=refusal.status)
+        await dispatcher.refuse_unparsed(ToolContext(tenant_id=tenant.id, session_id=None), name, error,
+                                         raw_sha256=refusal.raw_sha256, call_id=call_id)
+    ctx = _tool_context(request, tenant.id, body.session_id)
     raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
     # 404 / 422 before any stream starts, recorded in the audit log like every call.
     await dispatcher.check(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)

@@ -102,16 +102,30 @@ class ToolDispatcher:
             check_value(raw_input, self.json_limits)
             return self.registry.validate(name, raw_input)
         except ApiError as exc:
-            ctx.call_id = call_id or new_call_id()
-            policy = self._policy_for(ctx.tenant_id)
-            rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name[:200], policy.name)
             sent = {"refused_input": bounded_form(raw_input),
                     "raw_sha256": raw_sha256 or sha256_of_value(raw_input)}
-            reason = f"refused before running: {exc.message}"
-            await self._started(rec, sent, "denied", reason)
-            await self._finished(rec, CallOutcome(error_result(name[:200], exc.code, exc.message), None, None),
-                                 "denied")
+            await self._record_refusal(ctx, name, sent, exc, call_id)
             raise
+
+    async def refuse_unparsed(self, ctx: ToolContext, name: str, error: ApiError, *, raw_sha256: str,
+                              call_id: str | None = None) -> None:
+        """Record a call whose request body was refused unparsed (over the JSON limits), then raise ``error``.
+
+        Nothing of the body is kept but its hash: it was never parsed, so there is no input to show.
+        """
+        sent = {"refused_input": None, "raw_sha256": raw_sha256}
+        await self._record_refusal(ctx, name, sent, error, call_id)
+        raise error
+
+    async def _record_refusal(self, ctx: ToolContext, name: str, sent: dict[str, Any], exc: ApiError,
+                              call_id: str | None) -> None:
+        ctx.call_id = call_id or new_call_id()
+        policy = self._policy_for(ctx.tenant_id)
+        rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name[:200], policy.name)
+        reason = f"refused before running: {exc.message}"
+        await self._started(rec, sent, "denied", reason)
+        await self._finished(rec, CallOutcome(error_result(name[:200], exc.code, exc.message), None, None),
+                             "denied")
 
     async def run(self, ctx: ToolContext, name: str, raw_input: Any, *, on_chunk: ChunkCallback | None = None,
                   call_id: str | None = None, raw_sha256: str | None = None) -> ToolResult:

@@ -187,16 +187,24 @@ def audit(base: str, tenant: str, **query: Any) -> list[dict[str, Any]]:
 
 def test_deep_tool_input_is_refused_and_the_audit_stays_readable(server: Any) -> None:
     """500- and 300-deep input to structured_output is 422 JSON_TOO_DEEP (it was a 500, and a 300-deep input
-    made the tenant's GET /v1/audit a 500 from then on); 60 deep is taken, recorded and listed."""
+    made the tenant's GET /v1/audit a 500 from then on); each refusal is still recorded for its tenant, with
+    the sha256 of the exact bytes sent and nothing of the unparsed body; 60 deep is taken, recorded and listed."""
+    hashes = []
     for levels in (500, 300):
         body = '{"input":' + '{"a":' * levels + "1" + "}" * levels + "}"
+        hashes.append(hashlib.sha256(body.encode()).hexdigest())
         answer = send(server.base, "POST", "/v1/tools/structured_output", body, {"x-tenant-id": "deep"})
         assert (answer.status_code, answer.json()["error"]["code"]) == (422, "JSON_TOO_DEEP")
     body = '{"input":' + '{"a":' * 60 + "1" + "}" * 60 + "}"
     answer = send(server.base, "POST", "/v1/tools/structured_output", body, {"x-tenant-id": "deep"})
     assert answer.status_code == 200 and answer.json()["error"]["code"] == "TOOL_UNAVAILABLE"
     records = audit(server.base, "deep")
-    assert [r["phase"] for r in records] == ["started", "finished"]
+    assert [r["phase"] for r in records] == ["started", "finished"] * 3
+    for (started, finished), raw_sha in zip(zip(records[0:4:2], records[1:4:2], strict=True), hashes, strict=True):
+        assert started["decision"] == finished["decision"] == "denied"
+        assert started["input"] == {"refused_input": None, "raw_sha256": raw_sha}
+        assert finished["error_code"] == "JSON_TOO_DEEP" and started["tool"] == "structured_output"
+    assert records[4]["decision"] == "allowed"
     assert httpx.get(f"{server.base}/v1/audit/export", headers={"x-tenant-id": "deep"}).status_code == 200
 
 
