@@ -368,7 +368,22 @@ def release_all(root: Path) -> list[Path]:
                 released.append(mount.point)
             elif backing is None and (mount.point == root or root in mount.point.parents) and unguard(mount.point):
                 released.append(mount.point)
+        # Devices attached but never mounted (a server killed between losetup and mount) hold no mount point.
+        in_use = {m.source for m in mounts()}
+        for device in _all_loops():
+            backing = loop_backing_file(device)
+            if (device not in in_use and backing is not None and root in backing.parents
+                    and backing.parent.name == "quota" and backing.suffix == ".ext4"):
+                with contextlib.suppress(OSError):
+                    _run("losetup", "-d", device)
     return released
+
+
+def _all_loops() -> list[str]:
+    try:
+        return [f"/dev/{name}" for name in os.listdir("/sys/block") if name.startswith("loop")]
+    except OSError:
+        return []
 
 
 def unenforced(workspace: Path, spec: QuotaSpec | None, reason: str) -> QuotaReport:
