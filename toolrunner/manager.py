@@ -400,6 +400,15 @@ class SandboxManager:
             while len(self._stopped) > self.config.max_stopped_containers:
                 oldest = next(iter(self._stopped))
                 await self._remove_quietly(self._stopped.pop(oldest))
+                self._spawn(self._release_unused(oldest), f"release-{oldest}")
+
+    async def _release_unused(self, tenant: str) -> None:
+        """Unmount the quota filesystem of a tenant left with no container (loop devices stay bounded by the
+        container caps); under its lock, so a start of that tenant meanwhile keeps its mount."""
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            if tenant not in self._sandboxes and tenant not in self._stopped:
+                self._plans.pop(tenant, None)
+                await asyncio.to_thread(release_workspace, self.config, tenant)
 
     async def adopt_or_reap(self) -> dict[str, list[str]]:
         """Re-attach to this server's running, current containers; remove the others, one at a time."""

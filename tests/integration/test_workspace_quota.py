@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,17 @@ def test_owner_workspace_exempt_by_default(harness_factory: Any, data_dir: Path)
     out = opted.bash("owner", "dd if=/dev/zero of=big bs=1M count=100 2>&1").result
     assert out.limit == "disk" and mounts_at(opted.config.owner_workspace.resolve()) == 1
     assert opted.config.owner_workspace.stat().st_uid == 1000  # the filesystem's root is still the person's
+
+
+def test_container_removed_beyond_stopped_cap_releases_its_mount(harness_factory: Any, data_dir: Path) -> None:
+    """A tenant whose stopped container is removed beyond the stopped-container cap keeps no mount or loop
+    device (they stay bounded by the container caps); its next call mounts the image again, files intact."""
+    h = harness_factory(data_dir, policies={"qs": tiny()}, idle_timeout_s=1, max_stopped_containers=0)
+    assert h.bash("qs", "echo kept > kept.txt").result.exit_code == 0
+    workspace, image = data_dir / "workspaces" / "qs", quota_image(h.config, "qs")
+    assert mounts_at(workspace) == 1
+    deadline = time.monotonic() + 30
+    while (mounts_at(workspace) or loops_of(image)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # poll interval against the deadline
+    assert mounts_at(workspace) == 0 and loops_of(image) == []
+    assert h.bash("qs", "cat kept.txt").result.output == "kept\n" and mounts_at(workspace) == 1
