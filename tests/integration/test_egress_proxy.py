@@ -1,0 +1,330 @@
+"""The egress proxy against real local HTTP and HTTPS servers on loopback, driven by curl and urllib.
+
+Every name resolves (through the test's resolver) to 127.0.0.x, and the proxy's connector refuses anything off
+127.0.0.0/8, so nothing leaves the machine even if a check under test failed. The owner's private-target
+exception covers 127.0.0.2 only (where the origins listen): 127.0.0.1 stands for the host's own ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fakes.origin import Origin
+from fakes.tls import make_tls
+
+from policies.network import EgressRules
+from toolrunner.egress import AddressPolicy, ConnectionRecord, EgressProxy, Identity, MemorySink, ProxyThread
+from toolrunner.egress.proxy import open_tcp
+from toolrunner.egress.resolver import StaticResolver, SystemResolver
+
+ORIGIN_IP = "127.0.0.2"
+NAMES = {
+    "allowed.test": [ORIGIN_IP], "a.wild.test": [ORIGIN_IP], "secret.wild.test": [ORIGIN_IP],
+    "unlisted.test": [ORIGIN_IP], "hostport.test": ["127.0.0.1"], "private.test": ["172.17.0.1"],
+    "metadata.test": ["169.254.169.254"], "rebind.test": [ORIGIN_IP, "127.0.0.1"],
+    "mapped.test": ["::ffff:127.0.0.1"],
+}
+RULES = EgressRules(allow=("allowed.test", "*.wild.test", "hostport.test", "private.test", "metadata.test",
+                           "rebind.test", "mapped.test"), deny=("secret.wild.test",))
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+@dataclass
+class Env:
+    thread: ProxyThread
+    sink: MemorySink
+    rules: dict[str, EgressRules | None]
+    http: Origin
+    https: Origin
+    ca_file: Path
+    host_port: Origin
+    dialled: list[str] = field(default_factory=list)
+
+    def listen(self, tenant: str = "t1", session: str | None = "s1") -> str:
+        host, port = self.thread.listen_tcp(Identity(tenant, session))
+        return f"http://{host}:{port}"
+
+    def wait_records(self, n: int) -> list[ConnectionRecord]:
+        deadline = time.monotonic() + 10
+        while len(self.sink.records) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.sink.records) >= n, self.sink.records
+        return self.sink.records
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    tls = make_tls("allowed.test", "a.wild.test", "secret.wild.test")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("".join(ssl.DER_cert_to_PEM_cert(der) for der in tls.client.get_ca_certs(binary_form=True)))
+    http, https, host_port = Origin(ORIGIN_IP), Origin(ORIGIN_IP, tls.server), Origin("127.0.0.1")
+    sink = MemorySink()
+    rules: dict[str, EgressRules | None] = {"t1": RULES}
+    dialled: list[str] = []
+
+    async def loopback_only(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        dialled.append(address)
+        assert ipaddress.ip_address(address) in LOOPBACK, f"test proxy asked to dial {address}"
+        return await open_tcp(address, port)
+
+    proxy = EgressProxy(lambda tenant: rules.get(tenant), sink,
+                        addresses=AddressPolicy.from_strings(["127.0.0.2/32", "169.254.0.0/16"]),
+                        resolver=StaticResolver(NAMES), connector=loopback_only,
+                        call_for=lambda ident, cred: f"{ident.session}:{cred}" if cred else None)
+    thread = ProxyThread(proxy).start()
+    yield Env(thread, sink, rules, http, https, ca_file, host_port, dialled)
+    thread.stop()
+    for origin in (http, https, host_port):
+        origin.close()
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--max-time", "20", "--noproxy", "", *args],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_allowed_name_over_http_with_curl_and_urllib(env: Env) -> None:
+    """An allowed name is fetched through the proxy by curl and by urllib, the Host header is the checked
+    name, and each attempt has an allow record with the rule, address, call id and bytes."""
+    proxy = env.listen()
+    out = curl("-x", proxy, "--proxy-user", "call-7:x", f"http://allowed.test:{env.http.port}/hello")
+    assert out.returncode == 0 and out.stdout == f"hello allowed.test:{env.http.port}", out
+    auth_proxy = proxy.replace("http://", "http://call-8:pw@")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": auth_proxy}))
+    with opener.open(f"http://a.wild.test:{env.http.port}/hello", timeout=10) as resp:
+        assert resp.read() == f"hello a.wild.test:{env.http.port}".encode()
+    first, second = env.wait_records(2)
+    assert (first.decision, first.rule, first.address, first.method) == ("allow", "allow:allowed.test", ORIGIN_IP,
+                                                                         "GET")
+    assert first.tenant == "t1" and first.session == "s1" and first.call_id == "s1:call-7"
+    assert first.bytes_down > 100 and first.bytes_up > 20 and first.duration_ms > 0
+    assert second.rule == "allow:*.wild.test" and second.call_id == "s1:call-8" and second.host == "a.wild.test"
+
+
+def test_https_through_connect_is_not_intercepted(env: Env) -> None:
+    """HTTPS goes through CONNECT: the client verifies the origin's own certificate for the name (the proxy
+    holds no key), with curl and with urllib."""
+    proxy = env.listen()
+    out = curl("-x", proxy, "--cacert", str(env.ca_file), f"https://allowed.test:{env.https.port}/hello")
+    assert out.returncode == 0 and out.stdout == f"hello allowed.test:{env.https.port}", out
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"https": proxy}),
+                                         urllib.request.HTTPSHandler(context=ctx))
+    with opener.open(f"https://a.wild.test:{env.https.port}/bytes/100000", timeout=10) as resp:
+        assert len(resp.read()) == 100000
+    recs = env.wait_records(2)
+    assert [(r.method, r.decision, r.host) for r in recs] == [("CONNECT", "allow", "allowed.test"),
+                                                              ("CONNECT", "allow", "a.wild.test")]
+    assert recs[1].bytes_down > 100000
+
+
+@pytest.mark.parametrize(("target", "rule"), [
+    ("unlisted.test", "default"),
+    ("secret.wild.test", "deny:secret.wild.test"),
+])
+def test_a_denied_name_is_refused_before_any_connection(env: Env, target: str, rule: str) -> None:
+    """A name no rule allows, or one a deny rule names although a wildcard allows it, gets a 403 naming the
+    rule (HTTP) or a failed CONNECT (HTTPS), and the origin never sees a connection."""
+    proxy = env.listen()
+    out = curl("-x", proxy, "-i", f"http://{target}:{env.http.port}/hello")
+    assert "403" in out.stdout.splitlines()[0] and f"X-Egress-Rule: {rule}" in out.stdout, out
+    tls = curl("-x", proxy, "--cacert", str(env.ca_file), f"https://{target}:{env.https.port}/hello")
+    assert tls.returncode != 0 and "403" in tls.stderr, tls
+    recs = env.wait_records(2)
+    assert all(r.decision == "deny" and r.rule == rule and r.address is None for r in recs)
+    assert env.http.accepted == 0 and env.https.accepted == 0 and env.dialled == []
+
+
+def test_ip_literals_are_refused(env: Env) -> None:
+    """An address in place of a name (dotted, bracketed IPv6, or a numeric form) is refused as ip-literal,
+    even though the owner's exception covers that address."""
+    proxy = env.listen()
+    for target in (f"{ORIGIN_IP}:{env.http.port}", f"[::1]:{env.http.port}", f"2130706434:{env.http.port}"):
+        out = curl("-x", proxy, "-i", f"http://{target}/hello")
+        assert "403" in out.stdout.splitlines()[0], (target, out)
+    out = curl("-x", proxy, "-p", "--cacert", str(env.ca_file), f"https://{ORIGIN_IP}:{env.https.port}/")
+    assert out.returncode != 0
+    recs = env.wait_records(4)
+    assert [r.rule for r in recs] == ["ip-literal"] * 4 and env.http.accepted == env.https.accepted == 0
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("hostport.test", "loopback"),
+    ("private.test", "private"),
+    ("metadata.test", "metadata"),
+    ("rebind.test", "loopback"),
+    ("mapped.test", "loopback"),
+])
+def test_names_resolving_to_forbidden_addresses_are_refused(env: Env, name: str, kind: str) -> None:
+    """An allowed name whose address is the host's loopback (its own ports), a private network, the metadata
+    address (even inside the owner's link-local exception), or a mix of good and bad answers, is refused by
+    kind without naming the address to the client; the record keeps the address; nothing was dialled."""
+    proxy = env.listen()
+    out = curl("-x", proxy, "-i", f"http://{name}:{env.host_port.port}/hello")
+    assert "403" in out.stdout.splitlines()[0] and f"resolves to a {kind} address" in out.stdout, out
+    assert "127.0.0.1" not in out.stdout and "169.254" not in out.stdout
+    (rec,) = env.wait_records(1)
+    assert rec.decision == "deny" and rec.rule == f"address:{kind}" and rec.address is not None
+    assert env.dialled == [] and env.host_port.accepted == 0
+
+
+def test_the_system_resolver_refuses_localhost(env: Env) -> None:
+    """With the real resolver and no owner exception, localhost is refused as loopback."""
+    sink = MemorySink()
+    proxy = EgressProxy(lambda _t: EgressRules(allow=("localhost",)), sink, resolver=SystemResolver())
+    thread = ProxyThread(proxy).start()
+    try:
+        host, port = thread.listen_tcp(Identity("t2"))
+        out = curl("-x", f"http://{host}:{port}", "-i", f"http://localhost:{env.host_port.port}/hello")
+        assert "403" in out.stdout.splitlines()[0]
+        deadline = time.monotonic() + 10
+        while not sink.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sink.records[0].rule == "address:loopback" and env.host_port.accepted == 0
+    finally:
+        thread.stop()
+
+
+def test_a_tenant_without_an_allowlist_gets_nothing(env: Env) -> None:
+    """A tenant whose policy is not allowlist (rules None) is refused whatever it asks for."""
+    env.rules["t3"] = None
+    out = curl("-x", env.listen("t3"), "-i", f"http://allowed.test:{env.http.port}/hello")
+    assert "403" in out.stdout.splitlines()[0]
+    assert env.wait_records(1)[0].rule == "mode" and env.http.accepted == 0
+
+
+def _connect(proxy: str, target: str) -> socket.socket:
+    host, port = proxy.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    return sock
+
+
+def _status(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_connection_limit_refuses_the_next_and_recovers(env: Env) -> None:
+    """With two connections allowed, a third gets 429 naming the limit while two are open, and passes once one
+    has closed; the limit is per tenant, not per listener."""
+    env.rules["t4"] = EgressRules(allow=("allowed.test",), max_connections=2)
+    proxies = [env.listen("t4", "a"), env.listen("t4", "b")]
+    target = f"allowed.test:{env.http.port}"
+    held = [_connect(proxies[0], target), _connect(proxies[1], target)]
+    assert [_status(s) for s in held] == [b"HTTP/1.1 200 Connection Established"] * 2
+    third = _connect(proxies[0], target)
+    assert _status(third).startswith(b"HTTP/1.1 429")
+    third.close()
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while env.thread.proxy.open_connections("t4") > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    again = _connect(proxies[1], target)
+    assert _status(again) == b"HTTP/1.1 200 Connection Established"
+    for s in (again, *held):
+        s.close()
+    recs = env.wait_records(4)
+    assert [r.limit for r in recs if r.limit] == ["connections"]
+
+
+def test_duration_limit_ends_a_long_connection(env: Env) -> None:
+    """A tunnel open longer than max_connection_s is closed by the proxy and its record says 'duration'."""
+    env.rules["t5"] = EgressRules(allow=("allowed.test",), max_connection_s=0.5)
+    sock = _connect(env.listen("t5"), f"allowed.test:{env.http.port}")
+    assert _status(sock) == b"HTTP/1.1 200 Connection Established"
+    sock.sendall(b"GET /hold HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    started = time.monotonic()
+    while sock.recv(65536):
+        pass
+    assert 0.3 < time.monotonic() - started < 5
+    (rec,) = env.wait_records(1)
+    assert rec.limit == "duration" and rec.decision == "allow" and 400 < rec.duration_ms < 5000
+
+
+def test_bandwidth_limit_slows_a_download(env: Env) -> None:
+    """At 4000 kbit/s (500 kB/s, one second of burst) 1.5 MB takes about two seconds, and the record says how
+    long the proxy held it back."""
+    env.rules["t6"] = EgressRules(allow=("allowed.test",), bandwidth_kbps=4000)
+    started = time.monotonic()
+    out = curl("-x", env.listen("t6"), "-o", "/dev/null", "-w", "%{size_download}",
+               f"http://allowed.test:{env.http.port}/bytes/1500000")
+    took = time.monotonic() - started
+    assert out.stdout == "1500000" and 1.6 < took < 6, (out, took)
+    (rec,) = env.wait_records(1)
+    assert rec.throttled_ms > 1000 and rec.bytes_down > 1500000
+
+
+def test_unix_socket_listener_carries_its_session(env: Env, tmp_path: Path) -> None:
+    """A per-session Unix socket attributes its connections to that tenant and session, whatever the client
+    sends; a bad request head on it is refused with 400 and still recorded."""
+    path = str(tmp_path / "egress.sock")
+    env.thread.listen_unix(Identity("t1", "session-42"), path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(f"CONNECT allowed.test:{env.http.port} HTTP/1.1\r\n\r\n".encode())
+        assert _status(sock) == b"HTTP/1.1 200 Connection Established"
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+        body = b""
+        while chunk := sock.recv(4096):
+            body += chunk
+    assert body.endswith(b"hello allowed.test")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(b"GET /relative HTTP/1.1\r\n\r\n")
+        assert _status(sock).startswith(b"HTTP/1.1 400")
+    first, second = sorted(env.wait_records(2), key=lambda r: r.decision)  # order of completion varies
+    assert (first.tenant, first.session, first.decision) == ("t1", "session-42", "allow")
+    assert (second.session, second.rule, second.decision) == ("session-42", "bad-request", "deny")
+
+
+def test_every_attempt_has_exactly_one_record(env: Env) -> None:
+    """A mixed run of allowed, denied and malformed attempts gives one record per attempt, in order."""
+    proxy = env.listen()
+    targets: list[tuple[str, Callable[[], object]]] = [
+        ("allow", lambda: curl("-x", proxy, f"http://allowed.test:{env.http.port}/hello")),
+        ("deny", lambda: curl("-x", proxy, f"http://unlisted.test:{env.http.port}/hello")),
+        ("deny", lambda: curl("-x", proxy, f"http://{ORIGIN_IP}:{env.http.port}/hello")),
+        ("allow", lambda: curl("-x", proxy, f"http://a.wild.test:{env.http.port}/bytes/10")),
+    ]
+    for _, run in targets:
+        run()
+    recs = env.wait_records(len(targets))
+    assert [r.decision for r in recs] == [d for d, _ in targets] and len(env.sink.records) == len(targets)
+
+
+def test_unreachable_upstream_is_a_502_with_the_error(env: Env) -> None:
+    """An allowed name whose origin is not listening answers 502 and the record says the connect failed."""
+    closed = socket.socket()
+    closed.bind((ORIGIN_IP, 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    out = curl("-x", env.listen(), "-i", f"http://allowed.test:{port}/hello")
+    assert "502" in out.stdout.splitlines()[0]
+    (rec,) = env.wait_records(1)
+    assert rec.error == "connect: ConnectionRefusedError" and rec.address == ORIGIN_IP
+
+
+def test_urllib_sees_a_clear_refusal(env: Env) -> None:
+    """urllib through the proxy gets an HTTPError 403 whose body says why."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": env.listen()}))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        opener.open(f"http://unlisted.test:{env.http.port}/", timeout=10)
+    assert info.value.code == 403
+    assert b"not allowed by this tenant's rules" in info.value.read()

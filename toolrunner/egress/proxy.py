@@ -1,0 +1,242 @@
+"""The egress proxy: an asyncio HTTP forward proxy (plain HTTP and ``CONNECT``, no TLS interception) that lets a
+sandbox reach only what its tenant's ``[egress]`` rules allow.
+
+Per attempt, in this order: parse the head; the tenant's connection limit; the rules (deny wins, IP literals
+denied); resolve the name once; refuse it if any address is loopback/private/link-local/metadata/the host's
+own (``AddressPolicy``); connect to a checked address; pipe bytes under the tenant's bandwidth bucket and the
+connection's duration limit. Each attempt ends in exactly one ``ConnectionRecord`` to the sink.
+
+Who is asking comes from the listener, not from the request: every listener is bound to an ``Identity``
+(tenant and session) when it is made (one per session socket), so code in a sandbox cannot claim another
+tenant or session. The call id is looked up from the proxy credential (``Proxy-Authorization``'s user name),
+which only narrows the attribution inside that identity; an unknown credential leaves the call id empty and
+the record stays attributed to the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from policies.network import EgressRules, Matcher, normalise_host
+from toolrunner.egress.addresses import AddressPolicy, IPAddress
+from toolrunner.egress.httphead import MAX_HEAD, BadRequest, ProxyRequest, parse_head
+from toolrunner.egress.limits import TenantLimits, TokenBucket
+from toolrunner.egress.records import ConnectionRecord, ConnectionSink
+from toolrunner.egress.resolver import ResolveError, Resolver, SystemResolver
+
+CHUNK = 256 * 1024
+HEAD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Whom a listener serves; fixed when the listener is made."""
+
+    tenant: str
+    session: str | None = None
+
+
+RulesFor = Callable[[str], EgressRules | None]
+CallFor = Callable[[Identity, str | None], str | None]
+#: How a checked (address, port) is opened; tests pass one that also refuses anything off the loopback range,
+#: so a check that failed could still send nothing off the machine.
+Connector = Callable[[str, int], Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def open_tcp(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(address, port, limit=CHUNK)
+
+
+class Refused(Exception):
+    """An attempt the proxy answers itself: status, decision rule or limit, and a message for the client."""
+
+    def __init__(self, status: int, reason: str, message: str, *, rule: str = "", limit: str | None = None,
+                 error: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.rule, self.limit, self.error = status, reason, rule, limit, error
+
+
+def _refusal(exc: Refused, rec: ConnectionRecord) -> bytes:
+    body = (str(exc) + "\n").encode()
+    head = (f"HTTP/1.1 {exc.status} {exc.reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Egress-Decision: deny\r\n"
+            f"X-Egress-Rule: {rec.rule or rec.limit or rec.error or ''}\r\n\r\n")
+    return head.encode() + body
+
+
+class EgressProxy:
+    """Checks and forwards connections for many tenants; ``rules_for`` gives a tenant's rules (None: the tenant
+    is not under ``allowlist``, so nothing passes), ``call_for`` maps a credential to a call id."""
+
+    def __init__(self, rules_for: RulesFor, sink: ConnectionSink, *, addresses: AddressPolicy | None = None,
+                 resolver: Resolver | None = None, call_for: CallFor | None = None,
+                 connector: Connector = open_tcp) -> None:
+        self._rules_for = rules_for
+        self._sink = sink
+        self._addresses = addresses or AddressPolicy()
+        self._resolver: Resolver = resolver or SystemResolver()
+        self._call_for = call_for or (lambda _identity, _credential: None)
+        self._connector = connector
+        self._matchers: dict[EgressRules, Matcher] = {}
+        self._limits: dict[str, TenantLimits] = {}
+
+    async def serve_tcp(self, identity: Identity, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+        """A TCP listener for ``identity`` (tests and the bench; sandboxes get a Unix socket)."""
+        return await asyncio.start_server(self._handler(identity), host, port, limit=MAX_HEAD)
+
+    async def serve_unix(self, identity: Identity, path: str) -> asyncio.Server:
+        """A Unix-socket listener for ``identity``: the socket one session's container has mounted."""
+        return await asyncio.start_unix_server(self._handler(identity), path, limit=MAX_HEAD)
+
+    def _handler(self, identity: Identity) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                       Coroutine[Any, Any, None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.handle(identity, reader, writer)
+        return handle
+
+    def _tenant_limits(self, tenant: str, rules: EgressRules) -> TenantLimits:
+        limits = self._limits.get(tenant)
+        rate = rules.bandwidth_kbps * 125 if rules.bandwidth_kbps else None  # kbit/s → bytes/s
+        if limits is None or limits.max_connections != rules.max_connections or (
+                (limits.bucket.rate if limits.bucket else None) != rate):
+            limits = TenantLimits(rules.max_connections, TokenBucket(rate) if rate else None,
+                                  limits.open if limits else 0)
+            self._limits[tenant] = limits
+        return limits
+
+    def open_connections(self, tenant: str) -> int:
+        limits = self._limits.get(tenant)
+        return limits.open if limits else 0
+
+    async def handle(self, identity: Identity, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one client connection: one attempt, one record."""
+        started, wall = time.monotonic(), time.time()
+        rec = ConnectionRecord(wall, identity.tenant, identity.session, None, "", "", 0)
+        limits: TenantLimits | None = None
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            request = await self._read_request(reader, rec)
+            rec.call_id = self._call_for(identity, request.credential)
+            rules = self._rules_for(identity.tenant)
+            if rules is None:
+                raise Refused(403, "Forbidden", f"egress denied: tenant {identity.tenant!r} has no allow-list",
+                              rule="mode")
+            limits = self._tenant_limits(identity.tenant, rules)
+            if not limits.try_open():
+                limits = None
+                raise Refused(429, "Too Many Requests", f"egress refused: {rules.max_connections} connections "
+                              "already open for this tenant (limit 'connections')", limit="connections")
+            up_reader, upstream = await self._open(request, rules, rec)
+            rec.decision = "allow"
+            if request.method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            else:
+                upstream.write(request.upstream_head)
+                rec.bytes_up += len(request.upstream_head)
+            await self._pipe(reader, writer, up_reader, upstream, limits, rules, rec, started)
+        except Refused as exc:
+            rec.rule, rec.limit, rec.error = rec.rule or exc.rule, exc.limit, exc.error
+            with contextlib.suppress(OSError):
+                writer.write(_refusal(exc, rec))
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            rec.error = rec.error or f"client: {exc.__class__.__name__}"
+        finally:
+            if limits is not None:
+                limits.close()
+            for w in (upstream, writer):
+                if w is not None:
+                    w.close()
+            rec.duration_ms = round((time.monotonic() - started) * 1000, 3)
+            self._sink.record(rec)
+
+    async def _read_request(self, reader: asyncio.StreamReader, rec: ConnectionRecord) -> ProxyRequest:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
+        try:
+            request = parse_head(head)
+        except BadRequest as exc:
+            raise Refused(400, "Bad Request", f"egress: {exc}", rule="bad-request") from exc
+        rec.method, rec.host, rec.port = request.method, normalise_host(request.host), request.port
+        return request
+
+    def _matcher(self, rules: EgressRules) -> Matcher:
+        matcher = self._matchers.get(rules)
+        if matcher is None:
+            matcher = self._matchers[rules] = rules.matcher()
+        return matcher
+
+    async def _open(self, request: ProxyRequest, rules: EgressRules, rec: ConnectionRecord
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        decision = self._matcher(rules).decide(rec.host, rec.port)
+        rec.rule = decision.rule
+        if not decision.allowed:
+            why = ("an IP address (name a host)" if decision.rule == "ip-literal"
+                   else "not allowed by this tenant's rules")
+            raise Refused(403, "Forbidden", f"egress denied: {rec.host}:{rec.port} is {why} ({decision.rule})")
+        try:
+            addresses = await asyncio.wait_for(self._resolver.resolve(rec.host, rec.port), rules.connect_timeout_s)
+        except (ResolveError, TimeoutError) as exc:
+            raise Refused(502, "Bad Gateway", f"egress: cannot resolve {rec.host}", error="resolve") from exc
+        for ip in addresses:
+            kind = self._addresses.refusal(ip)
+            if kind is not None:
+                rec.address, rec.rule = str(ip), f"address:{kind}"
+                # The kind is said, the address is not: a tenant should not map the host's network.
+                raise Refused(403, "Forbidden", f"egress denied: {rec.host} resolves to a {kind} address")
+        return await self._connect(addresses, rules, rec)
+
+    async def _connect(self, addresses: list[IPAddress], rules: EgressRules, rec: ConnectionRecord
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        last: Exception | None = None
+        for ip in addresses:
+            rec.address = str(ip)
+            try:
+                async with asyncio.timeout(rules.connect_timeout_s):
+                    return await self._connector(str(ip), rec.port)
+            except (OSError, TimeoutError) as exc:
+                last = exc
+        rec.decision = "allow"
+        raise Refused(502, "Bad Gateway", f"egress: cannot connect to {rec.host}:{rec.port}",
+                      error=f"connect: {last.__class__.__name__ if last else 'no address'}")
+
+    async def _pipe(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter,
+                    u_reader: asyncio.StreamReader, u_writer: asyncio.StreamWriter, limits: TenantLimits,
+                    rules: EgressRules, rec: ConnectionRecord, started: float) -> None:
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            while data := await src.read(CHUNK):
+                if limits.bucket is not None:
+                    rec.throttled_ms += await limits.bucket.take(len(data)) * 1000
+                dst.write(data)
+                if up:
+                    rec.bytes_up += len(data)
+                else:
+                    rec.bytes_down += len(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                with contextlib.suppress(OSError):
+                    dst.write_eof()
+
+        remaining = rules.max_connection_s - (time.monotonic() - started)
+        tasks = [asyncio.create_task(copy(c_reader, u_writer, True)),
+                 asyncio.create_task(copy(u_reader, c_writer, False))]
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                await asyncio.gather(*tasks)
+        except TimeoutError:
+            rec.limit = "duration"
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            rec.error = f"stream: {exc.__class__.__name__}"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        rec.throttled_ms = round(rec.throttled_ms, 3)
