@@ -7,7 +7,6 @@ exception covers 127.0.0.2 only (where the origins listen): 127.0.0.1 stands for
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import ssl
@@ -26,6 +25,7 @@ from fakes.tls import make_tls
 from policies.network import EgressRules
 from toolrunner.egress import AddressPolicy, ConnectionRecord, EgressProxy, Identity, MemorySink, ProxyThread
 from toolrunner.egress.proxy import open_tcp
+from toolrunner.egress.relay import Side
 from toolrunner.egress.resolver import StaticResolver, SystemResolver
 
 ORIGIN_IP = "127.0.0.2"
@@ -73,10 +73,10 @@ def env(tmp_path: Path) -> Iterator[Env]:
     rules: dict[str, EgressRules | None] = {"t1": RULES}
     dialled: list[str] = []
 
-    async def loopback_only(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def loopback_only(address: str, port: int, factory: Callable[[], Side]) -> Side:
         dialled.append(address)
         assert ipaddress.ip_address(address) in LOOPBACK, f"test proxy asked to dial {address}"
-        return await open_tcp(address, port)
+        return await open_tcp(address, port, factory)
 
     proxy = EgressProxy(lambda tenant: rules.get(tenant), sink,
                         addresses=AddressPolicy.from_strings(["127.0.0.2/32", "169.254.0.0/16"]),

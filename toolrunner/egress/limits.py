@@ -7,14 +7,13 @@ connections, both directions; a connection over budget is slowed, not cut, and i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
 
 @dataclass
 class TokenBucket:
-    """``rate`` bytes per second with a burst of one second's worth; ``take`` sleeps off any debt."""
+    """``rate`` bytes per second with a burst of one second's worth; ``spend`` says how long to wait off a debt."""
 
     rate: float
     tokens: float = 0.0
@@ -23,16 +22,16 @@ class TokenBucket:
     def __post_init__(self) -> None:
         self.tokens = self.rate
 
-    async def take(self, n: int) -> float:
-        """Spend ``n`` bytes; returns the seconds slept to stay within the rate."""
+    def available(self) -> float:
+        """Bytes that may pass now (negative: a debt still being waited off)."""
+        return min(self.rate, self.tokens + (time.monotonic() - self.stamp) * self.rate)
+
+    def spend(self, n: int) -> float:
+        """Spend ``n`` bytes (they were already read); the seconds the reader must pause to stay in the rate."""
         now = time.monotonic()
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate) - n
         self.stamp = now
-        if self.tokens >= 0:
-            return 0.0
-        wait = -self.tokens / self.rate
-        await asyncio.sleep(wait)
-        return wait
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 @dataclass

@@ -16,7 +16,6 @@ the record stays attributed to the session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from toolrunner.egress.addresses import AddressPolicy, IPAddress
 from toolrunner.egress.httphead import MAX_HEAD, BadRequest, ProxyRequest, parse_head
 from toolrunner.egress.limits import TenantLimits, TokenBucket
 from toolrunner.egress.records import ConnectionRecord, ConnectionSink
+from toolrunner.egress.relay import HeadTooLarge, Side, relay
 from toolrunner.egress.resolver import ResolveError, Resolver, SystemResolver
 
-CHUNK = 256 * 1024
 HEAD_TIMEOUT_S = 10.0
 
 
@@ -43,13 +42,14 @@ class Identity:
 
 RulesFor = Callable[[str], EgressRules | None]
 CallFor = Callable[[Identity, str | None], str | None]
-#: How a checked (address, port) is opened; tests pass one that also refuses anything off the loopback range,
-#: so a check that failed could still send nothing off the machine.
-Connector = Callable[[str, int], Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+#: How a checked (address, port) is opened with the given protocol; tests pass one that also refuses anything
+#: off the loopback range, so that a check that failed could still send nothing off the machine.
+Connector = Callable[[str, int, Callable[[], Side]], Coroutine[Any, Any, Side]]
 
 
-async def open_tcp(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(address, port, limit=CHUNK)
+async def open_tcp(address: str, port: int, factory: Callable[[], Side]) -> Side:
+    _transport, side = await asyncio.get_running_loop().create_connection(factory, address, port)
+    return side
 
 
 class Refused(Exception):
@@ -84,20 +84,24 @@ class EgressProxy:
         self._connector = connector
         self._matchers: dict[EgressRules, Matcher] = {}
         self._limits: dict[str, TenantLimits] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve_tcp(self, identity: Identity, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         """A TCP listener for ``identity`` (tests and the bench; sandboxes get a Unix socket)."""
-        return await asyncio.start_server(self._handler(identity), host, port, limit=MAX_HEAD)
+        return await asyncio.get_running_loop().create_server(self._factory(identity), host, port)
 
     async def serve_unix(self, identity: Identity, path: str) -> asyncio.Server:
         """A Unix-socket listener for ``identity``: the socket one session's container has mounted."""
-        return await asyncio.start_unix_server(self._handler(identity), path, limit=MAX_HEAD)
+        return await asyncio.get_running_loop().create_unix_server(self._factory(identity), path)
 
-    def _handler(self, identity: Identity) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                                       Coroutine[Any, Any, None]]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.handle(identity, reader, writer)
-        return handle
+    def _factory(self, identity: Identity) -> Callable[[], Side]:
+        def make() -> Side:
+            side = Side(collect_head=True, max_head=MAX_HEAD)
+            task = asyncio.get_running_loop().create_task(self.handle(identity, side))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return side
+        return make
 
     def _tenant_limits(self, tenant: str, rules: EgressRules) -> TenantLimits:
         limits = self._limits.get(tenant)
@@ -113,14 +117,14 @@ class EgressProxy:
         limits = self._limits.get(tenant)
         return limits.open if limits else 0
 
-    async def handle(self, identity: Identity, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, identity: Identity, client: Side) -> None:
         """Serve one client connection: one attempt, one record."""
         started, wall = time.monotonic(), time.time()
         rec = ConnectionRecord(wall, identity.tenant, identity.session, None, "", "", 0)
         limits: TenantLimits | None = None
-        upstream: asyncio.StreamWriter | None = None
+        upstream: Side | None = None
         try:
-            request = await self._read_request(reader, rec)
+            request, rest = await self._read_request(client, rec)
             rec.call_id = self._call_for(identity, request.credential)
             rules = self._rules_for(identity.tenant)
             if rules is None:
@@ -131,42 +135,43 @@ class EgressProxy:
                 limits = None
                 raise Refused(429, "Too Many Requests", f"egress refused: {rules.max_connections} connections "
                               "already open for this tenant (limit 'connections')", limit="connections")
-            up_reader, upstream = await self._open(request, rules, rec)
+            upstream = await self._open(rules, rec)
             rec.decision = "allow"
             if request.method == "CONNECT":
-                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            else:
-                upstream.write(request.upstream_head)
-                rec.bytes_up += len(request.upstream_head)
-            await self._pipe(reader, writer, up_reader, upstream, limits, rules, rec, started)
+                client.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            first = request.upstream_head + rest
+            if not await relay(client, upstream, limits.bucket, first,
+                               rules.max_connection_s - (time.monotonic() - started)):
+                rec.limit = "duration"
+            rec.bytes_up = client.received + len(request.upstream_head)
+            rec.bytes_down = upstream.received
+            rec.throttled_ms = round((client.throttled_s + upstream.throttled_s) * 1000, 3)
         except Refused as exc:
             rec.rule, rec.limit, rec.error = rec.rule or exc.rule, exc.limit, exc.error
-            with contextlib.suppress(OSError):
-                writer.write(_refusal(exc, rec))
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError) as exc:
+            client.write(_refusal(exc, rec))
+        except OSError as exc:
             rec.error = rec.error or f"client: {exc.__class__.__name__}"
         finally:
             if limits is not None:
                 limits.close()
-            for w in (upstream, writer):
-                if w is not None:
-                    w.close()
+            for side in (upstream, client):
+                if side is not None:
+                    side.close()
             rec.duration_ms = round((time.monotonic() - started) * 1000, 3)
             self._sink.record(rec)
 
-    async def _read_request(self, reader: asyncio.StreamReader, rec: ConnectionRecord) -> ProxyRequest:
+    async def _read_request(self, client: Side, rec: ConnectionRecord) -> tuple[ProxyRequest, bytes]:
+        assert client.head is not None
         try:
-            async with asyncio.timeout(HEAD_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            head, rest = await asyncio.wait_for(asyncio.shield(client.head), HEAD_TIMEOUT_S)
+        except (HeadTooLarge, TimeoutError, ConnectionError) as exc:
             raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
         try:
             request = parse_head(head)
         except BadRequest as exc:
             raise Refused(400, "Bad Request", f"egress: {exc}", rule="bad-request") from exc
         rec.method, rec.host, rec.port = request.method, normalise_host(request.host), request.port
-        return request
+        return request, rest
 
     def _matcher(self, rules: EgressRules) -> Matcher:
         matcher = self._matchers.get(rules)
@@ -174,8 +179,7 @@ class EgressProxy:
             matcher = self._matchers[rules] = rules.matcher()
         return matcher
 
-    async def _open(self, request: ProxyRequest, rules: EgressRules, rec: ConnectionRecord
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self, rules: EgressRules, rec: ConnectionRecord) -> Side:
         decision = self._matcher(rules).decide(rec.host, rec.port)
         rec.rule = decision.rule
         if not decision.allowed:
@@ -194,49 +198,15 @@ class EgressProxy:
                 raise Refused(403, "Forbidden", f"egress denied: {rec.host} resolves to a {kind} address")
         return await self._connect(addresses, rules, rec)
 
-    async def _connect(self, addresses: list[IPAddress], rules: EgressRules, rec: ConnectionRecord
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, addresses: list[IPAddress], rules: EgressRules, rec: ConnectionRecord) -> Side:
         last: Exception | None = None
         for ip in addresses:
             rec.address = str(ip)
             try:
                 async with asyncio.timeout(rules.connect_timeout_s):
-                    return await self._connector(str(ip), rec.port)
+                    return await self._connector(str(ip), rec.port, Side)
             except (OSError, TimeoutError) as exc:
                 last = exc
         rec.decision = "allow"
         raise Refused(502, "Bad Gateway", f"egress: cannot connect to {rec.host}:{rec.port}",
                       error=f"connect: {last.__class__.__name__ if last else 'no address'}")
-
-    async def _pipe(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter,
-                    u_reader: asyncio.StreamReader, u_writer: asyncio.StreamWriter, limits: TenantLimits,
-                    rules: EgressRules, rec: ConnectionRecord, started: float) -> None:
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
-            while data := await src.read(CHUNK):
-                if limits.bucket is not None:
-                    rec.throttled_ms += await limits.bucket.take(len(data)) * 1000
-                dst.write(data)
-                if up:
-                    rec.bytes_up += len(data)
-                else:
-                    rec.bytes_down += len(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                with contextlib.suppress(OSError):
-                    dst.write_eof()
-
-        remaining = rules.max_connection_s - (time.monotonic() - started)
-        tasks = [asyncio.create_task(copy(c_reader, u_writer, True)),
-                 asyncio.create_task(copy(u_reader, c_writer, False))]
-        try:
-            async with asyncio.timeout(max(remaining, 0.001)):
-                await asyncio.gather(*tasks)
-        except TimeoutError:
-            rec.limit = "duration"
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            rec.error = f"stream: {exc.__class__.__name__}"
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        rec.throttled_ms = round(rec.throttled_ms, 3)

@@ -1,0 +1,175 @@
+"""Zero-copy relay on Linux: once a tunnel is set up, bytes move socket → pipe → socket with ``splice(2)``.
+
+The protocol relay (relay.py) copies every chunk into Python and out again; on a loaded two-core host that
+copy is most of the proxy's cost. Here the event loop only learns that a socket is readable and asks the kernel
+to move up to a pipe's worth (1 MiB) of it, so a download costs a few system calls per MiB.
+
+The sockets stay owned by their asyncio transports (reading paused); this module works on duplicates of their
+descriptors, registered with the same loop. It starts only when both transports have nothing left in their
+write buffers (otherwise bytes could overtake each other), else the caller keeps the protocol relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+
+from toolrunner.egress.limits import TokenBucket
+
+PIPE_SIZE = 1 << 20
+MIN_READ = 16 * 1024
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+AVAILABLE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
+
+
+class _Direction:
+    """src → dst through a pipe; ``count`` bytes moved; ``done`` when src ended (dst then half-closed)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket,
+                 bucket: TokenBucket | None, on_end: Callable[[], None]) -> None:
+        self.loop, self.src, self.dst, self.bucket, self.on_end = loop, src, dst, bucket, on_end
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.count = 0
+        self.throttled_s = 0.0
+        self.in_pipe = 0
+        self.eof = False
+        self.done = False
+        self._reading = False
+        self._writing = False
+
+    def start(self) -> None:
+        self._read_on()
+
+    def _read_on(self) -> None:
+        if not self._reading and not self.done:
+            self.loop.add_reader(self.src.fileno(), self._readable)
+            self._reading = True
+
+    def _read_off(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.src.fileno())
+            self._reading = False
+
+    def _readable(self) -> None:
+        size = PIPE_SIZE
+        if self.bucket is not None:  # read no more than the bucket holds, so the rate holds for the client too
+            allowed = self.bucket.available()
+            if allowed < MIN_READ:
+                wait = (MIN_READ - allowed) / self.bucket.rate
+                self.throttled_s += wait
+                self._read_off()
+                self.loop.call_later(wait, self._read_on)
+                return
+            size = min(PIPE_SIZE, int(allowed))
+        try:
+            n = os.splice(self.src.fileno(), self.pipe_w, size, flags=_FLAGS)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._finish()
+            return
+        if n == 0:
+            self.eof = True
+            self._read_off()
+        else:
+            self.in_pipe += n
+            self.count += n
+            if self.bucket is not None:
+                self.bucket.spend(n)
+        self._flush()
+
+    def _writable(self) -> None:
+        self.loop.remove_writer(self.dst.fileno())
+        self._writing = False
+        self._flush()
+        if not self._writing and not self.eof and not self.done:
+            self._read_on()
+
+    def _flush(self) -> None:
+        while self.in_pipe:
+            try:
+                m = os.splice(self.pipe_r, self.dst.fileno(), self.in_pipe, flags=_FLAGS)
+            except BlockingIOError:
+                self._read_off()
+                if not self._writing:
+                    self.loop.add_writer(self.dst.fileno(), self._writable)
+                    self._writing = True
+                return
+            except OSError:
+                self._finish()
+                return
+            self.in_pipe -= m
+        if self.eof:
+            with contextlib.suppress(OSError):
+                self.dst.shutdown(socket.SHUT_WR)
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.close()
+        self.on_end()
+
+    def close(self) -> None:
+        self.done = True
+        self._read_off()
+        if self._writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self._writing = False
+        for fd in (self.pipe_r, self.pipe_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pipe_r = self.pipe_w = -1
+
+
+def _dup(transport: asyncio.BaseTransport) -> socket.socket:
+    sock = transport.get_extra_info("socket")
+    return socket.socket(fileno=os.dup(sock.fileno()))
+
+
+async def splice_relay(client: asyncio.Transport, upstream: asyncio.Transport, bucket: TokenBucket | None,
+                       timeout_s: float) -> tuple[bool, int, int, float] | None:
+    """Relay until both directions end, an error, or ``timeout_s`` (ok False). None when splicing cannot start
+    (not Linux, a transport still has bytes to write): the caller relays by protocol instead. Returns
+    (ok, bytes up, bytes down, seconds throttled); the transports are left to the caller to close."""
+    if not AVAILABLE:
+        return None
+    client.pause_reading()
+    upstream.pause_reading()
+    await asyncio.sleep(0)  # let read callbacks already queued for this turn deliver their bytes first
+    if client.get_write_buffer_size() or upstream.get_write_buffer_size() or client.is_closing() or (
+            upstream.is_closing()):
+        client.resume_reading()
+        upstream.resume_reading()
+        return None
+    loop = asyncio.get_running_loop()
+    c_sock, u_sock = _dup(client), _dup(upstream)
+    ended = loop.create_future()
+
+    def on_end() -> None:
+        both = up.done and down.done
+        failed = (up.done and not up.eof) or (down.done and not down.eof)
+        if (both or failed) and not ended.done():
+            ended.set_result(None)
+
+    up = _Direction(loop, c_sock, u_sock, bucket, on_end)
+    down = _Direction(loop, u_sock, c_sock, bucket, on_end)
+    up.start()
+    down.start()
+    ok = True
+    try:
+        await asyncio.wait_for(ended, max(timeout_s, 0.001))
+    except TimeoutError:
+        ok = False
+    finally:
+        up.close()
+        down.close()
+        c_sock.close()
+        u_sock.close()
+    return ok, up.count, down.count, up.throttled_s + down.throttled_s
