@@ -20,9 +20,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.api.deps import ServicesDep, TenantDep
+from server.contract.events import SnapshotEvent, encode
 from server.errors import BadRequest, NotFound
 from server.sessions.events import Subscription
-from server.streaming.buffer import encode_event as sse_frame
 
 router = APIRouter(tags=["events"])
 
@@ -113,10 +113,10 @@ async def session_events(session_id: str, tenant: TenantDep, services: ServicesD
     record = services.sessions.get(tenant.id, session_id)
     start = parse_after(last_event_id, after)
     sub = services.events.subscribe(tenant.id, session_id, start)
-    snapshot = {"session_id": record.id, "title": record.title, "model": record.model,
-                "state": "running" if services.turns.busy(session_id) else "idle",
-                "last_seq": services.events.last_seq(session_id), "created_at": record.created_at}
-    first = sse_frame("snapshot", snapshot)
+    snapshot = SnapshotEvent(session_id=record.id, title=record.title, model=record.model,
+                             state="running" if services.turns.busy(session_id) else "idle",
+                             last_seq=services.events.last_seq(session_id), created_at=record.created_at)
+    first = encode(snapshot)
     return SSEResponse(sse_chunks(sub, services.settings.sse_keepalive_s, first=first))
 
 
@@ -135,5 +135,6 @@ async def append_test_event(session_id: str, body: TestEventBody, tenant: Tenant
     if not services.settings.enable_test_hooks:
         raise NotFound("NOT_FOUND", f"no route POST /_test/sessions/{session_id[:80]}/events")
     services.sessions.get(tenant.id, session_id)
-    seq = services.events.append(tenant.id, session_id, body.type, body.data | {"appended_at": time.time()})
+    seq = services.events.append_unchecked(tenant.id, session_id, body.type,
+                                           body.data | {"appended_at": time.time()})
     return {"seq": seq}

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
 from server.api.events import SSEResponse, sse_chunks
+from server.contract.events import MessageEvent
+from server.providers.types import TextBlock
 
 router = APIRouter(tags=["sessions"])
 
@@ -100,10 +102,10 @@ async def send_message(session_id: str, body: MessageBody, tenant: TenantDep,
     services.sessions.get(tenant.id, session_id)
     services.turns.reserve(session_id)
     try:
-        blocks = [{"type": "text", "text": body.message}]
-        message_id = await services.sessions.append_message(tenant.id, session_id, "user", blocks)
-        seq = services.events.append(tenant.id, session_id, "message",
-                                     {"id": message_id, "role": "user", "content": blocks})
+        block = TextBlock(text=body.message)
+        message_id = await services.sessions.append_message(tenant.id, session_id, "user", [block.model_dump()])
+        seq = services.events.append(tenant.id, session_id,
+                                     MessageEvent(id=message_id, role="user", content=[block]))
         sub = services.events.subscribe(tenant.id, session_id, seq - 1)
         services.turns.start(tenant, session_id, body.message)
     except BaseException:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.chat import SSE_HEADERS
+from server.contract.events import ErrorEvent, ToolOutputEvent, ToolResultEvent
 from server.errors import ApiError
 from server.middleware import JSON_REFUSAL, JsonRefusal
 from server.streaming.buffer import EventBuffer, stream_while
@@ -70,17 +71,17 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
     buffer = EventBuffer()
 
     async def on_chunk(stream: str, data: str) -> None:
-        await buffer.emit("tool_output", {"call_id": call_id, "stream": stream, "data": data})
+        await buffer.emit(ToolOutputEvent(call_id=call_id, stream="stderr" if stream == "stderr" else "stdout",
+                                          data=data))
 
     async def run() -> None:
         try:
             result = await dispatcher.run(ctx, name, body.input, on_chunk=on_chunk, call_id=call_id,
                                            raw_sha256=raw_sha256)
-            await buffer.emit("tool_result", {"call_id": call_id, **result.model_dump()})
+            await buffer.emit(ToolResultEvent.of(call_id, result))
         except Exception as exc:
-            code = getattr(exc, "code", "INTERNAL_ERROR")
-            message = getattr(exc, "message", "the tool call failed")
-            await buffer.emit("error", {"code": code, "message": message, "status": getattr(exc, "status", 500)})
+            error = exc if isinstance(exc, ApiError) else ApiError("INTERNAL_ERROR", "the tool call failed")
+            await buffer.emit(ErrorEvent(code=error.code, message=error.message, status=error.status))
         finally:
             buffer.close()
 

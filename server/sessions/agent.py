@@ -18,6 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from server.contract.events import (
+    AssistantDeltaEvent,
+    ErrorEvent,
+    MessageEvent,
+    ProviderFailure,
+    StateEvent,
+    ToolResultEvent,
+    UsageEvent,
+)
 from server.errors import ApiError
 from server.providers.failover import AllProvidersFailed, NoProviderConfigured, ProviderRouter
 from server.providers.pricing import PriceTable
@@ -127,6 +136,14 @@ def _result_for_model(result: ToolResult) -> tuple[str, bool]:
     return text, result.error is not None
 
 
+def _error_event(error: dict[str, Any]) -> ErrorEvent:
+    """The ``error`` event of a turn that failed (``TurnOutcome.error``, whose extras are typed here)."""
+    providers = error.get("providers")
+    return ErrorEvent(code=error["code"], message=error["message"], status=ERROR_STATUS.get(error["code"], 502),
+                      provider=error.get("provider"),
+                      providers=None if providers is None else [ProviderFailure(**p) for p in providers])
+
+
 class AgentLoop:
     def __init__(self, router: ProviderRouter, dispatcher: ToolDispatcher, prices: PriceTable | None = None, *,
                  max_output_tokens: int = 8192) -> None:
@@ -169,17 +186,17 @@ class AgentLoop:
             await asyncio.shield(self._after_interrupt(ctx, conversation))
             raise
         if outcome.error is not None:
-            await ctx.emit("error", {**outcome.error, "status": ERROR_STATUS.get(outcome.error["code"], 502)})
+            await ctx.emit(_error_event(outcome.error))
         outcome.structured_output = ctx.structured_output
         if ctx.depth == 0:  # a sub-agent's end is its tool_result, not the turn's end
-            await ctx.emit("state", {"state": "idle"})
+            await ctx.emit(StateEvent(state="idle"))
         return outcome
 
     async def _loop(self, ctx: ToolContext, conversation: Conversation, options: TurnOptions,
                     outcome: TurnOutcome) -> None:
         tools = self.tool_specs(ctx)
         for _ in range(options.max_turns):
-            await ctx.emit("state", {"state": "thinking"})
+            await ctx.emit(StateEvent(state="thinking"))
             request = ChatRequest(model=options.model or "", system=options.system_prompt,
                                   messages=alternating(conversation.history), tools=tools,
                                   effort=options.effort,
@@ -195,10 +212,10 @@ class AgentLoop:
             outcome.text = text
             if not calls:
                 return
-            await ctx.emit("state", {"state": "tool_use"})
+            await ctx.emit(StateEvent(state="tool_use"))
             results = await self._run_tools(ctx, calls)
             outcome.tool_calls.extend(
-                {"id": c.id, "tool_name": c.name, "arguments": self._dispatcher.storable(c.arguments),
+                {"call_id": c.id, "id": c.id, "tool_name": c.name, "arguments": self._dispatcher.storable(c.arguments),
                  "result": r.model_dump()}
                 for c, r in zip(calls, results, strict=True))
             await self._add_results(ctx, conversation, calls, results)
@@ -215,7 +232,7 @@ class AgentLoop:
         async for event in self._router.stream(ctx.tenant_id, request):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
-                await ctx.emit("assistant_delta", {"text": event.text})
+                await ctx.emit(AssistantDeltaEvent(text=event.text))
             elif isinstance(event, ToolCall):
                 calls.append(event)
             elif isinstance(event, Usage):
@@ -226,19 +243,19 @@ class AgentLoop:
                 dropped = sum(len(p) for p in parts)
                 parts.clear()
                 calls.clear()
-                await ctx.emit("error", {"code": "PARTIAL_RESPONSE_DISCARDED", "status": 200, "fatal": False,
-                                         "message": f"{event.provider} failed mid-answer ({event.reason}); "
-                                                    f"its partial text ({dropped} chars) is discarded and "
-                                                    "another provider answers",
-                                         "provider": event.provider})
+                await ctx.emit(ErrorEvent(code="PARTIAL_RESPONSE_DISCARDED", status=200, fatal=False,
+                                          message=f"{event.provider} failed mid-answer ({event.reason}); "
+                                                  f"its partial text ({dropped} chars) is discarded and "
+                                                  "another provider answers",
+                                          provider=event.provider))
         cost = self._prices.cost_usd(outcome.model or request.model, usage)
         outcome.input_tokens += usage.input_tokens
         outcome.output_tokens += usage.output_tokens
         outcome.cost_usd += cost
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        await ctx.emit("usage", {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                                 "cost_usd": round(cost, 6), "provider": outcome.provider,
-                                 "model": outcome.model, "latency_ms": latency_ms})
+        await ctx.emit(UsageEvent(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                  cost_usd=round(cost, 6), provider=outcome.provider, model=outcome.model,
+                                  latency_ms=latency_ms))
         return "".join(parts), calls
 
     async def _run_tools(self, ctx: ToolContext, calls: list[ToolCall]) -> list[ToolResult]:
@@ -250,7 +267,7 @@ class AgentLoop:
                 result = error_result(call.name, exc.code, exc.message)
                 if exc.code in REFUSED_BEFORE_RUNNING:
                     # Refused (and recorded) before the dispatcher's tool_result event: the stream still shows it.
-                    await ctx.emit("tool_result", {"id": call.id, **result.model_dump()})
+                    await ctx.emit(ToolResultEvent.of(call.id, result))
             if call_ctx.structured_output is not None:
                 ctx.structured_output = call_ctx.structured_output
             return result
@@ -267,16 +284,13 @@ class AgentLoop:
 
     async def _add_message(self, ctx: ToolContext, conversation: Conversation, message: Message) -> None:
         message_id = await conversation.add(message)
-        event: dict[str, Any] = {"role": message.role, "content": blocks_to_json(message)}
-        if message_id is not None:
-            event = {"id": message_id, **event}
-        await ctx.emit("message", event)
+        await ctx.emit(MessageEvent(id=message_id, role=message.role, content=list(message.blocks)))
 
     async def _after_interrupt(self, ctx: ToolContext, conversation: Conversation) -> None:
         await self._close_interrupted(ctx, conversation)
-        await ctx.emit("error", {"code": "INTERRUPTED", "message": "the turn was interrupted", "status": 200})
+        await ctx.emit(ErrorEvent(code="INTERRUPTED", message="the turn was interrupted", status=200))
         if ctx.depth == 0:
-            await ctx.emit("state", {"state": "idle", "interrupted": True})
+            await ctx.emit(StateEvent(state="idle", interrupted=True))
 
     async def _close_interrupted(self, ctx: ToolContext, conversation: Conversation) -> None:
         """Keep the history valid after an interrupt: every tool_use gets a tool_result."""
@@ -297,7 +311,7 @@ class AgentLoop:
             sub_options = TurnOptions(model=options.model, system_prompt=options.system_prompt,
                                       effort=options.effort, max_turns=options.max_turns,
                                       max_tokens=options.max_tokens)
-            await child.emit("state", {"state": "thinking", "agent": description})
+            await child.emit(StateEvent(state="thinking", agent=description))
             outcome = await self.run(child, conversation, sub_options)
             if outcome.error is not None:
                 return f"[sub-agent failed: {outcome.error['code']}: {outcome.error['message']}]"

@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import NotFound, error_body
+from server.contract.events import ErrorEvent, SessionEvent, encode, encode_frame, event_data
+from server.errors import NotFound
 from server.store.db import Database
 from server.streaming.buffer import dumps_json as _DUMPS
-from server.streaming.buffer import encode_event as sse_frame
 
 REPLAY_PAGE = 500
 
@@ -61,8 +61,8 @@ class Subscription:
             last = self._last_queued_seq()
             msg = f"subscriber too slow; reconnect with Last-Event-ID: {last}" if last is not None else \
                 "subscriber too slow; reconnect with Last-Event-ID"
-            body = error_body("SUBSCRIBER_TOO_SLOW", msg, 503)["error"] | {"last_event_id": last}
-            self._end(Event(None, "error", body, sse_frame("error", body)))
+            self._end(_out_of_band(ErrorEvent(code="SUBSCRIBER_TOO_SLOW", message=msg, status=503,
+                                              last_event_id=last)))
             return
         self._queue.append(event)
         self._wake.set()
@@ -139,18 +139,23 @@ class EventLog:
             seq = self._seq[session_id] = int(row[0][0])
         return seq
 
-    def append(self, tenant_id: str, session_id: str, type: str, data: dict[str, Any]) -> int:
-        """Persist (group-committed) and fan out one event; returns its seq. Never blocks.
+    def append(self, tenant_id: str, session_id: str, event: SessionEvent) -> int:
+        """Persist (group-committed) and fan out one typed event; returns its seq. Never blocks.
 
         Call it on the event loop's thread (subscribers are woken with asyncio primitives); from a worker
         thread use ``loop.call_soon_threadsafe``.
 
         Raises ``NotFound`` for a session deleted while something was still appending to it."""
+        return self.append_unchecked(tenant_id, session_id, event.type, event_data(event))
+
+    def append_unchecked(self, tenant_id: str, session_id: str, type: str, data: dict[str, Any]) -> int:
+        """``append`` of an event that is not one of the contract's models: for the test hook only
+        (``POST /_test/sessions/{id}/events``, off unless ``enable_test_hooks``), never for the server's own."""
         if session_id in self._deleted:
             raise NotFound("SESSION_NOT_FOUND", "the session was deleted")
         seq = self.last_seq(session_id) + 1
         self._seq[session_id] = seq
-        event = Event(seq, type, data, sse_frame(type, data, seq))
+        event = Event(seq, type, data, encode_frame(type, data, seq))
         with self._lock:
             self._pending.setdefault(session_id, {})[seq] = event
         row = (session_id, seq, type, _DUMPS(data), time.time())
@@ -204,7 +209,7 @@ class EventLog:
         for seq, type, data in rows:
             if seq not in merged:
                 parsed = json.loads(data)
-                merged[seq] = Event(seq, type, parsed, sse_frame(type, parsed, seq))
+                merged[seq] = Event(seq, type, parsed, encode_frame(type, parsed, seq))
         ordered = [merged[s] for s in sorted(merged)]
         # Stop at the first gap: a seq missing from both sources lies past this page of the table.
         out: list[Event] = []
@@ -216,9 +221,9 @@ class EventLog:
 
     def forget(self, tenant_id: str, session_id: str) -> None:
         """The session is being deleted: end its subscribers, drop its counters (rows go with the session)."""
-        body = error_body("SESSION_DELETED", "the session was deleted", 404)["error"]
+        gone = ErrorEvent(code="SESSION_DELETED", message="the session was deleted", status=404)
         for sub in list(self._subs.get(session_id, ())):
-            sub._end(Event(None, "error", body, sse_frame("error", body)))
+            sub._end(_out_of_band(gone))
         self._seq.pop(session_id, None)
         self._deleted.add(session_id)
 
@@ -230,6 +235,11 @@ class EventLog:
 
     def flush(self) -> None:
         self._db.flush()
+
+
+def _out_of_band(event: ErrorEvent) -> Event:
+    """A notice outside the sequence (no ``id:``): the reader's Last-Event-ID stays its last real event."""
+    return Event(None, event.type, event_data(event), encode(event))
 
 
 def delete_events(conn: sqlite3.Connection, session_id: str) -> None:

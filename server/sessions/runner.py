@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.errors import Conflict, error_body
+from server.contract.events import ErrorEvent, StateEvent
+from server.errors import Conflict
 from server.sessions.events import Event, EventLog
 from server.sessions.turn_protocol import TurnRunner
 from server.tenancy import Tenant
@@ -29,9 +30,9 @@ class NoProviderTurnRunner:
         self._events = events
 
     async def start_turn(self, tenant: Tenant, session_id: str, user_text: str) -> None:
-        body = error_body("NO_PROVIDER_CONFIGURED", NO_PROVIDER_MESSAGE, 503)["error"]
-        self._events.append(tenant.id, session_id, "error", body)
-        self._events.append(tenant.id, session_id, "state", {"state": "idle"})
+        error = ErrorEvent(code="NO_PROVIDER_CONFIGURED", message=NO_PROVIDER_MESSAGE, status=503)
+        self._events.append(tenant.id, session_id, error)
+        self._events.append(tenant.id, session_id, StateEvent(state="idle"))
 
 
 class TurnManager:
@@ -86,8 +87,8 @@ class TurnManager:
         if task in self._quiet:
             return
         try:
-            self.events.append(tenant.id, session_id, "error", error_body(code, message, 500)["error"])
-            self.events.append(tenant.id, session_id, "state", {"state": "idle"})
+            self.events.append(tenant.id, session_id, ErrorEvent(code=code, message=message, status=500))
+            self.events.append(tenant.id, session_id, StateEvent(state="idle"))
         except Exception:  # the store is closing: nobody is left to tell
             log.debug("could not record the end of the turn in %s", session_id)
 

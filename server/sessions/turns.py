@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from server.contract.events import TurnEvent
 from server.providers.types import Message
 from server.sessions.agent import AgentLoop, TurnOptions
 from server.sessions.events import EventLog
@@ -26,8 +27,8 @@ class SessionSink:
     tenant_id: str
     session_id: str
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
-        self.events.append(self.tenant_id, self.session_id, type, data)
+    async def emit(self, event: TurnEvent) -> None:
+        self.events.append(self.tenant_id, self.session_id, event)
 
 
 @dataclass

@@ -13,14 +13,9 @@ import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from server.contract.events import AnyEvent, encode
+
 dumps_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_DUMPS = dumps_json
-
-
-def encode_event(type: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
-    """One SSE event; JSON escapes newlines, so a single `data:` line always suffices."""
-    head = f"event: {type}\nid: {event_id}\n" if event_id is not None else f"event: {type}\n"
-    return f"{head}data: {_DUMPS(data)}\n\n".encode()
 
 
 class EventBuffer:
@@ -31,13 +26,14 @@ class EventBuffer:
         self._drained = asyncio.Event()
         self._closed = False
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
+    async def emit(self, event: AnyEvent) -> None:
+        """Queue one typed event (``server.contract.events``); waits while the buffer is full."""
         while len(self._items) >= self._max and not self._closed:
             self._drained.clear()
             await self._drained.wait()
         if self._closed:
             return
-        self._items.append(encode_event(type, data))
+        self._items.append(encode(event))
         self._ready.set()
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, Field
 
+from server.contract.events import MessageEvent
+from server.providers.types import TextBlock
 from server.tools.context import ToolContext
 from server.tools.registry import ToolDef, ToolRegistry
 from server.tools.specs import ToolInput
@@ -78,8 +80,8 @@ async def sleep(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
 
 async def send_user_message(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     started = time.perf_counter()
-    await ctx.emit("message", {"role": "assistant", "kind": "send_user_message",
-                               "content": [{"type": "text", "text": args["message"]}]})
+    await ctx.emit(MessageEvent(role="assistant", kind="send_user_message",
+                                content=[TextBlock(text=args["message"])]))
     return _ok("send_user_message", "message sent to the user", started)
 
 

@@ -7,11 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from server.contract.events import TurnEvent
+
 
 class EventSink(Protocol):
     """Where a turn's events go: a session's persisted log, or a quick chat's response stream."""
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None: ...
+    async def emit(self, event: TurnEvent) -> None: ...
 
 
 SubAgentRunner = Callable[["ToolContext", str, str], Awaitable[str]]
@@ -38,9 +40,10 @@ class ToolContext:
             output_schema=None, save_todos=None, run_subagent=self.run_subagent, depth=self.depth + 1,
         )
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
+    async def emit(self, event: TurnEvent) -> None:
+        """Send a typed event to the sink; a sub-agent's events name the tool call that started it."""
         if self.sink is None:
             return
         if self.parent_call_id is not None:
-            data = {**data, "parent_tool_call_id": self.parent_call_id}
-        await self.sink.emit(type, data)
+            event = event.model_copy(update={"parent_tool_call_id": self.parent_call_id})
+        await self.sink.emit(event)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from policies.model import Policy
+from server.contract.events import ToolCallEvent, ToolResultEvent
 from server.errors import ApiError, Forbidden, TooManyRequests
 from server.jsonlimits import JsonLimits, bounded_form, check_value, sha256_of_value
 from server.tools.context import ToolContext
@@ -141,7 +142,7 @@ class ToolDispatcher:
             raise Forbidden("TOOL_DENIED", reason)
 
         await self._started(rec, args, "allowed", None)
-        await ctx.emit("tool_call", {"id": ctx.call_id, "tool_name": name, "arguments": args})
+        await ctx.emit(ToolCallEvent(call_id=ctx.call_id, tool_name=name, arguments=args))
         outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
         try:
             with self._slot(ctx.tenant_id, policy):
@@ -155,7 +156,7 @@ class ToolDispatcher:
         finally:
             # The record and the event are written even when the caller is being cancelled.
             await asyncio.shield(self._finished(rec, outcome, "allowed"))
-            await asyncio.shield(ctx.emit("tool_result", {"id": ctx.call_id, **outcome.result.model_dump()}))
+            await asyncio.shield(ctx.emit(ToolResultEvent.of(ctx.call_id, outcome.result)))
         return outcome.result
 
     @contextlib.contextmanager

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from server.app import create_app
+from server.contract.events import AssistantDeltaEvent, StateEvent, UsageEvent
 from server.services import Services
 from server.sessions.events import REPLAY_PAGE
 from server.settings import Settings
@@ -32,19 +33,21 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 async def test_snapshot_then_live(client: httpx.AsyncClient, services: Services, open_stream: Any) -> None:
     """A subscriber first gets a snapshot (state, last seq), then events appended while it listens."""
     sid = await new_session(client)
-    services.events.append("owner", sid, "state", {"state": "thinking"})
+    services.events.append("owner", sid, StateEvent(state="thinking"))
     stream = open_stream(f"/sessions/{sid}/events")
     [snap] = await stream.read_events(1)
     assert stream.status == 200 and stream.response_headers["content-type"].startswith("text/event-stream")
     assert snap["event"] == "snapshot" and "id" not in snap
     assert snap["data"]["last_seq"] == 1 and snap["data"]["state"] == "idle" and snap["data"]["session_id"] == sid
     await wait_for(lambda: services.events.subscriber_count(sid) == 1)
-    services.events.append("owner", sid, "assistant_delta", {"text": "hi"})
-    services.events.append("owner", sid, "usage", {"input_tokens": 1, "output_tokens": 2, "cost_usd": 0.0})
+    services.events.append("owner", sid, AssistantDeltaEvent(text="hi"))
+    services.events.append("owner", sid, UsageEvent(input_tokens=1, output_tokens=2, cost_usd=0.0,
+                                                  provider="p", model="m", latency_ms=1.5))
     got = await stream.read_events(2)
     assert [(e["event"], e["id"], e["data"]) for e in got] == [
         ("assistant_delta", 2, {"text": "hi"}),
-        ("usage", 3, {"input_tokens": 1, "output_tokens": 2, "cost_usd": 0.0})]
+        ("usage", 3, {"input_tokens": 1, "output_tokens": 2, "cost_usd": 0.0, "provider": "p", "model": "m",
+                       "latency_ms": 1.5})]
 
 
 async def test_replay_after_last_event_id(client: httpx.AsyncClient, services: Services,
@@ -52,7 +55,7 @@ async def test_replay_after_last_event_id(client: httpx.AsyncClient, services: S
     """Last-Event-ID (or ?after=N; the header wins) replays what came after, then live, exactly once."""
     sid = await new_session(client)
     for i in range(5):
-        services.events.append("owner", sid, "assistant_delta", {"text": str(i)})
+        services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
     by_header = open_stream(f"/sessions/{sid}/events?after=0", headers={"Last-Event-ID": "2"})
     by_query = open_stream(f"/sessions/{sid}/events?after=4")
     everything = open_stream(f"/sessions/{sid}/events?after=0")
@@ -60,7 +63,7 @@ async def test_replay_after_last_event_id(client: httpx.AsyncClient, services: S
     assert [e["id"] for e in (await by_query.read_events(2))[1:]] == [5]
     assert [e["id"] for e in (await everything.read_events(6))[1:]] == [1, 2, 3, 4, 5]
     await wait_for(lambda: services.events.subscriber_count(sid) == 3)
-    services.events.append("owner", sid, "state", {"state": "idle"})
+    services.events.append("owner", sid, StateEvent(state="idle"))
     for stream in (by_header, by_query, everything):
         assert [e["id"] for e in await stream.read_events(1)] == [6]
 
@@ -105,7 +108,7 @@ async def test_many_subscribers_in_order(client: httpx.AsyncClient, services: Se
         await s.read_events(1)
     await wait_for(lambda: services.events.subscriber_count(sid) == 50)
     for i in range(30):
-        services.events.append("owner", sid, "assistant_delta", {"text": str(i)})
+        services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
     for s in streams:
         assert [e["data"]["text"] for e in await s.read_events(30)] == [str(i) for i in range(30)]
 
@@ -120,7 +123,7 @@ async def test_no_gap_no_duplicate_under_concurrent_appends(client: httpx.AsyncC
 
     async def writer() -> None:
         for i in range(total):
-            services.events.append("owner", sid, "assistant_delta", {"i": i})
+            services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
             if i % 97 == 0:
                 await asyncio.sleep(0)
 
@@ -150,7 +153,7 @@ async def test_long_replay_pages(client: httpx.AsyncClient, services: Services) 
     sid = await new_session(client)
     n = REPLAY_PAGE * 2 + 17
     for i in range(n):
-        services.events.append("owner", sid, "assistant_delta", {"i": i})
+        services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
     await asyncio.to_thread(services.db.flush)
     sub = services.events.subscribe("owner", sid, 0)
     got: list[int] = []
@@ -173,7 +176,7 @@ async def test_slow_subscriber_dropped(make_settings: Callable[..., Settings], r
         fast = services.events.subscribe("owner", sid)
         fast_seen: list[int] = []
         for i in range(40):
-            services.events.append("owner", sid, "assistant_delta", {"i": i})
+            services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
             fast_seen += [e.seq for e in (await fast.batch(0)) or [] if e.seq is not None]
         assert fast_seen == list(range(1, 41))
         batch = await slow.batch(1)

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from server.app import create_app
+from server.contract.events import AssistantDeltaEvent, StateEvent
 from server.services import Services
 from server.settings import Settings
 from server.tenancy import Tenant
@@ -99,14 +100,14 @@ class BlockingRunner:
 
     async def start_turn(self, tenant: Tenant, session_id: str, user_text: str) -> None:
         events = self.services.events
-        events.append(tenant.id, session_id, "state", {"state": "thinking"})
+        events.append(tenant.id, session_id, StateEvent(state="thinking"))
         self.started.set()
         await self.release.wait()
         for word in user_text.split():
-            events.append(tenant.id, session_id, "assistant_delta", {"text": word})
+            events.append(tenant.id, session_id, AssistantDeltaEvent(text=word))
         await self.services.sessions.append_message(tenant.id, session_id, "assistant",
                                                     [{"type": "text", "text": user_text.upper()}])
-        events.append(tenant.id, session_id, "state", {"state": "idle"})
+        events.append(tenant.id, session_id, StateEvent(state="idle"))
 
 BlockingApp = tuple[FastAPI, list[BlockingRunner]]
 
@@ -150,7 +151,7 @@ class FailingRunner:
         self.services = services
 
     async def start_turn(self, tenant: Tenant, session_id: str, user_text: str) -> None:
-        self.services.events.append(tenant.id, session_id, "state", {"state": "thinking"})
+        self.services.events.append(tenant.id, session_id, StateEvent(state="thinking"))
         raise RuntimeError("boom")
 
 
@@ -208,7 +209,7 @@ async def test_delete_during_turn(blocking_app: BlockingApp, run_app: Any) -> No
         assert events_of_any(resp)[-1] == ("error", "SESSION_DELETED")
         assert not services.turns.busy(sid)
         with pytest.raises(Exception, match="deleted"):
-            services.events.append("owner", sid, "state", {"state": "idle"})
+            services.events.append("owner", sid, StateEvent(state="idle"))
         await asyncio.to_thread(services.db.flush)
         assert services.db.read("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,))[0][0] == 0
 
