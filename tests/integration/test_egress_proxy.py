@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ from fakes.origin import Origin
 from fakes.tls import make_tls
 
 from policies.network import EgressRules
-from toolrunner.egress import AddressPolicy, ConnectionRecord, EgressProxy, Identity, MemorySink, ProxyThread
+from toolrunner.egress import AddressPolicy, ConnectionRecord, EgressProxy, Identity, MemorySink, ProxyThread, splice
 from toolrunner.egress.proxy import open_tcp
 from toolrunner.egress.relay import Side
 from toolrunner.egress.resolver import StaticResolver, SystemResolver
@@ -328,3 +329,57 @@ def test_urllib_sees_a_clear_refusal(env: Env) -> None:
         opener.open(f"http://unlisted.test:{env.http.port}/", timeout=10)
     assert info.value.code == 403
     assert b"not allowed by this tenant's rules" in info.value.read()
+
+
+@pytest.fixture(params=["splice", "protocol"])
+def relay_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of moving a tunnel's bytes: splice(2), and the protocol relay used where it cannot start."""
+    if request.param == "protocol":
+        monkeypatch.setattr(splice, "AVAILABLE", False)
+    return str(request.param)
+
+
+def test_both_relays_carry_tls_and_bulk_data(env: Env, relay_mode: str) -> None:
+    """HTTPS and a 5 MB download arrive whole through either relay, and the byte counts match."""
+    proxy = env.listen()
+    out = curl("-x", proxy, "--cacert", str(env.ca_file), "-o", "/dev/null", "-w", "%{size_download}",
+               f"https://allowed.test:{env.https.port}/bytes/5000000")
+    assert out.returncode == 0 and out.stdout == "5000000", out
+    (rec,) = env.wait_records(1)
+    assert 5_000_000 < rec.bytes_down < 5_100_000 and rec.decision == "allow" and rec.limit is None
+
+
+def test_an_upstream_that_speaks_first_is_relayed(env: Env, relay_mode: str) -> None:
+    """A server that sends a banner as soon as it is connected (SSH, SMTP) loses nothing: the banner reaches
+    the client after the 200, then an echo round trip works, through either relay."""
+    listener = socket.create_server((ORIGIN_IP, 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 banner\r\n")
+            while data := conn.recv(4096):
+                conn.sendall(data.upper())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sock = _connect(env.listen(), f"allowed.test:{port}")
+    data = b""
+    while b"220 banner\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200 Connection Established\r\n\r\n220 banner")
+    sock.sendall(b"ping")
+    got = b""
+    while len(got) < 4:
+        got += sock.recv(4096)
+    assert got == b"PING"
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(4096) == b""
+    sock.close()
+    thread.join(10)
+    listener.close()
+    (rec,) = env.wait_records(1)
+    assert rec.bytes_up == 4 and rec.bytes_down == len(b"220 banner\r\nPING")
