@@ -12,6 +12,12 @@ command -v docker >/dev/null 2>&1 || need+=(docker.io)
 command -v rg >/dev/null 2>&1 || need+=(ripgrep)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The audit viewer's browser tests drive Debian's chromium through Playwright (no browser download); the
+# compose deployment builds its Docker socket proxy from the host's haproxy package (no registry); the
+# compose end-to-end test runs Debian's docker-compose (v1).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 
 if [ "${#need[@]}" -eq 0 ]; then
     echo "install-system: nothing to install"

@@ -7,8 +7,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api import audit, chat, events, health, me, provider_status, providers, sandbox, sessions, tools, turns
+from server.api import (
+    audit,
+    chat,
+    events,
+    health,
+    me,
+    provider_status,
+    providers,
+    sandbox,
+    sessions,
+    tools,
+    turns,
+    viewer,
+)
 
 ROUTERS: list[APIRouter] = [health.router, me.router, providers.router, sessions.router, events.router,
                             turns.router, chat.router, tools.router, sandbox.router, audit.router,
-                            provider_status.router]
+                            provider_status.router, viewer.router]
