@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import sys
@@ -79,7 +80,7 @@ class _Server(uvicorn.Server):
         bound = [s.getsockname() for srv in self.servers for s in (srv.sockets or ())]
         host, port = (bound[0][0], bound[0][1]) if bound else (self.settings.host, self.settings.port)
         names = self._services.credentials.env_provider_names if self._services is not None else []
-        print(startup_line(self.settings, host, port, names), flush=True)
+        logging.getLogger("server.startup").info(startup_line(self.settings, host, port, names))
 
     @property
     def _services(self) -> Any:
@@ -122,8 +123,12 @@ def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = No
     from server.app import create_app
 
     # h11 (not httptools, which buffers a request head of any size) with the header budget: see server.http11.
+    from server.observability.logging import log_config, secret_values
+
+    logs = log_config(settings.log_level, settings.log_format, secret_values(settings))
     config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
-                            port=settings.port, workers=1, log_level=settings.log_level, access_log=False,
+                            port=settings.port, workers=1, log_level=settings.log_level, log_config=logs,
+                            access_log=settings.access_log,
                             timeout_graceful_shutdown=5, lifespan="on", http=LimitedH11Protocol,
                             h11_max_incomplete_event_size=settings.max_header_bytes)
     server = _Server(config, settings)

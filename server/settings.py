@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         default=True, description="Tenants other than the owner may use the host's env provider keys.")
     enable_test_hooks: bool = Field(default=False, description="Internal event-append hook for bench/tests.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: time, level, logger, [request id], message; json: one object a line.")
+    access_log: bool = Field(default=True, description="Uvicorn's access line per request (at level info).")
+    metrics_access: Literal["owner", "any", "off"] = Field(
+        default="owner", description="Who may read GET /metrics: the owner only, any caller the API accepts (with "
+                                     "require_api_key: any valid key), or nobody (404). docs/operations.md")
 
     # --- provider credentials (their usual variable names, no prefix) -------------------------------------
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("ANTHROPIC_API_KEY"))
