@@ -6,6 +6,11 @@ calls wait for it, and if it failed they get `SANDBOX_IMAGE_UNAVAILABLE` / `SAND
 with the reason while every other endpoint keeps working. A failed bring-up is tried again by the first call
 at least ``RETRY_BRING_UP_S`` after it (an engine that was down at start is used once it is back, without a
 server restart; calls in between fail fast). Toolrunner errors become API errors here, once.
+
+While the image is checked or built, ``info`` answers at once with the build's progress (``ImageStatus``)
+instead of waiting for it. A running manager whose image the engine lost answers SANDBOX_IMAGE_UNAVAILABLE;
+the image is then checked again (at most every ``RETRY_BRING_UP_S``) so that one built meanwhile with
+``openanalyst sandbox build`` is noticed without a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from policies.model import Policy
 from server.errors import ApiError, ServiceUnavailable, TooManyRequests
 from server.tools.dispatch import ChunkCallback
+from server.tools.image_status import ImageStatus
 from toolrunner.config import SandboxConfig
 from toolrunner.errors import SandboxCapacity, SandboxError, TooManyCalls
 from toolrunner.manager import CallOutcome, SandboxManager
@@ -42,7 +48,10 @@ class SandboxBackend:
     """Owns the manager's life: started lazily in the background, closed with the server."""
 
     def __init__(self, config_for_image: Callable[[str], SandboxConfig], ensure_image: ImageProvider,
-                 policy_for: Callable[[str], Policy]) -> None:
+                 policy_for: Callable[[str], Policy], *, image_status: ImageStatus | None = None) -> None:
+        self.image_status = image_status or ImageStatus()
+        self._recheck: asyncio.Task[None] | None = None
+        self._rechecked_at = 0.0
         self._config_for_image = config_for_image
         self._ensure_image = ensure_image
         self._policy_for = policy_for
@@ -59,6 +68,7 @@ class SandboxBackend:
             self._ready = asyncio.create_task(self._bring_up(), name="sandbox-bring-up")
 
     async def _bring_up(self) -> None:
+        self.image_status.checking()
         try:
             tag = await asyncio.to_thread(self._ensure_image)
         except SandboxError as exc:
@@ -81,11 +91,37 @@ class SandboxBackend:
             log.error("sandbox backend unavailable: %s", exc.message)
             return
         self._manager = manager
+        self.image_status.ready(tag)
         log.info("sandbox ready: image %s", tag)
 
     def _fail(self, error: ApiError) -> None:
         self._failure = error
         self._failed_at = time.monotonic()
+        self.image_status.failed(error.message)
+
+    def ready_manager(self) -> SandboxManager | None:
+        """The manager if the sandbox is up (for metrics; never waits)."""
+        return self._manager
+
+    def _image_lost(self, exc: SandboxError) -> None:
+        """The engine lost the image under a running manager: check it again, at most every RETRY_BRING_UP_S."""
+        self.image_status.missing(exc.message)
+        busy = self._recheck is not None and not self._recheck.done()
+        if busy or time.monotonic() - self._rechecked_at < RETRY_BRING_UP_S:
+            return
+        self._rechecked_at = time.monotonic()
+        self._recheck = asyncio.create_task(self._check_image_again(), name="sandbox-image-recheck")
+
+    async def _check_image_again(self) -> None:
+        self.image_status.checking()
+        try:
+            tag = await asyncio.to_thread(self._ensure_image)
+        except Exception as exc:
+            self.image_status.failed(str(exc))
+            log.error("sandbox image still unavailable: %s", exc)
+            return
+        self.image_status.ready(tag)
+        log.info("sandbox image %s is back", tag)
 
     async def manager(self) -> SandboxManager:
         self.start()
@@ -102,6 +138,8 @@ class SandboxBackend:
         try:
             return await manager.call(tenant_id, session_id, tool, args, timeout_s=timeout_s, on_chunk=on_chunk)
         except SandboxError as exc:
+            if exc.code == "SANDBOX_IMAGE_UNAVAILABLE":
+                self._image_lost(exc)
             raise api_error(exc) from None
 
     async def prestart(self, tenant_id: str) -> None:
@@ -114,9 +152,15 @@ class SandboxBackend:
             await self._manager.close_session(tenant_id, session_id)
 
     async def info(self, tenant_id: str) -> dict[str, Any]:
+        """The manager's view of the tenant's sandbox plus ``image_build``; while the image is still being
+        checked or built: ``state: waiting_for_image`` and the build's progress, at once."""
+        self.start()
+        if self._manager is None and self._ready is not None and not self._ready.done():
+            return {"tenant": tenant_id, "state": "waiting_for_image", "container_id": None,
+                    "image_build": self.image_status.snapshot()}
         manager = await self.manager()
         try:
-            return await manager.info(tenant_id)
+            return {**await manager.info(tenant_id), "image_build": self.image_status.snapshot()}
         except SandboxError as exc:
             raise api_error(exc) from None
 
@@ -128,8 +172,9 @@ class SandboxBackend:
             raise api_error(exc) from None
 
     async def close(self) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
-            await asyncio.gather(self._ready, return_exceptions=True)
+        for task in (self._ready, self._recheck):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._manager is not None:
             await self._manager.shutdown()
