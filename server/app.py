@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.api import ROUTERS
+from server.api import ROUTERS, metrics, openai_compat
 from server.api.health import VERSION
 from server.errors import install_handlers
 from server.header_limits import HeaderLimitMiddleware
 from server.jsonlimits import JsonLimits
 from server.middleware import BodyLimitMiddleware
+from server.observability.http_metrics import HttpMetricsMiddleware
+from server.observability.metrics import Metrics
+from server.observability.request_id import RequestIdMiddleware
 from server.services import Services, open_services
 from server.sessions.turn_protocol import TurnRunner
 from server.settings import Settings
@@ -29,6 +32,7 @@ def create_app(settings: Settings | None = None, *,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings, turn_runner)
+        services.metrics = app.state.metrics
         app.state.services = services
         try:
             if wire is not None:
@@ -40,8 +44,9 @@ def create_app(settings: Settings | None = None, *,
     app = FastAPI(title="OpenAnalyst server", version=VERSION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_handlers(app)
-    for router in ROUTERS:
+    for router in (*ROUTERS, openai_compat.router, metrics.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        json_limits=JsonLimits(settings.max_json_depth, settings.max_json_items))
@@ -50,4 +55,6 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["*"],
                        allow_credentials="*" not in settings.cors_origins)
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line logged for a request carries its id
     return app

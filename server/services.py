@@ -47,6 +47,7 @@ class Services:
     dispatcher: Any = None
     audit: Any = None
     session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
+    metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
 
     def set_turn_runner(self, runner: TurnRunner) -> None:

@@ -17,6 +17,7 @@ from policies.loader import PolicyError, policy_for
 from policies.model import Policy
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.jsonlimits import JsonLimits
+from server.observability.audit_meter import MeteredAudit
 from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
 from server.providers.guarded_http import guarded_client
@@ -28,6 +29,7 @@ from server.settings import Settings
 from server.tenancy import OWNER_ID
 from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
+from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
 from toolrunner import image
 from toolrunner.capacity import default_live_cap
@@ -102,8 +104,10 @@ async def wire(services: Services) -> None:
     services.audit = audit
     services.closers.append(audit.close)
 
-    sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, log.info),
-                             policies)
+    metrics = services.metrics
+    status = ImageStatus(on_build=metrics.image_build if metrics is not None else None)
+    sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, status.progress),
+                             policies, image_status=status)
     sandbox.start()
     services.sandbox_backend = sandbox
     services.closers.append(sandbox.close)
@@ -116,8 +120,13 @@ async def wire(services: Services) -> None:
     services.closers.append(tenant_http.aclose)
     services.router = ProviderRouter(router_config(settings), http, services.credentials, tenant_client=tenant_http,
                                      trusted_tenants={OWNER_ID})
+    if metrics is not None:
+        services.router.observe = metrics.provider_attempt
 
-    dispatcher = ToolDispatcher(default_registry(), sandbox, audit, policies,
+    registry = default_registry()
+    audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
+                                                              lambda name: any(t.name == name for t in registry.all()))
+    dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,
                                 JsonLimits(settings.max_json_depth, settings.max_json_items))
     services.dispatcher = dispatcher
     services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),

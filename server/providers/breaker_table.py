@@ -74,6 +74,10 @@ class BreakerTable:
         """The entry for ``key`` if there is one, without touching its age."""
         return self._entries.get(key)
 
+    def items(self) -> list[tuple[str, BreakerEntry]]:
+        """Every (key, entry), without touching their ages (for metrics)."""
+        return list(self._entries.items())
+
     def __len__(self) -> int:
         return len(self._entries)
 

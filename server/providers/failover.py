@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from contextlib import aclosing
 from typing import Literal
@@ -108,6 +109,11 @@ class ProviderRouter:
         self._timeouts = config.timeouts()
         self._breakers = BreakerTable(config.breaker(), clock, max_entries=config.breaker_max_entries,
                                       idle_ttl_s=config.breaker_idle_ttl_s)
+        self.observe: Callable[[str, str], None] = lambda provider, outcome: None  # per attempt, for metrics
+
+    def breaker_states(self) -> Counter[tuple[str, str]]:
+        """How many breakers are in each state, by provider (for metrics: no keys, no tenants)."""
+        return Counter((key.split(":", 1)[0], entry.breaker.state) for key, entry in self._breakers.items())
 
     def breaker_key(self, provider: str, cred: ProviderCredential) -> str:
         return self._breakers.key(provider, upstream_url(provider, cred), cred)
@@ -156,6 +162,7 @@ class ProviderRouter:
         breaker = health.breaker
         fingerprint = cred.fingerprint
         if not breaker.allow(fingerprint):
+            self.observe(provider, "skipped")
             rejected = breaker.rejected_key(fingerprint)
             turn.errors.append((provider, f"skipped: credential rejected earlier ({rejected})" if rejected
                            else f"skipped: circuit {breaker.state}"))
@@ -188,6 +195,7 @@ class ProviderRouter:
                         yield held
                 except Exception as exc:
                     err = exc if isinstance(exc, ProviderError) else self._unexpected(provider, exc)
+                    self.observe(provider, err.kind)
                     health.last_error = str(err)
                     action = self._after_failure(err, key, breaker, fingerprint, attempt, committed)
                     verdict = True
@@ -202,6 +210,7 @@ class ProviderRouter:
                     await self._sleep(action)
                     continue
                 breaker.record_success()
+                self.observe(provider, "ok")
                 health.last_error = None
                 verdict = True
                 turn.answered = True

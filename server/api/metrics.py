@@ -1,0 +1,27 @@
+"""``GET /metrics``: Prometheus exposition. Who may read it is ``metrics_access`` (docs/operations.md): by
+default only the owner, since the numbers describe every tenant's activity together."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from server.errors import Forbidden, NotFound
+from server.observability.metrics import CONTENT_TYPE, Metrics
+from server.tenancy import TenantDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (owner only by default)",
+            responses={200: {"content": {CONTENT_TYPE: {}}}})
+async def metrics(request: Request, tenant: TenantDep) -> Response:
+    services = request.app.state.services
+    access = services.settings.metrics_access
+    if access == "off":
+        raise NotFound("NOT_FOUND", "metrics are turned off on this server (OPENANALYST_METRICS_ACCESS=off)")
+    if access == "owner" and not tenant.is_owner:
+        raise Forbidden("METRICS_FORBIDDEN", "only the server's owner may read /metrics "
+                                             "(OPENANALYST_METRICS_ACCESS=owner)")
+    registry: Metrics = request.app.state.metrics
+    await registry.refresh(services)
+    return Response(registry.render(), media_type=CONTENT_TYPE)
