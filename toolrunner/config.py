@@ -128,6 +128,17 @@ def _quota(config: SandboxConfig, tenant: str, path: Path, spec: QuotaSpec | Non
     return LoopQuota(quota_image(config, tenant), path).ensure(spec)
 
 
+def owner_tools_identity(config: SandboxConfig, st: os.stat_result) -> tuple[int, int, bool]:
+    """The uid:gid the owner's tools run as in a directory with this stat, and whether they can write it.
+
+    The directory's owner, so the files the agent writes stay theirs — root's included (uid 0 without any
+    capability in the sandbox: the normal case of a server started as root in a container or a CI job) —
+    except a root-owned directory already open to the sandbox user (e.g. mode 1777): no reason for uid 0."""
+    if st.st_uid == 0 and _writable_by(st, config.sandbox_uid, config.sandbox_gid):
+        return config.sandbox_uid, config.sandbox_gid, True
+    return st.st_uid, st.st_gid, _writable_by(st, st.st_uid, st.st_gid)
+
+
 def prepare_workspace(config: SandboxConfig, tenant: str, quota: QuotaSpec | None = None) -> WorkspacePlan:
     """Create the tenant's workspace if needed, mount its quota filesystem, and say who its tools run as.
 
@@ -142,18 +153,13 @@ def prepare_workspace(config: SandboxConfig, tenant: str, quota: QuotaSpec | Non
         path.mkdir(parents=True, exist_ok=True)
         report = _quota(config, tenant, path, quota)
         st = path.stat()
-        if st.st_uid == 0 and _writable_by(st, uid, gid):
-            # Root's, but open to the sandbox user (e.g. mode 1777): no reason to run as uid 0.
-            return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, True)
-        # Files the agent writes stay the owner's, root's included (uid 0 without any capability in the
-        # sandbox: the normal case of a server started as root in a container or a CI job).
-        writable = _writable_by(st, st.st_uid, st.st_gid)
+        uid, gid, writable = owner_tools_identity(config, st)
         if not writable:
             log.warning("owner workspace %s (mode %o) is not writable even by its owner uid %d; tools can read "
-                        "it but not write to it: chmod u+w %s", path, stat.S_IMODE(st.st_mode), st.st_uid, path)
+                        "it but not write to it: chmod u+w %s", path, stat.S_IMODE(st.st_mode), uid, path)
         # Root's tools could leave a setuid-root file in a host directory: the host's path ignores set-id bits.
-        nosuid = guard(path) if st.st_uid == 0 else None
-        return WorkspacePlan(path, st.st_uid, st.st_gid, isolation_for(config, tenant), report, writable, nosuid)
+        nosuid = guard(path) if uid == 0 else None
+        return WorkspacePlan(path, uid, gid, isolation_for(config, tenant), report, writable, nosuid)
     root = config.data_dir.resolve() / "workspaces"
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = root / validate_tenant(tenant)
@@ -194,12 +200,20 @@ def release_workspace(config: SandboxConfig, tenant: str) -> bool:
         return False
 
 
-def workspace_info(plan: WorkspacePlan | None, spec: QuotaSpec | None) -> dict[str, object]:
-    """The workspace part of ``GET /v1/sandbox``: its quota (asked, enforced, used) and whether tools can write."""
+def workspace_info(config: SandboxConfig, tenant: str, plan: WorkspacePlan | None,
+                   spec: QuotaSpec | None) -> dict[str, object]:
+    """The workspace part of ``GET /v1/sandbox``: its quota (asked, enforced, used) and whether tools can write.
+    Before the tenant's first container nothing is created or mounted: the owner's directory is only looked at."""
     if plan is None or plan.quota is None:
         quota = QuotaReport(Path("."), spec, False, None, "no container yet: the quota filesystem is mounted "
                                                           "when the tenant's container starts").usage()
-        return {"writable": None, "quota": quota}
+        if tenant != config.owner_tenant_id:
+            return {"writable": True, "tools_uid": None, "tools_gid": config.sandbox_gid, "quota": quota}
+        try:
+            uid, gid, writable = owner_tools_identity(config, config.owner_workspace.resolve().stat())
+        except OSError:  # not there yet: the server creates it, as root's or the server user's
+            return {"writable": None, "quota": quota}
+        return {"writable": writable, "tools_uid": uid, "tools_gid": gid, "quota": quota}
     out: dict[str, object] = {"writable": plan.writable, "tools_uid": plan.uid, "tools_gid": plan.gid,
                               "quota": plan.quota.usage()}
     if plan.nosuid is not None:

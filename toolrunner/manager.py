@@ -470,7 +470,8 @@ class SandboxManager:
                        "default_timeout_s": policy.default_timeout_s, "max_timeout_s": policy.max_timeout_s,
                        "output_cap_bytes": policy.output_cap_bytes},
             "calls_in_flight": self._in_flight.get(tenant, 0),
-            "workspace": workspace_info(self._plans.get(tenant), spec_for(policy.disk_mb, policy.disk_inodes)),
+            "workspace": workspace_info(self.config, tenant, self._plans.get(tenant),
+                                        spec_for(policy.disk_mb, policy.disk_inodes)),
         }
         sandbox = self._sandboxes.get(tenant)
         if sandbox is None or not sandbox.alive:

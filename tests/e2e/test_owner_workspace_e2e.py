@@ -84,6 +84,8 @@ def test_root_owned_workspace_is_writable_on_the_first_run(root_server: tuple[An
     """write_file, edit of an existing 0644 file and bash all write the root-owned workspace; the files are
     root's on the host; GET /v1/sandbox says writable, tools uid 0."""
     server, workspace = root_server
+    before = httpx.get(f"{server.base}/v1/sandbox", timeout=30).json()["workspace"]  # no container yet
+    assert before["writable"] is True and before["tools_uid"] == 0
     wrote = tool(server, "write_file", {"path": "notes/first.txt", "content": "hello\n"})
     assert wrote["error"] is None, wrote
     assert tool(server, "bash", {"command": "echo more >> existing.txt && touch made-by-bash"})["exit_code"] == 0
@@ -95,6 +97,20 @@ def test_root_owned_workspace_is_writable_on_the_first_run(root_server: tuple[An
     info = httpx.get(f"{server.base}/v1/sandbox", timeout=30).json()
     assert info["workspace"]["writable"] is True and info["workspace"]["tools_uid"] == 0
     assert info["workspace"]["quota"]["enforced"] is False  # the owner's own directory is exempt by default
+
+
+def test_read_only_root_workspace_says_not_writable(serve: Callable[..., Any], sandbox_image: str,
+                                                    tmp_path: Path) -> None:
+    """A root-owned 0555 owner workspace: GET /v1/sandbox says writable false (before and after the first
+    call) and a write fails with a permission error, not silently."""
+    workspace = tmp_path / "ro-ws"
+    workspace.mkdir(mode=0o555)
+    os.chmod(workspace, 0o555)
+    server = serve(env={"OPENANALYST_OWNER_WORKSPACE": str(workspace)}, data_dir=tmp_path / "data")
+    assert httpx.get(f"{server.base}/v1/sandbox", timeout=30).json()["workspace"]["writable"] is False
+    out = tool(server, "bash", {"command": "touch x"})
+    assert out["exit_code"] != 0 and "Permission denied" in out["output"]
+    assert httpx.get(f"{server.base}/v1/sandbox", timeout=30).json()["workspace"]["writable"] is False
 
 
 def test_uid0_tools_have_no_capability_and_cannot_reach_the_runner(root_server: tuple[Any, Path]) -> None:
