@@ -383,3 +383,18 @@ def test_an_upstream_that_speaks_first_is_relayed(env: Env, relay_mode: str) -> 
     listener.close()
     (rec,) = env.wait_records(1)
     assert rec.bytes_up == 4 and rec.bytes_down == len(b"220 banner\r\nPING")
+
+
+def test_a_silent_connection_is_not_an_attempt(env: Env) -> None:
+    """Connecting and leaving without a byte (a readiness probe) leaves no record; leaving in the middle of a
+    request head is a bad request, recorded."""
+    proxy = env.listen()
+    host, port = proxy.removeprefix("http://").split(":")
+    socket.create_connection((host, int(port)), timeout=5).close()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"CONNECT allowed.test:443 HTTP/1.1\r\n")
+    (rec,) = env.wait_records(1)
+    assert rec.rule == "bad-request" and rec.decision == "deny"
+    out = curl("-x", proxy, f"http://allowed.test:{env.http.port}/hello")
+    assert out.returncode == 0
+    assert [r.rule for r in env.wait_records(2)] == ["bad-request", "allow:allowed.test"]

@@ -52,6 +52,10 @@ async def open_tcp(address: str, port: int, factory: Callable[[], Side]) -> Side
     return side
 
 
+class _NoAttempt(Exception):
+    """The client closed before sending anything: nothing was asked, so nothing is recorded."""
+
+
 class Refused(Exception):
     """An attempt the proxy answers itself: status, decision rule or limit, and a message for the client."""
 
@@ -149,6 +153,8 @@ class EgressProxy:
         except Refused as exc:
             rec.rule, rec.limit, rec.error = rec.rule or exc.rule, exc.limit, exc.error
             client.write(_refusal(exc, rec))
+        except _NoAttempt:
+            rec.method = ""
         except OSError as exc:
             rec.error = rec.error or f"client: {exc.__class__.__name__}"
         finally:
@@ -158,13 +164,18 @@ class EgressProxy:
                 if side is not None:
                     side.close()
             rec.duration_ms = round((time.monotonic() - started) * 1000, 3)
-            self._sink.record(rec)
+            if rec.method or rec.rule:
+                self._sink.record(rec)
 
     async def _read_request(self, client: Side, rec: ConnectionRecord) -> tuple[ProxyRequest, bytes]:
         assert client.head is not None
         try:
             head, rest = await asyncio.wait_for(asyncio.shield(client.head), HEAD_TIMEOUT_S)
-        except (HeadTooLarge, TimeoutError, ConnectionError) as exc:
+        except ConnectionError as exc:
+            if not client.head_bytes:
+                raise _NoAttempt from exc  # connected and left without a byte: a readiness probe, not an attempt
+            raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
+        except (HeadTooLarge, TimeoutError) as exc:
             raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
         try:
             request = parse_head(head)

@@ -96,6 +96,11 @@ class Side(asyncio.Protocol):
             self.peer._resume("flow")
 
     # the relay
+    @property
+    def head_bytes(self) -> int:
+        """Bytes of an unfinished request head received so far."""
+        return len(self._buffer)
+
     def _collect(self, data: bytes) -> None:
         self._buffer += data
         end = self._buffer.find(b"\r\n\r\n")
