@@ -24,7 +24,16 @@ from fakes.origin import Origin
 from fakes.tls import make_tls
 
 from policies.network import EgressRules
-from toolrunner.egress import AddressPolicy, ConnectionRecord, EgressProxy, Identity, MemorySink, ProxyThread, splice
+from toolrunner.egress import (
+    AddressPolicy,
+    Attribution,
+    ConnectionRecord,
+    EgressProxy,
+    Identity,
+    MemorySink,
+    ProxyThread,
+    splice,
+)
 from toolrunner.egress.proxy import open_tcp
 from toolrunner.egress.relay import Side
 from toolrunner.egress.resolver import StaticResolver, SystemResolver
@@ -82,7 +91,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     proxy = EgressProxy(lambda tenant: rules.get(tenant), sink,
                         addresses=AddressPolicy.from_strings(["127.0.0.2/32", "169.254.0.0/16"]),
                         resolver=StaticResolver(NAMES), connector=loopback_only,
-                        call_for=lambda ident, cred: f"{ident.session}:{cred}" if cred else None)
+                        attribute=lambda ident, cred: Attribution(ident.session,
+                                                                  f"{ident.session}:{cred}" if cred else None))
     thread = ProxyThread(proxy).start()
     yield Env(thread, sink, rules, http, https, ca_file, host_port, dialled)
     thread.stop()

@@ -23,7 +23,7 @@ from fakes.tls import make_tls
 
 import toolrunner.egress.forward as forward
 from policies.network import EgressRules
-from toolrunner.egress import AddressPolicy, EgressProxy, Identity, MemorySink, ProxyThread, StaticResolver
+from toolrunner.egress import AddressPolicy, Attribution, EgressProxy, Identity, MemorySink, ProxyThread, StaticResolver
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 ORIGIN_IP = "127.0.0.2"
@@ -93,7 +93,8 @@ def proxy_dir(tmp_path: Path) -> Iterator[tuple[Path, MemorySink, int, int]]:
                         addresses=AddressPolicy.from_strings([f"{ORIGIN_IP}/32"]),
                         resolver=StaticResolver({"allowed.test": [ORIGIN_IP], "hostport.test": ["127.0.0.1"],
                                                  "denied.test": [ORIGIN_IP]}),
-                        call_for=lambda ident, cred: f"{ident.session}/{cred}" if cred else None)
+                        attribute=lambda ident, cred: Attribution(ident.session,
+                                                                  f"{ident.session}/{cred}" if cred else None))
     thread = ProxyThread(proxy).start()
     sock_dir = tmp_path / "egress"
     sock_dir.mkdir()

@@ -4,13 +4,14 @@ Host side only, like the rest of toolrunner outside ``runner/``: it never ships 
 """
 
 from toolrunner.egress.addresses import AddressPolicy, address_kind
-from toolrunner.egress.proxy import EgressProxy, Identity
+from toolrunner.egress.proxy import Attribution, EgressProxy, Identity
 from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink
 from toolrunner.egress.resolver import ResolveError, Resolver, StaticResolver, SystemResolver
 from toolrunner.egress.thread import ProxyThread
 
 __all__ = [
     "AddressPolicy",
+    "Attribution",
     "ConnectionRecord",
     "ConnectionSink",
     "EgressProxy",

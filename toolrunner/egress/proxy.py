@@ -6,11 +6,12 @@ denied); resolve the name once; refuse it if any address is loopback/private/lin
 own (``AddressPolicy``); connect to a checked address; pipe bytes under the tenant's bandwidth bucket and the
 connection's duration limit. Each attempt ends in exactly one ``ConnectionRecord`` to the sink.
 
-Who is asking comes from the listener, not from the request: every listener is bound to an ``Identity``
-(tenant and session) when it is made (one per session socket), so code in a sandbox cannot claim another
-tenant or session. The call id is looked up from the proxy credential (``Proxy-Authorization``'s user name),
-which only narrows the attribution inside that identity; an unknown credential leaves the call id empty and
-the record stays attributed to the session.
+Who is asking comes first from the listener, not from the request: every listener is bound to an
+``Identity`` (the tenant, whose container alone has that socket mounted) when it is made, so code in a sandbox
+cannot claim another tenant. Session and call come from the proxy credential (``Proxy-Authorization``'s user
+name, from the ``HTTP(S)_PROXY`` the runner gives each call) through the host's ``attribute`` hook; it only
+narrows the attribution inside the listener's tenant (docs/egress.md says why one session cannot read
+another's credential).
 """
 
 from __future__ import annotations
@@ -41,7 +42,19 @@ class Identity:
 
 
 RulesFor = Callable[[str], EgressRules | None]
-CallFor = Callable[[Identity, str | None], str | None]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which session and call a connection belongs to, as the host's registry of proxy credentials says."""
+
+    session: str | None = None
+    call_id: str | None = None
+
+
+#: (listener identity, credential or None) → attribution. Host code: it alone knows which credential it gave
+#: to which call. The default trusts only the listener.
+Attribute = Callable[[Identity, str | None], Attribution]
 #: How a checked (address, port) is opened with the given protocol; tests pass one that also refuses anything
 #: off the loopback range, so that a check that failed could still send nothing off the machine.
 Connector = Callable[[str, int, Callable[[], Side]], Coroutine[Any, Any, Side]]
@@ -75,16 +88,16 @@ def _refusal(exc: Refused, rec: ConnectionRecord) -> bytes:
 
 class EgressProxy:
     """Checks and forwards connections for many tenants; ``rules_for`` gives a tenant's rules (None: the tenant
-    is not under ``allowlist``, so nothing passes), ``call_for`` maps a credential to a call id."""
+    is not under ``allowlist``, so nothing passes), ``attribute`` maps a credential to a session and call."""
 
     def __init__(self, rules_for: RulesFor, sink: ConnectionSink, *, addresses: AddressPolicy | None = None,
-                 resolver: Resolver | None = None, call_for: CallFor | None = None,
+                 resolver: Resolver | None = None, attribute: Attribute | None = None,
                  connector: Connector = open_tcp) -> None:
         self._rules_for = rules_for
         self._sink = sink
         self._addresses = addresses or AddressPolicy()
         self._resolver: Resolver = resolver or SystemResolver()
-        self._call_for = call_for or (lambda _identity, _credential: None)
+        self._attribute = attribute or (lambda identity, _credential: Attribution(identity.session))
         self._connector = connector
         self._matchers: dict[EgressRules, Matcher] = {}
         self._limits: dict[str, TenantLimits] = {}
@@ -129,7 +142,8 @@ class EgressProxy:
         upstream: Side | None = None
         try:
             request, rest = await self._read_request(client, rec)
-            rec.call_id = self._call_for(identity, request.credential)
+            who = self._attribute(identity, request.credential)
+            rec.session, rec.call_id = who.session, who.call_id
             rules = self._rules_for(identity.tenant)
             if rules is None:
                 raise Refused(403, "Forbidden", f"egress denied: tenant {identity.tenant!r} has no allow-list",
