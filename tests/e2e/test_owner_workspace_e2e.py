@@ -133,6 +133,11 @@ process is root's), its environ and memory, and PTRACE_ATTACH all fail with EPER
                                             "./suidpy -c \"print(open('/proc/self/status').read())\""})
     caps = {line.split(":")[0]: line.split()[1] for line in suid["output"].splitlines() if line.startswith("Cap")}
     assert caps["CapPrm"] == caps["CapEff"] == caps["CapAmb"] == "0000000000000000", suid  # nothing gained
+    for name, code in (("python", "print(open('/proc/self/status').read())"),
+                       ("repl", "print(open('/proc/self/status').read())")):
+        status = tool(server, name, {"code": code})["output"]
+        assert "CapEff:\t0000000000000000" in status and "CapPrm:\t0000000000000000" in status, (name, status)
+        assert "Uid:\t0\t0\t0\t0" in status, (name, status)
     # The runner still answers after all of it.
     assert tool(server, "bash", {"command": "echo alive"})["output"] == "alive\n"
 
