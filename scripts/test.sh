@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs the Python dependencies into .venv, builds the sandbox
-# image (once; later runs reuse it by content hash) and runs every test against the real Docker engine.
-# This is the command the README gives and the one CI runs.
+# The whole test suite, from a fresh clone: installs the system packages it needs when they are missing
+# (debootstrap for the sandbox base where no registry is reachable, chromium for the viewer tests, haproxy and
+# docker-compose for the deployment test: .ci/install-system.sh, a few `command -v` checks when all is
+# present), the Python dependencies into .venv, builds the sandbox image (once; later runs reuse it by content
+# hash) and runs every test against the real Docker engine. This is the command the README gives and the one
+# CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash .ci/install-system.sh  # first: it installs docker.io itself on a machine that lacks it
 bash scripts/ensure-docker.sh
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
