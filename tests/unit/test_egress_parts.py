@@ -16,7 +16,7 @@ from toolrunner.egress.limits import TokenBucket
 
 def test_public_names_match_all() -> None:
     """The package exports exactly what __all__ lists."""
-    exported = {n for n in dir(egress) if n[0].isupper()} | {"address_kind"}
+    exported = {n for n in dir(egress) if n[0].isupper()} | {"address_kind", "proxy_env"}
     assert sorted(egress.__all__) == sorted(exported)
 
 

@@ -4,6 +4,8 @@ Host side only, like the rest of toolrunner outside ``runner/``: it never ships 
 """
 
 from toolrunner.egress.addresses import AddressPolicy, address_kind
+from toolrunner.egress.credentials import CredentialRegistry
+from toolrunner.egress.hub import EgressHub, proxy_env
 from toolrunner.egress.proxy import Attribution, EgressProxy, Identity
 from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink
 from toolrunner.egress.resolver import ResolveError, Resolver, StaticResolver, SystemResolver
@@ -14,6 +16,8 @@ __all__ = [
     "Attribution",
     "ConnectionRecord",
     "ConnectionSink",
+    "CredentialRegistry",
+    "EgressHub",
     "EgressProxy",
     "Identity",
     "MemorySink",
@@ -23,4 +27,5 @@ __all__ = [
     "StaticResolver",
     "SystemResolver",
     "address_kind",
+    "proxy_env",
 ]

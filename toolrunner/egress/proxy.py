@@ -52,9 +52,9 @@ class Attribution:
     call_id: str | None = None
 
 
-#: (listener identity, credential or None) → attribution. Host code: it alone knows which credential it gave
-#: to which call. The default trusts only the listener.
-Attribute = Callable[[Identity, str | None], Attribution]
+#: (listener identity, credential or None) → attribution, or None to refuse with 407 (credentials.py). Host
+#: code: it alone knows which credential it gave to which call. The default trusts only the listener.
+Attribute = Callable[[Identity, str | None], Attribution | None]
 #: How a checked (address, port) is opened with the given protocol; tests pass one that also refuses anything
 #: off the loopback range, so that a check that failed could still send nothing off the machine.
 Connector = Callable[[str, int, Callable[[], Side]], Coroutine[Any, Any, Side]]
@@ -82,7 +82,10 @@ def _refusal(exc: Refused, rec: ConnectionRecord) -> bytes:
     body = (str(exc) + "\n").encode()
     head = (f"HTTP/1.1 {exc.status} {exc.reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Egress-Decision: deny\r\n"
-            f"X-Egress-Rule: {rec.rule or rec.limit or rec.error or ''}\r\n\r\n")
+            f"X-Egress-Rule: {rec.rule or rec.limit or rec.error or ''}\r\n")
+    if exc.status == 407:
+        head += 'Proxy-Authenticate: Basic realm="openanalyst-egress"\r\n'
+    head += "\r\n"
     return head.encode() + body
 
 
@@ -143,6 +146,9 @@ class EgressProxy:
         try:
             request, rest = await self._read_request(client, rec)
             who = self._attribute(identity, request.credential)
+            if who is None:
+                raise Refused(407, "Proxy Authentication Required", "egress refused: no valid proxy credential "
+                              "(use the HTTP_PROXY/HTTPS_PROXY this call was given)", rule="credential")
             rec.session, rec.call_id = who.session, who.call_id
             rules = self._rules_for(identity.tenant)
             if rules is None:

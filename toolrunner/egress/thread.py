@@ -39,8 +39,21 @@ class ProxyThread:
         return str(sockname[0]), int(sockname[1])
 
     def listen_unix(self, identity: Identity, path: str) -> str:
-        self._servers.append(self._run(self.proxy.serve_unix(identity, path)))
+        self.serve_unix(identity, path)
         return path
+
+    def serve_unix(self, identity: Identity, path: str) -> asyncio.Server:
+        server = self._run(self.proxy.serve_unix(identity, path))
+        self._servers.append(server)
+        return server
+
+    def close_server(self, server: asyncio.Server) -> None:
+        """Stop one listener (new connections refused; open ones finish under their own limits)."""
+        async def close() -> None:
+            server.close()
+        self._run(close())
+        if server in self._servers:
+            self._servers.remove(server)
 
     def stop(self) -> None:
         async def close_all() -> None:

@@ -1,0 +1,86 @@
+"""The sandbox manager's side of the egress proxy: one socket per tenant container, in a directory of its own.
+
+``EgressHub.ensure(tenant)`` makes ``<root>/<hash of tenant>/proxy.sock`` served with that tenant's identity
+and returns the directory, which the container mounts read-only at ``CONTAINER_DIR``; ``release(tenant)``
+closes the listener and removes the directory. The root must not be inside the server's data directory (the
+data directory is never mounted) and is made ``0711`` so that no one can list the tenants in it. Directory
+names are a hash of the tenant id: ids may be long (a socket path has a 108-byte limit) or contain characters
+no path should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from toolrunner.egress.proxy import EgressProxy, Identity
+from toolrunner.egress.thread import ProxyThread
+
+CONTAINER_DIR = "/run/openanalyst/egress"
+SOCKET_NAME = "proxy.sock"
+FORWARD_LISTEN = "127.0.0.1:3128"
+
+
+def proxy_env(token: str) -> dict[str, str]:
+    """The environment a call under ``allowlist`` gets: every spelling of the proxy variables, no exceptions."""
+    url = f"http://{token}:x@{FORWARD_LISTEN}"
+    return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+            "NO_PROXY": "", "no_proxy": ""}
+
+
+class EgressHub:
+    """Per-tenant listeners of one proxy, run on its own thread."""
+
+    def __init__(self, proxy: EgressProxy, root: Path) -> None:
+        self.root = root
+        self._thread = ProxyThread(proxy)
+        self._servers: dict[str, asyncio.Server] = {}
+        self._lock = threading.Lock()
+        self._started = False
+
+    def _dir(self, tenant: str) -> Path:
+        return self.root / hashlib.sha256(tenant.encode()).hexdigest()[:24]
+
+    def ensure(self, tenant: str) -> Path:
+        """The tenant's socket directory, listening (made on first use; idempotent)."""
+        with self._lock:
+            if not self._started:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self.root.chmod(0o711)
+                self._thread.start()
+                self._started = True
+            directory = self._dir(tenant)
+            if tenant in self._servers:
+                return directory
+            shutil.rmtree(directory, ignore_errors=True)  # a socket left by a crashed server
+            directory.mkdir(mode=0o755)
+            path = directory / SOCKET_NAME
+            self._servers[tenant] = self._thread.serve_unix(Identity(tenant), str(path))
+            # The container's forwarder (its own uid) connects; only that container mounts the directory, the root
+            # is 0711, and without a token issued for this tenant a connection gets a 407.
+            os.chmod(path, 0o666)  # noqa: S103
+            return directory
+
+    def release(self, tenant: str) -> None:
+        """Stop serving the tenant and remove its directory (its container is gone)."""
+        with self._lock:
+            server = self._servers.pop(tenant, None)
+            if server is not None:
+                self._thread.close_server(server)
+            shutil.rmtree(self._dir(tenant), ignore_errors=True)
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return sorted(self._servers)
+
+    def stop(self) -> None:
+        with self._lock:
+            for tenant in list(self._servers):
+                shutil.rmtree(self._dir(tenant), ignore_errors=True)
+            self._servers.clear()
+            if self._started:
+                self._thread.stop()
