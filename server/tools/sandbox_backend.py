@@ -65,10 +65,10 @@ class SandboxBackend:
         retry = (self._ready is not None and self._ready.done() and self._manager is None
                  and time.monotonic() - self._failed_at >= RETRY_BRING_UP_S)
         if self._ready is None or retry:
+            self.image_status.checking()  # before the task runs: an info() right after must not show the old failure
             self._ready = asyncio.create_task(self._bring_up(), name="sandbox-bring-up")
 
     async def _bring_up(self) -> None:
-        self.image_status.checking()
         try:
             tag = await asyncio.to_thread(self._ensure_image)
         except SandboxError as exc:
