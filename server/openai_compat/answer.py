@@ -81,6 +81,7 @@ class Answer:
         return event
 
     async def close(self) -> None:
+        """End the router's stream (idempotent); its own clean-up releases a breaker probe it held."""
         await self.events.aclose()
 
 
@@ -124,6 +125,8 @@ async def complete(answer: Answer) -> dict[str, Any]:
                 calls.clear()
     except ProviderError as exc:
         raise provider_error(exc) from None
+    finally:
+        await answer.close()  # the router's stream, closed now even when we were cancelled mid-answer
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or (None if calls else ""),
                                "refusal": None}
     if calls:
@@ -181,6 +184,8 @@ async def chunks(answer: Answer, include_usage: bool) -> AsyncIterator[bytes]:
         log.exception("the chat completion stream failed")
         yield _line(error_body("INTERNAL_ERROR", "the answer failed; see the server log", 500))
         return
+    finally:  # a client gone mid-stream closes this generator: the router's stream (and its breaker probe) now
+        await answer.close()
     yield chunk({}, "tool_calls" if calls else FINISH.get(stop, "stop"))
     if include_usage:
         yield _line({"id": answer.id, "object": "chat.completion.chunk", "created": answer.created,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,26 @@ def test_api_key_and_tenant_through_the_sdk(serve: Callable[..., Any], fakes: tu
         tenant.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
     assert none.value.status_code == 503 and none.value.code == "NO_PROVIDER_CONFIGURED"
     assert [m.id for m in tenant.models.list()] == ["default"]
+
+
+def test_client_gone_mid_stream_ends_the_answer(server: Any, fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    """A client that goes away after the first delta ends the server's stream long before the provider would
+    have finished (10 s of deltas), and the next request is answered normally."""
+    anthropic, _ = fakes
+    slow = dataclasses.replace(Reply.text("x" * 800, chunk=4), event_delay=0.05)
+    anthropic.script([slow, Reply.text("after the disconnect")])
+    body = {"model": "claude-sonnet-4-5", "stream": True, "messages": [{"role": "user", "content": "long"}]}
+    began = time.monotonic()
+    with httpx.stream("POST", server.base + "/v1/chat/completions", json=body, timeout=30) as response:
+        for line in response.iter_lines():
+            if '"content":"x' in line:
+                break
+    route = 'openanalyst_sse_streams_open{route="/v1/chat/completions"}'
+    deadline = time.monotonic() + 4
+    while f"{route} 0.0" not in httpx.get(server.base + "/metrics", timeout=10).text:
+        assert time.monotonic() < deadline, "the stream outlived its client"
+        time.sleep(0.05)  # poll interval against the deadline
+    assert time.monotonic() - began < 8
+    answer = sdk(server).chat.completions.create(model="claude-sonnet-4-5",
+                                                 messages=[{"role": "user", "content": "again"}])
+    assert answer.choices[0].message.content == "after the disconnect"
