@@ -28,14 +28,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toolrunner.errors import SandboxStartFailed
+from toolrunner.loopdev import LOCK, loops_of, output, release_all, run, unmount, which
 from toolrunner.mounts import loop_backing_file, mounted_at, mounts
-from toolrunner.nosuid import unguard
 from toolrunner.results import ToolResult
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,6 @@ MOUNT_OPTIONS = "nosuid,nodev,noatime"
 FULL_MARGIN_BYTES = 2 * MIB
 SIGXFSZ = int(signal.SIGXFSZ)
 _libc = ctypes.CDLL(None, use_errno=True)
-_lock = threading.Lock()  # mounts, mkfs and resizes one at a time: they are short and must not interleave
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "the server is not root, so it cannot mount a loop filesystem"
     for tool in ("mkfs.ext4", "e2fsck", "resize2fs", "mount", "umount", "losetup"):
-        if _which(tool) is None:
+        if which(tool) is None:
             return f"{tool} is not installed (e2fsprogs / util-linux)"
     if not os.path.exists("/dev/loop-control") and not os.path.exists("/dev/loop0"):
         return "no loop device (/dev/loop-control) on this machine"
@@ -161,22 +159,6 @@ def warn_at_start(quota_asked: bool) -> str | None:
                   "log's); GET /v1/sandbox shows quota.enforced=false. Run the server as root with e2fsprogs "
                   "and loop devices (docs/workspace-quota.md).", reason)
     return reason
-
-
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
-
-
-def _run(*argv: str, timeout: float = 120, ok: tuple[int, ...] = (0,)) -> None:
-    _output(*argv, timeout=timeout, ok=ok)
-
-
-def _output(*argv: str, timeout: float = 120, ok: tuple[int, ...] = (0,)) -> str:
-    exe = _which(argv[0]) or argv[0]
-    done = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode not in ok:
-        raise OSError(f"{' '.join(argv)}: exit {done.returncode}: {(done.stderr or done.stdout).strip()[:500]}")
-    return done.stdout
 
 
 class LoopQuota:
@@ -199,7 +181,7 @@ class LoopQuota:
         reason = unavailable_reason()
         try:
             if reason is None:
-                with _lock:
+                with LOCK:
                     return self._ensure(spec)
         except (OSError, subprocess.SubprocessError) as exc:
             reason = f"could not mount the workspace's quota filesystem: {exc}"
@@ -240,16 +222,16 @@ class LoopQuota:
         does 1.5 GB/s (every block cached twice, flushed through the backing file); with direct I/O, as fast
         as the plain disk. Loop devices of this image left unmounted (a crash between attach and mount) are
         detached first, so none piles up."""
-        for stale in _loops_of(self.image):
+        for stale in loops_of(self.image):
             if not any(m.source == stale for m in mounts()):
                 with contextlib.suppress(OSError):
-                    _run("losetup", "-d", stale)
-        device = _output("losetup", "--direct-io=on", "--find", "--show", str(self.image)).strip()
+                    run("losetup", "-d", stale)
+        device = output("losetup", "--direct-io=on", "--find", "--show", str(self.image)).strip()
         try:
-            _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, device, str(point))
+            run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, device, str(point))
         except BaseException:
             with contextlib.suppress(OSError):
-                _run("losetup", "-d", device)
+                run("losetup", "-d", device)
             raise
 
     def _make_image(self, spec: QuotaSpec) -> None:
@@ -258,7 +240,7 @@ class LoopQuota:
         with open(tmp, "wb") as f:
             f.truncate(spec.bytes)  # sparse: disk is used as files are written
         # -m 0: no blocks reserved for root (the tools are not root); 4 KiB blocks whatever the size.
-        _run("mkfs.ext4", "-q", "-F", "-b", "4096", "-N", str(spec.inodes), "-m", "0", "-J", f"size={JOURNAL_MB}",
+        run("mkfs.ext4", "-q", "-F", "-b", "4096", "-N", str(spec.inodes), "-m", "0", "-J", f"size={JOURNAL_MB}",
              "-E", "nodiscard", str(tmp))
         os.replace(tmp, self.image)
 
@@ -268,9 +250,9 @@ class LoopQuota:
         staging.mkdir(exist_ok=True, mode=0o700)
         self._mount_at(staging)
         try:
-            _run("cp", "-a", "--", f"{self.workspace}/.", f"{staging}/")
+            run("cp", "-a", "--", f"{self.workspace}/.", f"{staging}/")
         finally:
-            _unmount(staging)
+            unmount(staging)
             staging.rmdir()
         for entry in self.workspace.iterdir():
             if entry.is_dir() and not entry.is_symlink():
@@ -284,8 +266,8 @@ class LoopQuota:
         old = self.image.stat().st_size
         with open(self.image, "r+b") as f:
             f.truncate(spec.bytes)
-        _run("e2fsck", "-f", "-p", str(self.image), ok=(0, 1))  # 1: it fixed something, e.g. a lost+found
-        _run("resize2fs", str(self.image))
+        run("e2fsck", "-f", "-p", str(self.image), ok=(0, 1))  # 1: it fixed something, e.g. a lost+found
+        run("resize2fs", str(self.image))
         log.info("workspace quota: grew %s from %d to %d MiB", self.image.name, old // MIB, spec.bytes // MIB)
 
     def _grown(self, spec: QuotaSpec, device: str) -> QuotaReport:
@@ -295,13 +277,13 @@ class LoopQuota:
             try:
                 with open(self.image, "r+b") as f:
                     f.truncate(spec.bytes)
-                _run("losetup", "-c", device)
-                _run("resize2fs", device)
+                run("losetup", "-c", device)
+                run("resize2fs", device)
             except OSError as exc:
                 with open(self.image, "r+b") as f:  # the filesystem still ends at the old size
                     f.truncate(size)
                 with contextlib.suppress(OSError):
-                    _run("losetup", "-c", device)
+                    run("losetup", "-c", device)
                 # Online growth needs CAP_SYS_RESOURCE (some VMs' root lacks it): the image grows offline the
                 # next time it is mounted, i.e. after the tenant's sandbox is removed (DELETE /v1/sandbox).
                 return QuotaReport(self.workspace, spec, True, self.image,
@@ -322,68 +304,11 @@ class LoopQuota:
 
     def release(self) -> bool:
         """Unmount the workspace's image (the loop device goes with it); True if something was unmounted."""
-        with _lock:
+        with LOCK:
             if self._device() is None:
                 return False
-            _unmount(self.workspace)
+            unmount(self.workspace)
             return True
-
-
-def _unmount(point: Path) -> None:
-    """Unmount ``point`` and detach its loop device (a device still in use, say by a lazily unmounted
-    filesystem, is only marked to be freed with its last user: the kernel's autoclear)."""
-    mount = mounted_at(point)
-    try:
-        _run("umount", str(point))
-    except OSError as exc:
-        # Busy (a process on the host has its cwd there): detach now, the kernel finishes when it is let go.
-        log.warning("umount %s failed (%s); detaching it lazily", point, exc)
-        _run("umount", "-l", str(point))
-    if mount is not None and loop_backing_file(mount.source) is not None:
-        with contextlib.suppress(OSError):
-            _run("losetup", "-d", mount.source)
-
-
-def _loops_of(image: Path) -> list[str]:
-    """Loop devices attached to ``image`` (``losetup -j``)."""
-    try:
-        out = _output("losetup", "-j", str(image))
-    except OSError:
-        return []
-    return [line.split(":", 1)[0] for line in out.splitlines() if line.strip()]
-
-
-def release_all(root: Path) -> list[Path]:
-    """Unmount what the sandbox mounted for workspaces under ``root`` (a data directory, or a whole test run's
-    directory): every quota image (``.../quota/<tenant>.ext4``) under it wherever it is mounted, and every
-    nosuid guard (``toolrunner.nosuid``) at or under it; returns the mount points released."""
-    root = root.resolve()
-    released: list[Path] = []
-    with _lock:
-        for mount in sorted(mounts(), key=lambda m: len(m.point.parts), reverse=True):
-            backing = loop_backing_file(mount.source)
-            if (backing is not None and root in backing.parents and backing.parent.name == "quota"
-                    and backing.suffix == ".ext4"):
-                _unmount(mount.point)
-                released.append(mount.point)
-            elif backing is None and (mount.point == root or root in mount.point.parents) and unguard(mount.point):
-                released.append(mount.point)
-        # Devices attached but never mounted (a server killed between losetup and mount) hold no mount point.
-        in_use = {m.source for m in mounts()}
-        for device in _all_loops():
-            backing = loop_backing_file(device)
-            if (device not in in_use and backing is not None and root in backing.parents
-                    and backing.parent.name == "quota" and backing.suffix == ".ext4"):
-                with contextlib.suppress(OSError):
-                    _run("losetup", "-d", device)
-    return released
-
-
-def _all_loops() -> list[str]:
-    try:
-        return [f"/dev/{name}" for name in os.listdir("/sys/block") if name.startswith("loop")]
-    except OSError:
-        return []
 
 
 def unenforced(workspace: Path, spec: QuotaSpec | None, reason: str) -> QuotaReport:
