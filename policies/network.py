@@ -162,6 +162,12 @@ class EgressRules(BaseModel):
         """Whether anything here differs from the defaults (rules under a mode other than allowlist do not)."""
         return bool(self.presets or self.allow or self.deny)
 
+    def summary(self) -> dict[str, object]:
+        """What ``GET /v1/sandbox`` shows: the effective rules (presets expanded) and the proxy's limits."""
+        return {"presets": list(self.presets), "allow": [r.text for r in self.allow_rules()],
+                "deny": list(self.deny), "max_connections": self.max_connections,
+                "bandwidth_kbps": self.bandwidth_kbps, "max_connection_s": self.max_connection_s}
+
     def allow_rules(self) -> tuple[Rule, ...]:
         preset = [parse_rule(t, preset=True) for name in self.presets for t in PRESETS[name]]
         return (*preset, *(parse_rule(t) for t in self.allow))

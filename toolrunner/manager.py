@@ -469,6 +469,7 @@ class SandboxManager:
                        "max_concurrent_calls": policy.max_concurrent_calls,
                        "default_timeout_s": policy.default_timeout_s, "max_timeout_s": policy.max_timeout_s,
                        "output_cap_bytes": policy.output_cap_bytes},
+            "egress": policy.egress.summary() if policy.network == "allowlist" else None,
             "calls_in_flight": self._in_flight.get(tenant, 0),
             "workspace": workspace_info(self.config, tenant, self._plans.get(tenant),
                                         spec_for(policy.disk_mb, policy.disk_inodes)),
