@@ -9,7 +9,9 @@ import time
 import pytest
 
 import toolrunner.egress as egress
+from toolrunner.egress import Attribution, Identity, SessionKeys
 from toolrunner.egress.addresses import AddressPolicy, address_kind
+from toolrunner.egress.forward import session_credential, session_proxy_env
 from toolrunner.egress.httphead import BadRequest, parse_head
 from toolrunner.egress.limits import TokenBucket
 
@@ -96,3 +98,37 @@ def test_token_bucket_holds_the_rate() -> None:
     assert bucket.spend(100_000) == 0 and bucket.spend(100_000) == 0
     debt = bucket.spend(400_000)
     assert 1.9 < debt <= 2.0, debt
+
+
+def test_session_keys_attribute_sessions_and_their_one_call() -> None:
+    """A credential the runner derives (forward.session_credential) names its session; the call is the
+    session's only call in flight; a forged MAC, another tenant's key, or a retired key names nothing."""
+    keys = SessionKeys()
+    key_a, key_b = keys.new_key("tenant-a"), keys.new_key("tenant-b")
+    cred = session_credential(key_a, "ses_1")
+    a = Identity("tenant-a")
+    assert keys.attribute(a, cred) == Attribution("ses_1", None)
+    keys.begin_call("tenant-a", "ses_1", "call-1")
+    assert keys.attribute(a, cred) == Attribution("ses_1", "call-1")
+    keys.begin_call("tenant-a", "ses_1", "call-2")
+    assert keys.attribute(a, cred) == Attribution("ses_1", None)  # two at once: only the session is sure
+    keys.end_call("tenant-a", "ses_1", "call-1")
+    assert keys.attribute(a, cred) == Attribution("ses_1", "call-2")
+    keys.end_call("tenant-a", "ses_1", "call-2")
+    assert keys.attribute(a, cred) == Attribution("ses_1", None)  # a background process after its call
+    forged = cred[:-2] + ("AA" if not cred.endswith("AA") else "BB")
+    truncated = session_credential(key_a, "ses_2")[:-1]
+    for bad in (None, "", "ses_1", forged, session_credential(key_b, "ses_1"), truncated):
+        assert keys.attribute(a, bad) is None, bad
+    assert keys.attribute(Identity("tenant-b"), cred) is None
+    keys.new_key("tenant-a")  # a new container: the old one's credentials stop working
+    assert keys.attribute(a, cred) is None
+    keys.forget("tenant-b")
+    assert keys.attribute(Identity("tenant-b"), session_credential(key_b, "ses_9")) is None
+
+
+def test_session_proxy_env_carries_the_derived_credential() -> None:
+    """The runner's session environment points every proxy variable at the forwarder with the credential."""
+    env = session_proxy_env(b"k" * 32, "ses_1")
+    assert env["https_proxy"] == f"http://{session_credential(b'k' * 32, 'ses_1')}:x@127.0.0.1:3128"
+    assert env["NO_PROXY"] == "" and len(env) == 6

@@ -4,7 +4,7 @@ Host side only, like the rest of toolrunner outside ``runner/``: it never ships 
 """
 
 from toolrunner.egress.addresses import AddressPolicy, address_kind
-from toolrunner.egress.credentials import CredentialRegistry
+from toolrunner.egress.credentials import CredentialRegistry, SessionKeys
 from toolrunner.egress.hub import EgressHub, proxy_env
 from toolrunner.egress.proxy import Attribution, EgressProxy, Identity
 from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink
@@ -24,6 +24,7 @@ __all__ = [
     "ProxyThread",
     "ResolveError",
     "Resolver",
+    "SessionKeys",
     "StaticResolver",
     "SystemResolver",
     "address_kind",

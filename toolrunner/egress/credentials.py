@@ -1,4 +1,9 @@
-"""Proxy credentials: which session and call a connection belongs to, told by a token only that call holds.
+"""Proxy credentials: which session and call a connection belongs to. Two registries with one interface
+(``attribute``): ``CredentialRegistry``, a random token per call that the host hands to the runner with the
+call, and ``SessionKeys``, a credential per session that the runner derives itself from a per-container key,
+so that no frame of the protocol has to change (docs/egress.md says which the wiring uses and why).
+
+``CredentialRegistry``, in detail:
 
 The runner puts a call's token in its ``HTTP(S)_PROXY`` (``http://<token>:x@127.0.0.1:3128``); clients send
 it as ``Proxy-Authorization: Basic``. Another session cannot read it (its own uid, and ``/proc/<pid>/environ``
@@ -10,10 +15,12 @@ from the proxy.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 from dataclasses import dataclass
 
+from toolrunner.egress.forward import session_credential
 from toolrunner.egress.proxy import Attribution, Identity
 
 
@@ -65,3 +72,54 @@ class CredentialRegistry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._grants)
+
+
+class SessionKeys:
+    """Credentials without a per-call message to the runner: each tenant container gets a random key (in its
+    environment, ``forward.KEY_VARIABLE``), the runner derives each session's credential from it
+    (``forward.session_credential``), and this side checks the MAC and names the session. The call is the
+    session's one call in flight, if there is exactly one; otherwise (none: a background process after its
+    call; several at once) the connection is the session's. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+        self._calls: dict[tuple[str, str], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def new_key(self, tenant: str) -> bytes:
+        """A fresh key for the tenant's next container (the old container's credentials stop working)."""
+        key = secrets.token_bytes(32)
+        with self._lock:
+            self._keys[tenant] = key
+        return key
+
+    def forget(self, tenant: str) -> None:
+        with self._lock:
+            self._keys.pop(tenant, None)
+            for pair in [p for p in self._calls if p[0] == tenant]:
+                del self._calls[pair]
+
+    def begin_call(self, tenant: str, session: str, call_id: str) -> None:
+        with self._lock:
+            self._calls.setdefault((tenant, session), []).append(call_id)
+
+    def end_call(self, tenant: str, session: str, call_id: str) -> None:
+        with self._lock:
+            calls = self._calls.get((tenant, session), [])
+            if call_id in calls:
+                calls.remove(call_id)
+            if not calls:
+                self._calls.pop((tenant, session), None)
+
+    def attribute(self, identity: Identity, credential: str | None) -> Attribution | None:
+        """The session whose credential this is (MAC checked with the tenant's key) and its call, or None."""
+        if not credential or "." not in credential:
+            return None
+        session = credential.rpartition(".")[0]
+        with self._lock:
+            key = self._keys.get(identity.tenant)
+            calls = list(self._calls.get((identity.tenant, session), []))
+        if key is None or not hmac.compare_digest(session_credential(key, session), credential):
+            return None
+        return Attribution(session, calls[0] if len(calls) == 1 else None)

@@ -14,10 +14,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 
 SOCKET = "/run/openanalyst/egress/proxy.sock"
 LISTEN = "127.0.0.1:3128"
+#: The container variable carrying the tenant container's egress key (hex). The runner strips OPENANALYST_*
+#: variables from the tools' environment, and /proc/<runner or tini>/environ is not readable by session uids.
+KEY_VARIABLE = "OPENANALYST_EGRESS_KEY"
+
+
+def session_credential(key: bytes, session: str) -> str:
+    """The proxy credential of ``session``: ``<session>.<HMAC-SHA256(key, session), 128 bits, base64url>``.
+    The runner puts it in the session's HTTP(S)_PROXY; the host recomputes it (toolrunner/egress/credentials.py)."""
+    mac = hmac.new(key, session.encode(), hashlib.sha256).digest()[:16]
+    return f"{session}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def session_proxy_env(key: bytes, session: str, listen: str = LISTEN) -> dict[str, str]:
+    """What a session's base environment gets: every spelling of the proxy variables, nothing exempted."""
+    url = f"http://{session_credential(key, session)}:x@{listen}"
+    return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+            "NO_PROXY": "", "no_proxy": ""}
 
 
 async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
