@@ -7,7 +7,7 @@ with the reason while every other endpoint keeps working. A failed bring-up is t
 at least ``RETRY_BRING_UP_S`` after it (an engine that was down at start is used once it is back, without a
 server restart; calls in between fail fast). Toolrunner errors become API errors here, once.
 
-While the image is checked or built, ``info`` answers at once with the build's progress (``ImageStatus``)
+While the image is being built, ``info`` answers at once with the build's progress (``ImageStatus``)
 instead of waiting for it. A running manager whose image the engine lost answers SANDBOX_IMAGE_UNAVAILABLE;
 the image is then checked again (at most every ``RETRY_BRING_UP_S``) so that one built meanwhile with
 ``openanalyst sandbox build`` is noticed without a restart.
@@ -152,9 +152,12 @@ class SandboxBackend:
             await self._manager.close_session(tenant_id, session_id)
 
     async def info(self, tenant_id: str) -> dict[str, Any]:
-        """The manager's view of the tenant's sandbox plus ``image_build``; while the image is still being
-        checked or built: ``state: waiting_for_image`` and the build's progress, at once."""
+        """The manager's view of the tenant's sandbox plus ``image_build``. The image check and adoption are
+        waited for as before (seconds); once a build runs (minutes): ``state: waiting_for_image`` and the
+        build's progress, at once."""
         self.start()
+        while self._ready is not None and not self._ready.done() and self.image_status.state != "building":
+            await asyncio.wait({self._ready}, timeout=0.05)  # the build's first line comes from a thread
         if self._manager is None and self._ready is not None and not self._ready.done():
             return {"tenant": tenant_id, "state": "waiting_for_image", "container_id": None,
                     "image_build": self.image_status.snapshot()}
