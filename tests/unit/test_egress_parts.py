@@ -9,8 +9,9 @@ import time
 import pytest
 
 import toolrunner.egress as egress
-from toolrunner.egress import Attribution, Identity, SessionKeys
+from toolrunner.egress import Attribution, CredentialRegistry, Identity, SessionKeys
 from toolrunner.egress.addresses import AddressPolicy, address_kind
+from toolrunner.egress.credentials import first_attribution
 from toolrunner.egress.forward import session_credential, session_proxy_env
 from toolrunner.egress.httphead import BadRequest, parse_head
 from toolrunner.egress.limits import TokenBucket
@@ -132,3 +133,14 @@ def test_session_proxy_env_carries_the_derived_credential() -> None:
     env = session_proxy_env(b"k" * 32, "ses_1")
     assert env["https_proxy"] == f"http://{session_credential(b'k' * 32, 'ses_1')}:x@127.0.0.1:3128"
     assert env["NO_PROXY"] == "" and len(env) == 6
+
+
+def test_first_attribution_tries_each_source() -> None:
+    """Session credentials and per-call tokens on one proxy: each is recognised by its own registry."""
+    keys, registry = SessionKeys(), CredentialRegistry()
+    key = keys.new_key("t")
+    token = registry.issue("t", "ses_web", "call-web")
+    attribute = first_attribution(keys.attribute, registry.attribute)
+    assert attribute(Identity("t"), session_credential(key, "ses_1")) == Attribution("ses_1", None)
+    assert attribute(Identity("t"), token) == Attribution("ses_web", "call-web")
+    assert attribute(Identity("t"), "nothing") is None

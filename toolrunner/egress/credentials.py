@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from toolrunner.egress.forward import session_credential
-from toolrunner.egress.proxy import Attribution, Identity
+from toolrunner.egress.proxy import Attribute, Attribution, Identity
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,15 @@ class SessionKeys:
         if key is None or not hmac.compare_digest(session_credential(key, session), credential):
             return None
         return Attribution(session, calls[0] if len(calls) == 1 else None)
+
+
+def first_attribution(*sources: Attribute) -> Attribute:
+    """One ``attribute`` hook from several: the first that recognises the credential wins (the sandbox's session
+    credentials and the server's own per-call tokens for web_fetch share one proxy)."""
+    def attribute(identity: Identity, credential: str | None) -> Attribution | None:
+        for source in sources:
+            found = source(identity, credential)
+            if found is not None:
+                return found
+        return None
+    return attribute
