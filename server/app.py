@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from server.api import ROUTERS, metrics, openai_compat
 from server.api.health import VERSION
+from server.contract import openapi
 from server.errors import install_handlers
 from server.header_limits import HeaderLimitMiddleware
 from server.jsonlimits import JsonLimits
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for router in (*ROUTERS, openai_compat.router, metrics.router):
         app.include_router(router)
+    openapi.install(app, require_api_key=settings.require_api_key)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        json_limits=JsonLimits(settings.max_json_depth, settings.max_json_items))
     app.add_middleware(HeaderLimitMiddleware, max_headers=settings.max_headers,  # runs before the body limit

@@ -13,11 +13,32 @@ it into a response, always shaped ``{"error": {"code", "message", "status"}}``.
     ├── Unprocessable       422
     ├── TooManyRequests     429   (carries Retry-After)
     └── ServiceUnavailable  503
+
+``ErrorBody`` is that shape as a model: the OpenAPI document names it for every error status of every route
+(``server.contract.openapi.errors``), the 422 of a request that fails validation included.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable machine-readable code, e.g. SESSION_NOT_FOUND.", examples=["NOT_FOUND"])
+    message: str = Field(description="For humans; may change between releases.")
+    status: int = Field(ge=100, le=599, description="The HTTP status, repeated.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API (never FastAPI's default shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from server.errors import BadRequest
 from server.settings import TENANT_ID_RE
@@ -36,6 +36,17 @@ class Tenant:
 
 OWNER = Tenant(OWNER_ID, True)
 
+TENANT_HEADER_PATTERN = r"^(?![Oo][Ww][Nn][Ee][Rr]$)" + TENANT_ID_RE.pattern.removeprefix("^")
+"""``TENANT_ID_RE`` without the reserved ``owner`` (any case), as the OpenAPI document states it."""
+
+TenantHeader = Annotated[str | None, Header(
+    alias="X-Tenant-ID",
+    description="The tenant to act for (`tenancy=header`, behind a trusted proxy). Absent: the owner. Refused "
+                "with 400 in single-tenant mode, ignored when the API key is bound to a tenant. A value outside "
+                "the pattern is a 400 INVALID_TENANT_ID.",
+    json_schema_extra={"pattern": TENANT_HEADER_PATTERN})]
+"""Declared for the document; the value is checked by ``parse_tenant_id`` (a 400 in our shape, not a 422)."""
+
 
 def parse_tenant_id(value: str) -> Tenant:
     """A header value → Tenant, or 400 INVALID_TENANT_ID."""
@@ -47,7 +58,7 @@ def parse_tenant_id(value: str) -> Tenant:
     return Tenant(value, False)
 
 
-async def current_tenant(request: Request) -> Tenant:
+async def current_tenant(request: Request, x_tenant_id: TenantHeader = None) -> Tenant:
     """FastAPI dependency: resolve (and authenticate, when keys are required) the calling tenant."""
     services = request.app.state.services
     for name in ("authorization", "x-tenant-id"):  # the middleware refuses these first; kept for in-app use
@@ -58,7 +69,7 @@ async def current_tenant(request: Request) -> Tenant:
         bound = await services.api_keys.authenticate(request.headers.get("authorization"))
     if bound is not None:
         return OWNER if bound == OWNER_ID else Tenant(bound, False)
-    header = request.headers.get("x-tenant-id")
+    header = x_tenant_id
     if header is None:
         return OWNER
     if services.settings.tenancy == "single":

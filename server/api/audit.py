@@ -18,13 +18,31 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from server.audit.db import AuditFilter
 from server.audit.log import AuditLog
 from server.audit.records import DECISIONS, PHASES
+from server.contract.audit import (
+    AuditKey,
+    AuditPage,
+    AuditRecord,
+    Checkpoint,
+    CheckpointPage,
+    InclusionProof,
+    Verification,
+)
+from server.contract.common import PageMeta
+from server.contract.openapi import COMMON, errors
 from server.errors import NotFound, ServiceUnavailable, Unprocessable
 from server.tenancy import TenantDep
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=errors(*COMMON, 503))
 
 MAX_PER_PAGE = 100  # as GET /sessions
 Text = Annotated[str | None, Query(max_length=256)]
+# Documented precisely, checked by ``_filters`` (so a bad value is a 422 INVALID_FILTER / INVALID_TIMESTAMP).
+Time = Annotated[str | None, Query(max_length=256, description="RFC 3339 with an offset, or epoch seconds.",
+                                   json_schema_extra={"anyOf": [
+                                       {"type": "string", "format": "date-time"},
+                                       {"type": "string", "pattern": r"^([0-9]{1,11}(\.[0-9]{1,6})?)?$"}]})]
+Decision = Annotated[str | None, Query(json_schema_extra={"enum": list(DECISIONS)})]
+Phase = Annotated[str | None, Query(json_schema_extra={"enum": list(PHASES)})]
 
 
 def _audit_log(request: Request) -> AuditLog:
@@ -76,23 +94,27 @@ def _filters(session_id: str | None, tool: str | None, since: str | None, until:
 
 @router.get("/v1/audit")
 async def list_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
-                     since: Text = None, until: Text = None, decision: Text = None, phase: Text = None,
+                     since: Time = None, until: Time = None, decision: Decision = None, phase: Phase = None,
                      page: Annotated[int, Query(ge=1, le=10**6)] = 1,
-                     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> dict[str, Any]:
+                     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> AuditPage:
     """The tenant's records in seq order, one page at a time, shaped like ``GET /sessions``."""
     flt = _filters(session_id, tool, since, until, decision, phase)
     records, total = await _audit_log(request).list(
         tenant.id, session_id=flt.session_id, tool=flt.tool, since=flt.since, until=flt.until,
         decision=flt.decision, phase=flt.phase, page=page, per_page=per_page)
-    return {"data": records,
-            "meta": {"page": page, "per_page": per_page, "total": total,
-                     "total_pages": math.ceil(total / per_page)}}
+    return AuditPage(data=[AuditRecord(**r) for r in records], meta=PageMeta.of(page, per_page, total))
 
 
-@router.get("/v1/audit/export")
+_EXPORT: dict[int | str, dict[str, Any]] = {200: {
+    "description": "JSON Lines, streamed: an `export` line, the records, then the signed `head` line.",
+    "content": {"application/x-ndjson": {"schema": {"type": "string", "format": "binary"},
+                                         "itemSchema": {"type": "object"}}}}}
+
+
+@router.get("/v1/audit/export", response_class=StreamingResponse, responses=_EXPORT)
 async def export_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
-                       since: Text = None, until: Text = None, decision: Text = None,
-                       phase: Text = None) -> StreamingResponse:
+                       since: Time = None, until: Time = None, decision: Decision = None,
+                       phase: Phase = None) -> StreamingResponse:
     """JSON Lines, streamed: an ``export`` line, the records, then the signed ``head`` line."""
     flt = _filters(session_id, tool, since, until, decision, phase)
     lines = _audit_log(request).iter_export(tenant.id, flt)
@@ -104,45 +126,47 @@ async def export_audit(tenant: TenantDep, request: Request, session_id: Text = N
 
 
 @router.get("/v1/audit/verify")
-async def verify_audit(tenant: TenantDep, request: Request) -> dict[str, Any]:
+async def verify_audit(tenant: TenantDep, request: Request) -> Verification:
     """Whether the tenant's chain is intact and ends at its signed head."""
-    return await _audit_log(request).verify(tenant.id)
+    return Verification(**await _audit_log(request).verify(tenant.id))
 
 
 @router.get("/v1/audit/key")
-async def public_key(tenant: TenantDep, request: Request) -> dict[str, str]:
+async def public_key(tenant: TenantDep, request: Request) -> AuditKey:
     """The server's Ed25519 public key (raw base64, PEM, vkey), its key id, and this tenant's log origin.
 
     Never a secret: it verifies heads and checkpoints and cannot sign them."""
-    return _audit_log(request).key_info(tenant.id)
+    return AuditKey(**_audit_log(request).key_info(tenant.id))
 
 
 @router.get("/v1/audit/checkpoints")
 async def list_checkpoints(tenant: TenantDep, request: Request,
                            page: Annotated[int, Query(ge=1, le=10**6)] = 1,
-                           per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> dict[str, Any]:
+                           per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> CheckpointPage:
     """The tenant's signed checkpoints, newest first; each ``note`` is the C2SP signed note."""
     rows, total = await _audit_log(request).checkpoints(tenant.id, page=page, per_page=per_page)
-    return {"data": rows, "meta": {"page": page, "per_page": per_page, "total": total,
-                                   "total_pages": math.ceil(total / per_page)}}
+    return CheckpointPage(data=[Checkpoint(**r) for r in rows], meta=PageMeta.of(page, per_page, total))
 
 
-@router.get("/v1/audit/checkpoints/latest", response_model=None)
+@router.get("/v1/audit/checkpoints/latest", response_model=None, responses={
+    200: {"model": Checkpoint, "description": "The checkpoint; with `?format=note`, its signed note as text.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **errors(404)})
 async def latest_checkpoint(tenant: TenantDep, request: Request,
                             format: Annotated[str, Query(pattern="^(json|note)$")] = "json",
-                            ) -> dict[str, Any] | PlainTextResponse:
+                            ) -> Checkpoint | PlainTextResponse:
     """The newest checkpoint; ``?format=note`` answers the signed note alone, as text."""
     rows, _ = await _audit_log(request).checkpoints(tenant.id, page=1, per_page=1)
     if not rows:
         raise NotFound("NO_CHECKPOINT", "no checkpoint yet: one is written every N records or T seconds")
     if format == "note":
         return PlainTextResponse(rows[0]["note"], headers={"Cache-Control": "no-store"})
-    return rows[0]
+    return Checkpoint(**rows[0])
 
 
-@router.get("/v1/audit/proof")
+@router.get("/v1/audit/proof", responses=errors(404, 409))
 async def inclusion_proof(tenant: TenantDep, request: Request, seq: Annotated[int, Query(ge=1, le=2**62)],
-                          tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> dict[str, Any]:
+                          tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> InclusionProof:
     """An RFC 6962 inclusion proof of record ``seq`` in a signed checkpoint (the latest by default), for
     ``openanalyst audit verify --proof FILE --public-key KEY``."""
-    return await _audit_log(request).proof(tenant.id, seq, tree_size)
+    return InclusionProof.model_validate(await _audit_log(request).proof(tenant.id, seq, tree_size))

@@ -17,14 +17,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.errors import ApiError
+from server.contract.openapi import COMMON, errors, sse
+from server.contract.tools import ChatAnswer
+from server.errors import ApiError, ErrorDetail
 from server.providers.types import Message, TextBlock
 from server.sessions.agent import ERROR_STATUS, MemoryConversation, TurnOptions, TurnOutcome
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=errors(*COMMON))
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -51,14 +53,27 @@ class ChatBody(BaseModel):
 
 
 def outcome_body(outcome: TurnOutcome) -> dict[str, Any]:
+    """The non-streamed answer; checked against ``ChatAnswer`` so it cannot drift from the document."""
     body: dict[str, Any] = {"message": outcome.text, "tool_calls": outcome.tool_calls, "usage": outcome.usage()}
     if outcome.structured_output is not None:
         body["structured_output"] = outcome.structured_output
+    if outcome.error is not None:  # a turn that stopped early but answered (TURN_LIMIT): said, not hidden
+        error = outcome.error
+        body["error"] = ErrorDetail(code=error["code"], message=error["message"],
+                                    status=ERROR_STATUS.get(error["code"], 502)).model_dump()
+    ChatAnswer.model_validate(body)
     return body
 
 
-@router.post("/v1/chat", response_model=None)
-@router.post("/v1/query", response_model=None)
+_CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChatAnswer,
+          **sse("ChatEvent", "`text/event-stream` by default (`\"stream\": true`): the turn's events, ending "
+                             "with `state: idle`; with `\"stream\": false`, one JSON `ChatAnswer`.")},
+    **errors(502, 503)}
+
+
+@router.post("/v1/chat", response_model=None, responses=_CHAT_RESPONSES)
+@router.post("/v1/query", response_model=None, responses=_CHAT_RESPONSES)
 async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> StreamingResponse | JSONResponse:
     services = request.app.state.services
     chat_id = "chat_" + secrets.token_urlsafe(12)
@@ -72,9 +87,9 @@ async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> Streaming
             outcome = await services.agent.run(ctx, conversation, options)
         finally:
             await services.sandbox_backend.close_session(tenant.id, chat_id)
-        if outcome.error is not None:
-            code = outcome.error["code"]
-            raise ApiError(code, outcome.error["message"], status=ERROR_STATUS.get(code, 502))
+        status = ERROR_STATUS.get(outcome.error["code"], 502) if outcome.error is not None else 200
+        if outcome.error is not None and status >= 400:
+            raise ApiError(outcome.error["code"], outcome.error["message"], status=status)
         return JSONResponse(outcome_body(outcome))
 
     buffer = EventBuffer()

@@ -21,10 +21,11 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.deps import ServicesDep, TenantDep
 from server.contract.events import SnapshotEvent, encode
+from server.contract.openapi import COMMON, errors, sse
 from server.errors import BadRequest, NotFound
 from server.sessions.events import Subscription
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=errors(*COMMON))
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 KEEPALIVE = b": keep-alive\n\n"
@@ -106,7 +107,9 @@ def parse_after(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
-@router.get("/sessions/{session_id}/events", response_model=None)
+@router.get("/sessions/{session_id}/events", response_model=None,
+            responses={200: sse("SessionEvent", "A `snapshot`, the events after Last-Event-ID, then live ones."),
+                       **errors(404)})
 async def session_events(session_id: str, tenant: TenantDep, services: ServicesDep,
                          after: int | None = Query(default=None, ge=0, le=2**62),
                          last_event_id: str | None = Header(default=None, max_length=32)) -> SSEResponse:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from fastapi import APIRouter, Request
+
+from server.contract.account import Health
+from server.contract.openapi import errors
 
 try:
     VERSION = version("openanalyst-server")
 except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
     VERSION = "0.0.0"
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=errors(400, 413, 422, 431))
 
 
 @router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
+async def health(request: Request) -> Health:
     services = request.app.state.services
-    return {"status": "ok", "version": VERSION,
-            "uptime_s": round(time.monotonic() - services.started_monotonic, 3)}
+    return Health(status="ok", version=VERSION, uptime_s=round(time.monotonic() - services.started_monotonic, 3))

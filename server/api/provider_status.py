@@ -7,17 +7,17 @@ credential see the one breaker they share."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from server.api.deps import ServicesDep
+from server.contract.account import ProviderStatus, ProviderStatusList
+from server.contract.openapi import COMMON, errors
 from server.tenancy import TenantDep
 
-router = APIRouter(tags=["providers"])
+router = APIRouter(tags=["providers"], responses=errors(*COMMON))
 
 
 @router.get("/v1/providers/status")
-async def providers_status(tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+async def providers_status(tenant: TenantDep, services: ServicesDep) -> ProviderStatusList:
     statuses = await services.router.status(tenant.id)
-    return {"data": [s.model_dump() for s in statuses]}
+    return ProviderStatusList(data=[ProviderStatus(**s.model_dump()) for s in statuses])

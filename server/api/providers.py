@@ -5,62 +5,61 @@ again at every connection (``server.providers.guarded_http``); the owner's is no
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
+from server.contract.account import ProviderEntry, ProviderList
+from server.contract.openapi import COMMON, errors
 from server.providers.registry import PROVIDERS
 from server.providers.urlguard import check_base_url, url_to_check
 from server.store.credentials import check_known
 
-router = APIRouter(tags=["providers"])
+router = APIRouter(tags=["providers"], responses=errors(*COMMON))
+
+
+KEY_PATTERN = r"^[ \t\r\n]*[!-~]+[ \t\r\n]*$"
+"""Printable ASCII without spaces (a key travels in an HTTP header), blanks around it forgiven (a paste)."""
+URL_PATTERN = r"^$|^https?://[!-.0-~][!-~]*$"
+"""An http(s) URL of printable ASCII, or empty for the provider's default."""
 
 
 class ProviderKeyBody(BaseModel):
+    """The patterns are the whole check, so the OpenAPI document states exactly what is accepted."""
+
     model_config = ConfigDict(extra="forbid")
 
-    api_key: str = Field(min_length=1, max_length=8192)
-    base_url: str | None = Field(default=None, max_length=2048)
+    api_key: str = Field(min_length=1, max_length=8192, pattern=KEY_PATTERN)
+    base_url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
 
     @field_validator("api_key")
     @classmethod
-    def _not_blank(cls, key: str) -> str:
-        key = key.strip()
-        if not key:
-            raise ValueError("must not be empty")
-        if any(c.isspace() for c in key):
-            raise ValueError("must not contain whitespace")
-        return key
+    def _strip(cls, key: str) -> str:
+        return key.strip(" \t\r\n")
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, url: str | None) -> str | None:
-        if url is None or url == "":
-            return None
-        if not (url.startswith(("http://", "https://")) and len(url) > 8 and " " not in url):
-            raise ValueError("must be an http(s) URL")
-        return url.rstrip("/")
+        return url.rstrip("/") if url else None
 
 
 @router.get("/me/providers")
-async def list_providers(tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
-    return {"data": [e.public() for e in services.credentials.list(tenant.id)]}
+async def list_providers(tenant: TenantDep, services: ServicesDep) -> ProviderList:
+    return ProviderList(data=[ProviderEntry(**e.public()) for e in services.credentials.list(tenant.id)])
 
 
-@router.put("/me/providers/{name}")
+@router.put("/me/providers/{name}", responses=errors(404))
 async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
-                       services: ServicesDep) -> dict[str, Any]:
+                       services: ServicesDep) -> ProviderEntry:
     check_known(name)
     url = url_to_check(body.base_url, PROVIDERS[name].base_url)
     if url and not tenant.is_owner:  # the owner's own configuration is trusted, as the environment's is
         await check_base_url(url, services.settings.provider_url_policy())
     entry = await services.credentials.put(tenant.id, name, body.api_key, body.base_url)
-    return entry.public()
+    return ProviderEntry(**entry.public())
 
 
-@router.delete("/me/providers/{name}", status_code=204)
+@router.delete("/me/providers/{name}", status_code=204, responses=errors(404))
 async def delete_provider(name: str, tenant: TenantDep, services: ServicesDep) -> Response:
     check_known(name)
     await services.credentials.delete(tenant.id, name)

@@ -8,7 +8,6 @@ client that drops this response does not stop the turn (follow it on ``/events``
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
@@ -16,10 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
 from server.api.events import SSEResponse, sse_chunks
+from server.contract.common import PageMeta
 from server.contract.events import MessageEvent
+from server.contract.openapi import COMMON, errors, sse
+from server.contract.sessions import Session, SessionDetail, SessionPage, SessionSummary, StoredMessage
 from server.providers.types import TextBlock
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], responses=errors(*COMMON))
 
 
 class CreateSessionBody(BaseModel):
@@ -53,38 +55,37 @@ class MessageBody(BaseModel):
 
 @router.post("/sessions", status_code=201)
 async def create_session(tenant: TenantDep, services: ServicesDep,
-                         body: CreateSessionBody | None = None) -> dict[str, Any]:
+                         body: CreateSessionBody | None = None) -> Session:
     body = body or CreateSessionBody()
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
                                             system_prompt=body.system_prompt, metadata=body.metadata)
     if services.sandbox_backend is not None:
         # Start the tenant's container while the client composes its first message.
         await services.sandbox_backend.prestart(tenant.id)
-    return record.public()
+    return Session(**record.public())
 
 
 @router.get("/sessions")
 async def list_sessions(tenant: TenantDep, services: ServicesDep,
                         page: int = Query(default=1, ge=1, le=10**6),
-                        per_page: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
+                        per_page: int = Query(default=20, ge=1, le=100)) -> SessionPage:
     records, total = services.sessions.page(tenant.id, page, per_page)
-    data = [r.public() | {"state": "running" if services.turns.busy(r.id) else "idle"} for r in records]
-    return {"data": data, "meta": {"page": page, "per_page": per_page, "total": total,
-                                   "total_pages": math.ceil(total / per_page)}}
+    data = [SessionSummary(**r.public(), state="running" if services.turns.busy(r.id) else "idle")
+            for r in records]
+    return SessionPage(data=data, meta=PageMeta.of(page, per_page, total))
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+@router.get("/sessions/{session_id}", responses=errors(404))
+async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> SessionDetail:
     record = services.sessions.get(tenant.id, session_id)
-    return record.public() | {
-        "state": "running" if services.turns.busy(session_id) else "idle",
-        "last_seq": services.events.last_seq(session_id),
-        "messages": services.sessions.list_messages(tenant.id, session_id),
-        "todos": services.sessions.get_todos(tenant.id, session_id),
-    }
+    messages: list[dict[str, Any]] = services.sessions.list_messages(tenant.id, session_id)
+    return SessionDetail(**record.public(), state="running" if services.turns.busy(session_id) else "idle",
+                         last_seq=services.events.last_seq(session_id),
+                         messages=[StoredMessage.model_validate(m) for m in messages],
+                         todos=services.sessions.get_todos(tenant.id, session_id))
 
 
-@router.delete("/sessions/{session_id}", status_code=204)
+@router.delete("/sessions/{session_id}", status_code=204, responses=errors(404))
 async def delete_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> Response:
     services.sessions.get(tenant.id, session_id)
     await services.turns.cancel(session_id, silent=True)
@@ -96,7 +97,9 @@ async def delete_session(session_id: str, tenant: TenantDep, services: ServicesD
     return Response(status_code=204)
 
 
-@router.post("/sessions/{session_id}/message", response_model=None)
+@router.post("/sessions/{session_id}/message", response_model=None,
+             responses={200: sse("SessionEvent", "The turn's events, from this message to its `state: idle`."),
+                        **errors(404, 409)})
 async def send_message(session_id: str, body: MessageBody, tenant: TenantDep,
                        services: ServicesDep) -> SSEResponse:
     services.sessions.get(tenant.id, session_id)

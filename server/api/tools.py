@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.chat import SSE_HEADERS
 from server.contract.events import ErrorEvent, ToolOutputEvent, ToolResultEvent
+from server.contract.openapi import COMMON, errors, sse
+from server.contract.tools import ToolCallAnswer, ToolInfo, ToolList
 from server.errors import ApiError
 from server.middleware import JSON_REFUSAL, JsonRefusal
 from server.streaming.buffer import EventBuffer, stream_while
@@ -22,7 +24,7 @@ from server.tenancy import TenantDep
 from server.tools.context import ToolContext
 from server.tools.dispatch import new_call_id
 
-router = APIRouter(tags=["tools"])
+router = APIRouter(tags=["tools"], responses=errors(*COMMON))
 
 
 class ToolCallBody(BaseModel):
@@ -34,10 +36,10 @@ class ToolCallBody(BaseModel):
 
 
 @router.get("/v1/tools")
-async def list_tools(tenant: TenantDep, request: Request) -> dict[str, Any]:
+async def list_tools(tenant: TenantDep, request: Request) -> ToolList:
     dispatcher = request.app.state.services.dispatcher
-    tools = [{**t.public(), "allowed": dispatcher.allowed(tenant.id, t.name)} for t in dispatcher.registry.all()]
-    return {"data": tools}
+    return ToolList(data=[ToolInfo(**t.public(), allowed=dispatcher.allowed(tenant.id, t.name))
+                          for t in dispatcher.registry.all()])
 
 
 def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> ToolContext:
@@ -49,7 +51,11 @@ def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> T
     return context
 
 
-@router.post("/v1/tools/{name}", response_model=None)
+@router.post("/v1/tools/{name}", response_model=None, responses={
+    200: {"model": ToolCallAnswer,
+          **sse("ToolStreamEvent", "JSON `ToolCallAnswer` by default; with `\"stream\": true`, `text/event-stream`: "
+                                   "`tool_output` chunks, then `tool_result` (or `error`).")},
+    **errors(403, 404, 429, 503)})
 async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
                     request: Request) -> JSONResponse | StreamingResponse:
     dispatcher = request.app.state.services.dispatcher
@@ -66,7 +72,7 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
     if not body.stream or not dispatcher.allowed(tenant.id, name):
         # A denial is recorded and raised here as a plain 403, before any stream starts.
         result = await dispatcher.run(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
-        return JSONResponse({"call_id": call_id, **result.model_dump()})
+        return JSONResponse(ToolCallAnswer.of(call_id, result).model_dump(mode="json"))
 
     buffer = EventBuffer()
 

@@ -16,7 +16,7 @@ API do); their old session-stream key ``id`` is still sent, equal to ``call_id``
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -27,13 +27,11 @@ _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 DEPRECATED_ID = "Deprecated: the same as call_id, sent until the next release."
 
 
-def _type_required(schema: dict[str, Any]) -> None:
-    """``type`` has a default (emitters never repeat it) but is always there: the union's discriminator."""
-    schema["required"] = ["type", *[r for r in schema.get("required", []) if r != "type"]]
-
-
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_type_required)
+    """Base of the event models. ``type`` (each model's own default) is the SSE ``event:`` line; it is not
+    repeated in ``data:``, so the schemas give it as optional, defaulting to the event's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"parent_tool_call_id"})
 
@@ -182,6 +180,16 @@ ToolStreamEvent = Annotated[ToolOutputEvent | ToolResultEvent | ErrorEvent, Fiel
 
 AnyEvent = (SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
             | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent)
+
+
+def members(union: Any) -> list[type[_Event]]:
+    """The event models of one of the unions above, in order."""
+    return list(get_args(get_args(union)[0]))
+
+
+def event_name(model: type[_Event]) -> str:
+    name: str = model.model_fields["type"].default
+    return name
 
 
 def event_data(event: AnyEvent) -> dict[str, Any]:
