@@ -408,3 +408,29 @@ def test_a_silent_connection_is_not_an_attempt(env: Env) -> None:
     out = curl("-x", proxy, f"http://allowed.test:{env.http.port}/hello")
     assert out.returncode == 0
     assert [r.rule for r in env.wait_records(2)] == ["bad-request", "allow:allowed.test"]
+
+
+def test_a_rebinding_name_is_checked_at_every_connection(env: Env) -> None:
+    """A name that answers a permitted address first and the host's loopback next is resolved once per
+    connection and checked each time: the first connection goes to the address that was checked, the second is
+    refused, and nothing is ever dialled but the checked address."""
+    answers = iter([[ORIGIN_IP], ["127.0.0.1"]])
+
+    class Flipping:
+        async def resolve(self, host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+            return [ipaddress.ip_address(a) for a in next(answers)]
+
+    sink = MemorySink()
+    proxy = EgressProxy(lambda _t: EgressRules(allow=("rebind.test",)), sink,
+                        addresses=AddressPolicy.from_strings([f"{ORIGIN_IP}/32"]), resolver=Flipping())
+    thread = ProxyThread(proxy).start()
+    try:
+        host, port = thread.listen_tcp(Identity("t1"))
+        first = curl("-x", f"http://{host}:{port}", f"http://rebind.test:{env.http.port}/hello")
+        second = curl("-x", f"http://{host}:{port}", "-i", f"http://rebind.test:{env.host_port.port}/hello")
+    finally:
+        thread.stop()
+    assert first.stdout == f"hello rebind.test:{env.http.port}" and "403" in second.stdout.splitlines()[0]
+    assert [(r.decision, r.address, r.rule) for r in sink.records] == [
+        ("allow", ORIGIN_IP, "allow:rebind.test"), ("deny", "127.0.0.1", "address:loopback")]
+    assert env.host_port.accepted == 0
