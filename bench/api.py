@@ -154,6 +154,7 @@ def append_rate(tmp: str, count: int = 20_000) -> str:
     """In-process: the cost of ``EventLog.append`` (what the agent loop pays per text delta) and how long the
     group-committing writer takes to make them all durable."""
     sys.path.insert(0, str(ROOT))
+    from server.contract.events import AssistantDeltaEvent
     from server.sessions.events import EventLog
     from server.store.db import Database
 
@@ -162,7 +163,7 @@ def append_rate(tmp: str, count: int = 20_000) -> str:
     log = EventLog(db)
     t0 = time.perf_counter()
     for n in range(count):
-        log.append("owner", "sess_bench", "assistant_delta", {"text": "token ", "n": n})
+        log.append("owner", "sess_bench", AssistantDeltaEvent(text=f"token {n}"))
     appended = time.perf_counter() - t0
     db.flush()
     durable = time.perf_counter() - t0
