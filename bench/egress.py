@@ -5,7 +5,8 @@
 The origin (tests/fakes/origin.py) and the proxy each run in their own process on loopback, as the server's
 proxy would; the client is this process. GETs alternate proxy/direct, one new connection each (as a tool's
 ``curl`` or ``pip`` would open), timed with http.client; downloads alternate too and are timed with curl.
-Targets (issue 9): the proxy adds <= 2 ms at the median GET, and keeps >= 70 % of direct throughput.
+Targets (issue 9): the proxy adds <= 2 ms at the median GET, and keeps >= 70 % of direct throughput. Where
+haproxy is installed, a plain TCP relay through it is measured too: the cost of the extra TCP hop alone.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import argparse
 import asyncio
 import http.client
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +60,31 @@ def spawn(role: str) -> tuple[subprocess.Popen[str], int]:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
+
+
+def start_haproxy(origin_port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A plain TCP relay in C (haproxy, mode tcp, no checks) to the origin, if haproxy is installed: the cost of
+    one more TCP hop on this machine, which any proxy pays, as a floor for ours."""
+    binary = shutil.which("haproxy")
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(f"global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n"
+                   f"  timeout server 60s\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
+                   f"backend b\n  server o {ORIGIN_IP}:{origin_port}\n")
+    proc = subprocess.Popen([binary, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.02)
+    proc.terminate()
+    return None
 
 
 def get_ms(host: str, port: int, target: str) -> float:
@@ -106,12 +135,22 @@ def main() -> None:
             direct.append(get_ms(ORIGIN_IP, oport, "/hello"))
             proxied.append(get_ms("127.0.0.1", pport, f"http://origin.bench:{oport}/hello"))
         size = args.mb * 1_000_000
-        d_rates, p_rates = [], []
-        proxy_cpu = cpu_s(proxy.pid)
-        for _ in range(args.runs):
-            d_rates.append(download_mbps(f"http://{ORIGIN_IP}:{oport}/bytes/{size}", None))
-            p_rates.append(download_mbps(f"http://origin.bench:{oport}/bytes/{size}", f"http://127.0.0.1:{pport}"))
-        proxy_cpu = (cpu_s(proxy.pid) - proxy_cpu) / args.runs
+        d_rates, p_rates, h_rates = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            haproxy = start_haproxy(oport, Path(tmp))
+            try:
+                proxy_cpu = cpu_s(proxy.pid)
+                for _ in range(args.runs):
+                    d_rates.append(download_mbps(f"http://{ORIGIN_IP}:{oport}/bytes/{size}", None))
+                    p_rates.append(download_mbps(f"http://origin.bench:{oport}/bytes/{size}",
+                                                 f"http://127.0.0.1:{pport}"))
+                    if haproxy is not None:
+                        h_rates.append(download_mbps(f"http://127.0.0.1:{haproxy[1]}/bytes/{size}", None))
+                proxy_cpu = (cpu_s(proxy.pid) - proxy_cpu) / args.runs
+            finally:
+                if haproxy is not None:
+                    haproxy[0].terminate()
+                    haproxy[0].wait(10)
         load_after = os.getloadavg()
     finally:
         for proc in (origin, proxy):
@@ -133,8 +172,14 @@ def main() -> None:
     print(f"| {args.mb} MB download, median of {args.runs} (curl) | {d_mb:.0f} MB/s | {p_mb:.0f} MB/s "
           f"| {100 * ratio:.0f} % of direct (median of paired runs) "
           f"| >= 70 %: {'met' if ratio >= 0.7 else 'MISSED'} |")
+    if h_rates:
+        h_ratio = statistics.median(h / d for h, d in zip(h_rates, d_rates, strict=True))
+        print(f"| reference: haproxy TCP relay (C, no checks), {args.mb} MB | {d_mb:.0f} MB/s "
+              f"| {statistics.median(h_rates):.0f} MB/s | {100 * h_ratio:.0f} % of direct (paired) | |")
     print(f"| proxy CPU per {args.mb} MB download (user+system) | | {proxy_cpu * 1000:.0f} ms | | |")
-    print(f"runs, MB/s direct/proxy: {' '.join(f'{d:.0f}/{p:.0f}' for d, p in zip(d_rates, p_rates, strict=True))}")
+    print("runs, MB/s direct/proxy" + ("/haproxy: " if h_rates else ": ")
+          + " ".join("/".join(f"{x:.0f}" for x in run) for run in zip(d_rates, p_rates, *([h_rates] if h_rates else []),
+                                                                     strict=True)))
 
 
 if __name__ == "__main__":
