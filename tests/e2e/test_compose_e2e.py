@@ -179,6 +179,20 @@ out = {
     "devices": status(lambda: create(devices=["/dev/sda:/dev/sda"])),
     "other_image": status(lambda: api.create_container("openanalyst/server-base:x", command=["true"])),
 }
+def raw_create(body):  # bytes as given: what Docker's JSON decoder would accept, not what docker-py writes
+    import http.client
+    conn = http.client.HTTPConnection("socket-proxy", 2375, timeout=30)
+    conn.request("POST", "/v1.41/containers/create", body=body, headers={"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    made = json.loads(answer.read() or b"{}")
+    if answer.status == 201:
+        api.remove_container(made["Id"], force=True)
+    return answer.status
+plain = '{"Image": %s, "Cmd": ["true"], "Labels": {"openanalyst.test": "1"}' % json.dumps(IMAGE)
+out["raw_plain"] = raw_create((plain + "}").encode())
+out["raw_lowercase_key"] = raw_create((plain + ', "HostConfig": {"privileged": true}}').encode())
+out["raw_escaped_key"] = raw_create((plain + ', "HostConfig": {"Privil\\u0065ged": true}}').encode())
+out["raw_folded_key"] = raw_create((plain + ', "HostConfig": {"Bind\u017f": ["/:/host"]}}').encode("utf-8"))
 print(json.dumps(out))
 """
 
@@ -186,11 +200,13 @@ print(json.dumps(out))
 def test_the_proxy_refuses_what_the_server_never_asks_for(deployment: Deployment, images: dict[str, str]) -> None:
     """From inside the server container (a compromised server's seat), only the allow-listed calls pass:
     listing and inspecting containers and the version answer; exec, archive, image listing, pulls, volumes,
-    /info and every dangerous container configuration are 403 from the proxy."""
+    /info and every dangerous container configuration are 403 from the proxy, including keys spelled the
+    ways Docker's decoder accepts (lower case, a \\u escape, Unicode case folding)."""
     code = (PROBE.replace("IMAGE", json.dumps(images["OPENANALYST_SANDBOX_IMAGE"]))
             .replace("HOST", json.dumps(str(deployment.host_dir))))
     out = deployment.in_server(code)
     allowed = {"list", "inspect", "version"}
+    assert out.pop("raw_plain") == 201  # a body the rules accept is created (and removed at once)
     assert {name: out[name] for name in allowed} == dict.fromkeys(allowed, 200), out
     refused = {name: status for name, status in out.items() if name not in allowed}
     assert refused == dict.fromkeys(refused, 403), out
