@@ -8,6 +8,9 @@
 #     -v /var/run/docker.sock:/var/run/docker.sock --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     -v /srv/openanalyst:/srv/openanalyst -e OPENANALYST_DATA_DIR=/srv/openanalyst openanalyst/server
 #
+# Safer: deploy/compose.yaml runs this image with Docker reached only through an allow-listing socket proxy
+# (docs/deployment.md says what that does and does not protect against).
+#
 # RISK: the server manages the tenants' sandbox containers, so it needs the Docker socket. Whoever controls
 # the socket controls the host (a container with the host's / mounted is one API call away): a compromise of
 # this server is a compromise of the host. Keep it off untrusted networks, put authentication in front of it,
