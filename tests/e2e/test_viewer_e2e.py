@@ -236,3 +236,21 @@ def test_hostile_tool_output_is_text_and_nothing_runs(server: Any, page: Page) -
     assert violations == []
     assert not [url for url in requested if url.endswith("/x")]  # an <img src=x> would have fetched it
     screenshot(page, "xss-as-text")
+
+
+def test_pages_of_a_long_log(server: Any, page: Page) -> None:
+    """More than one page of records (100 per page): the pager moves between them and disables what it must."""
+    carol = {"X-Tenant-ID": "carol"}
+    for n in range(51):  # 102 records: started + finished each
+        assert call(server, carol, "bash", {"command": f"echo call-{n}"}).json()["exit_code"] == 0
+    connect(page, server, tenant="carol")
+    expect(page.locator("#page-info")).to_have_text("page 1 of 2 · 102 records")
+    assert page.locator("#prev").is_disabled() and page.locator("#next").is_enabled()
+    assert "call-0\n" in page.locator("#calls").inner_text() + "\n"
+    page.evaluate("delete document.body.dataset.loaded")
+    page.click("#next")
+    page.wait_for_selector("body[data-loaded]", state="attached")
+    expect(page.locator("#page-info")).to_have_text("page 2 of 2 · 102 records")
+    assert page.locator("#next").is_disabled() and page.locator("#prev").is_enabled()
+    assert [r["seq"] for r in rows(page)] == ["101"]
+    assert "call-50" in page.locator("#calls").inner_text()
