@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from server.contract.openapi import COMMON, errors
 from server.errors import Forbidden, NotFound
 from server.observability.metrics import CONTENT_TYPE, Metrics
 from server.tenancy import TenantDep
@@ -13,7 +14,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (owner only by default)",
-            responses={200: {"content": {CONTENT_TYPE: {}}}})
+            responses={200: {"description": "Prometheus text exposition format 0.0.4 (docs/operations.md).",
+                             "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+                       **errors(*COMMON, 403, 404)})
 async def metrics(request: Request, tenant: TenantDep) -> Response:
     services = request.app.state.services
     access = services.settings.metrics_access

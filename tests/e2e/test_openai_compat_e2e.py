@@ -19,6 +19,8 @@ from fakes.anthropic import FakeAnthropic
 from fakes.openai import FakeOpenAI
 from fakes.reply import Reply
 
+from server.openai_compat.contract import ChatCompletion, ChatCompletionChunk, ModelList
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
@@ -63,6 +65,11 @@ def test_completion_with_usage(server: Any, fakes: tuple[FakeAnthropic, FakeOpen
     assert sent["system"] == "Answer briefly."
     assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "The answer?"}]}]
     assert "tools" not in sent or sent["tools"] == []  # a plain completion: none of the server's tools
+    anthropic.script([Reply.text("raw")])
+    raw = httpx.post(server.base + "/v1/chat/completions", timeout=30,
+                     json={"model": "default", "messages": [{"role": "user", "content": "hi"}]}).json()
+    assert ChatCompletion.model_validate(raw).choices[0].message.content == "raw"
+    assert "tool_calls" not in raw["choices"][0]["message"]  # OpenAI leaves it out when there are none
 
 
 def test_stream_with_usage(server: Any, fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
@@ -102,6 +109,8 @@ def test_stream_without_usage_ends_with_done(server: Any, fakes: tuple[FakeAnthr
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert all("usage" not in c for c in chunks)
+    for chunk in chunks:  # what is sent is what the OpenAPI document says
+        ChatCompletionChunk.model_validate(chunk)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "plain stream"
 
 
@@ -133,15 +142,20 @@ def test_client_side_tools_round_trip(server: Any, fakes: tuple[FakeAnthropic, F
 
 
 def test_errors_reach_the_sdk_as_its_typed_errors(server: Any, fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
-    """A body OpenAI would refuse is a 400 invalid_request_error; a provider refusing the request is a 400 with
-    our code; both carry message and code where the SDK reads them, streaming or not."""
+    """Errors are our one shape, and the SDK finds message and code in it: an invalid body is our 422
+    (UnprocessableEntityError), a provider refusing the request a 400 with our code, streaming or not."""
     anthropic, _ = fakes
     client = sdk(server)
-    with pytest.raises(openai.BadRequestError) as invalid:
-        client.chat.completions.create(model="claude-sonnet-4-5", messages=[])
-    assert invalid.value.status_code == 400 and invalid.value.code == "VALIDATION_ERROR"
-    assert isinstance(invalid.value.body, dict) and invalid.value.body["type"] == "invalid_request_error"
-    assert "messages" in invalid.value.message
+    for bad in ({"messages": []}, {"messages": [{"role": "user", "content": "hi"}], "n": 2},
+                {"messages": [{"role": "tool", "content": "no call id"}]},
+                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}):
+        with pytest.raises(openai.UnprocessableEntityError) as invalid:
+            client.chat.completions.create(model="claude-sonnet-4-5", **bad)
+        assert invalid.value.status_code == 422 and invalid.value.code == "VALIDATION_ERROR"
+        body = invalid.value.body
+        assert isinstance(body, dict) and set(body) == {"code", "message", "status"} and body["status"] == 422
+        assert body["message"] in invalid.value.message  # the SDK's message is ours, prefixed with the status
+    assert "messages.0" in invalid.value.message
     anthropic.script([Reply.http_error(400, "bad_request"), Reply.http_error(400, "bad_request")])
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError) as refused:
@@ -175,6 +189,7 @@ def test_models_listing(serve: Callable[..., Any], fakes: tuple[FakeAnthropic, F
                    OPENAI_BASE_URL=upstream.v1)
     client = sdk(server)
     models = {m.id: m.owned_by for m in client.models.list()}
+    ModelList.model_validate(httpx.get(server.base + "/v1/models", timeout=30).json())
     assert models == {"default": "openanalyst", "claude-sonnet-4-5": "anthropic", "gpt-4o": "openai"}
     assert client.models.retrieve("gpt-4o").owned_by == "openai"
     with pytest.raises(openai.NotFoundError) as missing:
