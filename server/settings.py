@@ -7,6 +7,7 @@ SDKs works here unchanged. Invalid values stop the start with pydantic's message
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -138,6 +139,16 @@ class Settings(BaseSettings):
         default=None, description="Run with each checkpoint on stdin (shlex-split, no shell); retried on failure.")
     audit_publish_url: str | None = Field(default=None, description="POST each checkpoint here (text/plain).")
 
+    # --- egress and the web tools (docs/egress.md) -----------------------------------------------------------
+    egress_private_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Networks (CIDRs) the egress proxy may reach although not public, e.g. "
+                                          "a local mirror; comma-separated or a JSON list. Never the metadata address.")
+    egress_socket_dir: Path | None = Field(
+        default=None, description="Where the egress proxy's per-tenant sockets live (default: a new directory "
+                                  "under the system's temp dir; never inside the data directory).")
+    web_search_searxng_url: str | None = Field(default=None, description="A SearXNG instance for web_search.")
+    web_search_api_key: SecretStr | None = Field(default=None, description="Bearer key for the search backend.")
+
     @field_validator("provider_order", mode="before")
     @classmethod
     def _order(cls, value: object) -> object:
@@ -150,7 +161,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
         return value
 
-    @field_validator("provider_url_allowlist", mode="before")
+    @field_validator("provider_url_allowlist", "egress_private_networks", mode="before")
     @classmethod
     def _allowlist(cls, value: object) -> object:
         if isinstance(value, str):
@@ -162,6 +173,16 @@ class Settings(BaseSettings):
     @classmethod
     def _allowlist_entries(cls, entries: list[str]) -> list[str]:
         UrlPolicy.parse(False, entries)  # a malformed entry stops the start, naming it
+        return entries
+
+    @field_validator("egress_private_networks")
+    @classmethod
+    def _egress_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"egress_private_networks: {entry!r} is not an address or CIDR") from exc
         return entries
 
     def provider_url_policy(self) -> UrlPolicy:

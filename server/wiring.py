@@ -16,6 +16,7 @@ import httpx
 from policies.loader import PolicyError, policy_for
 from policies.model import Policy
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
+from server.egress_wiring import build_egress
 from server.jsonlimits import JsonLimits
 from server.observability.audit_meter import MeteredAudit
 from server.providers.config import RouterConfig
@@ -31,6 +32,8 @@ from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
 from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
+from server.tools.web_fetch import web_fetch_tool
+from server.tools.web_search import web_search_tool
 from toolrunner import image
 from toolrunner.capacity import default_live_cap
 from toolrunner.config import SandboxConfig
@@ -124,6 +127,10 @@ async def wire(services: Services) -> None:
         services.router.observe = metrics.provider_attempt
 
     registry = default_registry()
+    egress = build_egress(settings, policies)  # the web tools' way out: the tenant's own egress proxy socket
+    services.closers.append(egress.close)
+    registry.add(web_fetch_tool(egress.route_for))
+    registry.add(web_search_tool(egress.search))
     audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
                                                               lambda name: any(t.name == name for t in registry.all()))
     dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,

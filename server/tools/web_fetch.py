@@ -49,10 +49,12 @@ class WebFetchInput(ToolInput):
 
 @dataclass(frozen=True)
 class EgressRoute:
-    """Where this call's connections go: the tenant's proxy socket, and the credential issued for the call."""
+    """Where this call's connections go: the tenant's proxy socket, and the credential issued for the call;
+    ``release`` is called once the fetch is over (the credential is then revoked)."""
 
     socket_path: str
     credential: str
+    release: Callable[[], None] | None = None
 
 
 #: The tenant's route for this call, or None when its policy gives it no network (mode none).
@@ -186,22 +188,29 @@ def web_fetch_handler(route_for: RouteFor, timeout_s: float = TIMEOUT_S, verify:
     """The tool's handler; ``verify`` replaces the system's CAs (tests trust their own CA)."""
     async def web_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         started = time.perf_counter()
-        route = await route_for(ctx)
+        try:
+            route = await route_for(ctx)
+        except OSError as exc:
+            return _result("", started, error=ToolError.host(
+                "EGRESS_UNAVAILABLE", f"the egress proxy could not serve this tenant: {exc.strerror or exc}"))
         if route is None:
             return _result("", started, error=ToolError.host(
                 "EGRESS_NOT_ALLOWED", "this tenant's policy gives it no network (network = \"none\"); an owner "
                 "can allow names with network = \"allowlist\" and the 'web' preset"))
         max_bytes = int(args.get("max_bytes") or DEFAULT_MAX_BYTES)
-        async with httpx.AsyncClient(transport=_Transport(route, verify), trust_env=False, follow_redirects=False,
-                                     timeout=httpx.Timeout(timeout_s)) as client:
-            try:
+        try:
+            async with httpx.AsyncClient(transport=_Transport(route, verify), trust_env=False,
+                                         follow_redirects=False, timeout=httpx.Timeout(timeout_s)) as client:
                 async with asyncio.timeout(timeout_s):
                     page = await fetch(client, str(args["url"]), max_bytes)
-            except TimeoutError:
-                return _result("", started, timed_out=True, error=ToolError.host(
-                    "TIMEOUT", f"web_fetch took longer than {timeout_s:.0f} s"))
-            except FetchError as exc:
-                return _result("", started, error=ToolError.host(exc.code, str(exc)))
+        except TimeoutError:
+            return _result("", started, timed_out=True, error=ToolError.host(
+                "TIMEOUT", f"web_fetch took longer than {timeout_s:.0f} s"))
+        except FetchError as exc:
+            return _result("", started, error=ToolError.host(exc.code, str(exc)))
+        finally:
+            if route.release is not None:
+                route.release()
         head = [f"URL: {page.url}", f"Status: {page.status}", f"Content-Type: {page.content_type or '(none)'}"]
         if page.hops:
             head.append("Redirected from: " + " -> ".join(page.hops))

@@ -110,3 +110,11 @@ def test_proxy_env_sets_every_spelling() -> None:
     env = proxy_env("tok")
     assert env["HTTP_PROXY"] == env["https_proxy"] == "http://tok:x@127.0.0.1:3128"
     assert env["NO_PROXY"] == env["no_proxy"] == ""
+
+
+def test_a_socket_directory_too_long_for_unix_sockets_is_refused(tmp_path: Path) -> None:
+    """A root whose sockets' paths would pass the 107-byte limit is refused when the hub is made, saying so."""
+    proxy = EgressProxy(lambda _t: None, MemorySink())
+    with pytest.raises(ValueError, match="too long"):
+        EgressHub(proxy, Path("/tmp") / ("x" * 80))
+    assert EgressHub(proxy, Path("/tmp/oa")).root == Path("/tmp/oa")

@@ -52,6 +52,11 @@ class CredentialRegistry:
             if grant is not None:
                 self._grants[token] = _Grant(grant.tenant, grant.session, None)
 
+    def revoke(self, token: str) -> None:
+        """The token names nothing any more (its holder made all its connections: web_fetch after a fetch)."""
+        with self._lock:
+            self._grants.pop(token, None)
+
     def end_session(self, tenant: str, session: str) -> None:
         """The session is gone: its tokens name nothing any more."""
         with self._lock:

@@ -23,6 +23,7 @@ from toolrunner.egress.thread import ProxyThread
 CONTAINER_DIR = "/run/openanalyst/egress"
 SOCKET_NAME = "proxy.sock"
 FORWARD_LISTEN = "127.0.0.1:3128"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 def proxy_env(token: str) -> dict[str, str]:
@@ -36,6 +37,10 @@ class EgressHub:
     """Per-tenant listeners of one proxy, run on its own thread."""
 
     def __init__(self, proxy: EgressProxy, root: Path) -> None:
+        longest = len(os.fsencode(root)) + 1 + 24 + 1 + len(SOCKET_NAME)
+        if longest > MAX_SOCKET_PATH:
+            raise ValueError(f"egress socket directory {root} is too long: its sockets' paths would have {longest} "
+                             f"bytes and a Unix socket's path may have {MAX_SOCKET_PATH}; choose a shorter one")
         self.root = root
         self._thread = ProxyThread(proxy)
         self._servers: dict[str, asyncio.Server] = {}

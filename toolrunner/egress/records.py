@@ -7,6 +7,7 @@ proxy's event loop, so an implementation must not block (queue and write elsewhe
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
@@ -53,3 +54,17 @@ class MemorySink:
 
     def record(self, rec: ConnectionRecord) -> None:
         self.records.append(rec)
+
+
+class RecentSink:
+    """The last ``maxlen`` records in memory: the server's sink until the audit log takes them (issue 9,
+    point 3). Bounded, so a tenant opening connections in a loop cannot grow the server."""
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        self._records: deque[ConnectionRecord] = deque(maxlen=maxlen)
+
+    def record(self, rec: ConnectionRecord) -> None:
+        self._records.append(rec)
+
+    def recent(self, tenant: str | None = None) -> list[ConnectionRecord]:
+        return [r for r in self._records if tenant is None or r.tenant == tenant]
