@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for router in (*ROUTERS, openai_compat.router, metrics.router):
         app.include_router(router)
-    openapi.install(app, require_api_key=settings.require_api_key)
+    openapi.install(app, require_api_key=settings.require_api_key, single_tenant=settings.tenancy == "single")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        json_limits=JsonLimits(settings.max_json_depth, settings.max_json_items))
     app.add_middleware(HeaderLimitMiddleware, max_headers=settings.max_headers,  # runs before the body limit

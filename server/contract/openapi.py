@@ -90,8 +90,10 @@ def _tidy(operation: dict[str, Any]) -> None:
             response.pop("model", None)
 
 
-def install(app: FastAPI, *, require_api_key: bool) -> None:
-    """Build the document once, on first request of ``/openapi.json``, with the parts FastAPI cannot infer."""
+def install(app: FastAPI, *, require_api_key: bool, single_tenant: bool = False) -> None:
+    """Build the document once, on first request of ``/openapi.json``, with the parts FastAPI cannot infer.
+
+    A single-tenant server refuses ``X-Tenant-ID`` (400), so its document does not offer the parameter."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -108,6 +110,11 @@ def install(app: FastAPI, *, require_api_key: bool) -> None:
         for path, item in doc.get("paths", {}).items():
             for operation in item.values():
                 _tidy(operation)
+                if single_tenant:
+                    operation["parameters"] = [p for p in operation.get("parameters", [])
+                                               if p["name"] != "X-Tenant-ID"]
+                    if not operation["parameters"]:
+                        del operation["parameters"]
                 if path != "/health":
                     operation["security"] = required if require_api_key else [{}, *required]
         for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's shape, answered by no route

@@ -89,3 +89,15 @@ async def test_typed_answers_fit_their_schemas(client: httpx.AsyncClient) -> Non
     interrupted = await client.post(f"/sessions/{sid}/interrupt")
     validator(doc, "Interrupted").validate(interrupted.json())
     assert interrupted.json() == {"session_id": sid, "interrupted": False}
+
+
+async def test_single_tenant_document_offers_no_tenant_header(make_settings: Callable[..., Settings],
+                                                              run_app: Any) -> None:
+    """A single-tenant server refuses X-Tenant-ID with a 400, so its document does not declare it."""
+    async with run_app(create_app(make_settings(tenancy="single"))) as client:
+        doc = (await client.get("/openapi.json")).json()
+        names = {p["name"] for item in doc["paths"].values() for op in item.values()
+                 for p in op.get("parameters", [])}
+        assert "X-Tenant-ID" not in names and "session_id" in names
+        refused = await client.get("/me", headers={"X-Tenant-ID": "team-a"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "TENANT_HEADER_NOT_ALLOWED"
