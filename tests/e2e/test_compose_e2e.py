@@ -1,5 +1,5 @@
-"""The guarded deployment (deploy/compose.yaml) brought up for real with Debian's docker-compose (v1) under a
-unique project name: the server image reaches Docker only through the HAProxy socket proxy, a tool call runs
+"""The guarded deployment (deploy/compose.yaml) brought up for real by pytest-docker with Debian's
+docker-compose (v1) under a unique project name: the server image reaches Docker only through the HAProxy socket proxy, a tool call runs
 in a real sandbox through it, and the proxy refuses what the server never asks for (exec, image listing, a
 privileged container, a bind mount outside the data directory) while passing what it does.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from agent_support import remove_server_containers
-from server_process import free_port
+from pytest_docker.plugin import get_docker_services
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -45,15 +46,16 @@ def images() -> dict[str, str]:
 
 
 class Deployment:
-    """One compose project: its env, the published base URL and a way to run compose commands in it."""
+    """One compose project: its env file, the published base URL and a way to run compose commands in it."""
 
-    def __init__(self, host_dir: Path, env: dict[str, str], project: str, port: int) -> None:
-        self.host_dir, self.env, self.project = host_dir, env, project
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, host_dir: Path, env_file: Path, project: str) -> None:
+        self.host_dir, self.env_file, self.project = host_dir, env_file, project
+        self.command = f"docker-compose --env-file {shlex.quote(str(env_file))}"  # v1: Debian's package
+        self.base = ""
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "-p", self.project, *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+        argv = ["docker-compose", "--env-file", str(self.env_file), "-f", str(COMPOSE), "-p", self.project, *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check:
             assert done.returncode == 0, f"docker-compose {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done
@@ -64,46 +66,42 @@ class Deployment:
         done = self.compose("exec", "-T", "server", "python3", "-c", code)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def wait_healthy(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)  # readiness poll interval, not synchronisation
-        logs = self.compose("logs", "--no-color", check=False)
-        raise AssertionError(f"the deployment did not answer /health in {timeout:.0f} s:\n{logs.stdout[-6000:]}")
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.base + "/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
 
 @pytest.fixture(scope="module")
 def deployment(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
                docker_client: Any) -> Iterator[Deployment]:
-    """The project up, with API keys required (compose's default); torn down whatever the tests did."""
+    """The project brought up by pytest-docker (docker-compose v1, a unique project name, the published port
+    chosen by the engine), with API keys required as compose's default; torn down whatever the tests did."""
     host_dir = tmp_path_factory.mktemp("compose")
     os.chmod(host_dir, 0o755)
     (host_dir / "data").mkdir(mode=0o700)
     os.chown(host_dir / "data", SERVER_UID, SERVER_UID)
     (host_dir / "workspace").mkdir()
     os.chown(host_dir / "workspace", SANDBOX_UID, SANDBOX_UID)
-    port = free_port()
-    project = f"oa-compose-{secrets.token_hex(4)}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENANALYST_", "DOCKER_"))}
-    env |= images | {"OPENANALYST_HOST_DIR": str(host_dir), "OPENANALYST_PORT": str(port),
-                     "OPENANALYST_SANDBOX_LABELS": json.dumps({"openanalyst.test": "1"}),
-                     "OPENANALYST_LOG_LEVEL": "info"}
-    deployed = Deployment(host_dir, env, project, port)
+    settings = images | {"OPENANALYST_HOST_DIR": str(host_dir), "OPENANALYST_PORT": "",  # any free port
+                         "OPENANALYST_SANDBOX_LABELS": json.dumps({"openanalyst.test": "1"}),
+                         "OPENANALYST_LOG_LEVEL": "info"}
+    env_file = tmp_path_factory.mktemp("compose-env") / "compose.env"
+    env_file.write_text("".join(f"{key}='{value}'\n" for key, value in settings.items()))
+    deployed = Deployment(host_dir, env_file, f"oa-compose-{secrets.token_hex(4)}")
     started = time.monotonic()
     try:
-        deployed.compose("up", "-d", "--no-build")
-        deployed.wait_healthy()
-        print(f"compose up to /health 200: {time.monotonic() - started:.1f} s")
-        yield deployed
+        with get_docker_services(deployed.command, str(COMPOSE), deployed.project,
+                                 ["up -d --no-build"], ["down --volumes --remove-orphans --timeout 10"]) as services:
+            deployed.base = f"http://127.0.0.1:{services.port_for('server', 3080)}"
+            try:
+                services.wait_until_responsive(deployed.healthy, timeout=90, pause=0.2)
+                print(f"compose up to /health 200: {time.monotonic() - started:.1f} s")
+                yield deployed
+            finally:
+                print(deployed.compose("logs", "--no-color", check=False).stdout[-4000:])
     finally:
-        logs = deployed.compose("logs", "--no-color", check=False).stdout
-        print(logs[-4000:])
-        deployed.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
         remove_server_containers(docker_client, host_dir / "data")
 
 
