@@ -1,7 +1,8 @@
 """The guarded deployment (deploy/compose.yaml) brought up for real by pytest-docker with Debian's
-docker-compose (v1) under a unique project name: the server image reaches Docker only through the HAProxy socket proxy, a tool call runs
-in a real sandbox through it, and the proxy refuses what the server never asks for (exec, image listing, a
-privileged container, a bind mount outside the data directory) while passing what it does.
+docker-compose (v1) under a unique project name: the server image reaches Docker only through the HAProxy
+socket proxy, a tool call runs in a real sandbox through it, and the proxy refuses what the server never asks
+for (exec, image listing, a privileged container, a bind mount outside the data directory) while passing what
+it does.
 
 Images are built once by deploy/build-images.sh and reused by their content-hash tags; the project is torn
 down (containers, network, volume definition) and the sandboxes the server made are removed one at a time.
