@@ -44,9 +44,15 @@ COMMON = (400, 401, 413, 422, 431)
 """What any route of a tenant can answer before it runs: header, auth, body and validation refusals."""
 
 
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying (always on a 429; on a 503 "
+                                               "when the host is at its container cap).",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries: each status answered with ``ErrorBody``."""
-    return {status: {"model": ErrorBody, "description": _WHY.get(status, "Error.")} for status in statuses}
+    """``responses=`` entries: each status answered with ``ErrorBody`` (429 and 503 with ``Retry-After``)."""
+    return {status: {"model": ErrorBody, "description": _WHY.get(status, "Error."),
+                     **({"headers": _RETRY_AFTER} if status in (429, 503) else {})} for status in statuses}
 
 
 def sse(union: str, description: str) -> dict[str, Any]:
