@@ -100,3 +100,18 @@ async def test_sub_agent_events_name_their_parent_call() -> None:
     assert [event_data(e) for e in sink.events] == [
         {"state": "thinking"},
         {"state": "thinking", "agent": "look around", "parent_tool_call_id": "call_9"}]
+
+
+def test_every_event_model_is_in_a_documented_union() -> None:
+    """No event model can be emitted without being documented: every member of AnyEvent is in one of the
+    unions the OpenAPI document exports, under the name its ``type`` defaults to."""
+    from typing import get_args
+
+    from server.contract.events import AnyEvent, ToolStreamEvent, TurnEvent, event_name, members
+    from server.contract.openapi import EVENT_UNIONS
+
+    documented = {m for union in EVENT_UNIONS.values() for m in members(union)}
+    assert documented == set(get_args(AnyEvent))
+    assert set(members(TurnEvent)) <= set(members(SessionEvent))
+    names = [event_name(m) for m in get_args(AnyEvent)]
+    assert len(names) == len(set(names)) and "tool_output" in {event_name(m) for m in members(ToolStreamEvent)}
