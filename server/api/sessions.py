@@ -67,9 +67,15 @@ async def create_session(tenant: TenantDep, services: ServicesDep,
 
 @router.get("/sessions")
 async def list_sessions(tenant: TenantDep, services: ServicesDep,
-                        page: int = Query(default=1, ge=1, le=10**6),
-                        per_page: int = Query(default=20, ge=1, le=100)) -> SessionPage:
-    records, total = services.sessions.page(tenant.id, page, per_page)
+                        page: int | None = Query(default=None, ge=1, le=10**6),
+                        per_page: int | None = Query(default=None, ge=1, le=100)) -> SessionPage:
+    """Without page or per_page: every session, as the spec says; either one pages (20 per page by default)."""
+    if page is None and per_page is None:
+        records, total = services.sessions.page(tenant.id, 1, -1)  # SQLite's LIMIT -1: no limit
+        page, per_page = 1, max(total, 1)
+    else:
+        page, per_page = page or 1, per_page or 20
+        records, total = services.sessions.page(tenant.id, page, per_page)
     data = [SessionSummary(**r.public(), state="running" if services.turns.busy(r.id) else "idle")
             for r in records]
     return SessionPage(data=data, meta=PageMeta.of(page, per_page, total))
