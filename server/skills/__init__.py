@@ -1,1 +1,1 @@
-"""Skills: SKILL.md directories from the server and each tenant\x27s workspace (docs/skills.md)."""
+"""Skills: SKILL.md directories from the server and each tenant's workspace (docs/skills.md)."""
