@@ -13,5 +13,6 @@ bash scripts/ensure-docker.sh
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e client/  # the Python client, tested against the server
 .venv/bin/openanalyst sandbox build
 .venv/bin/pytest "$@"
