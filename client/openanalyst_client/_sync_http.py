@@ -1,0 +1,139 @@
+"""The blocking transport: one ``httpx.Client``, the retry rule of ``_policy``, and event streams that
+resume after a dropped connection where the server gives event ids."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import httpx
+
+from openanalyst_client._policy import ResumeState, error_from, status_delay, transport_delay
+from openanalyst_client.config import ClientConfig
+from openanalyst_client.errors import StreamInterrupted, TransportError
+from openanalyst_client.events import AnyEvent, parse_event
+from openanalyst_client.sse import iter_messages
+
+Opener = Callable[[int | None], contextlib.AbstractContextManager[httpx.Response]]
+
+
+class SyncHttp:
+    def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None) -> None:
+        self.config = config
+        self.client = httpx.Client(base_url=config.base_url, headers=config.headers(), transport=transport,
+                                   timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+        self.retries = 0  # retries made so far (a figure for users and tests)
+
+    def close(self) -> None:
+        self.client.close()
+
+    @contextlib.contextmanager
+    def open(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response with a 2xx status (bodies not read yet), after the retries the rule allows."""
+        attempt = 0
+        while True:
+            request = self.client.build_request(method, path, **kwargs)
+            try:
+                response = self.client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                delay = transport_delay(method, exc, attempt, self.config)
+                if delay is None:
+                    raise TransportError(f"{method} {path}: {exc!r}") from exc
+            else:
+                if response.is_success:
+                    try:
+                        yield response
+                    finally:
+                        response.close()
+                    return
+                try:
+                    error = error_from(response, response.read())
+                except httpx.TransportError as exc:
+                    raise TransportError(f"{method} {path}: {exc!r}") from exc
+                finally:
+                    response.close()
+                delay = status_delay(method, error.status, error.retry_after, attempt, self.config)
+                if delay is None:
+                    raise error
+            attempt += 1
+            self.retries += 1
+            time.sleep(delay)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A whole response (body read), or the typed error."""
+        with self.open(method, path, **kwargs) as response:
+            try:
+                response.read()
+            except httpx.TransportError as exc:
+                raise TransportError(f"{method} {path}: {exc!r}") from exc
+            return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+
+class EventStream:
+    """Iterate a stream's events (typed); use it as a context manager or ``close()`` it to stop early.
+
+    ``opener(None)`` opens the stream; with ``state`` (a session stream) a cut connection is re-opened with
+    ``opener(last_seq)``, which sends ``Last-Event-ID``, up to ``max_reconnects`` times in a row without a
+    new event. Without ``state`` a cut raises ``StreamInterrupted``.
+    """
+
+    def __init__(self, http: SyncHttp, opener: Opener, state: ResumeState | None = None) -> None:
+        self._http = http
+        self._opener = opener
+        self.state = state
+        self.reconnects = 0
+        self._events = self._run()
+
+    def __iter__(self) -> Iterator[AnyEvent]:
+        return self._events
+
+    def __next__(self) -> AnyEvent:
+        return next(self._events)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._events.close()
+
+    def _run(self) -> Generator[AnyEvent, None, None]:
+        state, failures, count = self.state, 0, 0
+        start = state.resume_point() if state is not None else None
+        while True:
+            try:
+                with self._opener(start) as response:
+                    for message in iter_messages(response.iter_lines()):
+                        event = parse_event(message.event, message.data, message.id)
+                        if state is not None:
+                            if not state.accept(event):
+                                if state.resume_at is not None:
+                                    break
+                                continue
+                            if event.seq is not None:
+                                failures = 0
+                        count += 1
+                        yield event
+                        if state is not None and state.done:
+                            return
+                    else:
+                        return  # the server ended the stream
+            except (httpx.TransportError, TransportError) as exc:
+                if state is None or state.resume_point() is None:
+                    raise StreamInterrupted(f"stream cut after {count} events and cannot be resumed: {exc!r}",
+                                            count) from exc
+                failures += 1
+                if failures > self._http.config.max_reconnects:
+                    raise StreamInterrupted(f"stream cut {failures} times in a row: {exc!r}", count) from exc
+                time.sleep(0.0 if failures == 1 else min(5.0, 0.25 * 2 ** (failures - 2)))
+            self.reconnects += 1
+            if state is not None:
+                start = state.resume_point()
+                state.resume_at = None
