@@ -13,6 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
+from server.account.service import AccountService
+from server.account.tokens import OAuthTokenStore
+from server.account.upstream import AccountClient
 from server.auth import ApiKeys
 from server.providers.registry import credentials_from_env
 from server.sessions.events import EventLog
@@ -49,6 +54,7 @@ class Services:
     session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
     metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
+    account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)
 
     def set_turn_runner(self, runner: TurnRunner) -> None:
         """Plug the agent loop in: every later message is answered by ``runner``."""
@@ -82,6 +88,10 @@ async def open_services(settings: Settings,
                             turns=TurnManager(events, NoProviderTurnRunner(events)), credentials=creds,
                             api_keys=ApiKeys(db), users=UserStore(db))
         await services.users.ensure(OWNER_ID)
+        account_http = httpx.AsyncClient()
+        services.closers.append(account_http.aclose)
+        services.account = AccountService(AccountClient(settings.account_service_url, account_http),
+                                          OAuthTokenStore(db, box), creds, settings.openanalyst_base_url)
         if turn_runner is not None:
             services.set_turn_runner(turn_runner(services))
     except BaseException:

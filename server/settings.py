@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = Field(default=None, validation_alias=_alias("GEMINI_BASE_URL"))
     bedrock_base_url: str | None = Field(default=None, validation_alias=_alias("BEDROCK_BASE_URL"))
     openanalyst_base_url: str | None = Field(default=None, validation_alias=_alias("OPENANALYST_BASE_URL"))
+    account_service_url: str | None = Field(
+        default=None, description="The OpenAnalyst account service the email + OTP sign-in talks to "
+                                  "(OPENANALYST_ACCOUNT_SERVICE_URL; docs/account.md); unset: sign-in is refused.")
 
     # --- sandbox and agent (the integrator extends this section) -----------------------------------------
     owner_workspace: Path = Field(default_factory=Path.cwd, description="The owner's tools work here.")
@@ -195,7 +198,8 @@ class Settings(BaseSettings):
         return path.expanduser().resolve()
 
     @field_validator("anthropic_base_url", "openai_base_url", "xai_base_url", "openrouter_base_url",
-                     "gemini_base_url", "bedrock_base_url", "openanalyst_base_url")
+                     "gemini_base_url", "bedrock_base_url", "openanalyst_base_url",
+                     "account_service_url")
     @classmethod
     def _url(cls, url: str | None) -> str | None:
         if url is None or url == "":

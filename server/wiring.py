@@ -15,6 +15,7 @@ import httpx
 
 from policies.loader import PolicyError, policy_for
 from policies.model import Policy
+from server.account.service import AccountCredentials
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.egress_wiring import build_egress
 from server.jsonlimits import JsonLimits
@@ -121,7 +122,9 @@ async def wire(services: Services) -> None:
     # Tenants' own credentials go through a client that checks every address it connects to.
     tenant_http = guarded_client(settings.provider_url_policy())
     services.closers.append(tenant_http.aclose)
-    services.router = ProviderRouter(router_config(settings), http, services.credentials, tenant_client=tenant_http,
+    # The openanalyst provider's credential is the tenant's sign-in or manual key, by its preferred source.
+    lookup = AccountCredentials(services.credentials, services.account) if services.account else services.credentials
+    services.router = ProviderRouter(router_config(settings), http, lookup, tenant_client=tenant_http,
                                      trusted_tenants={OWNER_ID})
     if metrics is not None:
         services.router.observe = metrics.provider_attempt

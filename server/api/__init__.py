@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.api import (
+    account,
     audit,
     chat,
     events,
@@ -22,6 +23,6 @@ from server.api import (
     viewer,
 )
 
-ROUTERS: list[APIRouter] = [health.router, me.router, providers.router, sessions.router, events.router,
+ROUTERS: list[APIRouter] = [health.router, me.router, account.router, providers.router, sessions.router, events.router,
                             turns.router, chat.router, tools.router, sandbox.router, audit.router,
                             provider_status.router, viewer.router]

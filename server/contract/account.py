@@ -26,22 +26,49 @@ class Me(Model):
 
 
 class Account(Model):
-    """The hosted OpenAnalyst account: signed out (every field null) until the account flow exists."""
+    """The hosted OpenAnalyst account of the calling tenant: every field null when signed out."""
 
     signed_in: bool
     email: str | None
-    plan: str | None
-    credits: float | None
-    balance: float | None
+    plan: str | None = Field(description="The plan's name.")
+    credits: float | None = Field(description="Credits available now (plan remaining + purchases remaining).")
+    balance: float | None = Field(description="The same figure as `credits`, under the name older clients read.")
+
+
+class Balance(Model):
+    plan_name: str | None
+    plan_limit: float | None
+    plan_used: float | None
+    plan_remaining: float | None
+    purchases_total: float | None
+    purchases_remaining: float | None
+    total_available: float | None
 
 
 class AuthStatus(Model):
+    """The sign-in state; never the token. Signed out: email, expires_at and balance are null."""
+
     signed_in: bool
     email: str | None
-    expires_at: str | None
-    balance: float | None
-    manual_key_present: bool
+    expires_at: str | None = Field(description="When the stored access token expires (RFC 3339, UTC).")
+    balance: Balance | None
+    manual_key_present: bool = Field(description="Whether a manual `sk-oa-v1-*` key is configured too.")
     preferred_source: Literal["manual", "oauth"]
+
+
+class CodeDelivery(Model):
+    destination: str | None = Field(description="The masked address the code went to.")
+    delivery_medium: str | None
+
+
+class OtpChallenge(Model):
+    """``challenge_id`` goes back in /verify; when ``rate_limited``, nothing was sent: wait ``retry_after_seconds``."""
+
+    challenge_id: str | None
+    code_delivery: CodeDelivery | None
+    expires_at: int | None = Field(description="Epoch milliseconds.")
+    rate_limited: bool
+    retry_after_seconds: int | None
 
 
 class ProviderEntry(Model):

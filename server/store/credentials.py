@@ -68,7 +68,8 @@ class CredentialStore:
 
     def _stored(self, tenant_id: str) -> list[tuple[ProviderCredential, str, str]]:
         rows = self._db.read("SELECT provider, secret, base_url, key_last4, updated_at"
-                             " FROM provider_credentials WHERE tenant_id = ?", (tenant_id,))
+                             " FROM provider_credentials WHERE tenant_id = ?"
+                             " AND auth_method = 'api_key'", (tenant_id,))
         out = []
         for r in rows:
             secret = json.loads(self._box.open(r["secret"]))
@@ -100,7 +101,8 @@ class CredentialStore:
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, base_url, key_last4,"
-                         " updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (tenant_id, provider) DO UPDATE SET"
+                         " updated_at) VALUES (?,?,?,?,?,?)"
+                         " ON CONFLICT (tenant_id, provider, auth_method) DO UPDATE SET"
                          " secret = excluded.secret, base_url = excluded.base_url,"
                          " key_last4 = excluded.key_last4, updated_at = excluded.updated_at",
                          (tenant_id, name, sealed, base_url, masked, stamp))
@@ -113,7 +115,8 @@ class CredentialStore:
         check_known(name)
 
         def remove(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
+            return conn.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?"
+                                " AND auth_method = 'api_key'",
                                 (tenant_id, name)).rowcount
 
         if await self._db.write(remove) == 0:

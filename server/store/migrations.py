@@ -31,6 +31,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN todos TEXT NOT NULL DEFAULT '[]';
     """,
+    # 3: the OpenAnalyst sign-in (docs/account.md): a credential is keyed by its auth method too, so an OAuth
+    # token and a manual key for the same provider live side by side; the tenant's preferred source
+    """
+    CREATE TABLE provider_credentials_v3 (
+        tenant_id TEXT NOT NULL, provider TEXT NOT NULL, auth_method TEXT NOT NULL DEFAULT 'api_key',
+        secret BLOB NOT NULL, base_url TEXT, key_last4 TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, provider, auth_method));
+    INSERT INTO provider_credentials_v3 (tenant_id, provider, auth_method, secret, base_url, key_last4, updated_at)
+        SELECT tenant_id, provider, 'api_key', secret, base_url, key_last4, updated_at FROM provider_credentials;
+    DROP TABLE provider_credentials;
+    ALTER TABLE provider_credentials_v3 RENAME TO provider_credentials;
+    CREATE TABLE provider_preferences (
+        tenant_id TEXT NOT NULL, provider TEXT NOT NULL, preferred_source TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, provider));
+    """,
 ]
 
 
