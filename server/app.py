@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.api import ROUTERS, metrics, openai_compat
+from server.api import ROUTERS, metrics, openai_compat, skills
 from server.api.health import VERSION
 from server.contract import openapi
 from server.errors import install_handlers
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *,
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_handlers(app)
-    for router in (*ROUTERS, openai_compat.router, metrics.router):
+    for router in (*ROUTERS, openai_compat.router, metrics.router, skills.router):
         app.include_router(router)
     openapi.install(app, require_api_key=settings.require_api_key, single_tenant=settings.tenancy == "single")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,

@@ -52,6 +52,7 @@ class Services:
     dispatcher: Any = None
     audit: Any = None
     session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
+    skills: Any = None  # server.skills.catalog.SkillCatalog, set by server.wiring
     metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
     account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     provider_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="USD per million (input, output) tokens by model, over the defaults.")
     max_turns: int = Field(default=25, ge=1, le=1000)
+    skills_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="The server's skills directories (each holds <name>/SKILL.md), comma-"
+                                          "separated or a JSON list; earlier ones win on a name clash. Tenants "
+                                          "add their own in <workspace>/.openanalyst/skills/ (docs/skills.md).")
     max_output_tokens: int = Field(default=8192, ge=1, le=1_000_000, description="Per model turn.")
 
     # --- audit signatures and checkpoints (docs/audit-signing.md) ----------------------------------------
@@ -164,7 +168,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
         return value
 
-    @field_validator("provider_url_allowlist", "egress_private_networks", mode="before")
+    @field_validator("provider_url_allowlist", "egress_private_networks", "skills_dirs", mode="before")
     @classmethod
     def _allowlist(cls, value: object) -> object:
         if isinstance(value, str):

@@ -28,11 +28,14 @@ from server.services import Services
 from server.sessions.agent import AgentLoop
 from server.sessions.turns import AgentTurnRunner
 from server.settings import Settings
+from server.skills.catalog import SkillCatalog
+from server.skills.workspace import WorkspaceRoots
 from server.tenancy import OWNER_ID
 from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
 from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
+from server.tools.skill import skill_tool
 from server.tools.web_fetch import web_fetch_tool
 from server.tools.web_search import web_search_tool
 from toolrunner import image
@@ -134,6 +137,8 @@ async def wire(services: Services) -> None:
     services.closers.append(egress.close)
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
+    services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
+    registry.add(skill_tool(services.skills))
     audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
                                                               lambda name: any(t.name == name for t in registry.all()))
     dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,

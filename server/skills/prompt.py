@@ -1,0 +1,38 @@
+"""What the model reads when skills run: their instructions as the system prompt.
+
+The chosen skills' instructions become the system prompt, each in its own ``<skill>`` element with its
+directory, so the model can run the skill's scripts with the normal tools in the tenant's sandbox, where
+every call is checked against the policy and audited; the user's message is the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.skills.model import Skill
+
+
+def skill_block(skill: Skill) -> str:
+    """One skill as the model reads it: where it is, what it needs, and its instructions."""
+    where = (f"Its files are in the sandbox at {skill.path}/ (run its scripts from there with the bash tool)."
+             if skill.source == "tenant" else "It is one of the server's skills.")
+    lines = [f'<skill name="{skill.name}" source="{skill.source}">', f"Description: {skill.description}", where]
+    if skill.files:
+        lines.append("Files: " + ", ".join(skill.files))
+    if skill.allowed_tools:
+        lines.append("Tools it uses: " + ", ".join(skill.allowed_tools))
+    lines += ["", skill.instructions, "</skill>"]
+    return "\n".join(lines)
+
+
+def system_prompt(skills: Sequence[Skill], extra: str | None) -> str:
+    head = ("You are running the following skill" + ("s" if len(skills) > 1 else "") + " for the user. Follow "
+            "the instructions of each skill to do what the user asks.")
+    parts = [head, *(skill_block(s) for s in skills)]
+    if extra:
+        parts.append(extra)
+    return "\n\n".join(parts)
+
+
+def default_message(skills: Sequence[Skill]) -> str:
+    return "Run the skill " + ", ".join(s.name for s in skills) + "."
