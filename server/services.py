@@ -54,8 +54,8 @@ class Services:
     session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
     skills: Any = None  # server.skills.catalog.SkillCatalog, set by server.wiring
     metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
     account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
 
     def set_turn_runner(self, runner: TurnRunner) -> None:
         """Plug the agent loop in: every later message is answered by ``runner``."""
@@ -88,11 +88,13 @@ async def open_services(settings: Settings,
         services = Services(settings=settings, db=db, sessions=SessionStore(db), events=events,
                             turns=TurnManager(events, NoProviderTurnRunner(events)), credentials=creds,
                             api_keys=ApiKeys(db), users=UserStore(db))
-        await services.users.ensure(OWNER_ID)
         account_http = httpx.AsyncClient()
         services.closers.append(account_http.aclose)
         services.account = AccountService(AccountClient(settings.account_service_url, account_http),
                                           OAuthTokenStore(db, box), creds, settings.openanalyst_base_url)
+        for warning in settings.provider_warnings():
+            log.warning(warning)
+        await services.users.ensure(OWNER_ID)
         if turn_runner is not None:
             services.set_turn_runner(turn_runner(services))
     except BaseException:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.providers.addresses import UrlPolicy
@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     provider_order: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Failover order, comma-separated or a JSON list (default: by model).")
     default_models: dict[str, str] = Field(default_factory=dict, description="Per-provider default model.")
+    allow_model_substitution: bool = Field(
+        default=False, description="A requested model that no configured provider serves is answered by another "
+                                   "provider's default model (the answer's usage names it); off: 400 "
+                                   "MODEL_NOT_AVAILABLE instead of another vendor's model.")
     provider_max_retries: int = Field(default=2, ge=0, le=10, description="Retries on one provider first.")
     provider_retry_after_cap_s: float = Field(default=30.0, ge=0,
                                               description="Longest Retry-After waited; longer: next provider.")
@@ -247,11 +251,20 @@ class Settings(BaseSettings):
             raise ValueError(f"origin(s) {bad} must be '*' or scheme://host[:port] without a path")
         return origins
 
-    @model_validator(mode="after")
-    def _aws_pair(self) -> Settings:
-        if self.aws_access_key_id and not self.aws_secret_access_key:
-            raise ValueError("AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY")
-        return self
+    def provider_warnings(self) -> list[str]:
+        """What the environment configures only in part: Bedrock is then left out (and said so at start)
+        rather than refusing to start, since AWS variables are often set for other tools."""
+        if self.aws_bearer_token_bedrock is not None:
+            return []
+        has_id, has_secret = self.aws_access_key_id is not None, self.aws_secret_access_key is not None
+        if has_id == has_secret and (has_id or self.aws_session_token is None):
+            return []
+        missing = ("AWS_SECRET_ACCESS_KEY" if has_id else "AWS_ACCESS_KEY_ID" if has_secret
+                   else "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        present = ("AWS_ACCESS_KEY_ID" if has_id else "AWS_SECRET_ACCESS_KEY" if has_secret
+                   else "AWS_SESSION_TOKEN")
+        return [f"Bedrock is disabled: {present} is set but {missing} is not; set {missing} (or "
+                f"AWS_BEARER_TOKEN_BEDROCK) to use Bedrock, or unset {present}"]
 
     def provider_env(self) -> dict[str, str]:
         """The provider variables that are set, by their usual names, for ``credentials_from_env``."""

@@ -35,7 +35,7 @@ from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
 from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
-from server.tools.skill import skill_tool
+from server.tools.skill import SkillTool
 from server.tools.web_fetch import web_fetch_tool
 from server.tools.web_search import web_search_tool
 from toolrunner import image
@@ -87,7 +87,8 @@ def router_config(settings: Settings) -> RouterConfig:
                         max_retries=settings.provider_max_retries,
                         retry_after_cap_s=settings.provider_retry_after_cap_s,
                         connect_timeout_s=settings.provider_connect_timeout_s,
-                        read_idle_timeout_s=settings.provider_read_timeout_s)
+                        read_idle_timeout_s=settings.provider_read_timeout_s,
+                        allow_model_substitution=settings.allow_model_substitution)
 
 
 async def wire(services: Services) -> None:
@@ -138,11 +139,13 @@ async def wire(services: Services) -> None:
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
     services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
-    registry.add(skill_tool(services.skills))
+    skill_tool = SkillTool(services.skills)
+    registry.add(skill_tool.definition())
     audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
                                                               lambda name: any(t.name == name for t in registry.all()))
     dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,
                                 JsonLimits(settings.max_json_depth, settings.max_json_items))
+    skill_tool.dispatcher = dispatcher  # loading a server skill copies its files with audited write_file calls
     services.dispatcher = dispatcher
     services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),
                                max_output_tokens=settings.max_output_tokens)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from server.api.deps import ServicesDep, TenantDep
 from server.contract.account import ProviderEntry, ProviderList
 from server.contract.openapi import COMMON, errors
+from server.errors import Unprocessable
 from server.providers.registry import PROVIDERS
 from server.providers.urlguard import check_base_url, url_to_check
 from server.store.credentials import check_known
@@ -29,13 +30,14 @@ class ProviderKeyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    api_key: str = Field(min_length=1, max_length=8192, pattern=KEY_PATTERN)
+    api_key: str | None = Field(default=None, min_length=1, max_length=8192, pattern=KEY_PATTERN,
+                                description="Required except for ollama, which a base_url alone adds.")
     base_url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
 
     @field_validator("api_key")
     @classmethod
-    def _strip(cls, key: str) -> str:
-        return key.strip(" \t\r\n")
+    def _strip(cls, key: str | None) -> str | None:
+        return key.strip(" \t\r\n") if key is not None else None
 
     @field_validator("base_url")
     @classmethod
@@ -52,6 +54,9 @@ async def list_providers(tenant: TenantDep, services: ServicesDep) -> ProviderLi
 async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
                        services: ServicesDep) -> ProviderEntry:
     check_known(name)
+    if body.api_key is None and (PROVIDERS[name].key_env or not body.base_url):
+        raise Unprocessable("API_KEY_REQUIRED", f"{name} needs an api_key" if PROVIDERS[name].key_env
+                            else f"{name} without an api_key needs its base_url")
     url = url_to_check(body.base_url, PROVIDERS[name].base_url)
     if url and not tenant.is_owner:  # the owner's own configuration is trusted, as the environment's is
         await check_base_url(url, services.settings.provider_url_policy())

@@ -18,6 +18,9 @@ class RouterConfig(BaseModel):
     provider_order: list[str] | None = Field(
         default=None, description="Exact provider order; unset = providers able to serve the model first.")
     default_models: dict[str, str] = Field(default_factory=dict, description="Per-provider default model.")
+    allow_model_substitution: bool = Field(
+        default=False, description="A named model no configured provider serves may be answered by another "
+                                   "provider's default model; off: MODEL_NOT_AVAILABLE.")
     max_retries: int = Field(default=2, ge=0, le=10, description="Retries on one provider before the next.")
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=8.0, ge=0)

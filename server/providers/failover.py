@@ -59,6 +59,19 @@ class NoProviderConfigured(ApiError):
                          f"(one of: {', '.join(PROVIDERS)})")
 
 
+class ModelNotServed(ApiError):
+    """A named model that no configured provider serves: refused rather than answered by another vendor's
+    model, unless ``allow_model_substitution`` is on."""
+
+    status = 400
+
+    def __init__(self, model: str, configured: list[str]) -> None:
+        super().__init__("MODEL_NOT_AVAILABLE",
+                         f"no configured provider serves model {model[:100]!r} (configured: {', '.join(configured)});"
+                         " add a provider that serves it (PUT /me/providers/{name}), ask for a model one of them"
+                         " serves, or set OPENANALYST_ALLOW_MODEL_SUBSTITUTION=true to let another model answer")
+
+
 class AllProvidersFailed(ApiError):
     status = 502
 
@@ -124,7 +137,8 @@ class ProviderRouter:
         return self._client
 
     def plan(self, model: str, creds: dict[str, ProviderCredential]) -> list[tuple[str, str]]:
-        """(provider, model as that provider spells it), in the order they will be tried."""
+        """(provider, model as that provider spells it), in the order they will be tried: only providers that
+        serve ``model`` unless substitution is allowed (then the others follow, with their default models)."""
         order = self.config.provider_order or list(PROVIDERS)
         configured = [p for p in order if p in creds]
 
@@ -135,6 +149,10 @@ class ProviderRouter:
         if not model:
             return [(p, default(p)) for p in configured]
         able = [(p, translate_model(p, model)) for p in configured if can_serve(p, model)]
+        if not self.config.allow_model_substitution:
+            if not able:
+                raise ModelNotServed(model, configured)
+            return able
         others = [(p, default(p)) for p in configured if not can_serve(p, model)]
         if self.config.provider_order:
             chosen = dict(able + others)

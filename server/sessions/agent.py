@@ -28,7 +28,7 @@ from server.contract.events import (
     UsageEvent,
 )
 from server.errors import ApiError
-from server.providers.failover import AllProvidersFailed, NoProviderConfigured, ProviderRouter
+from server.providers.failover import AllProvidersFailed, ModelNotServed, NoProviderConfigured, ProviderRouter
 from server.providers.pricing import PriceTable
 from server.providers.types import (
     Attempt,
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 
 TOOL_RESULT_CHARS_TO_MODEL = 100_000
 INTERRUPTED = "the call was interrupted by the user"
-ERROR_STATUS = {"NO_PROVIDER_CONFIGURED": 503, "ALL_PROVIDERS_FAILED": 502, "PROVIDER_ERROR": 502,
-                "TURN_LIMIT": 200}
+ERROR_STATUS = {"NO_PROVIDER_CONFIGURED": 503, "MODEL_NOT_AVAILABLE": 400, "ALL_PROVIDERS_FAILED": 502,
+                "PROVIDER_ERROR": 502, "TURN_LIMIT": 200}
 
 
 class Conversation(Protocol):
@@ -177,6 +177,8 @@ class AgentLoop:
             await self._loop(ctx, conversation, options, outcome)
         except NoProviderConfigured as exc:
             outcome.error = {"code": "NO_PROVIDER_CONFIGURED", "message": str(exc)}
+        except ModelNotServed as exc:
+            outcome.error = {"code": exc.code, "message": exc.message}
         except AllProvidersFailed as exc:
             outcome.error = {"code": "ALL_PROVIDERS_FAILED", "message": str(exc),
                              "providers": [{"provider": p, "error": m} for p, m in exc.errors]}

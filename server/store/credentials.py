@@ -66,7 +66,7 @@ class CredentialStore:
     def _env_for(self, tenant_id: str) -> dict[str, ProviderCredential]:
         return dict(self._env) if tenant_id == OWNER_ID or self._share_env else {}
 
-    def _stored(self, tenant_id: str) -> list[tuple[ProviderCredential, str, str]]:
+    def _stored(self, tenant_id: str) -> list[tuple[ProviderCredential, str | None, str]]:
         rows = self._db.read("SELECT provider, secret, base_url, key_last4, updated_at"
                              " FROM provider_credentials WHERE tenant_id = ?"
                              " AND auth_method = 'api_key'", (tenant_id,))
@@ -75,7 +75,7 @@ class CredentialStore:
             secret = json.loads(self._box.open(r["secret"]))
             cred = ProviderCredential(r["provider"], secret["api_key"], r["base_url"], "api",
                                       secret.get("extra") or {})
-            out.append((cred, r["key_last4"], r["updated_at"]))
+            out.append((cred, r["key_last4"] or None, r["updated_at"]))
         return out
 
     async def credentials(self, tenant_id: str) -> dict[str, ProviderCredential]:
@@ -90,14 +90,15 @@ class CredentialStore:
             entries[cred.provider] = ProviderEntry(cred.provider, "api", masked, cred.base_url, updated)
         return [entries[n] for n in KNOWN if n in entries]
 
-    async def put(self, tenant_id: str, name: str, api_key: str, base_url: str | None) -> ProviderEntry:
+    async def put(self, tenant_id: str, name: str, api_key: str | None, base_url: str | None) -> ProviderEntry:
+        """Store (replace) the tenant's credential; ``api_key`` None only for a keyless provider (Ollama)."""
         check_known(name)
         stamp = now_iso()
         extra: dict[str, Any] = {}
         if name == "bedrock":  # an API-set Bedrock key is a Bedrock API key (bearer), as AWS_BEARER_TOKEN_BEDROCK
             extra = {"auth": "bearer", "region": self._aws_region or DEFAULT_REGION}
         sealed = self._box.seal(json.dumps({"api_key": api_key, "extra": extra}).encode())
-        masked = mask(api_key) or "****"
+        masked = mask(api_key) or ("****" if api_key else None)
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, base_url, key_last4,"
@@ -105,7 +106,7 @@ class CredentialStore:
                          " ON CONFLICT (tenant_id, provider, auth_method) DO UPDATE SET"
                          " secret = excluded.secret, base_url = excluded.base_url,"
                          " key_last4 = excluded.key_last4, updated_at = excluded.updated_at",
-                         (tenant_id, name, sealed, base_url, masked, stamp))
+                         (tenant_id, name, sealed, base_url, masked or "", stamp))
 
         await self._db.write(upsert)
         return ProviderEntry(name, "api", masked, base_url, stamp)

@@ -43,7 +43,6 @@ def test_bedrock_bearer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     ("OPENANALYST_MAX_BODY_BYTES", "10", "max_body_bytes"), ("ANTHROPIC_BASE_URL", "ftp://x", "ANTHROPIC_BASE_URL"),
     ("OPENANALYST_CORS_ORIGINS", "http://a.com/path", "cors_origins"),
     ("OPENANALYST_TENANT_POLICIES", '{"../x": "ci"}', "tenant_policies"),
-    ("AWS_ACCESS_KEY_ID", "AKIAONLY", "AWS_SECRET_ACCESS_KEY"),
 ])
 def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str,
                                            fragment: str) -> None:

@@ -28,7 +28,8 @@ def server(serve: Callable[..., Any], fakes: tuple[FakeAnthropic, FakeOpenAI], s
            tmp_path: Path) -> Iterator[Any]:
     anthropic, openai = fakes
     env = server_env(anthropic.base_url, sandbox_workspace(tmp_path / "owner-ws"),
-                     OPENAI_API_KEY="sk-openai-test-key-000", OPENAI_BASE_URL=openai.base_url + "/v1")
+                     OPENAI_API_KEY="sk-openai-test-key-000", OPENAI_BASE_URL=openai.base_url + "/v1",
+                     OPENANALYST_ALLOW_MODEL_SUBSTITUTION="true")  # fails over from Claude to GPT
     data_dir = tmp_path / "data"
     started = serve(env=env, data_dir=data_dir)
     yield started

@@ -23,7 +23,9 @@ from server.providers.failover import (
 )
 from server.providers.types import Attempt, Discarded, ProviderError, TextDelta, ToolCall, Usage
 
-FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
+# These tests are about failover itself, across vendors too: substitution on (test_model_substitution.py
+# covers it off, the default).
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "allow_model_substitution": True}
 
 
 class Clock:
