@@ -26,6 +26,7 @@ from server.sessions.agent import ERROR_STATUS, MemoryConversation, TurnOptions
 from server.skills.catalog import View
 from server.skills.contract import (
     ExecuteBody,
+    ExecuteByNames,
     MatchBody,
     RunBody,
     RunOptions,
@@ -117,18 +118,18 @@ async def match_skills(body: MatchBody, tenant: TenantDep, services: ServicesDep
 async def execute_skills(body: ExecuteBody, tenant: TenantDep,
                          services: ServicesDep) -> StreamingResponse | JSONResponse:
     view = await _view(services, tenant.id)
-    if body.names is not None:
+    if isinstance(body, ExecuteByNames):
         missing = [n for n in body.names if n not in view.skills]
         if missing:
             raise NotFound("SKILL_NOT_FOUND", f"no skill named {', '.join(map(repr, missing))}; GET /v1/skills "
                                               "lists them")
         chosen = [view.skills[n] for n in dict.fromkeys(body.names)]
+        message = body.message or default_message(chosen)
     else:
-        assert body.query is not None
         chosen = [s for s, _ in view.match(body.query, body.limit)]
         if not chosen:
             raise NotFound("NO_SKILL_MATCHED", "no skill matches the query; GET /v1/skills lists them")
-    message = body.message or body.query or default_message(chosen)
+        message = body.message or body.query
     return await respond(services, tenant.id, chosen, message, body)
 
 

@@ -134,8 +134,9 @@ class SkillCatalog:
             item = Problem(found.directory, source, path, found.error or "unreadable")
         else:
             try:
+                root = str(self._server_dirs[int(label.split(":")[1])]) if source == "server" else None
                 item = build(found.text, directory=found.directory, source=source, path=shown,
-                             files=found.files)
+                             files=found.files, root=root)
             except FrontMatterError as exc:
                 item = Problem(found.directory, source, path, str(exc))
         if found.key is not None:

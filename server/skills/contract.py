@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.contract.common import Model
 from server.contract.tools import ChatAnswer
 from server.skills.model import Problem, Skill
-
-SkillName = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 class SkillInfo(Model):
@@ -80,21 +78,27 @@ class RunOptions(BaseModel):
     stream: bool = True
 
 
-class ExecuteBody(RunOptions):
-    query: str | None = Field(default=None, min_length=1, max_length=10_000,
-                              description="Run the best-matching skills (see `limit`).")
-    names: list[str] | None = Field(default=None, min_length=1, max_length=10,
-                                    description="Run these skills, by name.")
-    message: str | None = Field(default=None, min_length=1, max_length=1_000_000,
-                                description="The user's message to the agent (default: the query, or a request "
-                                            "to run the named skills).")
-    limit: int = Field(default=1, ge=1, le=10, description="With `query`: how many of the best matches run.")
+Message = Field(default=None, min_length=1, max_length=1_000_000,
+                description="The user's message to the agent (default: the query, or a request to run the skills).")
 
-    @model_validator(mode="after")
-    def _one_selector(self) -> ExecuteBody:
-        if (self.query is None) == (self.names is None):
-            raise ValueError("give exactly one of 'query' and 'names'")
-        return self
+
+class ExecuteByQuery(RunOptions):
+    """Run the skills that best match ``query``."""
+
+    query: str = Field(min_length=1, max_length=10_000)
+    limit: int = Field(default=1, ge=1, le=10, description="How many of the best matches run.")
+    message: str | None = Message
+
+
+class ExecuteByNames(RunOptions):
+    """Run these skills, by name."""
+
+    names: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=10)
+    message: str | None = Message
+
+
+ExecuteBody = ExecuteByQuery | ExecuteByNames
+"""Exactly one of ``query`` and ``names``: each variant forbids the other's fields, so the schema says it."""
 
 
 class RunBody(RunOptions):

@@ -33,6 +33,7 @@ class Skill:
     compatibility: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # relative to the skill's directory, SKILL.md excluded
+    root: str | None = field(default=None, compare=False)  # a server skill's skills directory on the host
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def _tools(value: Value | None) -> list[str] | None:
     return tools
 
 
-def build(text: str, *, directory: str, source: Source, path: str, files: list[str]) -> Skill:
+def build(text: str, *, directory: str, source: Source, path: str, files: list[str],
+          root: str | None = None) -> Skill:
     """The skill in ``text`` (a SKILL.md found in ``directory``), or ``FrontMatterError`` saying why not."""
     parsed: Parsed = parse(text)
     fields = parsed.fields
@@ -93,4 +95,4 @@ def build(text: str, *, directory: str, source: Source, path: str, files: list[s
                  allowed_tools=_tools(fields.get("allowed-tools", fields.get("allowed_tools"))),
                  license=_text(fields, "license", 200, required=False),
                  compatibility=_text(fields, "compatibility", MAX_COMPATIBILITY, required=False),
-                 metadata=dict(metadata), files=files)
+                 metadata=dict(metadata), files=files, root=root)

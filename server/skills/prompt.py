@@ -11,11 +11,20 @@ from collections.abc import Sequence
 
 from server.skills.model import Skill
 
+SERVER_SKILLS_DIR = "/workspace/.openanalyst/server-skills"
+"""Where loading a server skill with the ``skill`` tool copies its files in the sandbox."""
 
-def skill_block(skill: Skill) -> str:
-    """One skill as the model reads it: where it is, what it needs, and its instructions."""
-    where = (f"Its files are in the sandbox at {skill.path}/ (run its scripts from there with the bash tool)."
-             if skill.source == "tenant" else "It is one of the server's skills.")
+
+def skill_block(skill: Skill, *, loading: bool = False) -> str:
+    """One skill as the model reads it: where it is, what it needs, and its instructions (``loading``: the
+    skill tool is loading it now, and says itself where a server skill's files went)."""
+    if skill.source == "tenant":
+        where = f"Its files are in the sandbox at {skill.path}/ (run its scripts from there with the bash tool)."
+    elif skill.files and not loading:
+        where = (f"It is one of the server's skills: load it with the skill tool (name {skill.name!r}) to copy its "
+                 f"files into the sandbox at {SERVER_SKILLS_DIR}/{skill.name}/.")
+    else:
+        where = "It is one of the server's skills."
     lines = [f'<skill name="{skill.name}" source="{skill.source}">', f"Description: {skill.description}", where]
     if skill.files:
         lines.append("Files: " + ", ".join(skill.files))

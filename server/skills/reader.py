@@ -189,3 +189,57 @@ def scan(base: Path, relative: tuple[str, ...], previous: dict[str, Found]) -> S
         return Scan([_one(fd, name, previous.get(name)) for name in names], problems, present=True)
     finally:
         os.close(fd)
+
+
+MAX_BUNDLE_FILE_BYTES = 256 * 1024
+MAX_BUNDLE_BYTES = 1024 * 1024
+
+
+def _read_text(parent: int, name: str) -> str:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        raise Unreadable("a symbolic link, not followed" if exc.errno == errno.ELOOP else exc.strerror) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable("not a regular file")
+        if st.st_size > MAX_BUNDLE_FILE_BYTES:
+            raise Unreadable(f"{st.st_size} bytes; at most {MAX_BUNDLE_FILE_BYTES}")
+        data = os.read(fd, MAX_BUNDLE_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("not UTF-8 text (only text files are copied)") from None
+
+
+def read_bundle(base: Path, directory: str, files: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The text of a server skill's files (``files`` as a scan listed them), to copy into a sandbox.
+
+    Returns ``(path, text)`` pairs and, for the files left out, ``"path: reason"`` lines (binary, too large,
+    a link, over the bundle's total)."""
+    texts: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    total = 0
+    with (_opened(str(base), None, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) as root,
+          _opened(directory, root, _DIR_FLAGS) as skill):
+        for rel in files:
+            parts = rel.split("/")
+            try:
+                if len(parts) == 1:
+                    text = _read_text(skill, parts[0])
+                else:
+                    with _opened(parts[0], skill, _DIR_FLAGS) as sub:
+                        text = _read_text(sub, parts[1])
+            except (Unreadable, OSError) as exc:
+                skipped.append(f"{rel}: {exc}")
+                continue
+            size = len(text.encode())
+            if total + size > MAX_BUNDLE_BYTES:
+                skipped.append(f"{rel}: the skill's files would pass {MAX_BUNDLE_BYTES} bytes in all")
+                continue
+            total += size
+            texts.append((rel, text))
+    return texts, skipped

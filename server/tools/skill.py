@@ -1,21 +1,30 @@
 """The ``skill`` tool: the agent lists the skills its tenant sees, ranks them against a query, or loads one's
 instructions mid-turn (the server's skills and the tenant's own, through the same catalog as `/v1/skills`).
 
-A server-side tool: it only reads the catalog, so it needs no sandbox; the skill's scripts then run through
-the normal tools (bash …) in the tenant's sandbox, where the policy applies and every call is audited.
+A server-side tool: it reads the catalog, and needs no sandbox for that. A tenant's skill is already in its
+workspace; a server skill's files are not, so loading one copies its text files into the sandbox at
+``/workspace/.openanalyst/server-skills/<name>/`` with ``write_file`` calls through the dispatcher — each
+one checked against the tenant's policy, audited and shown in the stream as part of this call. The skill's
+scripts then run through the normal tools (bash …), audited like every call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from server.errors import ApiError
 from server.skills.catalog import SkillCatalog
-from server.skills.prompt import skill_block
+from server.skills.model import Skill
+from server.skills.prompt import SERVER_SKILLS_DIR, skill_block
+from server.skills.reader import read_bundle
 from server.tools.builtin import _fail, _ok
 from server.tools.context import ToolContext
+from server.tools.dispatch import ToolDispatcher
 from server.tools.registry import ToolDef
 from server.tools.specs import ToolInput
 from toolrunner.results import ToolResult
@@ -31,28 +40,57 @@ class SkillInput(ToolInput):
                               description="When listing: rank the skills by relevance to this text.")
 
 
-async def run_skill_tool(catalog: SkillCatalog, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    started = time.perf_counter()
-    view = await catalog.view(ctx.tenant_id)
-    name = args.get("name")
-    if name is not None:
-        skill = view.skills.get(name)
-        if skill is None:
-            known = ", ".join(view.skills) or "none"
-            return _fail("skill", "INVALID_INPUT", f"no skill named {name!r}; available: {known}", started)
-        return _ok("skill", skill_block(skill), started)
-    query = args.get("query")
-    if query is not None:
-        found = view.match(query, 10)
-        lines = [f"{s.name} (score {score:.2f}, {s.source}): {s.description}" for s, score in found]
-        return _ok("skill", "\n".join(lines) if lines else "no skill matches the query", started)
-    lines = [f"{s.name} ({s.source}): {s.description}" for s in view.skills.values()]
-    lines += [f"[unusable] {p.name or p.path}: {p.reason}" for p in view.problems]
-    return _ok("skill", "\n".join(lines) if lines else "no skills are installed", started)
+class SkillTool:
+    """The tool's handler; ``dispatcher`` is set once the dispatcher exists (it needs the registry first)."""
 
+    def __init__(self, catalog: SkillCatalog) -> None:
+        self.catalog = catalog
+        self.dispatcher: ToolDispatcher | None = None
 
-def skill_tool(catalog: SkillCatalog) -> ToolDef:
-    async def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        return await run_skill_tool(catalog, ctx, args)
+    def definition(self) -> ToolDef:
+        return ToolDef("skill", DESCRIPTION, SkillInput, "server", self.run)
 
-    return ToolDef("skill", DESCRIPTION, SkillInput, "server", handler)
+    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+        started = time.perf_counter()
+        view = await self.catalog.view(ctx.tenant_id)
+        name = args.get("name")
+        if name is not None:
+            skill = view.skills.get(name)
+            if skill is None:
+                known = ", ".join(view.skills) or "none"
+                return _fail("skill", "INVALID_INPUT", f"no skill named {name!r}; available: {known}", started)
+            text = skill_block(skill, loading=True)
+            if skill.source == "server" and skill.files:
+                text += "\n\n" + await self._install(ctx, skill)
+            return _ok("skill", text, started)
+        query = args.get("query")
+        if query is not None:
+            found = view.match(query, 10)
+            lines = [f"{s.name} (score {score:.2f}, {s.source}): {s.description}" for s, score in found]
+            return _ok("skill", "\n".join(lines) if lines else "no skill matches the query", started)
+        lines = [f"{s.name} ({s.source}): {s.description}" for s in view.skills.values()]
+        lines += [f"[unusable] {p.name or p.path}: {p.reason}" for p in view.problems]
+        return _ok("skill", "\n".join(lines) if lines else "no skills are installed", started)
+
+    async def _install(self, ctx: ToolContext, skill: Skill) -> str:
+        """Copy a server skill's text files into the tenant's sandbox; a report of what was copied."""
+        if self.dispatcher is None or skill.root is None:
+            return "Its files could not be copied into the sandbox (no tool dispatcher)."
+        texts, skipped = await asyncio.to_thread(read_bundle, Path(skill.root), skill.name, skill.files)
+        target = f"{SERVER_SKILLS_DIR}/{skill.name}"
+        copied: list[str] = []
+        child = ctx.child(ctx.call_id)
+        for rel, text in texts:
+            try:
+                result = await self.dispatcher.run(child, "write_file", {"path": f"{target}/{rel}", "content": text})
+            except ApiError as exc:
+                skipped.append(f"{rel}: {exc.code}: {exc.message}")
+                break
+            if result.error is not None:
+                skipped.append(f"{rel}: {result.error.code}: {result.error.message}")
+            else:
+                copied.append(rel)
+        lines = [f"Its files were copied into the sandbox at {target}/: {', '.join(copied) or 'none'}."]
+        if skipped:
+            lines.append("Not copied: " + "; ".join(skipped))
+        return "\n".join(lines)

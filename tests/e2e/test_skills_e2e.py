@@ -46,6 +46,10 @@ def skills_server(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image:
     shared = tmp_path / "server-skills"
     server_skill(shared, "pdf-extract", "Extract text and tables from PDF documents.")
     server_skill(shared, "git-changelog", "Write a changelog from the git commit history.")
+    server_skill(shared, "hello-report", "Greet the user by name in a one-line report.")
+    (shared / "hello-report" / "scripts").mkdir()
+    (shared / "hello-report" / "scripts" / "hello.sh").write_text('echo "hello, $1 (uid $(id -u))"\n')
+    (shared / "hello-report" / "logo.bin").write_bytes(b"\x89PNG\x00\xff")
     env = server_env(fake.base_url, sandbox_workspace(tmp_path / "owner-ws"), OPENANALYST_SKILLS_DIRS=str(shared))
     return serve(env=env, data_dir=tmp_path / "data")
 
@@ -71,6 +75,7 @@ def test_skills_listed_matched_isolated_reloaded(skills_server: Any) -> None:
     base = skills_server.base
     before = skills(base, ALICE)
     assert [(s["name"], s["source"]) for s in before["data"]] == [("git-changelog", "server"),
+                                                                   ("hello-report", "server"),
                                                                    ("pdf-extract", "server")]
     assert before["problems"] == []
 
@@ -84,7 +89,7 @@ def test_skills_listed_matched_isolated_reloaded(skills_server: Any) -> None:
     assert mine["files"] == ["scripts/count.sh"] and mine["allowed_tools"] == ["bash"]
     assert [(p["name"], p["source"]) for p in listed["problems"]] == [("broken", "tenant")]
     assert "starts with a '---'" in listed["problems"][0]["reason"]
-    assert {s["name"] for s in skills(base, BOB)["data"]} == {"git-changelog", "pdf-extract"}
+    assert {s["name"] for s in skills(base, BOB)["data"]} == {"git-changelog", "hello-report", "pdf-extract"}
 
     tool(base, "edit_file", {"path": f"{SKILL_DIR}/SKILL.md", "old_string": "and report the total",
                              "new_string": "and print a tally"}, ALICE)
@@ -151,3 +156,33 @@ def test_execute_runs_the_skill_script_in_the_sandbox(skills_server: Any, fake: 
     assert none.status_code == 404 and none.json()["error"]["code"] == "NO_SKILL_MATCHED"
     both = httpx.post(f"{base}/v1/skills/execute", json={"query": "x", "names": ["word-count"]}, headers=ALICE)
     assert both.status_code == 422 and both.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_server_skill_files_copied_into_the_sandbox(skills_server: Any, fake: FakeAnthropic) -> None:
+    """Loading a server skill copies its text files into the tenant's sandbox with audited write_file calls
+    (shown as part of the skill call); its script then runs there with bash; binary files are not copied."""
+    base = skills_server.base
+    script = "/workspace/.openanalyst/server-skills/hello-report/scripts/hello.sh"
+    fake.script([Reply.tool_call("skill", {"name": "hello-report"}),
+                 Reply.tool_call("bash", {"command": f"sh {script} Ada"}), Reply.text("Done.")])
+    with httpx.stream("POST", f"{base}/v1/skills/hello-report/run", json={"input": "greet Ada"}, headers=BOB,
+                      timeout=120) as response:
+        assert response.status_code == 200
+        events = read_until_idle(response)
+    calls = [d for k, d, _ in events if k == "tool_call"]
+    skill_call = next(c for c in calls if c["tool_name"] == "skill")
+    copy = next(c for c in calls if c["tool_name"] == "write_file")
+    assert copy["parent_tool_call_id"] == skill_call["call_id"]
+    assert copy["arguments"]["path"] == script
+    results = {d["tool_name"]: d for k, d, _ in events if k == "tool_result"}
+    assert "copied into the sandbox at /workspace/.openanalyst/server-skills/hello-report/: scripts/hello.sh" in \
+        results["skill"]["output"]
+    assert "logo.bin: not UTF-8 text" in results["skill"]["output"]
+    assert results["bash"]["output"].startswith("hello, Ada (uid ") and results["bash"]["exit_code"] == 0
+    system = fake.requests[0].json()["system"]
+    system_text = system if isinstance(system, str) else " ".join(b["text"] for b in system)
+    assert "load it with the skill tool" in system_text
+
+    audit = httpx.get(f"{base}/v1/audit", params={"tool": "write_file", "phase": "finished"}, headers=BOB).json()
+    assert [r["decision"] for r in audit["data"]] == ["allowed"]
+    assert httpx.get(f"{base}/v1/audit/verify", headers=BOB).json()["ok"] is True

@@ -205,3 +205,23 @@ def test_query_syntax_is_never_interpreted(tmp_path: Path, roots: Roots) -> None
     current = view(SkillCatalog([tmp_path / "server"], roots), "alice")
     assert [s.name for s, _ in current.match('csv" OR NEAR(report* AND -x', 5)] == ["csv-report"]
     assert current.match("*** ()", 5) == []
+
+
+def test_server_skill_bundle_reads_text_files_only(tmp_path: Path) -> None:
+    """A server skill's files to copy into a sandbox: text files, two levels deep; links, binaries and files
+    over the per-file cap are left out with the reason."""
+    from server.skills.reader import MAX_BUNDLE_FILE_BYTES, read_bundle, scan
+
+    skill = write_skill(tmp_path / "server", "tool-kit", "Kit.")
+    (skill / "scripts").mkdir()
+    (skill / "scripts" / "run.sh").write_text("echo run\n")
+    (skill / "notes.md").write_text("notes\n")
+    (skill / "blob.bin").write_bytes(b"\xff\xfe\x00")
+    (skill / "big.txt").write_text("x" * (MAX_BUNDLE_FILE_BYTES + 1))
+    (skill / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    found = scan(tmp_path / "server", (), {}).found[0]
+    assert found.files == ["big.txt", "blob.bin", "notes.md", "scripts/run.sh"]  # the link is not listed
+    texts, skipped = read_bundle(tmp_path / "server", "tool-kit", [*found.files, "link.txt"])
+    assert texts == [("notes.md", "notes\n"), ("scripts/run.sh", "echo run\n")]
+    assert [s.split(":")[0] for s in skipped] == ["big.txt", "blob.bin", "link.txt"]
+    assert "not followed" in skipped[-1]
