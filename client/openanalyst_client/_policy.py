@@ -104,7 +104,7 @@ class ResumeState:
             self.snapshots += 1
             if self.origin is None and not self.turn:
                 self.origin = event.last_seq  # a live stream: what happens after this is what was asked for
-            return self.snapshots == 1
+            return self.snapshots == 1 and not self.turn  # a turn's stream has none of its own
         if isinstance(event, ErrorEvent) and event.code == "SUBSCRIBER_TOO_SLOW" and event.last_event_id is not None:
             self.resume_at = event.last_event_id  # the server dropped us: resume from where it says
             return False

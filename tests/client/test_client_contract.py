@@ -1,0 +1,111 @@
+"""Drift between the client and the server's contract is caught here: the live server's /openapi.json is
+fetched and every schema the client mirrors, every route it wraps and every SSE union it parses must match
+the client's models field for field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from openanalyst_client import events, models
+from openanalyst_client.models import Model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+# The document's schema name → the client's model (same names by design).
+MIRRORED: list[type[Model]] = [
+    models.PageMeta, models.TextBlock, models.ToolUseBlock, models.ToolResultBlock, models.StoredMessage,
+    models.TodoItem, models.Session, models.SessionSummary, models.SessionDetail, models.SessionPage,
+    models.Interrupted, models.ToolError, models.ToolResult, models.ToolCallAnswer, models.ToolInfo,
+    models.ToolList, models.ChatUsage, models.ChatToolCall, models.ErrorDetail, models.ChatAnswer,
+    models.AuditRecord, models.AuditPage, models.AuditKey, models.Verification, models.Health, models.Me,
+    events.SnapshotEvent, events.MessageEvent, events.AssistantDeltaEvent, events.ToolCallEvent,
+    events.ToolOutputEvent, events.ToolResultEvent, events.UsageEvent, events.StateEvent, events.ErrorEvent,
+    events.ProviderFailure,
+]
+
+# (method, path, success status, schema of the JSON answer or None) for every route the client calls.
+ROUTES: list[tuple[str, str, str, str | None]] = [
+    ("get", "/health", "200", "Health"),
+    ("get", "/me", "200", "Me"),
+    ("post", "/sessions", "201", "Session"),
+    ("get", "/sessions", "200", "SessionPage"),
+    ("get", "/sessions/{session_id}", "200", "SessionDetail"),
+    ("delete", "/sessions/{session_id}", "204", None),
+    ("post", "/sessions/{session_id}/interrupt", "200", "Interrupted"),
+    ("post", "/sessions/{session_id}/message", "200", None),
+    ("get", "/sessions/{session_id}/events", "200", None),
+    ("get", "/v1/tools", "200", "ToolList"),
+    ("post", "/v1/tools/{name}", "200", "ToolCallAnswer"),
+    ("post", "/v1/chat", "200", "ChatAnswer"),
+    ("get", "/v1/audit", "200", "AuditPage"),
+    ("get", "/v1/audit/export", "200", None),
+    ("get", "/v1/audit/verify", "200", "Verification"),
+    ("get", "/v1/audit/key", "200", "AuditKey"),
+]
+
+# The document's SSE unions → the client's tables of event classes.
+UNIONS = {"SessionEvent": events.SESSION_EVENTS, "ChatEvent": events.CHAT_EVENTS,
+          "ToolStreamEvent": events.TOOL_STREAM_EVENTS}
+
+CLIENT_ONLY = {"seq"}  # the SSE id: line, not a data field
+
+
+@pytest.fixture(scope="module")
+def document(serve_module: Callable[..., Any]) -> dict[str, Any]:
+    server = serve_module()
+    answer: dict[str, Any] = httpx.get(server.base + "/openapi.json", timeout=10).json()
+    return answer
+
+
+def _name(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+@pytest.mark.parametrize("model", MIRRORED, ids=lambda m: m.__name__)
+def test_models_cover_the_documented_fields(document: dict[str, Any], model: type[Model]) -> None:
+    """Each mirrored model has exactly the fields its schema declares: a field the server adds (or drops)
+    fails here, and every required field of the schema is one the model reads."""
+    schema = document["components"]["schemas"][model.__name__]
+    declared = set(schema["properties"])
+    fields = set(model.model_fields) - (CLIENT_ONLY if issubclass(model, events.Event) else set())
+    assert declared - fields == set(), f"the server documents fields {model.__name__} lacks"
+    assert fields - declared == set(), f"{model.__name__} has fields the server does not document"
+    required = [f for f in schema.get("required", []) if f != "type"]
+    for field in required:
+        info = model.model_fields[field]
+        assert info.is_required() or field in ("id", "input"), f"{model.__name__}.{field} is required by the server"
+
+
+@pytest.mark.parametrize(("method", "path", "status", "schema"), ROUTES, ids=lambda v: str(v))
+def test_wrapped_routes_exist_with_their_schemas(document: dict[str, Any], method: str, path: str, status: str,
+                                                 schema: str | None) -> None:
+    """Every route the client calls exists in the document, answers the status the client expects, with the
+    schema the client parses it into; error answers are the one ErrorBody."""
+    operation = document["paths"][path][method]
+    assert status in operation["responses"]
+    if schema is not None:
+        content = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert _name(content["$ref"]) == schema
+    for code, answer in operation["responses"].items():
+        if code.startswith(("4", "5")):
+            assert _name(answer["content"]["application/json"]["schema"]["$ref"]) == "ErrorBody"
+
+
+@pytest.mark.parametrize("union", sorted(UNIONS))
+def test_event_unions_match(document: dict[str, Any], union: str) -> None:
+    """The client parses exactly the event types of each SSE union the document declares."""
+    mapping = document["components"]["schemas"][union]["discriminator"]["mapping"]
+    table = UNIONS[union]
+    assert set(mapping) == set(table)
+    assert {kind: _name(ref) for kind, ref in mapping.items()} == {k: c.__name__ for k, c in table.items()}
+
+
+def test_auth_and_tenant_headers_are_the_documented_ones(document: dict[str, Any]) -> None:
+    """The client sends a bearer token and X-Tenant-ID: the security scheme and header the document states."""
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    headers = {p["name"] for p in document["paths"]["/v1/tools"]["get"]["parameters"] if p["in"] == "header"}
+    assert "X-Tenant-ID" in headers
