@@ -48,6 +48,8 @@ SKILLS_HEADER = "X-OpenAnalyst-Skills"
 
 _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": SkillRunAnswer,
+          "headers": {SKILLS_HEADER: {"description": "The skills that run, comma-separated.", "required": True,
+                                      "schema": {"type": "string"}}},
           **sse("ChatEvent", "`text/event-stream` by default, the same events as `/v1/chat`; the skills that run "
                              "are named in the `X-OpenAnalyst-Skills` header. With `\"stream\": false`, one JSON "
                              "`SkillRunAnswer`.")},
