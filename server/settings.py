@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.providers.addresses import UrlPolicy
 from server.providers.registry import PROVIDERS
+from server.tenant_ids import HEADER_RE
 
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
@@ -228,7 +229,7 @@ class Settings(BaseSettings):
     @field_validator("tenant_policies")
     @classmethod
     def _tenant_ids(cls, policies: dict[str, str]) -> dict[str, str]:
-        bad = [t for t in policies if t != "owner" and not TENANT_ID_RE.match(t)]
+        bad = [t for t in policies if t != "owner" and not HEADER_RE.match(t)]  # mapped in server.wiring
         if bad:
             raise ValueError(f"invalid tenant id(s) {bad}")
         return policies

@@ -10,7 +10,8 @@ Rules (docs/server.md explains the deployments):
 * a repeated ``X-Tenant-ID`` or ``Authorization`` is 400 ``DUPLICATE_HEADER``, never "the first one wins".
 
 ``owner`` is reserved (any case): a header cannot name the owner, so a tenant can never become it.
-A tenant id names a directory, hence the strict pattern.
+The header takes the ids deployments use (emails, ``auth0|…``, ``org:team``); ``server.tenant_ids`` maps
+each to the safe name that rows, directories and containers use (``Tenant.id``), one-to-one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from server.errors import BadRequest
-from server.settings import TENANT_ID_RE
+from server.tenant_ids import HEADER_RE, tenant_name
 
 OWNER_ID = "owner"
 
@@ -32,12 +33,13 @@ class Tenant:
 
     id: str
     is_owner: bool
+    header: str | None = None  # the X-Tenant-ID as sent, when it differs from ``id``
 
 
 OWNER = Tenant(OWNER_ID, True)
 
-TENANT_HEADER_PATTERN = r"^(?![Oo][Ww][Nn][Ee][Rr]$)" + TENANT_ID_RE.pattern.removeprefix("^")
-"""``TENANT_ID_RE`` without the reserved ``owner`` (any case), as the OpenAPI document states it."""
+TENANT_HEADER_PATTERN = r"^(?![Oo][Ww][Nn][Ee][Rr]$)" + HEADER_RE.pattern.removeprefix("^")
+"""``HEADER_RE`` without the reserved ``owner`` (any case), as the OpenAPI document states it."""
 
 TenantHeader = Annotated[str | None, Header(
     alias="X-Tenant-ID",
@@ -50,12 +52,13 @@ TenantHeader = Annotated[str | None, Header(
 
 def parse_tenant_id(value: str) -> Tenant:
     """A header value → Tenant, or 400 INVALID_TENANT_ID."""
-    if not TENANT_ID_RE.match(value):
+    if not HEADER_RE.match(value):
         raise BadRequest("INVALID_TENANT_ID",
-                         "X-Tenant-ID must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with '.'")
+                         "X-Tenant-ID must be 1-256 printable ASCII characters without spaces")
     if value.lower() == OWNER_ID:
         raise BadRequest("INVALID_TENANT_ID", "X-Tenant-ID 'owner' is reserved for the server's owner")
-    return Tenant(value, False)
+    name = tenant_name(value)
+    return Tenant(name, False, None if name == value else value)
 
 
 async def current_tenant(request: Request, x_tenant_id: TenantHeader = None) -> Tenant:
@@ -68,7 +71,7 @@ async def current_tenant(request: Request, x_tenant_id: TenantHeader = None) -> 
     if services.settings.require_api_key:
         bound = await services.api_keys.authenticate(request.headers.get("authorization"))
     if bound is not None:
-        return OWNER if bound == OWNER_ID else Tenant(bound, False)
+        return OWNER if bound == OWNER_ID else parse_tenant_id(bound)
     header = x_tenant_id
     if header is None:
         return OWNER

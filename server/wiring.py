@@ -31,6 +31,7 @@ from server.settings import Settings
 from server.skills.catalog import SkillCatalog
 from server.skills.workspace import WorkspaceRoots
 from server.tenancy import OWNER_ID
+from server.tenant_ids import tenant_name
 from server.tools.builtin import default_registry
 from server.tools.dispatch import ToolDispatcher
 from server.tools.image_status import ImageStatus
@@ -54,8 +55,11 @@ def tenant_policies(settings: Settings) -> Callable[[str], Policy]:
 
     warn_at_start(any(policy_for(name).disk_mb is not None for name in names))  # loud if quotas cannot hold
 
+    # Configured by the ids clients send; looked up by the tenant's safe name (server.tenant_ids).
+    by_name = {t if t == OWNER_ID else tenant_name(t): p for t, p in settings.tenant_policies.items()}
+
     def resolve(tenant_id: str) -> Policy:
-        return policy_for(settings.tenant_policies.get(tenant_id, settings.sandbox_policy))
+        return policy_for(by_name.get(tenant_id, settings.sandbox_policy))
 
     return resolve
 

@@ -14,4 +14,6 @@ router = APIRouter(tags=["me"], responses=errors(*COMMON))
 @router.get("/me")
 async def me(tenant: TenantDep, services: ServicesDep) -> Me:
     user = await services.users.ensure(tenant.id)
-    return Me(**user, is_owner=tenant.is_owner, tenancy=services.settings.tenancy)
+    # ``tenant`` is the id as the client sent it; rows and directories use its safe name (server.tenant_ids)
+    return Me(**{**user, "tenant": tenant.header or user["tenant"]}, is_owner=tenant.is_owner,
+              tenancy=services.settings.tenancy)

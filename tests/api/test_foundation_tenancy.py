@@ -16,16 +16,16 @@ A = {"X-Tenant-ID": "team-alpha"}
 B = {"X-Tenant-ID": "team-beta"}
 
 
-@pytest.mark.parametrize("value", ["", ".hidden", "a/b", "x" * 65, "sp ace", "\u00fcn\u00ef", "..", "a\\b",
-                                   "OWNER", "owner"])
+@pytest.mark.parametrize("value", ["", "x" * 257, "sp ace", "\u00fcn\u00ef", "a\tb", "OWNER", "owner"])
 async def test_invalid_tenant_ids(client: httpx.AsyncClient, value: str) -> None:
-    """Tenant ids outside 1-64 of [A-Za-z0-9._-] (no leading dot), and the reserved owner, are 400."""
+    """Tenant ids outside 1-256 printable ASCII characters without spaces, and the reserved owner, are 400."""
     resp = await client.get("/sessions", headers={"X-Tenant-ID": value.encode()})
     assert resp.status_code == 400, value
     assert resp.json()["error"]["code"] == "INVALID_TENANT_ID"
 
 
-@pytest.mark.parametrize("value", ["a", "A.b_c-9", "x" * 64, "_x", "-x", "1.2.3"])
+@pytest.mark.parametrize("value", ["a", "A.b_c-9", "x" * 64, "_x", "-x", "1.2.3", ".hidden", "a/b", "..", "a\\b",
+                                   "x" * 256, "alice@example.com", "auth0|5f7c8ec7c33c6c004bbafe82", "org:team"])
 async def test_valid_tenant_ids(client: httpx.AsyncClient, value: str) -> None:
     """Valid tenant ids are accepted."""
     resp = await client.get("/sessions", headers={"X-Tenant-ID": value})
@@ -86,4 +86,4 @@ async def test_api_key_bad_tenant(make_settings: Callable[..., Settings], run_ap
     app = create_app(make_settings())
     async with run_app(app):
         with pytest.raises(Exception, match="X-Tenant-ID"):
-            await app.state.services.api_keys.create("../etc")
+            await app.state.services.api_keys.create("has space")
