@@ -135,6 +135,8 @@ def _one(dir_fd: int, name: str, previous: Found | None) -> Found:
         fd = _open_dir(name, dir_fd)
     except Unreadable as exc:
         return Found(name, None, error=str(exc))
+    except OSError as exc:  # gone meanwhile, no permission: this skill's problem, not the request's
+        return Found(name, None, error=f"cannot open it: {exc.strerror}")
     try:
         key = _identity(fd)
         if previous is not None and key is not None and previous.key == key:
@@ -147,6 +149,21 @@ def _one(dir_fd: int, name: str, previous: Found | None) -> Found:
         return Found(name, None, error=f"cannot read it: {exc.strerror}")
     finally:
         os.close(fd)
+
+
+def _entries(fd: int, problems: list[str]) -> list[str]:
+    """The names of the candidate skill directories (links included, to be reported), sorted, capped."""
+    names: list[str] = []
+    with os.scandir(fd) as entries:
+        for count, entry in enumerate(entries):
+            if count >= MAX_ENTRIES_SCANNED:
+                problems.append(f"more than {MAX_ENTRIES_SCANNED} entries; the rest are not read")
+                break
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
+                names.append(entry.name)
+    return sorted(names)
 
 
 def scan(base: Path, relative: tuple[str, ...], previous: dict[str, Found]) -> Scan:
@@ -170,18 +187,11 @@ def scan(base: Path, relative: tuple[str, ...], previous: dict[str, Found]) -> S
                 return Scan([], [f"skills directory unreadable: {exc}"], present=True)
             os.close(fd)
             fd = inner
-        names: list[str] = []
         problems: list[str] = []
-        with os.scandir(fd) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_ENTRIES_SCANNED:
-                    problems.append(f"more than {MAX_ENTRIES_SCANNED} entries; the rest are not read")
-                    break
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
-                    names.append(entry.name)
-        names.sort()
+        try:
+            names = _entries(fd, problems)
+        except OSError as exc:
+            return Scan([], [f"cannot list the skills directory: {exc.strerror}"], present=True)
         if len(names) > MAX_SKILLS_PER_SOURCE:
             problems.append(f"{len(names)} skill directories; only the first {MAX_SKILLS_PER_SOURCE} by name "
                             "are read")

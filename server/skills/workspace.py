@@ -20,6 +20,7 @@ from server.settings import Settings
 from server.skills.catalog import TenantRoot
 from server.tenancy import OWNER_ID
 from toolrunner.config import SandboxConfig, quota_image, workspace_path
+from toolrunner.errors import InvalidTenant
 
 log = logging.getLogger(__name__)
 MOUNT_WAIT_S = 60.0
@@ -45,7 +46,10 @@ class WorkspaceRoots:
         self._sandbox = sandbox_backend
 
     async def __call__(self, tenant_id: str) -> TenantRoot:
-        path = workspace_path(self._config, tenant_id)
+        try:
+            path = workspace_path(self._config, tenant_id)
+        except InvalidTenant as exc:  # not a name the sandbox takes: it has no workspace to read
+            return TenantRoot(Path("/nonexistent"), False, str(exc))
         if not await asyncio.to_thread(_needs_mount, self._config, tenant_id, path):
             return TenantRoot(path)
         try:
