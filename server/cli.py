@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -118,6 +119,18 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _leave_cwd(settings: Settings) -> Settings:
+    """Resolve every relative path of the settings, then ``chdir("/")``: a server whose cwd is inside the
+    owner's workspace pins that directory's mounts (the nosuid guard could never be lifted, "target is busy",
+    docs/workspace-quota.md §2). Paths read later (skills, the egress socket directory) keep their meaning."""
+    resolved = settings.model_copy(update={
+        "skills_dirs": [p.expanduser().resolve() for p in settings.skills_dirs],
+        "egress_socket_dir": (settings.egress_socket_dir.expanduser().resolve()
+                              if settings.egress_socket_dir is not None else None)})
+    os.chdir("/")
+    return resolved
+
+
 def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; ``wire`` (``server.wiring.wire``) adds sandbox, providers, agent."""
     from server.app import create_app
@@ -126,6 +139,7 @@ def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = No
     from server.observability.logging import log_config, secret_values
 
     logs = log_config(settings.log_level, settings.log_format, secret_values(settings))
+    settings = _leave_cwd(settings)
     config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
                             port=settings.port, workers=1, log_level=settings.log_level, log_config=logs,
                             access_log=settings.access_log,

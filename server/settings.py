@@ -110,6 +110,10 @@ class Settings(BaseSettings):
                     "half the host's memory at the default policy's memory limit.")
     sandbox_max_stopped_containers: int = Field(
         default=64, ge=0, le=4096, description="Stopped containers kept for a quick restart (workspaces stay).")
+    data_disk_reserve_mb: int | None = Field(
+        default=None, ge=0, le=1 << 30,
+        description="Free space a new tenant's workspace quota image must leave on the data disk once full, "
+                    "else 503 SANDBOX_DISK_FULL. Default: max(5 % of the disk, 2 GiB); 0: no check.")
     sandbox_runtime: Literal["runc", "runsc"] | None = None
     sandbox_labels: dict[str, str] = Field(default_factory=dict,
                                            description="Extra labels on sandbox containers (e.g. for tests).")
