@@ -37,6 +37,7 @@ from server.skills.contract import (
     SkillProblem,
     SkillRunAnswer,
 )
+from server.skills.install import copy_into_sandbox, needs_copy
 from server.skills.model import Skill
 from server.skills.prompt import default_message, system_prompt
 from server.streaming.buffer import EventBuffer, stream_while
@@ -56,12 +57,18 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **errors(404, 502, 503)}
 
 
+async def _prepare(services: Services, ctx: ToolContext, skills: Sequence[Skill], extra: str | None) -> str:
+    """Copy the server skills' files into the sandbox (audited write_file calls, in the run's stream), then
+    the system prompt that says where they are."""
+    copies = [await copy_into_sandbox(services.dispatcher, ctx, s) for s in skills if needs_copy(s)]
+    return system_prompt(skills, extra, copies)
+
+
 async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], message: str,
                   options: RunOptions) -> StreamingResponse | JSONResponse:
     """The agent loop's answer to ``message`` with ``skills`` loaded, streamed or as one JSON object."""
     run_id = "skill_" + secrets.token_urlsafe(12)
-    turn = TurnOptions(model=options.model, system_prompt=system_prompt(skills, options.system_prompt),
-                       effort=options.effort, max_turns=services.settings.max_turns)
+    turn = TurnOptions(model=options.model, effort=options.effort, max_turns=services.settings.max_turns)
     conversation = MemoryConversation([Message(role="user", blocks=[TextBlock(text=message)])])
     names = [s.name for s in skills]
     headers = {SKILLS_HEADER: ",".join(names)}
@@ -69,6 +76,7 @@ async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], m
     if not options.stream:
         ctx = ToolContext(tenant_id=tenant_id, session_id=run_id)
         try:
+            turn.system_prompt = await _prepare(services, ctx, skills, options.system_prompt)
             outcome = await services.agent.run(ctx, conversation, turn)
         finally:
             await services.sandbox_backend.close_session(tenant_id, run_id)
@@ -84,6 +92,7 @@ async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], m
 
     async def run_turn() -> None:
         try:
+            turn.system_prompt = await _prepare(services, ctx, skills, options.system_prompt)
             await services.agent.run(ctx, conversation, turn)
         finally:
             buffer.close()

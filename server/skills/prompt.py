@@ -34,10 +34,11 @@ def skill_block(skill: Skill, *, loading: bool = False) -> str:
     return "\n".join(lines)
 
 
-def system_prompt(skills: Sequence[Skill], extra: str | None) -> str:
+def system_prompt(skills: Sequence[Skill], extra: str | None, copies: Sequence[str] = ()) -> str:
+    """The run's system prompt; ``copies``: reports of server skills' files already copied into the sandbox."""
     head = ("You are running the following skill" + ("s" if len(skills) > 1 else "") + " for the user. Follow "
             "the instructions of each skill to do what the user asks.")
-    parts = [head, *(skill_block(s) for s in skills)]
+    parts = [head, *(skill_block(s, loading=bool(copies)) for s in skills), *copies]
     if extra:
         parts.append(extra)
     return "\n\n".join(parts)

@@ -10,18 +10,14 @@ scripts then run through the normal tools (bash …), audited like every call.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from server.errors import ApiError
 from server.skills.catalog import SkillCatalog
-from server.skills.model import Skill
-from server.skills.prompt import SERVER_SKILLS_DIR, skill_block
-from server.skills.reader import read_bundle
+from server.skills.install import copy_into_sandbox, needs_copy
+from server.skills.prompt import skill_block
 from server.tools.builtin import _fail, _ok
 from server.tools.context import ToolContext
 from server.tools.dispatch import ToolDispatcher
@@ -60,8 +56,11 @@ class SkillTool:
                 known = ", ".join(view.skills) or "none"
                 return _fail("skill", "INVALID_INPUT", f"no skill named {name!r}; available: {known}", started)
             text = skill_block(skill, loading=True)
-            if skill.source == "server" and skill.files:
-                text += "\n\n" + await self._install(ctx, skill)
+            if needs_copy(skill):
+                if self.dispatcher is None:
+                    text += "\n\nIts files could not be copied into the sandbox (no tool dispatcher)."
+                else:
+                    text += "\n\n" + await copy_into_sandbox(self.dispatcher, ctx.child(ctx.call_id), skill)
             return _ok("skill", text, started)
         query = args.get("query")
         if query is not None:
@@ -71,26 +70,3 @@ class SkillTool:
         lines = [f"{s.name} ({s.source}): {s.description}" for s in view.skills.values()]
         lines += [f"[unusable] {p.name or p.path}: {p.reason}" for p in view.problems]
         return _ok("skill", "\n".join(lines) if lines else "no skills are installed", started)
-
-    async def _install(self, ctx: ToolContext, skill: Skill) -> str:
-        """Copy a server skill's text files into the tenant's sandbox; a report of what was copied."""
-        if self.dispatcher is None or skill.root is None:
-            return "Its files could not be copied into the sandbox (no tool dispatcher)."
-        texts, skipped = await asyncio.to_thread(read_bundle, Path(skill.root), skill.name, skill.files)
-        target = f"{SERVER_SKILLS_DIR}/{skill.name}"
-        copied: list[str] = []
-        child = ctx.child(ctx.call_id)
-        for rel, text in texts:
-            try:
-                result = await self.dispatcher.run(child, "write_file", {"path": f"{target}/{rel}", "content": text})
-            except ApiError as exc:
-                skipped.append(f"{rel}: {exc.code}: {exc.message}")
-                break
-            if result.error is not None:
-                skipped.append(f"{rel}: {result.error.code}: {result.error.message}")
-            else:
-                copied.append(rel)
-        lines = [f"Its files were copied into the sandbox at {target}/: {', '.join(copied) or 'none'}."]
-        if skipped:
-            lines.append("Not copied: " + "; ".join(skipped))
-        return "\n".join(lines)

@@ -159,30 +159,38 @@ def test_execute_runs_the_skill_script_in_the_sandbox(skills_server: Any, fake: 
 
 
 def test_server_skill_files_copied_into_the_sandbox(skills_server: Any, fake: FakeAnthropic) -> None:
-    """Loading a server skill copies its text files into the tenant's sandbox with audited write_file calls
-    (shown as part of the skill call); its script then runs there with bash; binary files are not copied."""
+    """A server skill's text files reach the tenant's sandbox through audited write_file calls — before a run
+    of the skill, and when the model loads it with the `skill` tool (shown under that call) — and its script
+    runs there with bash; binary files are named, not copied."""
     base = skills_server.base
     script = "/workspace/.openanalyst/server-skills/hello-report/scripts/hello.sh"
-    fake.script([Reply.tool_call("skill", {"name": "hello-report"}),
-                 Reply.tool_call("bash", {"command": f"sh {script} Ada"}), Reply.text("Done.")])
+    fake.script([Reply.tool_call("bash", {"command": f"sh {script} Ada"}), Reply.text("Done.")])
     with httpx.stream("POST", f"{base}/v1/skills/hello-report/run", json={"input": "greet Ada"}, headers=BOB,
                       timeout=120) as response:
         assert response.status_code == 200
         events = read_until_idle(response)
-    calls = [d for k, d, _ in events if k == "tool_call"]
-    skill_call = next(c for c in calls if c["tool_name"] == "skill")
-    copy = next(c for c in calls if c["tool_name"] == "write_file")
-    assert copy["parent_tool_call_id"] == skill_call["call_id"]
-    assert copy["arguments"]["path"] == script
-    results = {d["tool_name"]: d for k, d, _ in events if k == "tool_result"}
-    assert "copied into the sandbox at /workspace/.openanalyst/server-skills/hello-report/: scripts/hello.sh" in \
-        results["skill"]["output"]
-    assert "logo.bin: not UTF-8 text" in results["skill"]["output"]
-    assert results["bash"]["output"].startswith("hello, Ada (uid ") and results["bash"]["exit_code"] == 0
+    kinds = [(k, d.get("tool_name")) for k, d, _ in events if k in ("tool_call", "state")]
+    assert kinds[:2] == [("tool_call", "write_file"), ("state", None)], kinds  # copied before the model runs
+    copy = next(d for k, d, _ in events if k == "tool_call")
+    assert copy["arguments"]["path"] == script and "parent_tool_call_id" not in copy
+    bash = next(d for k, d, _ in events if k == "tool_result" and d["tool_name"] == "bash")
+    assert bash["output"].startswith("hello, Ada (uid ") and bash["exit_code"] == 0
     system = fake.requests[0].json()["system"]
     system_text = system if isinstance(system, str) else " ".join(b["text"] for b in system)
-    assert "load it with the skill tool" in system_text
+    assert "were copied into the sandbox at /workspace/.openanalyst/server-skills/hello-report/: " \
+           "scripts/hello.sh" in system_text
+    assert "logo.bin: not UTF-8 text" in system_text
+
+    fake.script([Reply.tool_call("skill", {"name": "hello-report"}), Reply.text("Loaded.")])
+    with httpx.stream("POST", f"{base}/v1/chat", json={"message": "greet me"}, headers=BOB, timeout=120) as response:
+        events = read_until_idle(response)
+    calls = [d for k, d, _ in events if k == "tool_call"]
+    skill_call = next(c for c in calls if c["tool_name"] == "skill")
+    nested = next(c for c in calls if c["tool_name"] == "write_file")
+    assert nested["parent_tool_call_id"] == skill_call["call_id"]
+    loaded = next(d for k, d, _ in events if k == "tool_result" and d["tool_name"] == "skill")
+    assert "Steps for hello-report." in loaded["output"] and "scripts/hello.sh" in loaded["output"]
 
     audit = httpx.get(f"{base}/v1/audit", params={"tool": "write_file", "phase": "finished"}, headers=BOB).json()
-    assert [r["decision"] for r in audit["data"]] == ["allowed"]
+    assert [r["decision"] for r in audit["data"]] == ["allowed", "allowed"]
     assert httpx.get(f"{base}/v1/audit/verify", headers=BOB).json()["ok"] is True
