@@ -116,6 +116,7 @@ class HttpAdapter:
         self.credential = credential
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
+        self.requests_sent = 0  # POSTs handed to httpx: a failure with none sent was caused by the request
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self.provider!r}, base_url={self.base_url!r})"
@@ -174,6 +175,7 @@ class HttpAdapter:
         """POST (a JSON object, or bytes already serialised and signed) and yield the streaming response;
         any failure leaves as a ProviderError."""
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.requests_sent += 1
         try:
             async with self.client.stream("POST", url, headers=dict(headers), content=content,
                                           timeout=self.timeouts.httpx()) as resp:

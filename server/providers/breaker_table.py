@@ -8,6 +8,10 @@ neither the key nor a guessable hash of it appears in logs, metrics or ``GET /v1
 The table is bounded: entries idle longer than ``idle_ttl_s`` go first, then the least recently used quiet
 ones (closed, no failures, no rejected key), then the least recently used, so a tenant inventing base URLs
 cannot grow it without limit.
+
+A shared breaker's last error and time to first token are kept per tenant (``TenantView``, at most
+``MAX_TENANT_VIEWS`` per entry, least recently noted dropped first): an upstream error quotes the prompt that
+caused it, so tenants on the server's credential share the breaker's state but not each other's messages.
 """
 
 from __future__ import annotations
@@ -26,14 +30,41 @@ DEFAULT_MAX_ENTRIES = 1024
 DEFAULT_IDLE_TTL_S = 3600.0
 
 
+MAX_TENANT_VIEWS = 256
+
+
+class TenantView:
+    """What one tenant's own requests through a breaker last saw."""
+
+    __slots__ = ("last_error", "last_latency_ms")
+
+    def __init__(self) -> None:
+        self.last_error: str | None = None
+        self.last_latency_ms: float | None = None
+
+
 class BreakerEntry:
-    """A breaker and what the status route shows next to it."""
+    """A breaker and, per tenant, what the status route shows next to it."""
 
     def __init__(self, breaker: CircuitBreaker, now: float) -> None:
         self.breaker = breaker
-        self.last_error: str | None = None
-        self.last_latency_ms: float | None = None
         self.last_used = now
+        self._views: OrderedDict[str, TenantView] = OrderedDict()
+
+    def view(self, tenant_id: str) -> TenantView:
+        """This tenant's view, made (and the oldest dropped past ``MAX_TENANT_VIEWS``) if new."""
+        found = self._views.get(tenant_id)
+        if found is None:
+            found = self._views[tenant_id] = TenantView()
+            while len(self._views) > MAX_TENANT_VIEWS:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(tenant_id)
+        return found
+
+    def peek_view(self, tenant_id: str) -> TenantView | None:
+        """This tenant's view if it has one (the status route must not create any)."""
+        return self._views.get(tenant_id)
 
     def quiet(self) -> bool:
         """Nothing would be lost by forgetting it."""

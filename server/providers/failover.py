@@ -9,7 +9,14 @@ starts from scratch.
 
 Health is tracked per upstream identity (provider, base URL, credential: ``breaker_table``), never per
 provider name, so one tenant's failing gateway cannot open another tenant's circuit. A tenant URL refused at
-connection (``forbidden``) moves on at once and is not ill health: no request was sent.
+connection (``forbidden``) moves on at once and is not ill health: no request was sent. Likewise an
+unexpected error raised before the adapter sent anything (a request too deep to encode, a bug translating it)
+was caused by this request, not by the upstream: it is raised at once as a ``bad_request``, never retried and
+never counted on the breaker, which tenants on the server's credential share.
+
+What a breaker's status shows is per tenant: the last error text and time to first token are kept per
+(breaker, tenant) in a small bounded map, so tenants sharing the server's credential share the breaker's state
+but never see each other's error messages (which quote their prompts) or latencies.
 """
 
 from __future__ import annotations
@@ -176,8 +183,9 @@ class ProviderRouter:
                         req: ChatRequest, turn: _Turn) -> AsyncGenerator[RouterEvent, None]:
         """Tries one provider (with retries), noting its failure or success in ``turn``."""
         key = self.breaker_key(provider, cred)
-        health = self._breakers.get(key)
-        breaker = health.breaker
+        entry = self._breakers.get(key)
+        breaker = entry.breaker
+        health = entry.view(tenant_id)
         fingerprint = cred.fingerprint
         if not breaker.allow(fingerprint):
             self.observe(provider, "skipped")
@@ -196,6 +204,7 @@ class ProviderRouter:
                 committed = False
                 pending: list[StreamEvent] = []
                 started = self._clock()
+                sent_before = adapter.requests_sent
                 try:
                     async with aclosing(adapter.stream(preq)) as stream:
                         async for event in stream:
@@ -212,7 +221,8 @@ class ProviderRouter:
                     for held in pending:
                         yield held
                 except Exception as exc:
-                    err = exc if isinstance(exc, ProviderError) else self._unexpected(provider, exc)
+                    err = exc if isinstance(exc, ProviderError) else self._unexpected(
+                        provider, exc, sent=adapter.requests_sent > sent_before)
                     self.observe(provider, err.kind)
                     health.last_error = str(err)
                     action = self._after_failure(err, key, breaker, fingerprint, attempt, committed)
@@ -262,10 +272,19 @@ class ProviderRouter:
         return "next" if wait is None or breaker.state != "closed" else wait
 
     @staticmethod
-    def _unexpected(provider: str, exc: Exception) -> ProviderError:
-        """A bug or surprise inside an adapter fails this attempt like a provider error, and is logged."""
-        log.exception("provider %s: unexpected error in the adapter", provider)
-        return ProviderError("retryable", None, None, f"unexpected {type(exc).__name__} in the adapter", provider)
+    def _unexpected(provider: str, exc: Exception, *, sent: bool) -> ProviderError:
+        """A bug or surprise inside an adapter fails this attempt like a provider error (logged briefly: a
+        RecursionError's traceback is hundreds of KB). Raised before anything was sent, the request caused
+        it: a ``bad_request``, neither retried nor counted against the upstream."""
+        name = type(exc).__name__
+        if not sent:
+            log.warning("provider %s: the request could not be prepared (%s); nothing was sent", provider, name)
+            return ProviderError("bad_request", None, None,
+                                 f"the request could not be prepared for {provider} ({name}); nothing was sent",
+                                 provider)
+        log.error("provider %s: unexpected %s in the adapter", provider, name,
+                  exc_info=None if isinstance(exc, RecursionError) else exc)
+        return ProviderError("retryable", None, None, f"unexpected {name} in the adapter", provider)
 
     def _wait_before_retry(self, err: ProviderError, attempt: int) -> float | None:
         """Seconds to wait before retrying this provider, or None to move on to the next."""
@@ -277,12 +296,13 @@ class ProviderRouter:
         return float(delay * _jitter.uniform(0.5, 1.0))
 
     async def status(self, tenant_id: str) -> list[ProviderStatus]:
-        """Per provider, for this tenant's credential: its breaker's key and state, failures, last (redacted)
-        error, time to first token. Another tenant's breakers are never shown."""
+        """Per provider, for this tenant's credential: its breaker's key and state, failures, and this tenant's
+        own last (redacted) error and time to first token. Another tenant's breakers, and another tenant's
+        errors and latencies on a shared breaker, are never shown."""
         creds = await self._lookup.credentials(tenant_id)
-        return [self._status(name, creds.get(name)) for name in PROVIDERS]
+        return [self._status(tenant_id, name, creds.get(name)) for name in PROVIDERS]
 
-    def _status(self, name: str, cred: ProviderCredential | None) -> ProviderStatus:
+    def _status(self, tenant_id: str, name: str, cred: ProviderCredential | None) -> ProviderStatus:
         key = self.breaker_key(name, cred) if cred is not None else None
         entry: BreakerEntry | None = self._breakers.peek(key) if key is not None else None
         if cred is None or entry is None:
@@ -290,10 +310,11 @@ class ProviderRouter:
                                   consecutive_failures=0, credential_rejected=False, last_error=None,
                                   last_latency_ms=None)
         rejected = entry.breaker.rejected_key(cred.fingerprint) is not None
+        own = entry.peek_view(tenant_id)
         return ProviderStatus(
             provider=name, configured=True, breaker_key=key, state="open" if rejected else entry.breaker.state,
             consecutive_failures=entry.breaker.consecutive_failures, credential_rejected=rejected,
-            last_error=entry.last_error, last_latency_ms=entry.last_latency_ms)
+            last_error=own.last_error if own else None, last_latency_ms=own.last_latency_ms if own else None)
 
 
 __all__ = ["AllProvidersFailed", "NoProviderConfigured", "ProviderRouter", "ProviderStatus", "RouterConfig"]

@@ -81,14 +81,15 @@ def parse_base_url(url: str) -> tuple[str, int]:
     """(host, port) of an http(s) URL without userinfo, or ``ProviderUrlForbidden`` saying what is wrong."""
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        host = parsed.host  # decodes IDNA: an invalid punycode label (xn--127-0.0.0.1) raises here
+    except (httpx.InvalidURL, UnicodeError) as exc:
         raise ProviderUrlForbidden(f"the provider URL is not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https"):
         raise ProviderUrlForbidden("the provider URL must use http or https")
     if parsed.userinfo:
         raise ProviderUrlForbidden("the provider URL must not carry a user name or password (userinfo); "
                                    "put the key in api_key")
-    if not parsed.host:
+    if not host:
         raise ProviderUrlForbidden("the provider URL has no host")
     return parsed.raw_host.decode("ascii"), parsed.port or (443 if parsed.scheme == "https" else 80)
 
