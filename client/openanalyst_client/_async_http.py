@@ -10,7 +10,14 @@ from typing import Any
 
 import httpx
 
-from openanalyst_client._policy import ResumeState, error_from, status_delay, transport_delay
+from openanalyst_client._policy import (
+    ResumeState,
+    backoff,
+    error_from,
+    refused_at_start,
+    status_delay,
+    transport_delay,
+)
 from openanalyst_client.config import ClientConfig
 from openanalyst_client.errors import StreamInterrupted, TransportError
 from openanalyst_client.events import AnyEvent, parse_event
@@ -79,7 +86,9 @@ class AsyncEventStream:
 
     ``opener(None)`` opens the stream; with ``state`` (a session stream) a cut connection is re-opened with
     ``opener(last_seq)``, which sends ``Last-Event-ID``, up to ``max_reconnects`` times in a row without a
-    new event. Without ``state`` a cut raises ``StreamInterrupted``.
+    new event. Without ``state`` a cut raises ``StreamInterrupted``. A stream whose first event is a 429
+    ``error`` (a streamed tool call over the tenant's call cap: refused before it ran) is opened again under
+    the retry bound, as a 429 answer would be.
     """
 
     def __init__(self, http: AsyncHttp, opener: Opener, state: ResumeState | None = None) -> None:
@@ -105,13 +114,18 @@ class AsyncEventStream:
         await self._events.aclose()
 
     async def _run(self) -> AsyncGenerator[AnyEvent, None]:
-        state, failures, count = self.state, 0, 0
+        state, failures, count, refusals = self.state, 0, 0, 0
         start = state.resume_point() if state is not None else None
+        retry_wait: float | None = None
         while True:
             try:
                 async with self._opener(start) as response:
                     async for message in aiter_messages(response.aiter_lines()):
                         event = parse_event(message.event, message.data, message.id)
+                        if refused_at_start(event, count) and refusals < self._http.config.max_retries:
+                            refusals += 1  # over the call cap before anything ran: the same call again, later
+                            retry_wait = max(1.0, backoff(refusals - 1))
+                            break
                         if state is not None:
                             if not state.accept(event):
                                 if state.resume_at is not None:
@@ -133,6 +147,11 @@ class AsyncEventStream:
                 if failures > self._http.config.max_reconnects:
                     raise StreamInterrupted(f"stream cut {failures} times in a row: {exc!r}", count) from exc
                 await asyncio.sleep(0.0 if failures == 1 else min(5.0, 0.25 * 2 ** (failures - 2)))
+            if retry_wait is not None:
+                self._http.retries += 1
+                await asyncio.sleep(retry_wait)
+                retry_wait = None
+                continue
             self.reconnects += 1
             if state is not None:
                 start = state.resume_point()

@@ -125,3 +125,8 @@ class ResumeState:
         if self.resume_at is not None:
             return self.resume_at
         return self.last_seq if self.last_seq is not None else self.origin
+
+
+def refused_at_start(event: AnyEvent, count: int) -> bool:
+    """A stream whose first event is a 429 error: the server refused the work before starting it."""
+    return count == 0 and isinstance(event, ErrorEvent) and event.status == 429

@@ -110,7 +110,8 @@ def _fill_cap(base: str, seconds: float) -> threading.Thread:
 
 def test_retry_after_on_full_call_cap(server: Any) -> None:
     """With bob's one slot taken, a client without retries gets RateLimitError (429 TOO_MANY_CALLS,
-    Retry-After 1); the default client waits as told and its call succeeds once the slot is free."""
+    Retry-After 1); the default client waits as told and its call, plain or streamed, succeeds once the slot
+    is free."""
     worker = _fill_cap(server.base, 2)
     with Client(server.base, tenant="bob", max_retries=0) as impatient:
         with pytest.raises(RateLimitError) as refused:
@@ -123,9 +124,15 @@ def test_retry_after_on_full_call_cap(server: Any) -> None:
         retries = oa.retries
         assert answer.output == "finally\n" and 1 <= retries <= 3 and waited >= 1.0
         worker.join(30)
+        # A streamed call over the cap is refused inside its stream (a 429 `error` event before anything
+        # ran): the client opens it again under the same bound, and the caller sees only the real call.
+        worker = _fill_cap(server.base, 2)
+        events = list(oa.tools.stream("bash", {"command": "echo streamed"}))
+        assert [e.type for e in events] == ["tool_output", "tool_result"] and oa.retries > retries
+        worker.join(30)
         finished = oa.audit.list(tool="bash", phase="finished", per_page=100).data
     codes = [r.error_code for r in finished]  # each refused attempt is audited with its real code
-    assert codes.count("TOO_MANY_CALLS") == 1 + retries and codes.count(None) == 2
+    assert codes.count("TOO_MANY_CALLS") == 1 + oa.retries and codes.count(None) == 4
 
 
 def test_async_client_and_retry(server: Any) -> None:
