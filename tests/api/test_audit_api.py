@@ -175,7 +175,8 @@ def test_tenants_see_only_their_own_records(server: Server, client: httpx.Client
     assert beta == {"ok": True, "records": 4, "first_bad_seq": None, "reason": None}
     export = client.get("/v1/audit/export", headers={"X-Tenant-ID": "team-alpha"}).text
     assert '"team-beta"' not in export
-    assert client.get("/v1/audit", headers={"X-Tenant-ID": "../x"}).status_code == 400
+    assert client.get("/v1/audit", headers={"X-Tenant-ID": "sp ace"}).status_code == 400
+    assert client.get("/v1/audit", headers={"X-Tenant-ID": "../x"}).json()["meta"]["total"] == 0  # a safe name
 
 
 def test_export_streams_json_lines_that_verify_offline(server: Server, client: httpx.Client) -> None:

@@ -42,7 +42,7 @@ def test_bedrock_bearer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     ("OPENANALYST_PORT", "99999", "port"), ("OPENANALYST_TENANCY", "chaos", "tenancy"),
     ("OPENANALYST_MAX_BODY_BYTES", "10", "max_body_bytes"), ("ANTHROPIC_BASE_URL", "ftp://x", "ANTHROPIC_BASE_URL"),
     ("OPENANALYST_CORS_ORIGINS", "http://a.com/path", "cors_origins"),
-    ("OPENANALYST_TENANT_POLICIES", '{"../x": "ci"}', "tenant_policies"),
+    ("OPENANALYST_TENANT_POLICIES", '{"sp ace": "ci"}', "tenant_policies"),
 ])
 def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str,
                                            fragment: str) -> None:
