@@ -4,6 +4,7 @@ connection is cut by a loopback TCP proxy between client and server; the server 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from agent_support import sandbox_workspace, server_env
 from fakes.anthropic import FakeAnthropic
 from fakes.reply import Reply
-from openanalyst_client import Client, StreamInterrupted
+from openanalyst_client import AsyncClient, Client, StreamInterrupted
 from openanalyst_client.events import AssistantDeltaEvent, SnapshotEvent, StateEvent
 from tcp_proxy import TcpProxy
 
@@ -123,3 +124,28 @@ def test_tool_stream_cut_is_reported(server: Any, proxy: TcpProxy) -> None:
         list(stream)
     assert cut.value.events == 1
     via.close()
+
+
+def test_async_session_events_resume(server: Any, proxy: TcpProxy) -> None:
+    """The async iterator resumes the same way: events made while cut off arrive once, in order."""
+    direct = Client(server.base)
+    session_id = direct.sessions.create().session_id
+
+    async def scenario() -> list[int]:
+        seen: list[int] = []
+        async with AsyncClient(proxy.url, timeout=30) as via, via.sessions.events(session_id, after=0) as stream:
+            assert isinstance(await stream.__anext__(), SnapshotEvent)
+            for n in range(3):
+                await asyncio.to_thread(direct.tools.call, "bash", {"command": f"echo {n}"}, session_id=session_id)
+                if n == 1:
+                    proxy.cut()
+            async for event in stream:
+                assert event.seq is not None
+                seen.append(event.seq)
+                if event.seq == 6:
+                    break
+            assert stream.reconnects == 1
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
+    direct.close()
