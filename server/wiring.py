@@ -83,7 +83,8 @@ def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
                          runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels,
                          max_live_containers=live,
                          max_stopped_containers=settings.sandbox_max_stopped_containers,
-                         owner_workspace_quota=settings.owner_workspace_quota)
+                         owner_workspace_quota=settings.owner_workspace_quota,
+                         data_disk_reserve_mb=settings.data_disk_reserve_mb)
 
 
 def router_config(settings: Settings) -> RouterConfig:

@@ -68,6 +68,9 @@ class SandboxConfig(BaseModel):
     # Stopped containers kept for a quick restart; beyond this the oldest is removed (its workspace stays).
     max_stopped_containers: int = Field(default=64, ge=0)
     capacity_retry_after_s: float = Field(default=5.0, gt=0)
+    # A new tenant's quota image is refused (SANDBOX_DISK_FULL) when, filled, it would leave the data disk
+    # less free than this; None: max(5 % of the disk, 2 GiB); 0: never refused (docs/workspace-quota.md §1).
+    data_disk_reserve_mb: int | None = Field(default=None, ge=0)
 
     @property
     def instance_id(self) -> str:
@@ -125,7 +128,8 @@ def _quota(config: SandboxConfig, tenant: str, path: Path, spec: QuotaSpec | Non
     if tenant == config.owner_tenant_id and not config.owner_workspace_quota:
         return unenforced(path, spec, "the owner's workspace is exempt (set OPENANALYST_OWNER_WORKSPACE_QUOTA=1 "
                                       "to enforce the policy's quota on it)")
-    return LoopQuota(quota_image(config, tenant), path).ensure(spec)
+    reserve = None if config.data_disk_reserve_mb is None else config.data_disk_reserve_mb * 1024 * 1024
+    return LoopQuota(quota_image(config, tenant), path, reserve).ensure(spec)
 
 
 def owner_tools_identity(config: SandboxConfig, st: os.stat_result) -> tuple[int, int, bool]:
@@ -190,10 +194,13 @@ def workspace_path(config: SandboxConfig, tenant: str) -> Path:
 
 def release_workspace(config: SandboxConfig, tenant: str) -> bool:
     """Unmount the tenant's quota filesystem (its image, which holds the files, stays); True if one was."""
-    try:
-        path = workspace_path(config, tenant)
-        if tenant == config.owner_tenant_id:
+    path = workspace_path(config, tenant)
+    if tenant == config.owner_tenant_id:
+        try:
             unguard(path)
+        except (OSError, subprocess.SubprocessError) as exc:  # set-id bits were stripped all the same
+            log.error("%s (set-id bits stripped; the guard stays until the mount is let go)", exc)
+    try:
         return LoopQuota(quota_image(config, tenant), path).release()
     except (OSError, subprocess.SubprocessError) as exc:
         log.error("could not unmount the quota filesystem of %s: %s", tenant, exc)

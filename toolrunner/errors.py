@@ -5,6 +5,8 @@
     ├── SandboxImageUnavailable       SANDBOX_IMAGE_UNAVAILABLE    503  the sandbox image is missing
     ├── SandboxCapacity               SANDBOX_CAPACITY             503  every container slot is busy
     │                                                                   (retry_after_s)
+    ├── SandboxDiskFull               SANDBOX_DISK_FULL            503  a new workspace's quota image would
+    │                                                                   eat the data disk's reserve
     ├── SandboxStartFailed            SANDBOX_START_FAILED         503  container or runner did not start
     │   └── SandboxPolicyNotEnforced  SANDBOX_POLICY_NOT_ENFORCED  503  the engine did not apply a hardening
     │                                                                   setting (container removed unused)
@@ -56,6 +58,13 @@ class SandboxCapacity(SandboxError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SandboxDiskFull(SandboxError):
+    """A new tenant's quota image, filled, would leave the data disk less free space than its reserve."""
+
+    code = "SANDBOX_DISK_FULL"
+    status = 503
 
 
 class SandboxStartFailed(SandboxError):

@@ -19,6 +19,7 @@ class Mount(NamedTuple):
     fstype: str
     source: str
     options: str
+    super_options: str = ""  # the filesystem's own (``discard`` is one), shared by every mount of it
 
 
 def _unescape(field: str) -> str:
@@ -34,7 +35,8 @@ def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
             fields, tail = left.split(), right.split()
             if not sep or len(fields) < 6 or len(tail) < 2:
                 continue
-            out.append(Mount(Path(_unescape(fields[4])), tail[0], _unescape(tail[1]), fields[5]))
+            out.append(Mount(Path(_unescape(fields[4])), tail[0], _unescape(tail[1]), fields[5],
+                             tail[2] if len(tail) > 2 else ""))
     return out
 
 

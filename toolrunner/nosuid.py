@@ -52,11 +52,19 @@ def guard(path: Path) -> bool:
 
 
 def unguard(path: Path) -> bool:
-    """Lift our guard (if ``path`` is a nosuid bind of itself) and strip set-id bits; True if one was lifted."""
+    """Lift our guard (if ``path`` is a nosuid bind of itself) and strip set-id bits; True if one was lifted.
+
+    The bits are stripped whatever the unmount does: a busy mount (a host process with its cwd inside) stays
+    in place, but a set-id file under it must not wait for a later start to lose its bits. A failed unmount
+    is then raised, naming the guard."""
     mount = mounted_at(path)
     if mount is None or "nosuid" not in mount.options.split(",") or mount.source.startswith("/dev/loop"):
         return False  # not ours: nothing there, not nosuid, or a quota filesystem
-    _run("umount", str(path))
+    try:
+        _run("umount", str(path))
+    except (OSError, subprocess.SubprocessError) as exc:
+        strip_setid(path)
+        raise OSError(f"could not lift the nosuid guard of {path}: {exc}") from exc
     strip_setid(path)
     return True
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolrunner.errors import SandboxStartFailed
+from toolrunner.errors import SandboxDiskFull, SandboxStartFailed
 from toolrunner.loopdev import LOCK, loops_of, output, release_all, run, unmount, which
 from toolrunner.mounts import loop_backing_file, mounted_at, mounts
 from toolrunner.results import ToolResult
@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 BYTES_PER_INODE = 16 * 1024  # the inode count when a policy gives only a size
 JOURNAL_MB = 4  # ext4's smallest journal: crash safety without spending the quota on it
-MOUNT_OPTIONS = "nosuid,nodev,noatime"
+# discard: blocks of deleted files are punched out of the sparse image (the loop device turns a discard into
+# a hole in the backing file), so an image gives the host its disk back instead of only ever growing.
+MOUNT_OPTIONS = "nosuid,nodev,noatime,discard"
+RESERVE_FRACTION = 0.05  # default reserve of the data disk: max(5 % of it, 2 GiB)
+RESERVE_MIN_BYTES = 2 * 1024 * MIB
 # ext4 refuses a write with a little space still counted free (delayed allocation reserves blocks, metadata
 # needs some): measured 0.7 MiB left on 64 MiB after `dd` hit ENOSPC. Below this much free, the quota is hit.
 FULL_MARGIN_BYTES = 2 * MIB
@@ -161,12 +165,36 @@ def warn_at_start(quota_asked: bool) -> str | None:
     return reason
 
 
+def default_reserve(st: os.statvfs_result) -> int:
+    """The data disk's reserve when the setting gives none: max(5 % of the disk, 2 GiB)."""
+    return max(int(st.f_blocks * st.f_frsize * RESERVE_FRACTION), RESERVE_MIN_BYTES)
+
+
+def check_disk_budget(directory: Path, size: int, reserve_bytes: int | None) -> None:
+    """Refuse (``SandboxDiskFull``) a new image of ``size`` bytes when, filled, it would leave the disk of
+    ``directory`` less free than the reserve (None: ``default_reserve``; 0: no check). Images are sparse, so
+    the sum of all quotas may exceed the disk; this bounds how many *new* tenants a nearly full disk admits
+    (in header mode any client can name one), and the reserve keeps the audit log and database writable."""
+    if reserve_bytes == 0:
+        return
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    reserve = default_reserve(st) if reserve_bytes is None else reserve_bytes
+    if free - size < reserve:
+        log.error("refusing a new workspace quota image of %d MiB: %d MiB free on the data disk, reserve %d MiB",
+                  size // MIB, free // MIB, reserve // MIB)
+        raise SandboxDiskFull(f"the server's data disk is nearly full: a new workspace of {size // MIB} MiB "
+                              f"would leave less than its reserve of {reserve // MIB} MiB free "
+                              f"({free // MIB} MiB free now); existing workspaces keep working")
+
+
 class LoopQuota:
     """The loop-mounted ext4 image that bounds one workspace directory."""
 
-    def __init__(self, image: Path, workspace: Path) -> None:
+    def __init__(self, image: Path, workspace: Path, reserve_bytes: int | None = None) -> None:
         self.image = image
         self.workspace = workspace
+        self.reserve_bytes = reserve_bytes
 
     def _device(self) -> str | None:
         """Our loop device if the visible mount at the workspace is our image, else None."""
@@ -213,7 +241,15 @@ class LoopQuota:
                 os.chown(self.workspace, before.st_uid, before.st_gid)
                 os.chmod(self.workspace, stat.S_IMODE(before.st_mode))
             log.info("workspace quota: mounted %s at %s (%s)", self.image.name, self.workspace, device)
+        else:
+            self._discarding()
         return self._grown(spec, device)
+
+    def _discarding(self) -> None:
+        """A mount made by an earlier version (without ``discard``) gets it now, so its image shrinks too."""
+        mount = mounted_at(self.workspace)
+        if mount is not None and "discard" not in mount.super_options.split(","):
+            run("mount", "-o", "remount,discard", str(self.workspace))
 
     def _mount_at(self, point: Path) -> None:
         """Attach the image to a loop device with direct I/O and mount it at ``point``.
@@ -236,6 +272,7 @@ class LoopQuota:
 
     def _make_image(self, spec: QuotaSpec) -> None:
         self.image.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_disk_budget(self.image.parent, spec.bytes, self.reserve_bytes)
         tmp = self.image.with_suffix(".new")
         with open(tmp, "wb") as f:
             f.truncate(spec.bytes)  # sparse: disk is used as files are written
