@@ -250,8 +250,9 @@ def test_token_never_inside_the_sandbox(server: Server, account: FakeAccountServ
     """Signed in, the model runs bash in the tenant's sandbox: its environment and readable files hold no
     token; the audit log of the call does not either."""
     server.sign_in(account)
-    probe = ("env; for d in /workspace /tmp /home /etc /run /root /proc/self; do "
-             "grep -rIl FAKE''ACCT $d 2>/dev/null; done; echo probe-done")
+    # /tmp/control holds the marker on purpose: the search must find it (and only it), so it does search.
+    probe = ("env; printf 'FAKE%s' ACCT > /tmp/control; for d in /workspace /tmp /home /etc /run /root /proc/self; "
+             "do grep -rIl FAKE''ACCT $d 2>/dev/null; done; rm /tmp/control; echo probe-done")
     inference.script([Reply.tool_call("bash", {"command": probe}), Reply.text("checked")])
     session = server.call("POST", "/sessions").json()["session_id"]
     with httpx.stream("POST", f"{server.base}/sessions/{session}/message", json={"message": "look around"},
@@ -262,6 +263,8 @@ def test_token_never_inside_the_sandbox(server: Server, account: FakeAccountServ
     result = next(d for k, d, _ in events if k == "tool_result")
     assert "probe-done" in result["output"] and "PATH=" in result["output"]
     assert "FAKEACCT" not in result["output"]
+    found = result["output"].split("PATH=", 1)[1].splitlines()[1:]
+    assert [line for line in found if line.startswith("/")] == ["/tmp/control"], result["output"]
     usage = next(d for k, d, _ in events if k == "usage")
     assert usage["provider"] == "openanalyst"
     audit = server.call("GET", "/v1/audit", params={"session_id": session})
