@@ -3,8 +3,9 @@
 In header mode any client can name a new tenant, and each tenant's first call starts a container, so the
 number of live containers needs a bound of its own. ``CapacityGate.admit`` is passed through before a
 container is started (created, or restarted after an idle stop): under the cap it reserves a slot; at the cap
-it asks the manager to stop the least recently used *idle* container (no call in flight; its workspace stays
-and its next call restarts it); with none idle it raises ``SandboxCapacity`` (503 with Retry-After) at once
+it asks the manager to stop an *idle* container (no call in flight; its workspace stays and its next call
+restarts it) — the one whose stop loses least (no background process, then no REPL, then no session), the
+least recently used among equals; with none idle it raises ``SandboxCapacity`` (503 with Retry-After) at once
 instead of queueing. The owner's container is never counted nor evicted, so tenants can never lock the
 owner out of its own server. Admissions are serialised by one lock, so two starts cannot both take the last
 slot; a reservation lasts until the started container is registered as live.
@@ -21,6 +22,9 @@ from typing import NamedTuple
 from toolrunner.errors import SandboxCapacity
 
 MIN_LIVE_CAP, MAX_LIVE_CAP = 2, 256
+
+
+Chooser = Callable[[list["Holder"]], Awaitable[str | None]]
 
 
 class Holder(NamedTuple):
@@ -65,12 +69,14 @@ class CapacityGate:
 
     @contextlib.asynccontextmanager
     async def admit(self, tenant: str, holders: Callable[[], list[Holder]],
-                    evict: Callable[[str], Awaitable[bool]], *, may_evict: bool = True) -> AsyncIterator[None]:
+                    evict: Callable[[str], Awaitable[bool]], *, may_evict: bool = True,
+                    choose: Chooser | None = None) -> AsyncIterator[None]:
         """Hold a slot for `tenant` while its container starts; evict an idle one or refuse if full.
 
         `holders` lists the tenants with a live container now; `evict(tenant)` stops that tenant's container
         if it is still idle and says whether it did. ``may_evict=False`` (a speculative prestart) refuses
-        rather than evicting.
+        rather than evicting. `choose` picks the victim among the idle ones (the manager asks each runner
+        what a stop would lose); by default the least recently used.
         """
         if tenant == self.exempt:
             yield
@@ -82,8 +88,10 @@ class CapacityGate:
                 starting = self._starting - {tenant, self.exempt}
                 if len(others) + len(starting) < self.cap:
                     break
-                idle = [h for h in others if h.tenant not in spared]
-                victim = least_recently_used_idle(idle) if may_evict else None
+                idle = [h for h in others if h.tenant not in spared and not h.busy]
+                victim = None
+                if may_evict and idle:
+                    victim = await choose(idle) if choose is not None else least_recently_used_idle(idle)
                 if victim is None:
                     raise SandboxCapacity(
                         f"the sandbox host is full: {self.cap} tenant containers are running (or starting) "

@@ -43,6 +43,7 @@ from toolrunner.results import ToolResult, error_result
 
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 log = logging.getLogger(__name__)
+HOLDS = frozenset({"sessions", "calls", "repls", "background"})  # what a runner's ``holds`` may count
 NOTE_SLACK = 4096  # room for the runner's truncation and continuation notes beyond the output cap
 DIED, UNRESPONSIVE = "SANDBOX_DIED", "SANDBOX_UNRESPONSIVE"
 MAX_FRAME_ID = 2**53  # ids stay exact in every JSON reader; a runner claiming more is not believed
@@ -244,6 +245,19 @@ class RunnerChannel:
         reply = await self._reply({"type": "stats"})
         stats = reply.get("stats")
         return stats if isinstance(stats, dict) else {}
+
+    async def holds(self, timeout_s: float = 2.0) -> dict[str, int] | None:
+        """What the runner holds that a stop would lose (``sessions``, ``repls``, ``background``, ``calls``),
+        from the ``holds`` of its ``stats`` answer; None when it does not say (or not in time)."""
+        try:
+            reply = await self._reply({"type": "stats"}, timeout_s=timeout_s)
+        except (ChannelError, ConnectionError, OSError):
+            return None
+        holds = reply.get("holds")
+        if not isinstance(holds, dict):
+            return None
+        return {k: v for k, v in holds.items()  # the runner is untrusted: known names, plausible counts only
+                if k in HOLDS and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31}
 
     async def reset(self, wait_s: float) -> dict[str, Any]:
         """End every call a previous host left running in this runner; number our frames past its ids.

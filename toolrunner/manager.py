@@ -50,6 +50,7 @@ from toolrunner.deaths import DEATH_CODES, death_result
 from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.errors import SandboxError, SandboxPolicyNotEnforced, SandboxStartFailed, ToolDenied, TooManyCalls
 from toolrunner.leftovers import Leftovers
+from toolrunner.losses import Losses
 from toolrunner.protocol import PROTOCOL_VERSION, encode
 from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolResult, error_result
@@ -110,6 +111,8 @@ class SandboxManager:
         self._leftovers = Leftovers(self.backend)  # containers to remove once the engine answers again
         self._closing = False
         self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
+        self.losses = Losses()  # what stops of containers lost, told to the sessions that had state there
+        self._held: dict[str, dict[str, int] | None] = {}  # what each eviction candidate's runner last said
 
     # ---- calls -------------------------------------------------------------------------------------
 
@@ -126,6 +129,10 @@ class SandboxManager:
         self._in_flight[tenant] = in_flight + 1
         try:
             sandbox = await self._ensure(tenant)
+            lost = self.losses.notice(tenant, session, tool)
+            if lost is not None:  # its shell, REPL and jobs went with an earlier container: say so, once
+                return CallOutcome(lost, sandbox.container_id, self._image_id)
+            self.losses.saw(tenant, session)
             timeout = policy.effective_timeout(timeout_s)
             sandbox.last_used = time.monotonic()
             try:
@@ -148,6 +155,7 @@ class SandboxManager:
             died = (result.error is not None and result.error.code in DEATH_CODES) or not sandbox.alive
             if died and not self._closing:  # at shutdown the channel was closed on purpose: keep the container
                 result, oom = await self._after_death(sandbox, result)
+                self.losses.closed(tenant, session)  # this call's own result already says the sandbox died
             return CallOutcome(result, sandbox.container_id, self._image_id, oom)
         finally:
             self._in_flight[tenant] -= 1
@@ -155,6 +163,7 @@ class SandboxManager:
     async def close_session(self, tenant: str, session: str) -> None:
         """End a session's shell, REPL and background processes (nothing to do if no container runs)."""
         sandbox = self._sandboxes.get(validate_tenant(tenant))
+        self.losses.closed(tenant, session)
         if sandbox is None or not sandbox.alive:
             return
         try:
@@ -198,7 +207,8 @@ class SandboxManager:
             stopped = self._stopped.pop(tenant, None)  # taken first: making room never removes our own
             admitted = False
             try:
-                async with self.capacity.admit(tenant, self._holders, self._evict, may_evict=may_evict):
+                async with self.capacity.admit(tenant, self._holders, self._evict, may_evict=may_evict,
+                                               choose=self._choose_victim):
                     admitted = True
                     sandbox = await self._start(tenant, stopped)
                     self._sandboxes[tenant] = sandbox
@@ -224,14 +234,34 @@ class SandboxManager:
         return [Holder(t, s.last_used, bool(self._in_flight.get(t, 0)) or self._locks.setdefault(
                     t, asyncio.Lock()).locked()) for t, s in self._sandboxes.items() if s.alive]
 
+    async def _choose_victim(self, idle: list[Holder]) -> str | None:
+        """The idle container whose stop loses least: each runner is asked what it holds (one ``stats``
+        frame, in parallel, 2 s at most); no background process first, then no REPL, then no session, the
+        least recently used among equals. A runner that does not answer holds nothing we could keep."""
+        async def ask(h: Holder) -> dict[str, int] | None:
+            sandbox = self._sandboxes.get(h.tenant)
+            return await sandbox.channel.holds() if sandbox is not None and sandbox.alive else None
+
+        held = await asyncio.gather(*(ask(h) for h in idle))
+        self._held = {h.tenant: x for h, x in zip(idle, held, strict=True)}
+
+        def cost(pair: tuple[Holder, dict[str, int] | None]) -> tuple[bool, bool, bool, float]:
+            h, x = pair
+            x = x or {}
+            return x.get("background", 0) > 0, x.get("repls", 0) > 0, x.get("sessions", 0) > 0, h.last_used
+
+        return min(zip(idle, held, strict=True), key=cost)[0].tenant if idle else None
+
     async def _evict(self, tenant: str) -> bool:
         """Stop the tenant's container to free a slot, if it is still idle; True if it was stopped."""
         sandbox = self._sandboxes.get(tenant)
         lock = self._locks.setdefault(tenant, asyncio.Lock())
         if sandbox is None or not sandbox.alive or self._in_flight.get(tenant, 0) or lock.locked():
             return False
-        log.info("evicting the idle sandbox of %s to make room (cap %d)", tenant, self.capacity.cap)
-        await self._stop_idle(tenant, sandbox)
+        held = self._held.pop(tenant, None)
+        log.info("evicting the idle sandbox of %s to make room (cap %d); it held %s", tenant, self.capacity.cap,
+                 held)
+        await self._stop_idle(tenant, sandbox, reason="evicted", held=held)
         return self._sandboxes.get(tenant) is not sandbox
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -319,12 +349,14 @@ class SandboxManager:
             log.warning("adopted sandbox %s: ended %s call(s) the previous server left running",
                         container_id[:12], cancelled)
 
-    async def _after_death(self, sandbox: _Sandbox, result: ToolResult | None) -> tuple[ToolResult, bool]:
+    async def _after_death(self, sandbox: _Sandbox, result: ToolResult | None, *,
+                           reason: str = "died") -> tuple[ToolResult, bool]:
         """Find out why a container died (once, shared by every call it failed) and retire it."""
         if sandbox.death is None:
             sandbox.death = asyncio.ensure_future(self._examine_death(sandbox))
         if self._sandboxes.get(sandbox.tenant) is sandbox:
             del self._sandboxes[sandbox.tenant]
+            self.losses.stopped(sandbox.tenant, sandbox.container_id, reason)
         oom = await asyncio.shield(sandbox.death)
         return death_result(result, unresponsive=sandbox.unresponsive, oom=oom,
                             unresponsive_after_s=self.config.unresponsive_after_s,
@@ -373,15 +405,17 @@ class SandboxManager:
                 if self._in_flight.get(tenant, 0) or now - sandbox.last_used < self.config.idle_timeout_s:
                     continue
                 try:
-                    await self._stop_idle(tenant, sandbox)
+                    await self._stop_idle(tenant, sandbox, reason="idle")
                 except (SandboxError, ContainerGone) as exc:
                     log.warning("stopping idle sandbox of %s failed: %s", tenant, exc)
 
-    async def _stop_idle(self, tenant: str, sandbox: _Sandbox) -> None:
+    async def _stop_idle(self, tenant: str, sandbox: _Sandbox, *, reason: str,
+                         held: dict[str, int] | None = None) -> None:
         async with self._locks.setdefault(tenant, asyncio.Lock()):
             if self._sandboxes.get(tenant) is not sandbox or self._in_flight.get(tenant, 0):
                 return
             del self._sandboxes[tenant]
+            self.losses.stopped(tenant, sandbox.container_id, reason, held)
             sandbox.death = asyncio.get_running_loop().create_future()
             sandbox.death.set_result(False)
             await sandbox.channel.close()
@@ -414,6 +448,7 @@ class SandboxManager:
         """Re-attach to this server's running, current containers; remove the others, one at a time."""
         adopted: list[str] = []
         removed: list[str] = []
+        gone: set[str] = set()
         for row in await self.backend.list_managed(self.config.instance_id):
             container_id = str(row["Id"])
             labels: dict[str, str] = row.get("Labels") or {}
@@ -441,18 +476,37 @@ class SandboxManager:
                     log.warning("not adopting %s of %r: %s", container_id[:12], tenant, exc)
             await self._remove_quietly(container_id)
             removed.append(container_id)
+            gone.add(tenant)
+        await asyncio.to_thread(self._release_orphans, gone)
         if adopted:
             self._start_reaper()
             self._image_id = await self.backend.image_id(self.config.image)
         return {"adopted": adopted, "removed": removed}
 
+    def _release_orphans(self, tenants: set[str]) -> None:
+        """At start, unmount the quota filesystems (and the owner's guard) of tenants left with no container:
+        those whose containers adoption removed, and any image still mounted from an earlier run whose
+        container is gone; otherwise each restart would leak their mounts and loop devices, untracked."""
+        quota_dir = self.config.data_dir.resolve() / "quota"
+        with contextlib.suppress(OSError):
+            tenants = tenants | {image.stem for image in quota_dir.glob("*.ext4")}
+        for tenant in sorted(tenants):
+            if tenant in self._sandboxes or tenant in self._stopped:
+                continue
+            try:
+                validate_tenant(tenant)
+            except SandboxError:
+                continue
+            if release_workspace(self.config, tenant):
+                log.info("released the workspace mount of %s: its container is gone", tenant)
+
     async def remove(self, tenant: str) -> None:
         """Throw the tenant's container away (the workspace stays)."""
         validate_tenant(tenant)
         async with self._locks.setdefault(tenant, asyncio.Lock()):
-            sandbox = self._sandboxes.pop(tenant, None)
+            sandbox = self._sandboxes.get(tenant)
             if sandbox is not None:
-                await self._after_death(sandbox, None)
+                await self._after_death(sandbox, None, reason="removed")
             stopped = self._stopped.pop(tenant, None)
             if stopped is not None:
                 await self._remove_quietly(stopped)
@@ -473,6 +527,7 @@ class SandboxManager:
             "calls_in_flight": self._in_flight.get(tenant, 0),
             "workspace": workspace_info(self.config, tenant, self._plans.get(tenant),
                                         spec_for(policy.disk_mb, policy.disk_inodes)),
+            "last_stop": stop.view() if (stop := self.losses.last(tenant)) is not None else None,
         }
         sandbox = self._sandboxes.get(tenant)
         if sandbox is None or not sandbox.alive:

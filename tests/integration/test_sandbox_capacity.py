@@ -134,3 +134,37 @@ def test_stopped_containers_beyond_their_cap_are_removed(small: Harness, docker_
     assert not docker_client.api.containers(all=True, filters={"id": ann_first})
     again = small.call("ann", "read_file", {"path": "mine.txt"})
     assert "still ann's" in ok(again) and again.container_id != ann_first
+
+
+def test_eviction_spares_live_background_jobs_and_the_loss_is_told(small: Harness, docker_client: Any) -> None:
+    """Cap 2: ann (used first) runs a background job, ben only has shell state; a third tenant's start stops
+    ben's container although ann's is the least recently used, because the runners say what each holds. The
+    job keeps running. ben's next bash call in the session that had the state is answered SESSION_STATE_LOST
+    (not run), once; GET /v1/sandbox's last_stop says when and why; a session new since then is not told."""
+    job = ok(small.call("ann", "bash", {"command": "while :; do echo tick; sleep 0.2; done",
+                                        "run_in_background": True}, session="job"))
+    token = job.split("background with id ", 1)[1].split()[0]
+    ok(small.bash("ben", "cd /tmp && export KEPT=yes", session="work"))
+    ok(small.bash("cat", "true"))
+    assert set(containers(docker_client, small, running=True)) == {"ann", "cat"}
+    assert set(containers(docker_client, small, running=False)) == {"ben"}
+    assert "tick" in ok(small.call("ann", "bash_output", {"id": token}, session="job"))
+
+    stop = small.run(small.manager.info("ben"))["last_stop"]
+    assert stop["reason"] == "evicted" and stop["sessions"] == 1 and stop["at"].endswith("Z"), stop
+    assert stop["held"]["sessions"] == 1 and stop["held"]["background"] == 0, stop
+    assert small.run(small.manager.info("ann"))["last_stop"] is None
+
+    assert ok(small.bash("ben", "echo fresh", session="new")) == "fresh\n"  # a new session: nothing lost
+    lost = small.bash("ben", "pwd", session="work").result
+    assert lost.error is not None and lost.error.code == "SESSION_STATE_LOST", lost
+    assert "evicted" not in lost.error.message and "make room" in lost.error.message
+    assert lost.output == "" and lost.exit_code is None  # not run
+    assert ok(small.bash("ben", "echo \"[$KEPT]\"", session="work")) == "[]\n"  # told once, then runs
+    # Making room for ben again stopped cat's container (ann's still holds the job): cat's file tool runs,
+    # its next bash in the old session is told.
+    assert set(containers(docker_client, small, running=True)) == {"ann", "ben"}
+    ok(small.call("cat", "write_file", {"path": "x.txt", "content": "x"}, session="s1"))
+    told = small.bash("cat", "true", session="s1").result
+    assert told.error is not None and told.error.code == "SESSION_STATE_LOST", told
+    assert "tick" in ok(small.call("ann", "bash_output", {"id": token}, session="job"))

@@ -191,3 +191,89 @@ def test_container_removed_beyond_stopped_cap_releases_its_mount(harness_factory
         time.sleep(0.1)  # poll interval against the deadline
     assert mounts_at(workspace) == 0 and loops_gone(image)
     assert h.bash("qs", "cat kept.txt").result.output == "kept\n" and mounts_at(workspace) == 1
+
+
+def image_blocks_mib(image: Path) -> float:
+    """What the sparse image really takes on the host's disk, in MiB (512-byte blocks, as ``du`` counts)."""
+    return image.stat().st_blocks * 512 / (1024 * 1024)
+
+
+def test_deleting_files_gives_the_host_its_blocks_back(harness_factory: Any, data_dir: Path) -> None:
+    """The image is mounted with ``discard``: 40 MiB written then deleted in the sandbox are punched out of
+    the sparse image on the host (its allocated blocks drop), so a tenant who writes and deletes cannot make
+    its image only ever grow."""
+    h = harness_factory(data_dir, policies={"qd": tiny(64, 2048)})
+    image = quota_image(h.config, "qd")
+    wrote = h.bash("qd", "dd if=/dev/urandom of=big bs=1M count=40 2>/dev/null && sync && echo ok").result
+    assert wrote.output == "ok\n", wrote
+    assert image_blocks_mib(image) > 40, image_blocks_mib(image)
+    mount = mounted_at(data_dir / "workspaces" / "qd")
+    assert mount is not None and "discard" in mount.super_options.split(","), mount
+    assert h.bash("qd", "rm big && sync && echo gone").result.output == "gone\n"
+    deadline = time.monotonic() + 20
+    while image_blocks_mib(image) > 20 and time.monotonic() < deadline:
+        time.sleep(0.1)  # ext4 discards when the journal commits: poll against the deadline
+    assert image_blocks_mib(image) < 20, image_blocks_mib(image)
+
+
+def test_a_new_tenant_is_refused_when_the_data_disk_would_fall_below_its_reserve(
+        sandbox_image: str, tmp_path: Path) -> None:
+    """On a small data disk (a 96 MiB tmpfs) with a 16 MiB reserve, a tenant whose 24 MiB image fits is
+    admitted; once the disk is nearly full a NEW tenant is refused with SANDBOX_DISK_FULL (503), no image is
+    made for it, the existing tenant keeps working; when space is freed the new tenant is admitted."""
+    from sandbox_support import Harness, make_config
+
+    from toolrunner.errors import SandboxDiskFull
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(small)], check=True)
+    h: Harness | None = None
+    try:
+        h = Harness(make_config(small, sandbox_image, data_disk_reserve_mb=16),
+                    policies={"qa": tiny(24), "qb": tiny(24)})
+        assert h.bash("qa", "echo a > a.txt && echo ok").result.output == "ok\n"
+        st = os.statvfs(small)
+        filler = small / "filler"
+        with open(filler, "wb") as f:  # leave 30 MiB free: a 24 MiB image would leave 6 < 16
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 30 * 1024 * 1024))
+        with pytest.raises(SandboxDiskFull) as refused:
+            h.bash("qb", "echo b")
+        assert refused.value.code == "SANDBOX_DISK_FULL" and refused.value.status == 503
+        assert "reserve of 16 MiB" in refused.value.message, refused.value.message
+        assert not quota_image(h.config, "qb").exists()
+        assert h.bash("qa", "cat a.txt").result.output == "a\n"  # an existing image is never refused
+        filler.unlink()
+        assert h.bash("qb", "echo b").result.output == "b\n"
+    finally:
+        if h is not None:
+            h.close()
+        release_all(small)
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_restart_releases_the_mounts_of_the_containers_it_removes(harness_factory: Any, docker_client: Any,
+                                                                     data_dir: Path) -> None:
+    """Stopped containers found at start (more than the caps keep) are removed by ``adopt_or_reap``, and
+    their quota mounts and loop devices go with them instead of leaking, untracked; the adopted tenant's
+    mount stays, and a released tenant's next call mounts its image again with its files."""
+    policies = {t: tiny() for t in ("r1", "r2", "r3")}
+    first = harness_factory(data_dir, policies=policies)
+    for t in policies:
+        assert first.bash(t, f"echo {t} > mine.txt && echo ok").result.output == "ok\n"
+    first.run(first.manager.shutdown())
+    rows = docker_client.api.containers(all=True, filters={"label": f"openanalyst.server={first.config.instance_id}"})
+    by_tenant = {r["Labels"]["openanalyst.tenant"]: r["Id"] for r in rows}
+    for t in ("r2", "r3"):  # stopped behind the server's back, as after a host reboot or a crash
+        docker_client.api.stop(by_tenant[t], timeout=0)
+    images = {t: quota_image(first.config, t) for t in policies}
+    assert all(len(loops_of(i)) == 1 for i in images.values())
+
+    second = harness_factory(data_dir, policies=policies, server_id=first.config.server_id, max_stopped_containers=0)
+    outcome = second.run(second.manager.adopt_or_reap())
+    assert outcome["adopted"] == [by_tenant["r1"]] and sorted(outcome["removed"]) == sorted(
+        [by_tenant["r2"], by_tenant["r3"]])
+    for t in ("r2", "r3"):
+        assert mounts_at(data_dir / "workspaces" / t) == 0 and loops_gone(images[t]), t
+    assert mounts_at(data_dir / "workspaces" / "r1") == 1 and len(loops_of(images["r1"])) == 1
+    assert second.bash("r2", "cat mine.txt").result.output == "r2\n"

@@ -88,6 +88,20 @@ async def test_ping_stats_and_close_session(runner: Runner) -> None:
     assert r.error is None and r.tool_name == "close_session"
 
 
+async def test_holds_counts_what_a_stop_would_lose(runner: Runner) -> None:
+    """The runner's ``holds`` (in its stats answer) counts sessions, live REPLs and running background
+    processes, which the manager weighs before evicting a container; a finished job no longer counts."""
+    assert await runner.channel.holds() == {"sessions": 0, "calls": 0, "repls": 0, "background": 0}
+    started = await runner.call("bash", session="a", command="sleep 30", run_in_background=True)
+    assert started.error is None, started
+    await runner.call("repl", session="b", code="x = 1")
+    held = await runner.channel.holds()
+    assert held == {"sessions": 2, "calls": 0, "repls": 1, "background": 1}, held
+    token = started.output.split("background with id ", 1)[1].split()[0]
+    assert (await runner.call("kill_process", session="a", id=token)).error is None
+    assert (await runner.channel.holds() or {}).get("background") == 0
+
+
 class Peer:
     """The far end of a socketpair, scripted by the test to play a misbehaving runner."""
 

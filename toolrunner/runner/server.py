@@ -165,7 +165,7 @@ class Server:
         elif kind == "ping":
             self.send({"type": "pong", "id": mid})
         elif kind == "stats":
-            self.send({"type": "stats", "id": mid, "stats": stats.snapshot()})
+            self.send({"type": "stats", "id": mid, "stats": stats.snapshot(), "holds": self.holds()})
         elif kind == "reset":
             wait = msg.get("wait_s", MAX_RESET_WAIT_S)
             if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_RESET_WAIT_S:
@@ -181,6 +181,15 @@ class Server:
             self.spawn(lambda: self.close_session(mid, name))
         else:
             self.protocol_error(mid, f"unknown frame type {kind!r}")
+
+    def holds(self) -> dict[str, int]:
+        """What stopping this container would lose (the host evicts the container that holds least first):
+        open sessions (shell cwd and exports), live REPLs, running background processes, calls in flight."""
+        with self._lock:
+            sessions, calls = list(self.sessions.values()), len(self.calls)
+        return {"sessions": len(sessions), "calls": calls,
+                "repls": sum(1 for s in sessions if s.repl is not None and s.repl.alive()),
+                "background": sum(1 for s in sessions for b in list(s.background.values()) if not b.done.is_set())}
 
     def protocol_error(self, mid: int, message: str, tool: str = "") -> None:
         self.send({"type": "result", "id": mid, "result": make_result(tool, error=("PROTOCOL_ERROR", message))})

@@ -1,0 +1,43 @@
+"""The owner's nosuid guard on the real kernel (root): set-id bits are stripped even when the guard cannot be
+lifted because a host process holds the directory, and the error names the guard (red team finding 8)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from toolrunner.config import SandboxConfig, release_workspace
+from toolrunner.mounts import mounted_at
+from toolrunner.nosuid import guard, guarded, unguard
+
+
+def test_a_busy_guard_still_strips_set_id_bits_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ws = tmp_path / "owner"
+    ws.mkdir()
+    assert guard(ws) and guarded(ws)
+    tool_made = ws / "myid"
+    tool_made.write_bytes(b"#!/bin/sh\nid\n")
+    os.chmod(tool_made, 0o4755)  # what a uid-0 tool can do in the sandbox
+    holder = subprocess.Popen(["sleep", "60"], cwd=ws)  # a host process with its cwd inside pins the mount
+    try:
+        with pytest.raises(OSError, match="could not lift the nosuid guard"):
+            unguard(ws)
+        assert not tool_made.stat().st_mode & stat.S_ISUID
+        assert guarded(ws)  # still in place: the path keeps ignoring set-id bits meanwhile
+
+        os.chmod(tool_made, 0o4755)
+        config = SandboxConfig(data_dir=tmp_path / "data", image="openanalyst/sandbox:x", owner_workspace=ws)
+        with caplog.at_level(logging.ERROR, logger="toolrunner.config"):
+            assert release_workspace(config, "owner") is False
+        assert not tool_made.stat().st_mode & stat.S_ISUID
+        text = caplog.text
+        assert "nosuid guard" in text and "quota filesystem" not in text, text
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert unguard(ws) is True and mounted_at(ws) is None
