@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))  # server_process, agent_support
 
+from agent_support import remove_server_containers
 from server_process import PROVIDER_VARS, ServerProcess, free_port, openanalyst_cmd, serve
 
 __all__ = ["openanalyst_cmd", "serve", "serve_module"]
@@ -39,3 +41,9 @@ def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield start
     for server in started:
         assert server.stop() == 0
+    client = docker.from_env(timeout=60)
+    try:  # it runs no tool calls, but whatever it made is removed like the serve fixture's
+        for server in started:
+            remove_server_containers(client, server.data_dir)
+    finally:
+        client.close()
