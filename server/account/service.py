@@ -12,6 +12,7 @@ from typing import Any
 
 from server.account.tokens import OAuthToken, OAuthTokenStore, Source
 from server.account.upstream import AccountClient, Challenge, TokenRevoked, Tokens
+from server.errors import ApiError
 from server.providers.credentials import ProviderCredential
 from server.store.credentials import CredentialStore
 
@@ -70,6 +71,11 @@ class AccountService:
             await self._tokens.delete(tenant_id)
             log.warning("the OpenAnalyst account refused the refresh token; the tenant is signed out")
             return None
+        except ApiError as exc:  # the service is down: a token not yet expired still works meanwhile
+            if token.expires_at > self._clock():
+                log.warning("could not refresh the OpenAnalyst token (%s); using it until it expires", exc.code)
+                return token
+            raise
         return await self._save(tenant_id, tokens)
 
     async def status(self, tenant_id: str) -> Status:
@@ -77,16 +83,23 @@ class AccountService:
         balance: dict[str, Any] | None = None
         if token is not None:
             try:
-                balance = await self._client.balance(token.access_token)
-            except TokenRevoked:  # the access token was refused early: one refresh decides
-                async with self._locks.setdefault(tenant_id, asyncio.Lock()):
-                    token = await self._refresh(tenant_id, token)
-                balance = await self._client.balance(token.access_token) if token is not None else None
+                balance = await self._balance(tenant_id, token)
+            except (ApiError, TokenRevoked) as exc:  # signed in all the same: plan and credits unknown just now
+                log.warning("could not read the OpenAnalyst balance (%s)", getattr(exc, "code", "refused"))
+            token = self._tokens.get(tenant_id)
         manual = (await self._credentials.credentials(tenant_id)).get("openanalyst")
         return Status(signed_in=token is not None, email=token.email if token else None,
                       expires_at=token.expires_at if token else None, balance=balance,
                       manual_key_present=bool(manual and manual.api_key),
                       preferred_source=self.preferred(tenant_id, signed_in=token is not None))
+
+    async def _balance(self, tenant_id: str, token: OAuthToken) -> dict[str, Any] | None:
+        try:
+            return await self._client.balance(token.access_token)
+        except TokenRevoked:  # the access token was refused early: one refresh decides
+            async with self._locks.setdefault(tenant_id, asyncio.Lock()):
+                fresh = await self._refresh(tenant_id, token)
+            return await self._client.balance(fresh.access_token) if fresh is not None else None
 
     def preferred(self, tenant_id: str, *, signed_in: bool) -> Source:
         """The stored choice; without one, the sign-in when there is one, else the manual key."""
@@ -121,7 +134,11 @@ class AccountCredentials:
 
     async def credentials(self, tenant_id: str) -> dict[str, ProviderCredential]:
         creds = await self._store.credentials(tenant_id)
-        oauth = await self._account.oauth_credential(tenant_id)
+        try:
+            oauth = await self._account.oauth_credential(tenant_id)
+        except ApiError as exc:  # expired and the service cannot refresh it: as if signed out, said in the log
+            log.warning("the OpenAnalyst sign-in cannot be used now (%s)", exc.code)
+            oauth = None
         manual = creds.get("openanalyst")
         if oauth is not None and (manual is None
                                   or self._account.preferred(tenant_id, signed_in=True) == "oauth"):

@@ -281,3 +281,36 @@ def test_account_service_unset_names_the_setting(serve: Callable[..., Any]) -> N
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "ACCOUNT_SERVICE_NOT_CONFIGURED"
     assert "OPENANALYST_ACCOUNT_SERVICE_URL" in resp.json()["error"]["message"]
+
+
+def test_account_service_down_keeps_a_valid_sign_in(server: Server, account: FakeAccountService,
+                                                   inference: FakeAnthropic) -> None:
+    """The account service going away does not sign anyone out nor fail inference while the token is valid:
+    status answers signed in with the balance unknown (null)."""
+    server.sign_in(account)
+    token = account.state.grants[-1].access_token
+    account.state.down = True
+    status = server.call("GET", "/me/auth/status")
+    assert status.status_code == 200
+    assert status.json()["signed_in"] is True and status.json()["balance"] is None
+    assert server.call("GET", "/api/ai/account").json()["credits"] is None
+    inference.script([Reply.text("still works")])
+    assert server.chat().json()["message"] == "still works"
+    assert inference.requests[-1].headers["authorization"] == f"Bearer {token}"
+    start = server.call("POST", "/me/auth/otp/start", json={"email": "bob@example.com"})
+    assert start.status_code == 502 and start.json()["error"]["code"] == "ACCOUNT_SERVICE_UNAVAILABLE"
+    assert_no_token_anywhere(server, account)
+
+
+def test_expired_token_with_the_service_down(server: Server, account: FakeAccountService) -> None:
+    """An expired token that cannot be refreshed: status says the service failed (502, not signed out: the
+    sign-in may recover), and inference does not use the dead token."""
+    account.state.token_ttl_s = -1.0  # every token is issued already expired
+    server.sign_in(account)
+    account.state.down = True
+    status = server.call("GET", "/me/auth/status")
+    assert status.status_code == 502 and status.json()["error"]["code"] == "ACCOUNT_SERVICE_UNAVAILABLE"
+    assert server.chat().json()["error"]["code"] == "NO_PROVIDER_CONFIGURED"
+    account.state.down = False
+    assert server.call("GET", "/me/auth/status").json()["signed_in"] is True  # refreshed once it is back
+    assert_no_token_anywhere(server, account)

@@ -27,6 +27,7 @@ class FakeAccountState:
     challenge_ttl_s: float = 300.0
     max_attempts: int = 3  # wrong codes per challenge before 429
     rate_limit_start_s: int | None = None  # set: the next /start answers 429 with this retry_after_seconds
+    down: bool = False  # every request answers 503, as a service in an outage
     outbox: dict[str, str] = field(default_factory=dict)  # email → last code sent
     challenges: dict[str, dict[str, Any]] = field(default_factory=dict)
     grants: list[Grant] = field(default_factory=list)
@@ -82,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with self.lock:
             self.state.requests.append(("GET", self.path, dict(self.headers), b""))
+            if self.state.down:
+                return self._send(503, {"error": "unavailable"})
             if self.path != "/v1/account/balance":
                 return self._send(404, {"error": "not_found"})
             token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
@@ -94,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw, body = self._body()
         with self.lock:
             self.state.requests.append(("POST", self.path, dict(self.headers), raw))
+            if self.state.down:
+                return self._send(503, {"error": "unavailable"})
             handler = {"/v1/auth/otp/start": self._start, "/v1/auth/otp/verify": self._verify,
                        "/v1/auth/refresh": self._refresh, "/v1/auth/logout": self._logout}.get(self.path)
             if handler is None:
