@@ -7,10 +7,15 @@ sandbox may write there, the directory is bind-mounted over itself ``nosuid,node
 are ignored through that path), and the set-id bits of files owned by root (set-uid) or group root
 (set-gid) are stripped when the guard is put in place and when it is lifted, so none outlives the mount
 (a reboot drops the mount: the next start strips before the sandbox runs again).
+
+A bind mount covers path lookups made after it: a process that already had its cwd (or a directory fd)
+inside the workspace still reaches the files through the old mount, set-id bits honoured. That residual risk
+(docs/workspace-quota.md §2) is made visible: ``guard`` logs every such process it finds in ``/proc``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -48,7 +53,33 @@ def guard(path: Path) -> bool:
         log.error("could not mount the owner's workspace %s nosuid (%s): a setuid file a tool makes there "
                   "would be honoured on the host", path, exc)
         return guarded(path)
+    for pid, uid in holders_inside(path):
+        log.warning("process %d (uid %d) had its cwd or a directory open inside %s before the nosuid guard: "
+                    "through that handle set-id bits are still honoured (docs/workspace-quota.md §2)", pid, uid, path)
     return True
+
+
+def holders_inside(path: Path) -> list[tuple[int, int]]:
+    """(pid, uid) of the processes, other than this one, whose cwd or an open fd is at or under ``path``."""
+    found: list[tuple[int, int]] = []
+    prefix = str(path).rstrip("/") + "/"
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        links = [f"/proc/{entry}/cwd"]
+        with contextlib.suppress(OSError):
+            links += [f"/proc/{entry}/fd/{fd}" for fd in os.listdir(f"/proc/{entry}/fd")]
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if target == str(path) or target.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    found.append((int(entry), os.stat(f"/proc/{entry}").st_uid))
+                break
+    return found
 
 
 def unguard(path: Path) -> bool:

@@ -41,3 +41,20 @@ def test_a_busy_guard_still_strips_set_id_bits_and_says_so(tmp_path: Path, caplo
         holder.kill()
         holder.wait(10)
     assert unguard(ws) is True and mounted_at(ws) is None
+
+
+def test_a_process_already_inside_when_the_guard_is_set_is_named(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A bind mount covers later lookups only: a process whose cwd was inside before the guard still sees
+    set-id bits honoured through it (red team finding 7). The guard cannot close that; it names the process."""
+    ws = tmp_path / "owner"
+    (ws / "sub").mkdir(parents=True)
+    before = subprocess.Popen(["sleep", "60"], cwd=ws / "sub")
+    try:
+        with caplog.at_level(logging.WARNING, logger="toolrunner.nosuid"):
+            assert guard(ws)
+        assert f"process {before.pid} (uid 0) had its cwd or a directory open inside {ws}" in caplog.text
+    finally:
+        before.kill()
+        before.wait(10)
+    assert unguard(ws) is True
