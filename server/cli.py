@@ -31,7 +31,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from server.http11 import LimitedH11Protocol
+from server.http11 import configured, default_max_connections
 from server.settings import Settings
 
 EXIT_USAGE = 2
@@ -40,7 +40,10 @@ LIMITS_HELP = """request limits (environment; docs/request-limits.md):
   OPENANALYST_MAX_HEADERS       header fields per request (default 100; 431 TOO_MANY_HEADERS)
   OPENANALYST_MAX_BODY_BYTES    request body (default 2097152; 413 PAYLOAD_TOO_LARGE)
   OPENANALYST_MAX_JSON_DEPTH    nesting of a JSON body or tool input (default 64; 422 JSON_TOO_DEEP)
-  OPENANALYST_MAX_JSON_ITEMS    values and keys in one (default 100000; 422 JSON_TOO_LARGE)"""
+  OPENANALYST_MAX_JSON_ITEMS    values and keys in one (default 100000; 422 JSON_TOO_LARGE)
+  OPENANALYST_HTTP_HEAD_TIMEOUT_S  request line + headers must arrive within (default 10; 408, closed)
+  OPENANALYST_HTTP_IDLE_TIMEOUT_S  a connection sending nothing is closed after (default 5)
+  OPENANALYST_MAX_CONNECTIONS   open connections (default: from the fd limit; 503 TOO_MANY_CONNECTIONS)"""
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -139,12 +142,17 @@ def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = No
     from server.observability.logging import log_config, secret_values
 
     logs = log_config(settings.log_level, settings.log_format, secret_values(settings))
+    cap = settings.max_connections or default_max_connections()
+    protocol = configured(head_timeout_s=settings.http_head_timeout_s, idle_timeout_s=settings.http_idle_timeout_s,
+                          max_connections=cap)
     settings = _leave_cwd(settings)
     config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
                             port=settings.port, workers=1, log_level=settings.log_level, log_config=logs,
                             access_log=settings.access_log,
-                            timeout_graceful_shutdown=5, lifespan="on", http=LimitedH11Protocol,
-                            h11_max_incomplete_event_size=settings.max_header_bytes)
+                            timeout_graceful_shutdown=5, lifespan="on", http=protocol,
+                            h11_max_incomplete_event_size=settings.max_header_bytes,
+                            timeout_keep_alive=settings.http_idle_timeout_s,  # type: ignore[arg-type]
+                            limit_concurrency=cap + 1)  # ours refuses connections; uvicorn's counts tasks too
     server = _Server(config, settings)
     server.run()
     return 0 if server.started else 1

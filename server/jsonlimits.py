@@ -6,6 +6,11 @@ raw bytes *before* ``json.loads``: strings are blanked by one C-speed regex pass
 are walked, stopping at the first one past the limit. ``check_value`` does the same for an already parsed value
 (a model's tool call), with an explicit stack. ``bounded_form`` and ``canonical_bytes`` give the audit log a
 small, shallow copy of any input and the hash of all of it, again without recursing on the untrusted value.
+
+The byte scan is only right for UTF-8 (where a quote or bracket byte is always that character), while
+``json.loads(bytes)`` also accepts UTF-16 and UTF-32, whose bytes can hide brackets inside apparent strings.
+So a body in any other encoding is refused first (400 ``BODY_NOT_UTF8``): RFC 8259 §8.1 requires UTF-8
+between systems anyway.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from server.errors import Unprocessable
+from server.errors import BadRequest, Unprocessable
 
-TOO_DEEP, TOO_LARGE = "JSON_TOO_DEEP", "JSON_TOO_LARGE"
+TOO_DEEP, TOO_LARGE, NOT_UTF8 = "JSON_TOO_DEEP", "JSON_TOO_LARGE", "BODY_NOT_UTF8"
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
@@ -42,7 +48,9 @@ class JsonLimits:
 
 def scan_raw(raw: bytes, limits: JsonLimits) -> None:
     """Raise 422 ``JSON_TOO_DEEP`` / ``JSON_TOO_LARGE`` for a body over the limits (malformed JSON is left to
-    the parser: this only has to be right for documents that would parse)."""
+    the parser: this only has to be right for documents that would parse), and 400 ``BODY_NOT_UTF8`` for a
+    body the JSON parser would read as UTF-16 or UTF-32."""
+    check_utf8(raw)
     bare = _STRING.sub(b'""', raw)
     # Every value but the first follows a ',' or a ':' (keys follow '{' or ','), so this bounds values + keys.
     items = bare.count(b",") + bare.count(b":") + 1
@@ -56,6 +64,22 @@ def scan_raw(raw: bytes, limits: JsonLimits) -> None:
                 raise limits.too_deep()
         else:
             depth -= 1
+
+
+def check_utf8(raw: bytes) -> None:
+    """Refuse a body that is not UTF-8: by the same detection ``json.loads`` uses (NUL byte patterns, BOMs),
+    then by strict decoding, so what is scanned is exactly what the parser will read."""
+    if not raw:
+        return
+    encoding = json.detect_encoding(raw)
+    if encoding in _UTF8:
+        try:
+            raw.decode(encoding)
+            return
+        except UnicodeDecodeError:
+            pass
+    found = "" if encoding in _UTF8 else f" (it looks like {encoding.upper()})"
+    raise BadRequest(NOT_UTF8, f"the request body must be JSON encoded as UTF-8 (RFC 8259){found}")
 
 
 def check_value(value: Any, limits: JsonLimits) -> None:

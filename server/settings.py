@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=64, ge=4, le=512, description="Nesting of any JSON body or tool input.")
     max_json_items: int = Field(default=100_000, ge=100, le=10_000_000,
                                 description="Values and keys in a JSON body or tool input.")
+    http_head_timeout_s: float = Field(default=10.0, gt=0, le=3600,
+                                       description="A request line + headers must arrive within this (408).")
+    http_idle_timeout_s: float = Field(default=5.0, gt=0, le=3600,
+                                       description="A connection sending nothing (before or between requests) "
+                                                   "is closed after this.")
+    max_connections: int | None = Field(default=None, ge=1, le=10_000_000,
+                                        description="Open connections; past it a new one gets 503 "
+                                                    "TOO_MANY_CONNECTIONS (default: from the fd limit).")
+    max_session_metadata_bytes: int = Field(default=16 * 1024, ge=256, le=16 * 1024 * 1024,
+                                            description="A session's metadata as compact JSON (422).")
+    max_sessions_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000,
+                                         description="Sessions a tenant may keep (409 SESSION_LIMIT_REACHED).")
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=3600)
     sse_queue_events: int = Field(default=10_000, ge=8, le=1_000_000,
                                   description="Events buffered per live subscriber before it is dropped.")

@@ -49,6 +49,8 @@ class ChatBody(BaseModel):
                 jsonschema.Draft202012Validator.check_schema(schema)
             except jsonschema.SchemaError as exc:
                 raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+            except RecursionError:  # the body's depth limit should stop this first; a 422, never a 500
+                raise ValueError("not a checkable JSON schema: nested too deeply") from None
         return schema
 
 
