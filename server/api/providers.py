@@ -13,7 +13,7 @@ from server.contract.account import ProviderEntry, ProviderList
 from server.contract.openapi import COMMON, errors
 from server.errors import Unprocessable
 from server.providers.registry import PROVIDERS
-from server.providers.urlguard import check_base_url, url_to_check
+from server.providers.urlguard import check_base_url, parse_base_url, url_to_check
 from server.store.credentials import check_known
 
 router = APIRouter(tags=["providers"], responses=errors(*COMMON))
@@ -57,6 +57,8 @@ async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
     if body.api_key is None and (PROVIDERS[name].key_env or not body.base_url):
         raise Unprocessable("API_KEY_REQUIRED", f"{name} needs an api_key" if PROVIDERS[name].key_env
                             else f"{name} without an api_key needs its base_url")
+    if body.base_url:  # the owner's URL is trusted, but must still be one httpx can use (IDNA decodes)
+        parse_base_url(body.base_url)
     url = url_to_check(body.base_url, PROVIDERS[name].base_url)
     if url and not tenant.is_owner:  # the owner's own configuration is trusted, as the environment's is
         await check_base_url(url, services.settings.provider_url_policy())

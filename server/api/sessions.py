@@ -19,6 +19,8 @@ from server.contract.common import PageMeta
 from server.contract.events import MessageEvent
 from server.contract.openapi import COMMON, errors, sse
 from server.contract.sessions import Session, SessionDetail, SessionPage, SessionSummary, StoredMessage
+from server.errors import Unprocessable
+from server.jsonlimits import canonical_chunks
 from server.providers.types import TextBlock
 
 router = APIRouter(tags=["sessions"], responses=errors(*COMMON))
@@ -53,12 +55,28 @@ class MessageBody(BaseModel):
         return text
 
 
-@router.post("/sessions", status_code=201)
+def check_metadata_size(metadata: dict[str, Any] | None, limit: int) -> None:
+    """422 ``SESSION_METADATA_TOO_LARGE`` past ``limit`` bytes of canonical JSON (measured without recursion,
+    stopping at the limit): a session's metadata is stored and sent back on every listing."""
+    if metadata is None:
+        return
+    size = 0
+    for chunk in canonical_chunks(metadata):
+        size += len(chunk.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise Unprocessable("SESSION_METADATA_TOO_LARGE",
+                                f"the session's metadata is larger than the limit of {limit} bytes as JSON")
+
+
+@router.post("/sessions", status_code=201, responses=errors(409))
 async def create_session(tenant: TenantDep, services: ServicesDep,
                          body: CreateSessionBody | None = None) -> Session:
     body = body or CreateSessionBody()
+    settings = services.settings
+    check_metadata_size(body.metadata, settings.max_session_metadata_bytes)
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
-                                            system_prompt=body.system_prompt, metadata=body.metadata)
+                                            system_prompt=body.system_prompt, metadata=body.metadata,
+                                            max_sessions=settings.max_sessions_per_tenant)
     if services.sandbox_backend is not None:
         # Start the tenant's container while the client composes its first message.
         await services.sandbox_backend.prestart(tenant.id)

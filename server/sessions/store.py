@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server.errors import NotFound
+from server.errors import Conflict, NotFound
 from server.sessions.events import delete_events
 from server.store.db import Database
 
@@ -56,12 +56,19 @@ class SessionStore:
 
     async def create(self, tenant_id: str, *, title: str | None = None, model: str | None = None,
                      system_prompt: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> SessionRecord:
+                     metadata: dict[str, Any] | None = None, max_sessions: int | None = None) -> SessionRecord:
+        """A new session; past ``max_sessions`` of the tenant's (counted in the insert's transaction, so
+        concurrent creates cannot pass it), 409 ``SESSION_LIMIT_REACHED``."""
         stamp = now_iso()
         record = SessionRecord(new_session_id(), tenant_id, title, model, system_prompt, metadata or {},
                                stamp, stamp)
 
         def insert(conn: sqlite3.Connection) -> None:
+            if max_sessions is not None and conn.execute(
+                    "SELECT COUNT(*) FROM sessions WHERE tenant_id = ?", (tenant_id,)).fetchone()[0] >= max_sessions:
+                raise Conflict("SESSION_LIMIT_REACHED",
+                               f"this tenant already has {max_sessions} sessions, the limit; delete some "
+                               "(DELETE /sessions/{id}) before creating more")
             conn.execute("INSERT INTO sessions (id, tenant_id, title, model, system_prompt, metadata,"
                          " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                          (record.id, tenant_id, title, model, system_prompt, json.dumps(record.metadata),
