@@ -1,11 +1,13 @@
 """What the workspace quota (a loop-mounted ext4 image per workspace) costs; prints one table.
 
-    .venv/bin/python bench/workspace_quota.py [--n 300] [--mb 256] [--image TAG]
+    .venv/bin/python bench/workspace_quota.py [--n 300] [--mb 256] [--image TAG] [--no-discard]
 
 Rows: mounting a fresh quota filesystem at first use (mkfs + mount, the default policy's 2 GiB / 131,072
 inodes), finding it mounted again (a restarted server), unmounting; the image's real disk use; sequential
 write throughput and small-file creation inside the sandbox, quota tenant vs plain bind mount; and the
-median of a ``bash true`` tool call with the quota (one statvfs per call) vs without. Needs root and Docker;
+median of a ``bash true`` tool call with the quota (one statvfs per call) vs without; deleting the written
+files (``rm`` + ``sync``) and what the image then still takes on the host (``--no-discard`` mounts without
+``discard`` to compare). Needs root and Docker;
 everything it makes is removed at the end.
 """
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.loader import policy_for
 from policies.model import Policy
+from toolrunner import quota as quota_module
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
 from toolrunner.manager import SandboxManager
@@ -96,8 +99,19 @@ async def in_sandbox(manager: SandboxManager, n: int, mb: int) -> None:
             await manager.call(tenant, "s", "bash", {
                 "command": "mkdir -p d && cd d && for i in $(seq 1 5000); do : > f$i; done && cd .. && rm -rf d"})
             files[label].append(time.perf_counter() - t)
-    for tenant in tenants.values():
-        await manager.call(tenant, "s", "bash", {"command": "rm -f new*"})
+    delete: dict[str, float] = {}
+    for label, tenant in tenants.items():
+        t = time.perf_counter()
+        await manager.call(tenant, "s", "bash", {"command": "rm -f new* && sync"})
+        delete[label] = time.perf_counter() - t
+    image = manager.config.data_dir.resolve() / "quota" / "bq.ext4"
+    deadline = time.monotonic() + 10
+    while image.stat().st_blocks * 512 > 64 * 2**20 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # a discard lands when the journal commits
+    for label in tenants:
+        note(f"rm the 3 x {mb} MiB files + sync, {label}", f"{delete[label] * 1000:.0f} ms", "one call")
+    note("quota image's host disk use after the delete", f"{image.stat().st_blocks * 512 / 2**20:.0f} MiB",
+         f"mount options {quota_module.MOUNT_OPTIONS}")
     for label in tenants:
         note(f"dd {mb} MiB new file, fsync, {label}", f"{statistics.median(fresh[label]):.0f} MB/s",
              "median of 3; blocks allocated on the host disk at first touch")
@@ -152,7 +166,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="samples per tool-call row")
     parser.add_argument("--mb", type=int, default=256, help="size of the dd write")
     parser.add_argument("--image", help="sandbox image tag (default: build or reuse the current one)")
+    parser.add_argument("--no-discard", action="store_true", help="mount the images without discard (compare)")
     args = parser.parse_args()
+    if args.no_discard:
+        quota_module.MOUNT_OPTIONS = ",".join(o for o in quota_module.MOUNT_OPTIONS.split(",") if o != "discard")
     if os.geteuid() != 0:
         raise SystemExit("needs root (loop mounts)")
     import docker
