@@ -21,7 +21,6 @@ from server.errors import NotFound
 from server.openai_compat.answer import chunks, complete, open_answer
 from server.openai_compat.contract import ChatCompletion, ChatCompletionChunk, ModelInfo, ModelList
 from server.openai_compat.request import CompletionBody, to_chat_request
-from server.providers.registry import PROVIDERS
 from server.tenancy import Tenant, TenantDep
 
 router = APIRouter(tags=["openai-compatible"], responses=errors(*COMMON))
@@ -78,7 +77,7 @@ async def chat_completions(body: CompletionBody, tenant: TenantDep,
 
 async def _models(request: Request, tenant: Tenant) -> list[ModelInfo]:
     services = request.app.state.services
-    creds = {k: v for k, v in (await services.credentials.credentials(tenant.id)).items() if k in PROVIDERS}
+    creds = await services.router.credentials(tenant.id)  # as turns see them: a signed-in openanalyst too
     models = [ModelInfo(id="default", owned_by="openanalyst")]
     for provider, model in services.router.plan("", creds):
         if all(m.id != model for m in models):

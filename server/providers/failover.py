@@ -135,6 +135,10 @@ class ProviderRouter:
         """How many breakers are in each state, by provider (for metrics: no keys, no tenants)."""
         return Counter((key.split(":", 1)[0], entry.breaker.state) for key, entry in self._breakers.items())
 
+    async def credentials(self, tenant_id: str) -> dict[str, ProviderCredential]:
+        """The tenant's providers as turns see them (the OpenAnalyst sign-in included), for listings."""
+        return {k: v for k, v in (await self._lookup.credentials(tenant_id)).items() if k in PROVIDERS}
+
     def breaker_key(self, provider: str, cred: ProviderCredential) -> str:
         return self._breakers.key(provider, upstream_url(provider, cred), cred)
 

@@ -314,3 +314,13 @@ def test_expired_token_with_the_service_down(server: Server, account: FakeAccoun
     account.state.down = False
     assert server.call("GET", "/me/auth/status").json()["signed_in"] is True  # refreshed once it is back
     assert_no_token_anywhere(server, account)
+
+
+def test_signed_in_model_is_listed_by_v1_models(server: Server, account: FakeAccountService) -> None:
+    """The OpenAI-compatible model list sees the sign-in as turns do: openanalyst's model is listed."""
+    before = {m["id"]: m["owned_by"] for m in server.call("GET", "/v1/models").json()["data"]}
+    assert before == {"default": "openanalyst"}
+    server.sign_in(account)
+    after = {m["id"]: m["owned_by"] for m in server.call("GET", "/v1/models").json()["data"]}
+    assert after == {"default": "openanalyst", "claude-sonnet-4-5": "openanalyst"}
+    assert_no_token_anywhere(server, account)
