@@ -43,12 +43,13 @@ def openanalyst_command() -> list[str]:
 class ServerProcess:
     """A running server; ``output`` collects its stdout+stderr lines as they come."""
 
-    def __init__(self, data_dir: Path, port: int, env: dict[str, str], args: list[str]) -> None:
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str], args: list[str],
+                 cwd: Path | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.output: list[str] = []
-        self.proc = subprocess.Popen([*openanalyst_command(), "--serve", str(port), *args], env=env,
+        self.proc = subprocess.Popen([*openanalyst_command(), "--serve", str(port), *args], env=env, cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
@@ -91,7 +92,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
-              data_dir: Path | None = None, port: int | None = None) -> ServerProcess:
+              data_dir: Path | None = None, port: int | None = None, cwd: Path | None = None) -> ServerProcess:
         data = data_dir or tmp_path / "data"
         (tmp_path / "workspace").mkdir(exist_ok=True)
         base_env = {k: v for k, v in os.environ.items()
@@ -99,7 +100,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         base_env |= {"OPENANALYST_DATA_DIR": str(data), "OPENANALYST_LOG_LEVEL": "warning",
                      "PYTHONUNBUFFERED": "1", "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}',
                      "OPENANALYST_OWNER_WORKSPACE": str(tmp_path / "workspace")}
-        server = ServerProcess(data, port or free_port(), base_env | (env or {}), args or [])
+        server = ServerProcess(data, port or free_port(), base_env | (env or {}), args or [], cwd)
         started.append(server)
         server.wait_ready()
         return server

@@ -77,3 +77,30 @@ def test_a_new_tenant_is_refused_with_503_when_the_disk_reserve_would_be_eaten(
     assert not (data_dir / "quota" / "dan.ext4").exists()
     owner = httpx.post(f"{server.base}/v1/tools/bash", json={"input": {"command": "echo mine"}}, timeout=60)
     assert owner.json()["output"] == "mine\n", owner.text
+
+
+def test_a_server_restarted_inside_the_owner_workspace_can_lift_its_guard(
+        serve: Callable[..., Any], sandbox_image: str, tmp_path: Path) -> None:
+    """`cd project && openanalyst --serve` as root (the owner's workspace is the start directory, given here as
+    the relative "."), then a restart from the same directory: the guard outlived the first server, so the
+    second one's start directory is *on* the guard; it leaves it once its paths are resolved, so DELETE
+    /v1/sandbox lifts the guard and strips the set-id bit (red team 8: "target is busy", never stripped)."""
+    import stat
+
+    from toolrunner.mounts import mounted_at
+
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    env = {"OPENANALYST_OWNER_WORKSPACE": "."}
+    first = serve(env=env, data_dir=tmp_path / "data", cwd=project)
+    made = httpx.post(f"{first.base}/v1/tools/bash", timeout=60, json={"input": {
+        "command": "cp /bin/true rootshell && chmod 4755 rootshell && stat -c %a rootshell"}}).json()
+    assert made["output"].strip() == "4755", made
+    assert mounted_at(project) is not None  # the guard, made for the root-owned start directory
+    assert first.stop() == 0
+
+    second = serve(env=env, data_dir=tmp_path / "data", cwd=project)
+    assert httpx.get(f"{second.base}/v1/sandbox", timeout=60).json()["workspace"]["nosuid"] is True
+    assert httpx.delete(f"{second.base}/v1/sandbox", timeout=60).status_code == 204
+    assert mounted_at(project) is None
+    assert not (project / "rootshell").stat().st_mode & stat.S_ISUID
