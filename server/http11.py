@@ -66,13 +66,22 @@ class _RateLimitedWarning:
     def __init__(self, template: str, every_s: float = 10.0) -> None:
         self.template, self.every_s = template, every_s
         self.count, self.last = 0, float("-inf")
+        self._flush: asyncio.TimerHandle | None = None
 
     def note(self, *args: Any) -> None:
+        """Count one event; log now if the last line is ``every_s`` old, else once that much has passed."""
         self.count += 1
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
+        wait = self.last + self.every_s - time.monotonic()
+        if wait <= 0:
+            self._write(*args)
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(wait, self._write, *args)
+
+    def _write(self, *args: Any) -> None:
+        self._flush = None
+        if self.count:
             log.warning(self.template, self.count, *args)
-            self.count, self.last = 0, now
+            self.count, self.last = 0, time.monotonic()
 
 
 _refused = _RateLimitedWarning("refused %d connection(s) past the cap of %d open connections "
