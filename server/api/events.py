@@ -124,7 +124,7 @@ async def session_events(session_id: str, tenant: TenantDep, services: ServicesD
 
 
 class TestEventBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(min_length=1, max_length=40, pattern=r"^[a-z_]+$")
     data: dict[str, Any] = Field(default_factory=dict)

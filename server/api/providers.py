@@ -28,7 +28,7 @@ URL_PATTERN = r"^$|^https?://[!-.0-~][!-~]*$"
 class ProviderKeyBody(BaseModel):
     """The patterns are the whole check, so the OpenAPI document states exactly what is accepted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     api_key: str | None = Field(default=None, min_length=1, max_length=8192, pattern=KEY_PATTERN,
                                 description="Required except for ollama, which a base_url alone adds.")

@@ -27,7 +27,7 @@ router = APIRouter(tags=["sessions"], responses=errors(*COMMON))
 
 
 class CreateSessionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str | None = Field(default=None, max_length=500)
     model: str | None = Field(default=None, min_length=1, max_length=200)
@@ -43,7 +43,7 @@ class CreateSessionBody(BaseModel):
 
 
 class MessageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     message: str = Field(min_length=1, max_length=1_000_000)
 

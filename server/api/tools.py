@@ -28,7 +28,7 @@ router = APIRouter(tags=["tools"], responses=errors(*COMMON))
 
 
 class ToolCallBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input: Any = Field(default_factory=dict)  # any JSON: the dispatcher records and refuses a non-object
     session_id: str | None = Field(default=None, max_length=100)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def json_integer(value: Any) -> Any:
+    """A ``mode="before"`` validator for integer fields of ``strict=True`` bodies, so that they take what JSON
+    Schema calls an integer: ``5`` and ``5.0``, never ``"5"`` or ``true`` (pydantic's lax mode takes the
+    string, its strict mode refuses the float)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Model(BaseModel):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.contract.common import json_integer
 from server.providers.types import ChatRequest, Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 from server.sessions.agent import alternating
 
@@ -21,7 +22,7 @@ DEFAULT_MODEL_NAMES = frozenset({"", "default", "openanalyst"})  # each provider
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # strict: "5" is not an integer, as documented
 
 
 class TextPart(_Open):
@@ -94,6 +95,8 @@ class CompletionBody(_Open):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1, le=1, description="One choice per request only.")
+
+    _integers = field_validator("max_tokens", "max_completion_tokens", "n", mode="before")(json_integer)
     tools: list[ToolIn] | None = Field(default=None, max_length=256)
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
