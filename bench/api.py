@@ -237,7 +237,8 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENANALYST_")}
         env |= {"OPENANALYST_DATA_DIR": str(Path(tmp) / "data"), "OPENANALYST_ENABLE_TEST_HOOKS": "1",
                 "OPENANALYST_LOG_LEVEL": "warning", "OPENANALYST_OWNER_WORKSPACE": str(Path(tmp) / "workspace"),
-                "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}'}
+                "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}',
+                "OPENANALYST_MAX_SESSIONS_PER_TENANT": "10000000"}  # the POST /sessions load makes thousands
         (Path(tmp) / "hello.py").write_text(BASELINE_APP)
         (Path(tmp) / "workspace").mkdir()
         base_port, port = free_port(), free_port()
