@@ -52,11 +52,11 @@ def default_max_connections() -> int:
     return max(16, soft - max(128, soft // 5))
 
 
-def _raw_error(status: int, code: str, message: str) -> bytes:
+def _raw_error(status: int, code: str, message: str, extra: str = "") -> bytes:
     """A whole HTTP/1.1 error response, for a connection with no request to answer (h11 cannot send one)."""
     body = json.dumps(error_body(code, message, status)).encode()
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+            f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n")
     return head.encode("ascii") + body
 
 
@@ -127,7 +127,8 @@ class LimitedH11Protocol(H11Protocol):
             self._refused = True
             self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
             self.transport.write(_raw_error(503, "TOO_MANY_CONNECTIONS",
-                                            f"the server has {cap} open connections, its limit; retry shortly"))
+                                            f"the server has {cap} open connections, its limit; retry shortly",
+                                            "retry-after: 1\r\n"))  # as every 503 of the API carries
             # closing now, with the client's request unread, would reset the connection and lose the 503:
             # half-close, discard what comes, close when the client does or a second later at most
             self.transport.write_eof()

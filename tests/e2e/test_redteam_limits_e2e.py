@@ -176,6 +176,7 @@ def test_connections_past_the_cap_get_503_and_the_server_recovers(serve: Callabl
             if refused.startswith(b"HTTP/1.1 503 "):
                 break
         assert refused.startswith(b"HTTP/1.1 503 ") and closed, refused
+        assert b"\r\nretry-after: 1\r\n" in refused.partition(b"\r\n\r\n")[0]
         body = json.loads(refused.partition(b"\r\n\r\n")[2])
         assert body["error"]["code"] == "TOO_MANY_CONNECTIONS" and body["error"]["status"] == 503
     finally:
