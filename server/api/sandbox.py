@@ -9,15 +9,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from server.contract.openapi import COMMON, errors
+from server.contract.sandbox import SandboxInfo
 from server.tenancy import TenantDep
 
-router = APIRouter(tags=["sandbox"])
+router = APIRouter(tags=["sandbox"], responses=errors(*COMMON, 503))
 
 
 @router.get("/v1/sandbox")
-async def sandbox_info(tenant: TenantDep, request: Request) -> dict[str, Any]:
+async def sandbox_info(tenant: TenantDep, request: Request) -> SandboxInfo:
     info: dict[str, Any] = await request.app.state.services.sandbox_backend.info(tenant.id)
-    return info
+    return SandboxInfo.model_validate(info)
 
 
 @router.delete("/v1/sandbox", status_code=204)
