@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from policies.model import Policy
+from policies.network import docker_network_mode
 
 WORKSPACE_MOUNT = "/workspace"
+# Under network = "allowlist": where the tenant's egress proxy socket directory is mounted (read-only), and
+# the variable carrying the container's key for its sessions' proxy credentials (docs/egress.md).
+EGRESS_MOUNT = "/run/openanalyst/egress"
+EGRESS_KEY_VARIABLE = "OPENANALYST_EGRESS_KEY"
 # What the runner needs to start tool processes as other uids and to kill them; nothing else, and tools
 # keep none of it (a non-root uid loses every capability across exec).
 RUNNER_CAPS = ["KILL", "SETGID", "SETUID"]
@@ -40,6 +45,8 @@ class ContainerSpec:
     name: str | None = None
     command: list[str] | None = None  # None: the runner, with the isolation arguments
     runtime: str | None = None  # overrides the policy's runtime when set (server-wide choice)
+    egress_dir: Path | None = None  # allowlist: the tenant's proxy socket directory, mounted read-only
+    egress_key: str | None = None  # allowlist: the container's key for its sessions' proxy credentials
 
 
 def runner_command(spec: ContainerSpec) -> list[str]:
@@ -82,7 +89,7 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
         # Measured (echo over attach, median): 16 KiB frames 0.19-0.21 ms with "none" vs 0.22-0.24 ms with
         # json-file max-size=1m; 100 B frames within noise. "none" also keeps tenant output off the host disk.
         "log_config": {"Type": "none", "Config": {}},
-        "network_mode": policy.network,
+        "network_mode": docker_network_mode(policy.network),  # allowlist: none, its way out is the socket
         "devices": [],
         "volumes": {str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"}},
         # Only what the runner needs; never the server's environment (provider keys live there).
@@ -97,6 +104,10 @@ def container_kwargs(policy: Policy, spec: ContainerSpec) -> dict[str, Any]:
         "hostname": "sandbox",
         "ipc_mode": "private",
     }
+    if policy.network == "allowlist" and spec.egress_dir is not None:
+        kwargs["volumes"][str(spec.egress_dir)] = {"bind": EGRESS_MOUNT, "mode": "ro"}
+        if spec.egress_key:
+            kwargs["environment"][EGRESS_KEY_VARIABLE] = spec.egress_key
     kwargs["command"] = list(spec.command) if spec.command is not None else runner_command(spec)
     if spec.name is not None:
         kwargs["name"] = spec.name
@@ -142,11 +153,14 @@ def host_config_mismatches(attrs: dict[str, Any], kwargs: dict[str, Any]) -> lis
     expect("PidMode", hc.get("PidMode") or "", "")
     expect("IpcMode", hc.get("IpcMode"), "private")
     expect("UsernsMode", hc.get("UsernsMode") or "", "")
-    (source, bind), = kwargs["volumes"].items()
-    expect("Binds", hc.get("Binds") or [], [f"{source}:{bind['bind']}:rw"])
-    mounts = _mount_sources(attrs)
-    if mounts != [(source, WORKSPACE_MOUNT)]:
-        problems.append(f"Mounts: asked only {source} at {WORKSPACE_MOUNT}, engine reports {mounts!r}")
+    volumes: dict[str, dict[str, str]] = kwargs["volumes"]
+    expect("Binds", sorted(hc.get("Binds") or []),
+           sorted(f"{src}:{b['bind']}:{b['mode']}" for src, b in volumes.items()))
+    mounts = sorted(_mount_sources(attrs))
+    wanted = sorted((src, b["bind"]) for src, b in volumes.items())
+    if mounts != wanted:
+        asked = ", ".join(f"{src} at {dst}" for src, dst in wanted)
+        problems.append(f"Mounts: asked only {asked}, engine reports {mounts!r}")
     for src, dst in mounts:
         if any(src.endswith(n) or dst.endswith(n) for n in DOCKER_SOCKET_NAMES):
             problems.append(f"Mounts: a container-engine socket is mounted ({src} -> {dst})")

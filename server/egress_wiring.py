@@ -50,6 +50,11 @@ class Egress:
         path = self.hub.ensure(ctx.tenant_id) / SOCKET_NAME
         return EgressRoute(str(path), token, release=lambda: self.tokens.revoke(token))
 
+    def prepare(self, tenant: str) -> tuple[Path, str]:
+        """The manager's call for a new allowlist container: its socket directory, and a fresh key (the old
+        container's session credentials stop working)."""
+        return self.hub.ensure(tenant), self.keys.new_key(tenant).hex()
+
     async def close(self) -> None:
         self.hub.stop()
         if self._made_root is not None:

@@ -119,8 +119,10 @@ async def wire(services: Services) -> None:
 
     metrics = services.metrics
     status = ImageStatus(on_build=metrics.image_build if metrics is not None else None)
+    egress = build_egress(settings, policies)  # allowlist tenants' way out, and the web tools'
+    services.closers.append(egress.close)  # closed after the sandbox (closers run in reverse)
     sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, status.progress),
-                             policies, image_status=status)
+                             policies, image_status=status, egress=egress)
     sandbox.start()
     services.sandbox_backend = sandbox
     services.closers.append(sandbox.close)
@@ -139,8 +141,6 @@ async def wire(services: Services) -> None:
         services.router.observe = metrics.provider_attempt
 
     registry = default_registry()
-    egress = build_egress(settings, policies)  # the web tools' way out: the tenant's own egress proxy socket
-    services.closers.append(egress.close)
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
     services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))

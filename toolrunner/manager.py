@@ -48,6 +48,7 @@ from toolrunner.config import (
 )
 from toolrunner.deaths import DEATH_CODES, death_result
 from toolrunner.docker_backend import ContainerGone, DockerBackend
+from toolrunner.egress.hub import EgressPlumbing
 from toolrunner.errors import SandboxError, SandboxPolicyNotEnforced, SandboxStartFailed, ToolDenied, TooManyCalls
 from toolrunner.leftovers import Leftovers
 from toolrunner.losses import Losses
@@ -94,8 +95,9 @@ class SandboxManager:
     """Async API over the tenants' containers (docs/design.md §2)."""
 
     def __init__(self, config: SandboxConfig, policy_for_tenant: Callable[[str], Policy], *,
-                 backend: DockerBackend | None = None) -> None:
+                 backend: DockerBackend | None = None, egress: EgressPlumbing | None = None) -> None:
         self.config = config
+        self._egress = egress  # allowlist tenants' proxy sockets and keys (docs/egress.md)
         self._policy_for = policy_for_tenant
         self._own_backend = backend is None
         self.backend = backend or DockerBackend(timeout_s=config.docker_timeout_s)
@@ -275,9 +277,11 @@ class SandboxManager:
         labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
                   "openanalyst.server": self.config.instance_id,
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
+        egress_dir, egress_key = (self._egress.prepare(tenant) if policy.network == "allowlist"
+                                  and self._egress is not None else (None, None))
         spec = ContainerSpec(image=self.config.image, workspace=plan.path, uid=plan.uid, gid=plan.gid,
                              isolation=plan.isolation, labels=labels, command=self.config.runner_command,
-                             runtime=self.config.runtime)
+                             runtime=self.config.runtime, egress_dir=egress_dir, egress_key=egress_key)
         return container_kwargs(policy, spec)
 
     async def _create(self, tenant: str) -> _Sandbox:

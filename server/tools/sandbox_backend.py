@@ -26,6 +26,7 @@ from server.errors import ApiError, ServiceUnavailable, TooManyRequests
 from server.tools.dispatch import ChunkCallback
 from server.tools.image_status import ImageStatus
 from toolrunner.config import SandboxConfig
+from toolrunner.egress.hub import EgressPlumbing
 from toolrunner.errors import SandboxCapacity, SandboxError, TooManyCalls
 from toolrunner.manager import CallOutcome, SandboxManager
 
@@ -48,8 +49,10 @@ class SandboxBackend:
     """Owns the manager's life: started lazily in the background, closed with the server."""
 
     def __init__(self, config_for_image: Callable[[str], SandboxConfig], ensure_image: ImageProvider,
-                 policy_for: Callable[[str], Policy], *, image_status: ImageStatus | None = None) -> None:
+                 policy_for: Callable[[str], Policy], *, image_status: ImageStatus | None = None,
+                 egress: EgressPlumbing | None = None) -> None:
         self.image_status = image_status or ImageStatus()
+        self._egress = egress
         self._recheck: asyncio.Task[None] | None = None
         self._rechecked_at = 0.0
         self._config_for_image = config_for_image
@@ -82,7 +85,7 @@ class SandboxBackend:
             return
         manager: SandboxManager | None = None
         try:
-            manager = SandboxManager(self._config_for_image(tag), self._policy_for)
+            manager = SandboxManager(self._config_for_image(tag), self._policy_for, egress=self._egress)
             await manager.adopt_or_reap()
         except SandboxError as exc:
             if manager is not None:

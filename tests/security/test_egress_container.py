@@ -1,5 +1,6 @@
 """The allowlist plumbing, prototyped with a real container: ``network_mode=none`` plus one mounted directory
-holding the session's proxy socket, served on the container's loopback by toolrunner/egress/forward.py.
+holding the session's proxy socket, served on the container's loopback by the image's
+own toolrunner/runner/egress_forward.py.
 
 From inside the container, allowed names work through the proxy (curl over HTTP and HTTPS, Python urllib),
 and everything else gets nothing: a denied name, no proxy at all, raw TCP to the host's loopback origin, the
@@ -21,17 +22,16 @@ import pytest
 from fakes.origin import Origin
 from fakes.tls import make_tls
 
-import toolrunner.egress.forward as forward
 from policies.network import EgressRules
 from toolrunner.egress import AddressPolicy, EgressProxy, Identity, MemorySink, ProxyThread, SessionKeys, StaticResolver
+from toolrunner.runner.egress_env import KEY_VARIABLE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 ORIGIN_IP = "127.0.0.2"
 
 PROBE = r'''
 import json, os, socket, subprocess, sys, time, urllib.request, ssl
-sys.path.insert(0, "/opt/egress")
-from forward import KEY_VARIABLE, session_proxy_env
+from toolrunner.runner.egress_env import KEY_VARIABLE, session_proxy_env
 port, tls_port = int(os.environ["PORT"]), int(os.environ["TLS_PORT"])
 # What the runner will do for a session: its proxy variables, from the container's key (then dropped).
 proxy_env = session_proxy_env(bytes.fromhex(os.environ.pop(KEY_VARIABLE)), "sess-1")
@@ -112,7 +112,6 @@ def proxy_dir(tmp_path: Path) -> Iterator[tuple[Path, MemorySink, int, int, byte
     opt = tmp_path / "opt"
     opt.mkdir()
     (opt / "probe.py").write_text(PROBE)
-    (opt / "forward.py").write_text(Path(forward.__file__).read_text())
     (opt / "ca.pem").write_text("".join(ssl.DER_cert_to_PEM_cert(d) for d in tls.client.get_ca_certs(True)))
     for path in (tmp_path, opt, sock_dir, *opt.iterdir()):
         path.chmod(path.stat().st_mode | 0o755 if path.is_dir() else 0o644)
@@ -129,10 +128,11 @@ def test_allowlist_container_reaches_only_the_proxy(docker_client: Any, sandbox_
     gets 407; every other way out fails inside the container."""
     sock_dir, sink, port, tls_port, key = proxy_dir
     container = docker_client.containers.create(
-        sandbox_image, entrypoint=["sh", "-c", "python3 /opt/egress/forward.py & exec python3 /opt/egress/probe.py"],
+        sandbox_image, entrypoint=["sh", "-c",
+                                   "python3 -m toolrunner.runner.egress_forward & exec python3 /opt/egress/probe.py"],
         network_mode="none", user="1000:1000", read_only=True, cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        environment={"PORT": str(port), "TLS_PORT": str(tls_port), forward.KEY_VARIABLE: key.hex()},
+        environment={"PORT": str(port), "TLS_PORT": str(tls_port), KEY_VARIABLE: key.hex()},
         volumes={str(sock_dir): {"bind": "/run/openanalyst/egress", "mode": "ro"},
                  str(sock_dir.parent / "opt"): {"bind": "/opt/egress", "mode": "ro"}},
         labels={"openanalyst.test": "1"}, detach=True)

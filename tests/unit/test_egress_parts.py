@@ -12,9 +12,9 @@ import toolrunner.egress as egress
 from toolrunner.egress import Attribution, CredentialRegistry, Identity, SessionKeys
 from toolrunner.egress.addresses import AddressPolicy, address_kind
 from toolrunner.egress.credentials import first_attribution
-from toolrunner.egress.forward import session_credential, session_proxy_env
 from toolrunner.egress.httphead import BadRequest, parse_head
 from toolrunner.egress.limits import TokenBucket
+from toolrunner.runner.egress_env import session_credential, session_proxy_env
 
 
 def test_public_names_match_all() -> None:

@@ -20,8 +20,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from toolrunner.egress.forward import session_credential
 from toolrunner.egress.proxy import Attribute, Attribution, Identity
+from toolrunner.runner.egress_env import session_credential
 
 
 @dataclass(frozen=True)

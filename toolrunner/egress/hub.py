@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from toolrunner.egress.proxy import EgressProxy, Identity
 from toolrunner.egress.thread import ProxyThread
@@ -31,6 +32,13 @@ def proxy_env(token: str) -> dict[str, str]:
     url = f"http://{token}:x@{FORWARD_LISTEN}"
     return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
             "NO_PROXY": "", "no_proxy": ""}
+
+
+class EgressPlumbing(Protocol):
+    """What the sandbox manager needs for an allowlist tenant's new container: the socket directory to mount
+    and a fresh key (hex) for its sessions' proxy credentials."""
+
+    def prepare(self, tenant: str) -> tuple[Path, str]: ...
 
 
 class EgressHub:

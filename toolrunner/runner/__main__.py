@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+from toolrunner.runner.egress_env import LISTEN, SOCKET
 from toolrunner.runner.identity import MODES, UMASK, Identities, IdentityError, drop_to_runner
 from toolrunner.runner.procs import REGISTRY, log
 from toolrunner.runner.server import Server
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if not REGISTRY.become_subreaper():
         log("could not become a child subreaper; leftover processes may escape to PID 1")
     REGISTRY.start_reaper()
+    if os.path.exists(SOCKET):  # allowlist: serve the host's egress proxy on this container's loopback
+        from toolrunner.runner.egress_forward import start_if_mounted
+
+        if start_if_mounted() is None:
+            log(f"egress: cannot serve {SOCKET} on {LISTEN}; tools get no network")
     server = Server(Runtime.create(args.workspace), in_fd, out_fd)
     try:
         return server.serve()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolrunner.runner.context import ToolFailure
+from toolrunner.runner.egress_env import KEY_VARIABLE, session_proxy_env
 from toolrunner.runner.identity import Ident, Identities, IdentityError, files_as
 from toolrunner.runner.paths import Workspace
 from toolrunner.runner.procs import REGISTRY, all_pids, uid_of
@@ -41,6 +42,7 @@ class Runtime:
     base_env: dict[str, str]
     caps: dict[str, Any]
     python: str
+    egress_key: bytes | None = None  # allowlist: the container's key for sessions' proxy credentials
 
     @classmethod
     def create(cls, root: str) -> Runtime:
@@ -57,7 +59,11 @@ class Runtime:
         caps = {name: shutil.which(name, path=env["PATH"]) is not None for name in ("bash", "node", "rg", "pwsh")}
         caps["python"] = True
         python = sys.executable or shutil.which("python3", path=env["PATH"]) or "python3"
-        return cls(Workspace(root), tmp, env, caps, python)
+        try:
+            key = bytes.fromhex(os.environ.get(KEY_VARIABLE, "")) or None
+        except ValueError:
+            key = None
+        return cls(Workspace(root), tmp, env, caps, python, key)
 
     @property
     def identities(self) -> Identities:
@@ -135,8 +141,11 @@ class Session:
         return os.path.join(self.dir, "home")
 
     def env(self) -> dict[str, str]:
-        """The base environment with this session's HOME."""
-        return {**self.runtime.base_env, "HOME": self.home}
+        """The base environment with this session's HOME (and, under allowlist, its proxy variables)."""
+        env = {**self.runtime.base_env, "HOME": self.home}
+        if self.runtime.egress_key is not None:
+            env.update(session_proxy_env(self.runtime.egress_key, self.name))
+        return env
 
     def adopt_ready(self) -> bool:
         """Whether this session may still take another's identity (it has none of its own yet)."""
