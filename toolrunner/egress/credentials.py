@@ -81,8 +81,8 @@ class CredentialRegistry:
 
 class SessionKeys:
     """Credentials without a per-call message to the runner: each tenant container gets a random key (in its
-    environment, ``forward.KEY_VARIABLE``), the runner derives each session's credential from it
-    (``forward.session_credential``), and this side checks the MAC and names the session. The call is the
+    environment, ``egress_env.KEY_VARIABLE``), the runner derives each session's credential from it
+    (``egress_env.session_credential``), and this side checks the MAC and names the session. The call is the
     session's one call in flight, if there is exactly one; otherwise (none: a background process after its
     call; several at once) the connection is the session's. Thread-safe.
     """
