@@ -13,8 +13,9 @@ import sqlite3
 from typing import Any
 
 from server.audit import db
-from server.audit.merkle import inclusion_path, leaf_hash
-from server.audit.records import LOG_VERSION, ZERO_HASH
+from server.audit.merkle import inclusion_path
+from server.audit.records import LOG_VERSION
+from server.audit.recovery import stored_leaves
 from server.errors import Conflict, NotFound
 
 
@@ -34,10 +35,7 @@ def inclusion(conn: sqlite3.Connection, tenant: str, seq: int, tree_size: int | 
     row = conn.execute("SELECT body FROM records WHERE tenant = ? AND seq = ?", (tenant, seq)).fetchone()
     if row is None:
         raise NotFound("RECORD_NOT_FOUND", f"no record with seq {seq}")
-    leaves = [leaf_hash(ZERO_HASH)] * size  # a missing record stays a zero leaf, as in recovery
-    for s, record_hash in db.record_hashes(conn, tenant, size):
-        leaves[s - 1] = leaf_hash(record_hash)
-    path = inclusion_path(seq - 1, leaves)
+    path = inclusion_path(seq - 1, list(stored_leaves(conn, tenant, size)))
     return {"type": "inclusion_proof", "v": LOG_VERSION, "tenant": tenant, "seq": seq, "leaf_index": seq - 1,
             "tree_size": size, "record": json.loads(str(row[0])),
             "audit_path": [base64.b64encode(h).decode("ascii") for h in path],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hmac
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from server.audit import db
@@ -64,16 +65,26 @@ def head_is_valid(head: db.Head, key: SigningKey, legacy_key: bytes | None) -> b
     return hmac.compare_digest(head.mac, head_mac(legacy_key, head.tenant, head.seq, head.hash))
 
 
-def rebuild_frontier(conn: sqlite3.Connection, tenant: str, upto: int) -> Frontier:
-    """The tree over seqs 1..upto from stored hashes; a missing record counts as a zero leaf (and is an
+def stored_leaves(conn: sqlite3.Connection, tenant: str, upto: int) -> Iterator[bytes]:
+    """The leaf hashes of seqs 1..upto from stored hashes; a missing record counts as a zero leaf (and is an
     incident already), so leaf ``i`` stays the record with seq ``i + 1``."""
-    frontier = Frontier()
+    zero, size = leaf_hash(ZERO_HASH), 0
     for seq, record_hash in db.record_hashes(conn, tenant, upto):
-        while frontier.size < seq - 1:
-            frontier.append(leaf_hash(ZERO_HASH))
-        frontier.append(leaf_hash(record_hash))
-    while frontier.size < upto:
-        frontier.append(leaf_hash(ZERO_HASH))
+        while size < seq - 1:
+            yield zero
+            size += 1
+        yield leaf_hash(record_hash)
+        size += 1
+    while size < upto:
+        yield zero
+        size += 1
+
+
+def rebuild_frontier(conn: sqlite3.Connection, tenant: str, upto: int) -> Frontier:
+    """The tree over seqs 1..upto (``stored_leaves``)."""
+    frontier = Frontier()
+    for leaf in stored_leaves(conn, tenant, upto):
+        frontier.append(leaf)
     return frontier
 
 
