@@ -20,8 +20,6 @@ from server.providers.addresses import UrlPolicy
 from server.providers.registry import PROVIDERS
 from server.tenant_ids import HEADER_RE
 
-TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
-
 
 def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
