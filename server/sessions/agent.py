@@ -207,8 +207,8 @@ class AgentLoop:
             blocks: list[Any] = []
             if text:
                 blocks.append(TextBlock(text=text))
-            blocks.extend(ToolUseBlock(id=c.id, name=c.name, input=self._dispatcher.storable(c.arguments))
-                          for c in calls)
+            stored = [self._dispatcher.storable(c.arguments) for c in calls]
+            blocks.extend(ToolUseBlock(id=c.id, name=c.name, input=a) for c, a in zip(calls, stored, strict=True))
             if blocks:
                 await self._add_message(ctx, conversation, Message(role="assistant", blocks=blocks))
             outcome.text = text
@@ -217,9 +217,8 @@ class AgentLoop:
             await ctx.emit(StateEvent(state="tool_use"))
             results = await self._run_tools(ctx, calls)
             outcome.tool_calls.extend(
-                {"call_id": c.id, "id": c.id, "tool_name": c.name, "arguments": self._dispatcher.storable(c.arguments),
-                 "result": r.model_dump()}
-                for c, r in zip(calls, results, strict=True))
+                {"call_id": c.id, "id": c.id, "tool_name": c.name, "arguments": a, "result": r.model_dump()}
+                for c, a, r in zip(calls, stored, results, strict=True))
             await self._add_results(ctx, conversation, calls, results)
             if ctx.structured_output is not None:
                 return
