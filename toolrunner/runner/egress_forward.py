@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 
 from toolrunner.runner.egress_env import LISTEN, SOCKET
 
@@ -49,10 +50,11 @@ async def _serve_one(path: str, reader: asyncio.StreamReader, writer: asyncio.St
                 w.close()
 
 
-async def serve(path: str, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def serve(path: str, host: str, port: int, on_listening: Callable[[], None] | None = None) -> None:
+    """Forward every connection to ``host:port`` to the socket at ``path``; ``on_listening`` once bound."""
     server = await asyncio.start_server(lambda r, w: _serve_one(path, r, w), host, port, limit=256 * 1024)
-    if ready is not None:
-        ready.set()
+    if on_listening is not None:
+        on_listening()
     async with server:
         await server.serve_forever()
 
@@ -68,14 +70,8 @@ def start_if_mounted(socket_path: str = SOCKET, listen: str = LISTEN, wait_s: fl
     failed: list[BaseException] = []
 
     def run() -> None:
-        async def main() -> None:
-            server = await asyncio.start_server(lambda r, w: _serve_one(socket_path, r, w), host, int(port),
-                                                limit=256 * 1024)
-            ready.set()
-            async with server:
-                await server.serve_forever()
         try:
-            asyncio.run(main())
+            asyncio.run(serve(socket_path, host, int(port), ready.set))
         except OSError as exc:
             failed.append(exc)
             ready.set()
