@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -24,6 +25,20 @@ from toolrunner.manager import CallOutcome, SandboxManager
 from toolrunner.quota import release_all
 
 T = TypeVar("T")
+
+
+def ok(outcome: Any) -> str:
+    """The output of a call that must have succeeded."""
+    assert outcome.result.error is None, outcome.result
+    return str(outcome.result.output)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 class Harness:

@@ -12,23 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_support import Harness, make_config
+from sandbox_support import Harness, make_config, ok, wait_until
 
 from toolrunner.errors import SandboxCapacity
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
-
-
-def ok(outcome: Any) -> str:
-    assert outcome.result.error is None, outcome.result
-    return str(outcome.result.output)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -8,24 +8,12 @@ tests/e2e/test_sandbox_faults_e2e.py."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
+from sandbox_support import ok, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
-
-
-def ok(outcome: Any) -> str:
-    assert outcome.result.error is None, outcome.result
-    return str(outcome.result.output)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def runs(docker_client: Any, container_id: str, needle: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import docker
 import pytest
+from sandbox_support import ok, wait_until
 
 from policies.loader import policy_for
 from policies.model import Policy
@@ -19,18 +20,6 @@ from toolrunner.errors import SandboxBackendUnavailable, SandboxStartFailed
 from toolrunner.manager import SandboxManager
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
-
-
-def ok(outcome: Any) -> str:
-    assert outcome.result.error is None, outcome.result
-    return str(outcome.result.output)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_container_killed_mid_call_fails_the_call_and_the_next_gets_a_fresh_one(

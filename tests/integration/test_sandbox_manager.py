@@ -8,26 +8,13 @@ import time
 from typing import Any
 
 import pytest
+from sandbox_support import ok, wait_until
 
 from policies.loader import policy_for
 from policies.model import Policy
 from toolrunner.errors import InvalidTenant, ToolDenied, TooManyCalls
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
-
-
-def ok(outcome: Any) -> str:
-    """The output of a call that must have succeeded."""
-    result = outcome.result
-    assert result.error is None, result
-    return str(result.output)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_tenant_container_is_hardened_as_inspected(harness: Any) -> None:

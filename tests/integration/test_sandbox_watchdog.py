@@ -10,31 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any
 
 import pytest
-from sandbox_support import Harness
+from sandbox_support import Harness, ok, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 BOUND_S = 1.0  # unresponsive_after_s for these tests; the default is 10 s
 
 
-def ok(outcome: Any) -> str:
-    """The output of a call that must have succeeded."""
-    assert outcome.result.error is None, outcome.result
-    return str(outcome.result.output)
-
-
 def code(outcome: Any) -> str | None:
     return outcome.result.error.code if outcome.result.error is not None else None
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def runner_pid(docker_client: Any, container_id: str) -> int:
