@@ -134,13 +134,17 @@ class Head:
 _HEAD = "SELECT tenant, seq, hash, mac, alg, root, frontier FROM heads"
 
 
+def _head(row: Any) -> Head:
+    return Head(str(row[0]), int(row[1]), *map(str, row[2:]))
+
+
 def read_heads(conn: sqlite3.Connection) -> dict[str, Head]:
-    return {str(row[0]): Head(str(row[0]), int(row[1]), *map(str, row[2:])) for row in conn.execute(_HEAD)}
+    return {head.tenant: head for head in map(_head, conn.execute(_HEAD))}
 
 
 def read_head(conn: sqlite3.Connection, tenant: str) -> Head | None:
     row = conn.execute(_HEAD + " WHERE tenant = ?", (tenant,)).fetchone()
-    return None if row is None else Head(str(row[0]), int(row[1]), *map(str, row[2:]))
+    return None if row is None else _head(row)
 
 
 def write_heads(conn: sqlite3.Connection, heads: list[Head]) -> None:
