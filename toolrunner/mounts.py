@@ -49,12 +49,6 @@ def mounted_at(point: Path) -> Mount | None:
     return found
 
 
-def mounts_under(root: Path) -> list[Mount]:
-    """Mounts at ``root`` or below it, deepest first (the order to unmount them in)."""
-    inside = [m for m in mounts() if m.point == root or root in m.point.parents]
-    return sorted(inside, key=lambda m: len(m.point.parts), reverse=True)
-
-
 def loop_backing_file(device: str) -> Path | None:
     """The file behind ``/dev/loopN`` (None if ``device`` is not a loop device or has no file)."""
     name = Path(device).name
