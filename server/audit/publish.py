@@ -42,14 +42,19 @@ class PublishConfig:
         return [t for t, on in (("command", self.command), ("url", self.url)) if on]
 
 
-def published_sizes(state_path: Path) -> dict[str, int]:
-    """Per tenant, the largest tree size any target has taken (what exists off the box)."""
+def _read_state(state_path: Path) -> dict[str, Any]:
+    """The state file as a dict; missing, unreadable or not a JSON object: empty."""
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
+
+
+def published_sizes(state_path: Path) -> dict[str, int]:
+    """Per tenant, the largest tree size any target has taken (what exists off the box)."""
     sizes: dict[str, int] = {}
-    for per_target in state.values() if isinstance(state, dict) else ():
+    for per_target in _read_state(state_path).values():
         for tenant, size in per_target.items() if isinstance(per_target, dict) else ():
             if isinstance(tenant, str) and isinstance(size, int):
                 sizes[tenant] = max(size, sizes.get(tenant, 0))
@@ -88,11 +93,7 @@ class Publisher:
         self._thread = None
 
     def _load_state(self) -> dict[str, dict[str, int]]:
-        try:
-            state = json.loads(self._state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+        return _read_state(self._state_path)
 
     def _save_state(self, state: dict[str, dict[str, int]]) -> None:
         tmp = self._state_path.with_suffix(".tmp")
