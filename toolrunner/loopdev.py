@@ -71,8 +71,7 @@ def release_all(root: Path) -> list[Path]:
     with LOCK:
         for mount in sorted(mounts(), key=lambda m: len(m.point.parts), reverse=True):
             backing = loop_backing_file(mount.source)
-            if (backing is not None and root in backing.parents and backing.parent.name == "quota"
-                    and backing.suffix == ".ext4"):
+            if _quota_image_under(backing, root):
                 unmount(mount.point)
                 released.append(mount.point)
             elif backing is None and (mount.point == root or root in mount.point.parents) and unguard(mount.point):
@@ -80,12 +79,16 @@ def release_all(root: Path) -> list[Path]:
         # Devices attached but never mounted (a server killed between losetup and mount) hold no mount point.
         in_use = {m.source for m in mounts()}
         for device in all_loops():
-            backing = loop_backing_file(device)
-            if (device not in in_use and backing is not None and root in backing.parents
-                    and backing.parent.name == "quota" and backing.suffix == ".ext4"):
+            if device not in in_use and _quota_image_under(loop_backing_file(device), root):
                 with contextlib.suppress(OSError):
                     run("losetup", "-d", device)
     return released
+
+
+def _quota_image_under(backing: Path | None, root: Path) -> bool:
+    """Whether a loop device's backing file is a workspace quota image (``.../quota/<tenant>.ext4``) under root."""
+    return (backing is not None and root in backing.parents and backing.parent.name == "quota"
+            and backing.suffix == ".ext4")
 
 
 def all_loops() -> list[str]:
