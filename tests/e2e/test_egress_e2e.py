@@ -6,14 +6,14 @@ nothing connects; GET /v1/sandbox shows the allow-list; a tenant under the defau
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fakes.origin import serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -51,13 +51,8 @@ class Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def site() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Hello) as port:
+        yield port
 
 
 @pytest.fixture

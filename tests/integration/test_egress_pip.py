@@ -9,13 +9,13 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from fakes.origin import serving
 
 from policies.network import EgressRules
 from toolrunner.egress import AddressPolicy, EgressProxy, Identity, MemorySink, ProxyThread, StaticResolver
@@ -58,13 +58,8 @@ def index() -> Iterator[tuple[int, bytes]]:
             self.end_headers()
             self.wfile.write(body or b"")
 
-    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.server_address[1], wheel
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Handler, "127.0.0.2") as port:
+        yield port, wheel
 
 
 def _pip_download(index_name: str, port: int, proxy: str, dest: Path) -> subprocess.CompletedProcess[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fakes.origin import serving
 
 from server.tools.context import ToolContext
 from server.tools.web_search import SearxngBackend, web_search_handler
@@ -43,13 +43,8 @@ def searxng() -> Iterator[tuple[str, list[dict[str, object]]]]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.2:{server.server_address[1]}/", seen
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Handler, "127.0.0.2") as port:
+        yield f"http://127.0.0.2:{port}/", seen
 
 
 def _run(backend: SearxngBackend | None, args: dict[str, object]) -> ToolResult:
