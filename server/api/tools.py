@@ -68,10 +68,10 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
     ctx = _tool_context(request, tenant.id, body.session_id)
     raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
     # 404 / 422 before any stream starts, recorded in the audit log like every call.
-    await dispatcher.check(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
+    args = await dispatcher.check(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
     if not body.stream or not dispatcher.allowed(tenant.id, name):
         # A denial is recorded and raised here as a plain 403, before any stream starts.
-        result = await dispatcher.run(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)
+        result = await dispatcher.run_checked(ctx, name, args, call_id=call_id)
         return JSONResponse(ToolCallAnswer.of(call_id, result).model_dump(mode="json"))
 
     buffer = EventBuffer()
@@ -82,8 +82,7 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
 
     async def run() -> None:
         try:
-            result = await dispatcher.run(ctx, name, body.input, on_chunk=on_chunk, call_id=call_id,
-                                           raw_sha256=raw_sha256)
+            result = await dispatcher.run_checked(ctx, name, args, on_chunk=on_chunk, call_id=call_id)
             await buffer.emit(ToolResultEvent.of(call_id, result))
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else ApiError("INTERNAL_ERROR", "the tool call failed")

@@ -131,6 +131,11 @@ class ToolDispatcher:
     async def run(self, ctx: ToolContext, name: str, raw_input: Any, *, on_chunk: ChunkCallback | None = None,
                   call_id: str | None = None, raw_sha256: str | None = None) -> ToolResult:
         args = await self.check(ctx, name, raw_input, call_id=call_id, raw_sha256=raw_sha256)
+        return await self.run_checked(ctx, name, args, on_chunk=on_chunk, call_id=call_id)
+
+    async def run_checked(self, ctx: ToolContext, name: str, args: dict[str, Any], *,
+                          on_chunk: ChunkCallback | None = None, call_id: str | None = None) -> ToolResult:
+        """``run`` for ``args`` that ``check`` returned (the HTTP route checks before a stream starts)."""
         tool = self.registry.get(name)
         ctx.call_id = call_id or new_call_id()
         policy = self._policy_for(ctx.tenant_id)
