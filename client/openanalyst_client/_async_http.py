@@ -14,6 +14,7 @@ from openanalyst_client._policy import (
     ResumeState,
     backoff,
     error_from,
+    reconnect_delay,
     refused_at_start,
     status_delay,
     transport_delay,
@@ -146,7 +147,7 @@ class AsyncEventStream:
                 failures += 1
                 if failures > self._http.config.max_reconnects:
                     raise StreamInterrupted(f"stream cut {failures} times in a row: {exc!r}", count) from exc
-                await asyncio.sleep(0.0 if failures == 1 else min(5.0, 0.25 * 2 ** (failures - 2)))
+                await asyncio.sleep(reconnect_delay(failures))
             if retry_wait is not None:
                 self._http.retries += 1
                 await asyncio.sleep(retry_wait)

@@ -48,6 +48,11 @@ def backoff(attempt: int) -> float:
     return float(min(8.0, 0.5 * 2**attempt))
 
 
+def reconnect_delay(failures: int) -> float:
+    """Seconds before reconnecting a cut event stream after ``failures`` cuts in a row: the first at once."""
+    return 0.0 if failures == 1 else min(5.0, 0.25 * 2 ** (failures - 2))
+
+
 def status_delay(method: str, status: int, retry_after: float | None, attempt: int,
                  config: ClientConfig) -> float | None:
     """Seconds to wait before retrying an answer with this status, or None: do not retry."""
