@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     @field_validator("tenant_policies")
     @classmethod
     def _tenant_ids(cls, policies: dict[str, str]) -> dict[str, str]:
-        bad = [t for t in policies if t != "owner" and not HEADER_RE.match(t)]  # mapped in server.wiring
+        bad = [t for t in policies if t != "owner" and not HEADER_RE.fullmatch(t)]  # mapped in server.wiring
         if bad:
             raise ValueError(f"invalid tenant id(s) {bad}")
         return policies

@@ -52,7 +52,7 @@ TenantHeader = Annotated[str | None, Header(
 
 def parse_tenant_id(value: str) -> Tenant:
     """A header value → Tenant, or 400 INVALID_TENANT_ID."""
-    if not HEADER_RE.match(value):
+    if not HEADER_RE.fullmatch(value):
         raise BadRequest("INVALID_TENANT_ID",
                          "X-Tenant-ID must be 1-256 printable ASCII characters without spaces")
     if value.lower() == OWNER_ID:

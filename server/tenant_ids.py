@@ -30,7 +30,7 @@ _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 
 def tenant_name(tenant_id: str) -> str:
     """The safe name of a valid header id (``HEADER_RE``, not ``owner``)."""
-    if NAME_RE.match(tenant_id) and not MAPPED_RE.match(tenant_id):
+    if NAME_RE.fullmatch(tenant_id) and not MAPPED_RE.match(tenant_id):
         return tenant_id
     digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:24]
     prefix = _UNSAFE.sub("_", tenant_id.lower())[:PREFIX_CHARS].lstrip(".") or "t"

@@ -30,7 +30,7 @@ def accept_request_id(value: bytes | None) -> str:
             text = value.decode("ascii")
         except UnicodeDecodeError:
             return new_request_id()
-        if _SANE.match(text):
+        if _SANE.fullmatch(text):
             return text
     return new_request_id()
 

@@ -1,0 +1,27 @@
+"""The header patterns end in ``$``, which also matches before a final newline; the checks use ``fullmatch``,
+so a value ending in a newline is never taken as a tenant id, a tenant directory name or a request id."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import BadRequest
+from server.observability.request_id import accept_request_id
+from server.tenancy import parse_tenant_id
+from server.tenant_ids import tenant_name
+
+
+def test_a_tenant_id_ending_in_a_newline_is_refused() -> None:
+    with pytest.raises(BadRequest):
+        parse_tenant_id("acme\n")
+    assert parse_tenant_id("acme").id == "acme"
+
+
+def test_a_name_ending_in_a_newline_is_never_its_own_directory_name() -> None:
+    assert "\n" not in tenant_name("acme\n")
+    assert tenant_name("acme") == "acme"
+
+
+def test_a_request_id_ending_in_a_newline_is_replaced() -> None:
+    assert accept_request_id(b"abc\n") != "abc\n"
+    assert accept_request_id(b"abc") == "abc"
