@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from toolrunner.egress import ConnectionRecord, MemorySink
+
 _BLOCK = b"x" * (256 * 1024)
 
 
@@ -100,3 +102,12 @@ def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> I
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def wait_records(sink: MemorySink, n: int, timeout: float = 10.0) -> list[ConnectionRecord]:
+    """The sink's records once there are ``n`` (a proxy records a connection when it closes), or what there
+    is after ``timeout`` seconds: the caller's assertion says what was missing."""
+    deadline = time.monotonic() + timeout
+    while len(sink.records) < n and time.monotonic() < deadline:
+        time.sleep(0.01)  # poll interval against the deadline
+    return sink.records

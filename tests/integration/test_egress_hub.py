@@ -5,17 +5,15 @@ from __future__ import annotations
 import base64
 import socket
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.origin import Origin
+from fakes.origin import Origin, wait_records
 
 from policies.network import EgressRules
 from toolrunner.egress import (
     AddressPolicy,
-    ConnectionRecord,
     CredentialRegistry,
     EgressHub,
     EgressProxy,
@@ -53,13 +51,6 @@ def _get(sock_dir: Path, port: int, token: str | None) -> bytes:
     return data
 
 
-def _records(sink: MemorySink, n: int) -> list[ConnectionRecord]:
-    deadline = time.monotonic() + 10
-    while len(sink.records) < n and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return sink.records
-
-
 def test_tokens_attribute_calls_and_sessions_and_never_cross_tenants(
         hub: tuple[EgressHub, CredentialRegistry, MemorySink, Origin]) -> None:
     """A call's token names its session and call; after the call, only the session; after the session, nothing
@@ -77,7 +68,7 @@ def test_tokens_attribute_calls_and_sessions_and_never_cross_tenants(
     assert _get(b_dir, origin.port, other).startswith(b"HTTP/1.1 200")
     registry.end_session("tenant-a", "sess-1")
     assert _get(a_dir, origin.port, token).startswith(b"HTTP/1.1 407")
-    recs = _records(sink, 7)
+    recs = wait_records(sink, 7)
     assert [(r.tenant, r.session, r.call_id, r.decision) for r in recs] == [
         ("tenant-a", "sess-1", "call-1", "allow"), ("tenant-a", "sess-1", None, "allow"),
         ("tenant-a", None, None, "deny"), ("tenant-a", None, None, "deny"), ("tenant-a", None, None, "deny"),

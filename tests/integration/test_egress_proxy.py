@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fakes.origin import Origin
+from fakes.origin import Origin, wait_records
 from fakes.tls import make_tls
 
 from policies.network import EgressRules
@@ -66,11 +66,9 @@ class Env:
         return f"http://{host}:{port}"
 
     def wait_records(self, n: int) -> list[ConnectionRecord]:
-        deadline = time.monotonic() + 10
-        while len(self.sink.records) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(self.sink.records) >= n, self.sink.records
-        return self.sink.records
+        records = wait_records(self.sink, n)
+        assert len(records) >= n, records
+        return records
 
 
 @pytest.fixture
@@ -199,10 +197,7 @@ def test_the_system_resolver_refuses_localhost(env: Env) -> None:
         host, port = thread.listen_tcp(Identity("t2"))
         out = curl("-x", f"http://{host}:{port}", "-i", f"http://localhost:{env.host_port.port}/hello")
         assert "403" in out.stdout.splitlines()[0]
-        deadline = time.monotonic() + 10
-        while not sink.records and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sink.records[0].rule == "address:loopback" and env.host_port.accepted == 0
+        assert wait_records(sink, 1)[0].rule == "address:loopback" and env.host_port.accepted == 0
     finally:
         thread.stop()
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fakes.origin import wait_records
 from fakes.tls import make_tls
 
 from policies.network import EgressRules
@@ -80,10 +80,7 @@ class Env:
 
     def records(self, n: int) -> list[tuple[str, str]]:
         """(host, decision) of the proxy's records once there are ``n`` (they land when the proxy closes)."""
-        deadline = time.monotonic() + 10
-        while len(self.sink.records) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return [(r.host, r.decision) for r in self.sink.records]
+        return [(r.host, r.decision) for r in wait_records(self.sink, n)]
 
     def run(self, args: dict[str, object], tenant: str = "t1", timeout_s: float = 20) -> ToolResult:
         async def route_for(ctx: ToolContext) -> EgressRoute | None:

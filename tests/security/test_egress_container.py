@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.origin import Origin
+from fakes.origin import Origin, wait_records
 from fakes.tls import make_tls
 
 from policies.network import EgressRules
@@ -157,10 +156,7 @@ def test_allowlist_container_reaches_only_the_proxy(docker_client: Any, sandbox_
         assert out[key].startswith("OSError:101"), (key, out[key])  # ENETUNREACH
     assert out["tcp6_remote"] == "OSError:99"  # EADDRNOTAVAIL: the container has no IPv6 address at all
     assert str(out["dns"]).startswith("failed:") and out["interfaces"] == ["lo"]
-    deadline = time.monotonic() + 10
-    while len(sink.records) < 6 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    decisions = sorted((r.host, r.decision, r.rule) for r in sink.records)
+    decisions = sorted((r.host, r.decision, r.rule) for r in wait_records(sink, 6))
     assert decisions == [("allowed.test", "allow", "allow:allowed.test")] * 3 + [
         ("allowed.test", "deny", "credential"), ("denied.test", "deny", "default"),
         ("hostport.test", "deny", "address:loopback")]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.origin import Origin
+from fakes.origin import Origin, wait_records
 from sandbox_support import Harness, make_config
 
 from policies.docker_args import EGRESS_MOUNT
@@ -82,10 +82,7 @@ def test_an_allowlist_sandbox_reaches_only_allowed_names(wired: tuple[Any, Memor
     direct = harness.bash("ada", "env -u http_proxy -u HTTP_PROXY curl -sS --max-time 5 "
                                  f"http://{IP}:{port}/hello; echo rc=$?", session="ses_a")
     assert "rc=0" not in direct.result.output and "hello" not in direct.result.output
-    deadline = time.monotonic() + 10
-    while len(sink.records) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sorted((r.host, r.decision) for r in sink.records) == [
+    assert sorted((r.host, r.decision) for r in wait_records(sink, 3)) == [
         ("allowed.test", "allow"), ("allowed.test", "allow"), ("denied.test", "deny")]
     assert {(r.tenant, r.session) for r in sink.records} == {("ada", "ses_a")}
 
