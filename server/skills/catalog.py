@@ -96,7 +96,7 @@ class SkillCatalog:
             key = ("tenant", tenant_id)
             result = scan(root.path, TENANT_SKILLS, self._found.get(key, {}))
             self._found[key] = {f.directory: f for f in result.found}
-            out.append(("tenant", "tenant", result))
+            out.append((f"tenant:{tenant_id}", "tenant", result))  # parse cache per tenant, not per inode
         return out
 
     def _assemble(self, scans: list[tuple[str, Source, Scan]], root: TenantRoot,
