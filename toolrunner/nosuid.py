@@ -102,23 +102,71 @@ def unguard(path: Path) -> bool:
 
 def strip_setid(path: Path) -> int:
     """Clear set-uid bits of root's files and set-gid bits of group root's under ``path`` (one filesystem,
-    symlinks not followed); returns how many files were changed."""
+    symlinks not followed); returns how many files were changed.
+
+    The walk goes from directory fd to directory fd (``openat`` with ``O_NOFOLLOW``), never by path: a
+    directory the sandbox swaps for a link to ``/usr/bin`` while the walk runs is refused, not entered, so
+    nothing outside the workspace can lose (or be handed) its bits."""
     changed = 0
-    device = path.stat().st_dev
-    for top, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if _same_device(Path(top, d), device)]
-        for name in files:
-            changed += _strip_one(Path(top, name))
+    try:
+        root = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return 0
+    device = os.fstat(root).st_dev
+    # Depth first, one open fd per level (a wide tree cannot run the server out of fds and so hide a file).
+    stack: list[tuple[int, list[str]]] = [(root, [])]
+    try:
+        subdirs, changed = _strip_files(root)
+        stack[0] = (root, subdirs)
+        while stack:
+            parent, subdirs = stack[-1]
+            fd = None
+            while subdirs and fd is None:
+                fd = _open_dir(subdirs.pop(), parent, device)
+            if fd is None:
+                os.close(stack.pop()[0])
+                continue
+            stack.append((fd, []))
+            names, stripped = _strip_files(fd)
+            stack[-1] = (fd, names)
+            changed += stripped
+    finally:
+        for fd_left, _ in stack:
+            os.close(fd_left)
     if changed:
         log.warning("stripped set-id bits from %d root-owned file(s) in %s", changed, path)
     return changed
 
 
-def _strip_one(file: Path) -> int:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _strip_files(fd: int) -> tuple[list[str], int]:
+    """Strip the files directly in directory ``fd``; its subdirectories' names (links excluded) and the count."""
+    with os.scandir(fd) as entries:
+        listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    subdirs = [name for name, is_dir in listed if is_dir]
+    return subdirs, sum(_strip_one(name, fd) for name, is_dir in listed if not is_dir)
+
+
+def _open_dir(name: str, parent: int, device: int) -> int | None:
+    """The subdirectory ``name`` of ``parent`` if it is a real directory on ``device`` (never a link)."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
+    if os.fstat(fd).st_dev != device:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _strip_one(name: str, parent: int) -> int:
     """Through an fd opened without following links: a name swapped for a link to a system binary meanwhile
     changes nothing outside the workspace."""
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                     dir_fd=parent)
     except OSError:
         return 0
     try:
@@ -132,11 +180,3 @@ def _strip_one(file: Path) -> int:
         return 0
     finally:
         os.close(fd)
-
-
-def _same_device(path: Path, device: int) -> bool:
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_dev == device

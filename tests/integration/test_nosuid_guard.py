@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from toolrunner import nosuid
 from toolrunner.config import SandboxConfig, release_workspace
 from toolrunner.mounts import mounted_at
 from toolrunner.nosuid import guard, guarded, unguard
@@ -58,3 +59,24 @@ def test_a_process_already_inside_when_the_guard_is_set_is_named(tmp_path: Path,
         before.kill()
         before.wait(10)
     assert unguard(ws) is True
+
+
+def test_the_strip_walks_every_real_directory_and_never_follows_a_link(tmp_path: Path) -> None:
+    """Set-id bits of root's files are stripped at any depth inside the workspace; a directory link to a
+    directory outside it (what a sandbox would swap in to reach /usr/bin) is not entered."""
+    workspace, outside = tmp_path / "ws", tmp_path / "outside"
+    deep = workspace / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    outside.mkdir()
+    inside_files = [workspace / "top", deep / "bottom", *(workspace / "a" / f"wide{i}" / "f" for i in range(50))]
+    for file in inside_files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("x")
+        os.chmod(file, 0o4755)
+    target = outside / "sudo-like"
+    target.write_text("x")
+    os.chmod(target, 0o4755)
+    (workspace / "a" / "b" / "link").symlink_to(outside, target_is_directory=True)
+    assert nosuid.strip_setid(workspace) == len(inside_files)
+    assert all(not file.stat().st_mode & stat.S_ISUID for file in inside_files)
+    assert target.stat().st_mode & stat.S_ISUID
