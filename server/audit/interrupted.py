@@ -17,10 +17,16 @@ from server.audit.records import finished_draft
 CODE = "INTERRUPTED"
 MESSAGE = "the server stopped before this call finished (closed when the server started again)"
 
+# A session's call ids come from the model provider and may repeat, so "some finished record has this id"
+# does not close a call: the k-th started record of an id is open while fewer than k finished ones exist.
+# (``+p.seq``: count through records_by_call, not by scanning the tenant's earlier records.)
 _OPEN_CALLS = """
 SELECT s.tenant, s.body FROM records s
-WHERE s.phase = 'started' AND NOT EXISTS (
-    SELECT 1 FROM records f WHERE f.tenant = s.tenant AND f.call_id = s.call_id AND f.phase = 'finished')
+WHERE s.phase = 'started'
+  AND (SELECT COUNT(*) FROM records p
+       WHERE p.tenant = s.tenant AND p.call_id IS s.call_id AND p.phase = 'started' AND +p.seq <= s.seq)
+    > (SELECT COUNT(*) FROM records f
+       WHERE f.tenant = s.tenant AND f.call_id IS s.call_id AND f.phase = 'finished')
 ORDER BY s.tenant, s.seq
 """
 

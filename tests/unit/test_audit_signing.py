@@ -244,6 +244,37 @@ async def test_open_calls_are_closed_as_interrupted(tmp_path: Path) -> None:
         await third.close()
 
 
+async def test_a_reused_call_id_is_still_closed_as_interrupted(tmp_path: Path) -> None:
+    """A session's call ids come from the model provider and may repeat: a call cut off by a crash is closed
+    even when an earlier call with the same id finished, so a reused id cannot hide it."""
+    path = tmp_path / "audit.db"
+    audit = AuditLog(path)
+    await audit.open()
+    for _ in range(2):  # the same id, finished twice
+        await audit.started("t1", call_id="toolu_0", session_id="s", tool="bash", input={"command": "true"},
+                            policy="default", decision="allowed")
+        await audit.finished("t1", call_id="toolu_0", session_id="s", tool="bash",
+                             result={"output": "", "exit_code": 0}, oom_killed=False, container_id=None,
+                             image_id=None, policy="default", decision="allowed")
+    await audit.started("t1", call_id="toolu_0", session_id="s", tool="bash", input={"command": "sleep 30"},
+                        policy="default", decision="allowed")
+    await audit.close()
+    again = AuditLog(path)
+    await again.open()
+    try:
+        records, _ = await again.list("t1", phase="finished")
+        assert [(r["seq"], r["error_code"]) for r in records][-1] == (6, "INTERRUPTED"), records
+        assert await again.count("t1", phase="finished") == await again.count("t1", phase="started") == 3
+    finally:
+        await again.close()
+    third = AuditLog(path)  # nothing left open: nothing more is written
+    await third.open()
+    try:
+        assert await third.count("t1") == 6 and third.warnings == []
+    finally:
+        await third.close()
+
+
 async def test_a_v1_hmac_database_is_carried_over(tmp_path: Path) -> None:
     """A database whose heads are format-v1 HMACs (with its audit.key present) opens without incident: its
     heads are re-signed with Ed25519 and the chain continues and verifies."""
