@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import re
 
+from toolrunner.config import TENANT_ID
+
 HEADER_RE = re.compile(r"^[!-~]{1,256}$")
 """What ``X-Tenant-ID`` accepts: printable ASCII, no spaces or controls, 1-256 characters."""
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
-"""A tenant name as the sandbox manager and the data directory take it (toolrunner.config.TENANT_ID)."""
+NAME_RE = TENANT_ID
+"""A tenant name as the sandbox manager and the data directory take it (toolrunner.config.TENANT_ID itself)."""
 MAPPED_RE = re.compile(r"^.*--[0-9a-f]{24}$")
 PREFIX_CHARS = 37  # 37 + 2 + 24 = 63 characters
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
