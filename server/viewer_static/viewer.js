@@ -78,15 +78,24 @@ async function loadVerify() {
   box.dataset.ok = String(Boolean(v.ok));
 }
 
-// started and finished records of one call, in the order the page returned them.
+// started and finished records of one call, in the order the page returned them. A session's call ids come
+// from the model provider and may repeat: a record whose slot is already taken starts a new row rather than
+// replacing (and so hiding) the earlier call's record.
 function groupCalls(records) {
-  const calls = new Map();
+  const calls = [];
+  const latest = new Map();
   for (const record of records) {
     const key = record.call_id || "seq-" + record.seq;
-    if (!calls.has(key)) calls.set(key, { id: key, started: null, finished: null });
-    calls.get(key)[record.phase === "started" ? "started" : "finished"] = record;
+    const phase = record.phase === "started" ? "started" : "finished";
+    let call = latest.get(key);
+    if (!call || call[phase]) {
+      call = { id: key, started: null, finished: null };
+      latest.set(key, call);
+      calls.push(call);
+    }
+    call[phase] = record;
   }
-  return [...calls.values()];
+  return calls;
 }
 
 function limitsHit(f) {

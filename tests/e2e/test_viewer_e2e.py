@@ -254,3 +254,16 @@ def test_pages_of_a_long_log(server: Any, page: Page) -> None:
     assert page.locator("#next").is_disabled() and page.locator("#prev").is_enabled()
     assert [r["seq"] for r in rows(page)] == ["101"]
     assert "call-50" in page.locator("#calls").inner_text()
+
+
+def test_a_reused_call_id_does_not_hide_a_call(server: Any, page: Page) -> None:
+    """A session's call ids come from the model provider and may repeat: the viewer's grouping gives each
+    started/finished pair its own row instead of letting a later record replace an earlier one."""
+    page.goto(f"{server.base}/viewer")
+    page.wait_for_selector("body[data-loaded]", state="attached")
+    records = [{"call_id": c, "seq": s, "phase": p} for c, s, p in (
+        ("a", 1, "started"), ("a", 2, "finished"), ("a", 3, "started"), ("b", 4, "started"),
+        ("a", 5, "finished"), ("b", 6, "finished"))]
+    grouped = page.evaluate("""records => groupCalls(records).map(
+        c => [c.id, c.started && c.started.seq, c.finished && c.finished.seq])""", records)
+    assert grouped == [["a", 1, 2], ["a", 3, 5], ["b", 4, 6]]
