@@ -36,7 +36,7 @@ def preset_names() -> list[str]:
 
 def _resolve(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
-    if isinstance(name_or_path, str) and _PRESET_NAME.match(text):
+    if isinstance(name_or_path, str) and _PRESET_NAME.fullmatch(text):
         candidate = PRESETS_DIR / f"{text}.toml"
         if candidate.is_file():
             return candidate

@@ -59,7 +59,7 @@ def is_ip_literal(host: str) -> bool:
         return True
     except ValueError:
         pass
-    if _NUMERIC.match(host) and any(c.isdigit() for c in host):
+    if _NUMERIC.fullmatch(host) and any(c.isdigit() for c in host):
         try:
             socket.inet_aton(host)
             return True
@@ -111,7 +111,7 @@ def parse_rule(text: str, *, preset: bool = False) -> Rule:
     wildcard = host.startswith("*.")
     labels = (host[2:] if wildcard else host).split(".")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValueError(f"rule {text!r}: {label!r} is not a valid DNS label (ASCII letters, digits, '-', "
                              "'_'; use the punycode form of an international name)")
     if wildcard and len(labels) < 2:

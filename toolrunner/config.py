@@ -87,7 +87,7 @@ class SandboxConfig(BaseModel):
 
 def validate_tenant(tenant: str) -> str:
     """The tenant id if it is safe as a directory name and label value, else ``InvalidTenant``."""
-    if not isinstance(tenant, str) or not TENANT_ID.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise InvalidTenant(f"tenant id {tenant!r} must match {TENANT_ID.pattern}")
     return tenant
 
