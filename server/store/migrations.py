@@ -46,6 +46,28 @@ MIGRATIONS: list[str] = [
         tenant_id TEXT NOT NULL, provider TEXT NOT NULL, preferred_source TEXT NOT NULL, updated_at TEXT NOT NULL,
         PRIMARY KEY (tenant_id, provider));
     """,
+    # 4: tool calls waiting for a person (docs/approvals.md) and runs for CI with their webhook deliveries
+    # (docs/runs.md)
+    """
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, call_id TEXT NOT NULL,
+        tool TEXT NOT NULL, arguments TEXT NOT NULL, reason_asked TEXT NOT NULL, status TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, decided_at TEXT, decided_by_tenant TEXT,
+        decided_by_key TEXT, reason TEXT);
+    CREATE INDEX approvals_by_call ON approvals (session_id, call_id);
+    CREATE INDEX approvals_pending ON approvals (status) WHERE status = 'pending';
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, session_id TEXT, status TEXT NOT NULL,
+        message TEXT NOT NULL, environment TEXT, limits TEXT NOT NULL, webhook_url TEXT, webhook_secret BLOB,
+        error_code TEXT, error_message TEXT, answer TEXT, input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0, turns INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+    CREATE INDEX runs_by_tenant ON runs (tenant_id, created_at);
+    CREATE TABLE run_deliveries (
+        run_id TEXT NOT NULL, attempt INTEGER NOT NULL, event_id TEXT NOT NULL, url TEXT NOT NULL,
+        attempted_at TEXT NOT NULL, status_code INTEGER, error TEXT, duration_ms REAL NOT NULL,
+        succeeded INTEGER NOT NULL, next_attempt_at TEXT, PRIMARY KEY (run_id, attempt));
+    """,
 ]
 
 
