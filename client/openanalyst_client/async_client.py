@@ -19,6 +19,13 @@ import httpx
 from openanalyst_client import _requests as rq
 from openanalyst_client._async_http import AsyncEventStream, AsyncHttp
 from openanalyst_client._policy import ResumeState
+from openanalyst_client.admin_resources import (
+    AsyncAccountApi,
+    AsyncAuditTrustApi,
+    AsyncProvidersApi,
+    AsyncSandboxApi,
+    AsyncSkillsApi,
+)
 from openanalyst_client.audit_verify import verify_export
 from openanalyst_client.config import ClientConfig
 from openanalyst_client.errors import TransportError
@@ -168,6 +175,11 @@ class AsyncClient:
         self.tools = Tools(self._http)
         self.chat = Chat(self._http)
         self.audit = Audit(self._http)
+        self.audit_trust = AsyncAuditTrustApi(self._http)
+        self.account = AsyncAccountApi(self._http)
+        self.providers = AsyncProvidersApi(self._http)
+        self.sandbox = AsyncSandboxApi(self._http)
+        self.skills = AsyncSkillsApi(self._http)
 
     @property
     def retries(self) -> int:

@@ -19,6 +19,13 @@ import httpx
 from openanalyst_client import _requests as rq
 from openanalyst_client._policy import ResumeState
 from openanalyst_client._sync_http import EventStream, SyncHttp
+from openanalyst_client.admin_resources import (
+    AccountApi,
+    AuditTrustApi,
+    ProvidersApi,
+    SandboxApi,
+    SkillsApi,
+)
 from openanalyst_client.audit_verify import verify_export
 from openanalyst_client.config import ClientConfig
 from openanalyst_client.errors import TransportError
@@ -167,6 +174,11 @@ class Client:
         self.tools = Tools(self._http)
         self.chat = Chat(self._http)
         self.audit = Audit(self._http)
+        self.audit_trust = AuditTrustApi(self._http)
+        self.account = AccountApi(self._http)
+        self.providers = ProvidersApi(self._http)
+        self.sandbox = SandboxApi(self._http)
+        self.skills = SkillsApi(self._http)
 
     @property
     def retries(self) -> int:

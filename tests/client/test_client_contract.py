@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openanalyst_client import events, models
+from openanalyst_client import admin_models, events, models
 from openanalyst_client.models import Model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -24,6 +24,11 @@ MIRRORED: list[type[Model]] = [
     events.SnapshotEvent, events.MessageEvent, events.AssistantDeltaEvent, events.ToolCallEvent,
     events.ToolOutputEvent, events.ToolResultEvent, events.UsageEvent, events.StateEvent, events.ErrorEvent,
     events.ProviderFailure,
+    admin_models.Account, admin_models.Balance, admin_models.AuthStatus, admin_models.CodeDelivery,
+    admin_models.OtpChallenge, admin_models.ProviderEntry, admin_models.ProviderList, admin_models.ProviderStatus,
+    admin_models.ProviderStatusList, admin_models.SandboxInfo, admin_models.SkillInfo, admin_models.SkillProblem,
+    admin_models.SkillList, admin_models.SkillMatch, admin_models.SkillMatches, admin_models.SkillRunAnswer,
+    admin_models.Checkpoint, admin_models.CheckpointPage, admin_models.InclusionProof,
 ]
 
 # (method, path, success status, schema of the JSON answer or None) for every route the client calls.
@@ -44,6 +49,25 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("get", "/v1/audit/export", "200", None),
     ("get", "/v1/audit/verify", "200", "Verification"),
     ("get", "/v1/audit/key", "200", "AuditKey"),
+    ("get", "/v1/audit/checkpoints", "200", "CheckpointPage"),
+    ("get", "/v1/audit/checkpoints/latest", "200", "Checkpoint"),
+    ("get", "/v1/audit/proof", "200", "InclusionProof"),
+    ("post", "/me/auth/otp/start", "200", "OtpChallenge"),
+    ("post", "/me/auth/otp/verify", "200", "AuthStatus"),
+    ("get", "/me/auth/status", "200", "AuthStatus"),
+    ("post", "/me/auth/logout", "204", None),
+    ("put", "/me/providers/openanalyst/preferred-source", "204", None),
+    ("get", "/api/ai/account", "200", "Account"),
+    ("get", "/me/providers", "200", "ProviderList"),
+    ("put", "/me/providers/{name}", "200", "ProviderEntry"),
+    ("delete", "/me/providers/{name}", "204", None),
+    ("get", "/v1/providers/status", "200", "ProviderStatusList"),
+    ("get", "/v1/sandbox", "200", "SandboxInfo"),
+    ("delete", "/v1/sandbox", "204", None),
+    ("get", "/v1/skills", "200", "SkillList"),
+    ("post", "/v1/skills/match", "200", "SkillMatches"),
+    ("post", "/v1/skills/execute", "200", "SkillRunAnswer"),
+    ("post", "/v1/skills/{name}/run", "200", "SkillRunAnswer"),
 ]
 
 # The document's SSE unions → the client's tables of event classes.
