@@ -33,7 +33,9 @@ from server.skills.workspace import WorkspaceRoots
 from server.tenancy import OWNER_ID
 from server.tenant_ids import tenant_name
 from server.tools.builtin import default_registry
+from server.tools.config_tool import ConfigTool, router_check
 from server.tools.dispatch import ToolDispatcher
+from server.tools.image_caps import CapsStore, program_probe
 from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
 from server.tools.skill import SkillTool
@@ -122,7 +124,8 @@ async def wire(services: Services) -> None:
     egress = build_egress(settings, policies)  # allowlist tenants' way out, and the web tools'
     services.closers.append(egress.close)  # closed after the sandbox (closers run in reverse)
     sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, status.progress),
-                             policies, image_status=status, egress=egress)
+                             policies, image_status=status, egress=egress,
+                             caps_store=CapsStore(settings.data_dir / "image-caps.json"))
     sandbox.start()
     services.sandbox_backend = sandbox
     services.closers.append(sandbox.close)
@@ -143,6 +146,8 @@ async def wire(services: Services) -> None:
     registry = default_registry()
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
+    registry.set_probe("powershell", program_probe(sandbox.caps, "pwsh"))  # offered where the image has pwsh
+    registry.add(ConfigTool(policies, router_check(services.router), settings.max_output_tokens).definition())
     services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
     skill_tool = SkillTool(services.skills)
     registry.add(skill_tool.definition())

@@ -115,6 +115,7 @@ class SandboxManager:
         self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
         self.losses = Losses()  # what stops of containers lost, told to the sessions that had state there
         self._held: dict[str, dict[str, int] | None] = {}  # what each eviction candidate's runner last said
+        self.runner_caps: dict[str, bool] | None = None  # what the last freshly started runner can run (hello)
 
     # ---- calls -------------------------------------------------------------------------------------
 
@@ -323,6 +324,8 @@ class SandboxManager:
                         log.error("refusing container %s: %s", container_id[:12], "; ".join(problems))
                         raise SandboxPolicyNotEnforced("the runner did not take its identity: "
                                                        + "; ".join(problems))
+                if isinstance(caps := hello.get("caps"), dict):  # a replayed hello (else branch) has none
+                    self.runner_caps = {str(k): v is True for k, v in caps.items()}
             else:
                 stream.reader.feed_data(encode({"type": "hello", "version": PROTOCOL_VERSION, "pid": None,
                                                 "caps": {}, "replayed": True}))

@@ -118,6 +118,9 @@ class ToolInfo(Model):
     where: Literal["sandbox", "server"]
     input_schema: dict[str, Any]
     allowed: bool
+    available: bool  # offered to the model and runnable here (policy, image, backend)
+    unavailable_code: str | None  # TOOL_DENIED or TOOL_UNAVAILABLE when not available
+    unavailable_reason: str | None
 
 
 class ToolList(Model):

@@ -40,6 +40,7 @@ from server.skills.contract import (
 from server.skills.install import copy_into_sandbox, needs_copy
 from server.skills.model import Skill
 from server.skills.prompt import default_message, system_prompt
+from server.skills.scope import tool_scope
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tools.context import ToolContext
 
@@ -77,6 +78,7 @@ async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], m
         ctx = ToolContext(tenant_id=tenant_id, session_id=run_id)
         try:
             turn.system_prompt = await _prepare(services, ctx, skills, options.system_prompt)
+            ctx.skill_scope = tool_scope(skills)  # after the server's own copies: the model's calls only
             outcome = await services.agent.run(ctx, conversation, turn)
         finally:
             await services.sandbox_backend.close_session(tenant_id, run_id)
@@ -93,6 +95,7 @@ async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], m
     async def run_turn() -> None:
         try:
             turn.system_prompt = await _prepare(services, ctx, skills, options.system_prompt)
+            ctx.skill_scope = tool_scope(skills)
             await services.agent.run(ctx, conversation, turn)
         finally:
             buffer.close()

@@ -38,7 +38,9 @@ class ToolCallBody(BaseModel):
 @router.get("/v1/tools")
 async def list_tools(tenant: TenantDep, request: Request) -> ToolList:
     dispatcher = request.app.state.services.dispatcher
-    return ToolList(data=[ToolInfo(**t.public(), allowed=dispatcher.allowed(tenant.id, t.name))
+    allowed = {t.name: dispatcher.allowed(tenant.id, t.name) for t in dispatcher.registry.all()}
+    return ToolList(data=[ToolInfo(**t.public(), allowed=allowed[t.name],
+                                   **dispatcher.registry.status(t.name, allowed[t.name]))
                           for t in dispatcher.registry.all()])
 
 

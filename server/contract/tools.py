@@ -17,6 +17,12 @@ class ToolInfo(Model):
     where: Literal["sandbox", "server"] = Field(description="Where the tool runs.")
     input_schema: dict[str, Any] = Field(description="JSON Schema of the tool's input.")
     allowed: bool = Field(description="Whether the caller's policy allows it.")
+    available: bool = Field(description="Whether it is offered to the model and can run here: allowed, and the "
+                                        "sandbox image or server has what it needs.")
+    unavailable_code: Literal["TOOL_DENIED", "TOOL_UNAVAILABLE"] | None = Field(
+        description="Why not, when `available` is false: the policy denies it, or it cannot run here (no pwsh in "
+                    "the image, no search backend).")
+    unavailable_reason: str | None = Field(description="The reason in words, when not available.")
 
 
 class ToolList(Model):

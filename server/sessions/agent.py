@@ -157,6 +157,8 @@ class AgentLoop:
         for tool in self._dispatcher.registry.all():
             if not self._dispatcher.allowed(ctx.tenant_id, tool.name):
                 continue
+            if self._dispatcher.registry.unavailable(tool.name, ctx.skill_scope) is not None:
+                continue  # cannot run here (image, backend) or outside the running skill's allowed-tools
             schema = tool.input_schema
             if tool.name == "structured_output":
                 if ctx.output_schema is None:
@@ -171,6 +173,7 @@ class AgentLoop:
         """Run model turns until a final answer; events go to `ctx`; always ends with `state: idle`."""
         outcome = TurnOutcome()
         ctx.output_schema = options.output_schema
+        ctx.turn = options  # the `config` tool changes it; every model call below reads it again
         if ctx.run_subagent is None:
             ctx.run_subagent = self._subagent_runner(options)
         try:

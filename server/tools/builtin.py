@@ -60,7 +60,7 @@ def _ok(name: str, output: str, started: float) -> ToolResult:
 def _fail(name: str, code: str, message: str, started: float) -> ToolResult:
     return ToolResult(tool_name=name, output="", exit_code=1,
                       duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                      truncated=False, timed_out=False, limit=None, error=ToolError(code=code, message=message))
+                      truncated=False, timed_out=False, limit=None, error=ToolError.host(code, message))
 
 
 async def todo_write(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:

@@ -28,7 +28,7 @@ from server.contract.events import ToolCallEvent, ToolResultEvent
 from server.errors import ApiError, Forbidden, TooManyRequests
 from server.jsonlimits import JsonLimits, bounded_form, check_value, sha256_of_value
 from server.tools.context import ToolContext
-from server.tools.registry import ToolRegistry
+from server.tools.registry import ToolRegistry, out_of_scope
 from toolrunner.manager import CallOutcome
 from toolrunner.results import ToolResult, error_result
 
@@ -140,11 +140,13 @@ class ToolDispatcher:
         ctx.call_id = call_id or new_call_id()
         policy = self._policy_for(ctx.tenant_id)
         rec = _CallRecord(ctx.tenant_id, ctx.call_id, ctx.session_id, name, policy.name)
-        if not policy.allows(name):
-            reason = f"tool {name!r} is not allowed by policy {policy.name!r}"
+        denial = (("TOOL_DENIED", f"tool {name!r} is not allowed by policy {policy.name!r}")
+                  if not policy.allows(name) else out_of_scope(name, ctx.skill_scope))
+        if denial is not None:
+            code, reason = denial
             await self._started(rec, args, "denied", reason)
-            await self._finished(rec, CallOutcome(error_result(name, "TOOL_DENIED", reason), None, None), "denied")
-            raise Forbidden("TOOL_DENIED", reason)
+            await self._finished(rec, CallOutcome(error_result(name, code, reason), None, None), "denied")
+            raise Forbidden(code, reason)
 
         await self._started(rec, args, "allowed", None)
         await ctx.emit(ToolCallEvent(call_id=ctx.call_id, tool_name=name, arguments=args))

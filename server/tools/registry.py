@@ -6,6 +6,7 @@ they cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from toolrunner.results import ToolResult
 
 ServerHandler = Callable[["ToolContext", dict[str, Any]], Awaitable["ToolResult"]]
+# Why a tool cannot run here now (the image lacks its program, no backend is configured), or None.
+Probe = Callable[[], str | None]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class ToolDef:
     where: Literal["sandbox", "server"]
     handler: ServerHandler | None = None
     schema_override: dict[str, Any] | None = field(default=None, compare=False)
+    probe: Probe | None = field(default=None, compare=False)
 
     @property
     def input_schema(self) -> dict[str, Any]:
@@ -41,6 +45,13 @@ class ToolDef:
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "where": self.where,
                 "input_schema": self.input_schema}
+
+
+def out_of_scope(name: str, scope: frozenset[str] | None) -> tuple[str, str] | None:
+    """``(code, reason)`` when a skill run's ``allowed-tools`` (``scope``) do not name the tool."""
+    if scope is None or name in scope:
+        return None
+    return "TOOL_NOT_ALLOWED_BY_SKILL", f"the running skill's allowed-tools do not name {name!r}"
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -62,6 +73,20 @@ class ToolRegistry:
 
     def add(self, tool: ToolDef) -> None:
         self._tools[tool.name] = tool
+
+    def set_probe(self, name: str, probe: Probe) -> None:
+        """Attach an availability check to a registered tool (the wiring knows the image and backends)."""
+        self._tools[name] = dataclasses.replace(self.get(name), probe=probe)
+
+    def unavailable(self, name: str, scope: frozenset[str] | None = None) -> tuple[str, str] | None:
+        """``(code, reason)`` when the tool cannot be offered now, whatever the policy says: it is outside the
+        running skill's ``allowed-tools`` (``scope``) or its probe names what is missing; else None."""
+        refused = out_of_scope(name, scope)
+        if refused is not None:
+            return refused
+        probe = self.get(name).probe
+        reason = probe() if probe is not None else None
+        return None if reason is None else ("TOOL_UNAVAILABLE", reason)
 
     def get(self, name: str) -> ToolDef:
         tool = self._tools.get(name)
@@ -85,6 +110,13 @@ class ToolRegistry:
             raise Unprocessable("INVALID_TOOL_INPUT", f"{name}: {_validation_message(exc)}") from None
         # What the caller said, checked: the record shows no invented defaults.
         return model.model_dump(exclude_unset=True)
+
+    def status(self, name: str, allowed: bool) -> dict[str, Any]:
+        """``available`` / ``unavailable_code`` / ``unavailable_reason`` of ``GET /v1/tools`` for a caller whose
+        policy does (``allowed``) or does not allow the tool."""
+        why = ("TOOL_DENIED", "the tenant's sandbox policy does not allow it") if not allowed else \
+            self.unavailable(name)
+        return {"available": why is None, "unavailable_code": why and why[0], "unavailable_reason": why and why[1]}
 
     def search(self, query: str, limit: int = 5) -> list[ToolDef]:
         """Tools ranked by how many query words their name and description contain."""

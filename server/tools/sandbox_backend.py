@@ -24,6 +24,7 @@ from typing import Any
 from policies.model import Policy
 from server.errors import ApiError, ServiceUnavailable, TooManyRequests
 from server.tools.dispatch import ChunkCallback
+from server.tools.image_caps import CapsStore
 from server.tools.image_status import ImageStatus
 from toolrunner.config import SandboxConfig
 from toolrunner.egress.hub import EgressPlumbing
@@ -50,8 +51,9 @@ class SandboxBackend:
 
     def __init__(self, config_for_image: Callable[[str], SandboxConfig], ensure_image: ImageProvider,
                  policy_for: Callable[[str], Policy], *, image_status: ImageStatus | None = None,
-                 egress: EgressPlumbing | None = None) -> None:
+                 egress: EgressPlumbing | None = None, caps_store: CapsStore | None = None) -> None:
         self.image_status = image_status or ImageStatus()
+        self._caps_store = caps_store
         self._egress = egress
         self._recheck: asyncio.Task[None] | None = None
         self._rechecked_at = 0.0
@@ -101,6 +103,19 @@ class SandboxBackend:
         self._failure = error
         self._failed_at = time.monotonic()
         self.image_status.failed(error.message)
+
+    def caps(self) -> dict[str, bool] | None:
+        """What the current image's runner says it can run (its hello's ``caps``), or None while unknown: the
+        running manager's last fresh hello, else what an earlier start saved for the same image tag."""
+        manager = self._manager
+        if manager is None:
+            return None
+        tag = manager.config.image
+        if manager.runner_caps is not None:
+            if self._caps_store is not None:
+                self._caps_store.put(tag, manager.runner_caps)
+            return manager.runner_caps
+        return self._caps_store.get(tag) if self._caps_store is not None else None
 
     def ready_manager(self) -> SandboxManager | None:
         """The manager if the sandbox is up (for metrics; never waits)."""

@@ -6,10 +6,14 @@ workspace; a server skill's files are not, so loading one copies its text files 
 ``/workspace/.openanalyst/server-skills/<name>/`` with ``write_file`` calls through the dispatcher — each
 one checked against the tenant's policy, audited and shown in the stream as part of this call. The skill's
 scripts then run through the normal tools (bash …), audited like every call.
+
+Loading a skill here does not narrow the turn to the skill's ``allowed-tools`` (a run by the skill routes
+does, ``server.skills.scope``): the conversation is the user's, the skill is reference material in it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -60,7 +64,8 @@ class SkillTool:
                 if self.dispatcher is None:
                     text += "\n\nIts files could not be copied into the sandbox (no tool dispatcher)."
                 else:
-                    text += "\n\n" + await copy_into_sandbox(self.dispatcher, ctx.child(ctx.call_id), skill)
+                    text += "\n\n" + await copy_into_sandbox(
+                        self.dispatcher, dataclasses.replace(ctx.child(ctx.call_id), skill_scope=None), skill)
             return _ok("skill", text, started)
         query = args.get("query")
         if query is not None:

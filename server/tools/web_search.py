@@ -97,14 +97,16 @@ def _result(output: str, started: float, error: ToolError | None = None) -> Tool
                       timed_out=False, limit=None, error=error)
 
 
+NOT_CONFIGURED = ("no search backend is configured on this server (the owner sets a SearXNG URL in the server "
+                  "settings)")
+
+
 def web_search_handler(backend: SearchBackend | None
                        ) -> Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]:
     async def web_search(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         started = time.perf_counter()
         if backend is None:
-            return _result("", started, ToolError.host(
-                "WEB_SEARCH_NOT_CONFIGURED", "no search backend is configured on this server (the owner sets a "
-                "SearXNG URL in the server settings)"))
+            return _result("", started, ToolError.host("WEB_SEARCH_NOT_CONFIGURED", NOT_CONFIGURED))
         try:
             hits = await backend.search(str(args["query"]), int(args.get("max_results") or 5))
         except SearchError as exc:
@@ -118,4 +120,5 @@ def web_search_handler(backend: SearchBackend | None
 
 def web_search_tool(backend: SearchBackend | None) -> ToolDef:
     return ToolDef("web_search", "Search the web; returns titles, URLs and snippets (fetch a page with web_fetch).",
-                   WebSearchInput, "server", web_search_handler(backend))
+                   WebSearchInput, "server", web_search_handler(backend),
+                   probe=(lambda: NOT_CONFIGURED) if backend is None else None)  # not offered without one
