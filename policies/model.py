@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.approvals import AskRule
 from policies.network import EgressRules, NetworkMode
 
 #: The runner protocol's output ceiling (toolrunner.protocol.MAX_OUTPUT_CAP, 1 MiB: output is JSON-escaped
@@ -46,8 +47,12 @@ class Policy(BaseModel):
     disk_mb: int | None = Field(default=None, ge=16, le=16 * 1024 * 1024)
     disk_inodes: int | None = Field(default=None, ge=1024, le=1 << 31)
     runtime: Literal["runc", "runsc"] | None = None
+    # Approvals (docs/approvals.md): these tools, or calls matching a rule, wait for a person's decision.
+    always_ask: tuple[str, ...] = ()
+    ask_rules: tuple[AskRule, ...] = ()
+    approval_timeout_s: float = Field(default=300, gt=0, le=86_400)
 
-    @field_validator("allowed_tools", "denied_tools")
+    @field_validator("allowed_tools", "denied_tools", "always_ask")
     @classmethod
     def _tool_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
@@ -76,6 +81,15 @@ class Policy(BaseModel):
         if tool in self.denied_tools:
             return False
         return self.allowed_tools is None or tool in self.allowed_tools
+
+    def ask_reason(self, tool: str, args: dict[str, object]) -> str | None:
+        """Why a call of ``tool`` with ``args`` must wait for a person's decision; None when it need not."""
+        if tool in self.always_ask:
+            return f"policy {self.name!r} asks before every {tool!r} call"
+        for rule in self.ask_rules:
+            if rule.tool == tool and rule.matches(args):
+                return f"policy {self.name!r}: {rule.describe()}"
+        return None
 
     def effective_timeout(self, requested_s: float | None) -> float:
         """The timeout a call runs under: the default when none is asked, never above the maximum."""
