@@ -17,8 +17,9 @@ class SkillInfo(Model):
     source: Literal["server", "tenant"] = Field(description="The server's skills directories, or the tenant's "
                                                             "own `.openanalyst/skills/` in its workspace.")
     path: str = Field(description="A tenant skill's directory in the sandbox; a server skill's directory name.")
-    allowed_tools: list[str] | None = Field(description="The tools the skill says it needs (advisory; the "
-                                                        "tenant's policy decides what may run).")
+    allowed_tools: list[str] | None = Field(description="The tools a run of the skill may call (with the "
+                                                        "conversation tools; within the tenant's policy); null: "
+                                                        "any the policy allows.")
     license: str | None = None
     compatibility: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
