@@ -68,6 +68,15 @@ MIGRATIONS: list[str] = [
         attempted_at TEXT NOT NULL, status_code INTEGER, error TEXT, duration_ms REAL NOT NULL,
         succeeded INTEGER NOT NULL, next_attempt_at TEXT, PRIMARY KEY (run_id, attempt));
     """,
+    # 5: tenants' environments, each tenant's default one, and the environment a session runs in
+    # (docs/environments.md)
+    """
+    CREATE TABLE environments (
+        tenant_id TEXT NOT NULL, name TEXT NOT NULL, definition TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, name));
+    CREATE TABLE environment_defaults (tenant_id TEXT PRIMARY KEY, name TEXT NOT NULL);
+    ALTER TABLE sessions ADD COLUMN environment TEXT;
+    """,
 ]
 
 
