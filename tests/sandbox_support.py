@@ -21,6 +21,7 @@ from policies.loader import policy_for
 from policies.model import Policy
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
+from toolrunner.engines import EngineAddress
 from toolrunner.manager import CallOutcome, SandboxManager
 from toolrunner.quota import release_all
 
@@ -45,8 +46,9 @@ class Harness:
     """A SandboxManager living on its own event loop thread, with blocking, deadline-bounded helpers."""
 
     def __init__(self, config: SandboxConfig, policies: dict[str, Policy] | None = None,
-                 default_policy: str = "ci") -> None:
+                 default_policy: str = "ci", engine: EngineAddress | None = None) -> None:
         self.config = config
+        self.engine = engine  # None: the engine the environment names (the main one)
         self.policies = dict(policies or {})
         self.default_policy = policy_for(default_policy)
         self.loop = asyncio.new_event_loop()
@@ -55,7 +57,7 @@ class Harness:
         self.manager: SandboxManager = self.run(self._make())
 
     async def _make(self) -> SandboxManager:
-        backend = DockerBackend(timeout_s=self.config.docker_timeout_s)  # ours: closed after the sweep
+        backend = DockerBackend(timeout_s=self.config.docker_timeout_s, engine=self.engine)  # closed after the sweep
         return SandboxManager(self.config, self.policy, backend=backend)
 
     def policy(self, tenant: str) -> Policy:

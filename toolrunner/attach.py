@@ -25,7 +25,7 @@ STDERR_TAIL_BYTES = 64 * 1024
 READER_LIMIT = 16 * 1024 * 1024
 
 
-class _DemuxProtocol(asyncio.StreamReaderProtocol):
+class DemuxProtocol(asyncio.StreamReaderProtocol):
     """Splits Docker's multiplexed stream: stdout into the reader, stderr into a bounded tail."""
 
     def __init__(self, reader: asyncio.StreamReader, stderr_tail: collections.deque[bytes]) -> None:
@@ -101,6 +101,6 @@ async def open_attach_stream(sock: socket.socket) -> AttachStream:
     sock.setblocking(False)
     reader = asyncio.StreamReader(limit=READER_LIMIT, loop=loop)
     tail: collections.deque[bytes] = collections.deque()
-    transport, protocol = await loop.create_connection(lambda: _DemuxProtocol(reader, tail), sock=sock)
+    transport, protocol = await loop.create_connection(lambda: DemuxProtocol(reader, tail), sock=sock)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return AttachStream(reader=reader, writer=writer, _stderr=tail)

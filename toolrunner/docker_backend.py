@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -20,7 +19,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from toolrunner.attach import DETACH_KEYS
+from toolrunner.attach import AttachStream
+from toolrunner.engine_attach import open_engine_attach
+from toolrunner.engines import EngineAddress, EngineAddressError, engine_from_environment
 from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable, SandboxStartFailed
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,18 @@ class ContainerGone(LookupError):
 class DockerBackend:
     """Async, deadline-bounded container operations over one shared docker-py client."""
 
-    def __init__(self, client: Any | None = None, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, client: Any | None = None, *, timeout_s: float = 30.0,
+                 engine: EngineAddress | None = None) -> None:
         self.timeout_s = timeout_s
         self._own_client = client is None
         try:
-            self._client: Any = client if client is not None else docker.from_env(
-                timeout=max(5, int(timeout_s)), max_pool_size=64)
+            self.engine = engine or engine_from_environment()
+            self._client: Any = client if client is not None else self.engine.docker_client(
+                timeout_s=max(5, int(timeout_s)), max_pool_size=64)
         except docker.errors.DockerException as exc:  # API version negotiation failed or timed out
             raise SandboxBackendUnavailable(f"the container engine is not reachable: {exc}") from exc
+        except EngineAddressError as exc:
+            raise SandboxBackendUnavailable(f"the container engine's address is unusable: {exc}") from exc
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
         self._remover = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-rm")
 
@@ -85,22 +90,14 @@ class DockerBackend:
         attrs = await self._run("image inspect", lambda: self._client.api.inspect_image(image))
         return str(attrs["Id"])
 
-    async def attach(self, container_id: str) -> socket.socket:
-        """Open stdin/stdout/stderr of a container as one raw socket (see toolrunner.attach)."""
-
-        def attach() -> socket.socket:
-            params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": DETACH_KEYS}
-            io = self._client.api.attach_socket(container_id, params=params)
-            raw = getattr(io, "_sock", io)
-            if not isinstance(raw, socket.socket):
-                raise SandboxBackendUnavailable("attach is supported over the engine's unix or tcp socket")
-            dup = raw.dup()  # ours alone: docker-py's objects may close theirs whenever they are collected
-            with contextlib.suppress(OSError):
-                io.close()
-                raw.close()
-            return dup
-
-        return await self._run("attach", attach)
+    async def open_attach(self, container_id: str) -> AttachStream:
+        """The runner's stdin/stdout/stderr as asyncio streams, over whatever connection reaches the engine
+        (unix socket, TCP with TLS, SSH): see ``toolrunner.engine_attach``."""
+        try:
+            return await open_engine_attach(self.engine, container_id, api_version=str(self._client.api.api_version),
+                                            timeout_s=self.timeout_s)
+        except (TimeoutError, OSError) as exc:
+            raise SandboxBackendUnavailable(f"the container engine did not attach {container_id[:12]}: {exc}") from exc
 
     async def start(self, container_id: str) -> None:
         await self._run("start", lambda: self._client.api.start(container_id))

@@ -34,7 +34,7 @@ from typing import Any
 
 from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
 from policies.model import Policy
-from toolrunner.attach import AttachStream, open_attach_stream
+from toolrunner.attach import AttachStream
 from toolrunner.capacity import CapacityGate, Holder
 from toolrunner.channel import ChannelError, RunnerChannel
 from toolrunner.config import (
@@ -49,6 +49,7 @@ from toolrunner.config import (
 from toolrunner.deaths import DEATH_CODES, death_result
 from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.egress.hub import EgressPlumbing
+from toolrunner.envbuild.errors import EnvironmentBusy
 from toolrunner.errors import SandboxError, SandboxPolicyNotEnforced, SandboxStartFailed, ToolDenied, TooManyCalls
 from toolrunner.leftovers import Leftovers
 from toolrunner.losses import Losses
@@ -115,13 +116,17 @@ class SandboxManager:
         self._plans: dict[str, WorkspacePlan] = {}  # tenant -> its workspace as last prepared (quota, writable)
         self.losses = Losses()  # what stops of containers lost, told to the sessions that had state there
         self._held: dict[str, dict[str, int] | None] = {}  # what each eviction candidate's runner last said
+        self._images: dict[str, str] = {}  # tenant -> image of its live or stopped container (docs/environments.md)
+        self._image_ids: dict[str, str] = {}  # environment image -> engine id, for the audit record
         self.runner_caps: dict[str, bool] | None = None  # what the last freshly started runner can run (hello)
 
     # ---- calls -------------------------------------------------------------------------------------
 
     async def call(self, tenant: str, session: str, tool: str, input: dict[str, Any], *,
-                   timeout_s: float | None = None, on_chunk: ChunkCallback | None = None) -> CallOutcome:
-        """Run one tool call in the tenant's container; failures inside the call come back as results."""
+                   timeout_s: float | None = None, on_chunk: ChunkCallback | None = None,
+                   image: str | None = None) -> CallOutcome:
+        """Run one tool call in the tenant's container (from ``image``, an environment's, else the sandbox
+        image); failures inside the call come back as results."""
         policy = self._policy_for(validate_tenant(tenant))
         if not policy.allows(tool):
             raise ToolDenied(f"tool {tool!r} is not allowed by policy {policy.name!r}")
@@ -131,10 +136,11 @@ class SandboxManager:
                                f"{policy.max_concurrent_calls})", retry_after_s=1.0)
         self._in_flight[tenant] = in_flight + 1
         try:
-            sandbox = await self._ensure(tenant)
+            sandbox = await self._ensure(tenant, image=image, calling=True)
+            image_id = await self._image_id_of(image)
             lost = self.losses.notice(tenant, session, tool)
             if lost is not None:  # its shell, REPL and jobs went with an earlier container: say so, once
-                return CallOutcome(lost, sandbox.container_id, self._image_id)
+                return CallOutcome(lost, sandbox.container_id, image_id)
             self.losses.saw(tenant, session)
             timeout = policy.effective_timeout(timeout_s)
             sandbox.last_used = time.monotonic()
@@ -159,7 +165,7 @@ class SandboxManager:
             if died and not self._closing:  # at shutdown the channel was closed on purpose: keep the container
                 result, oom = await self._after_death(sandbox, result)
                 self.losses.closed(tenant, session)  # this call's own result already says the sandbox died
-            return CallOutcome(result, sandbox.container_id, self._image_id, oom)
+            return CallOutcome(result, sandbox.container_id, image_id, oom)
         finally:
             self._in_flight[tenant] -= 1
 
@@ -193,28 +199,49 @@ class SandboxManager:
         """Start the tenant's container now if needed; returns its id."""
         return (await self._ensure(validate_tenant(tenant))).container_id
 
-    async def _ensure(self, tenant: str, *, may_evict: bool = True) -> _Sandbox:
+    async def _image_id_of(self, image: str | None) -> str | None:
+        if image is None or image == self.config.image:
+            return self._image_id
+        if image not in self._image_ids:
+            self._image_ids[image] = await self.backend.image_id(image)
+        return self._image_ids[image]
+
+    async def _ensure(self, tenant: str, *, may_evict: bool = True, image: str | None = None,
+                      calling: bool = False) -> _Sandbox:
+        """The tenant's live container from ``image``; one from another image is replaced (workspace kept)
+        unless other calls run in it (``SANDBOX_ENVIRONMENT_BUSY``): one container per tenant keeps the cap."""
+        wanted = image or self.config.image
         sandbox = self._sandboxes.get(tenant)
-        if sandbox is not None and sandbox.alive:
+        if sandbox is not None and sandbox.alive and self._images.get(tenant, self.config.image) == wanted:
             return sandbox
         async with self._locks.setdefault(tenant, asyncio.Lock()):
             sandbox = self._sandboxes.get(tenant)
-            if sandbox is not None and sandbox.alive:
+            current = self._images.get(tenant, self.config.image)
+            if sandbox is not None and sandbox.alive and current == wanted:
                 return sandbox
-            if sandbox is not None:
+            if sandbox is not None and sandbox.alive:  # another environment's container
+                if self._in_flight.get(tenant, 0) > (1 if calling else 0):
+                    raise EnvironmentBusy(f"the sandbox of {tenant} runs {current} with calls in flight; "
+                                          f"it is replaced by {wanted} once they end")
+                await self._after_death(sandbox, None, reason="replaced")  # by another environment
+            elif sandbox is not None:
                 await self._after_death(sandbox, None)
                 sandbox = None
             self._start_reaper()
             if self._image_id is None:
                 self._image_id = await self.backend.image_id(self.config.image)
             stopped = self._stopped.pop(tenant, None)  # taken first: making room never removes our own
+            if stopped is not None and current != wanted:  # stopped from another environment's image
+                await self._remove_quietly(stopped)
+                stopped = None
             admitted = False
             try:
                 async with self.capacity.admit(tenant, self._holders, self._evict, may_evict=may_evict,
                                                choose=self._choose_victim):
                     admitted = True
-                    sandbox = await self._start(tenant, stopped)
+                    sandbox = await self._start(tenant, stopped, wanted)
                     self._sandboxes[tenant] = sandbox
+                    self._images[tenant] = wanted
             finally:
                 if not admitted and stopped is not None:  # refused: it stays stopped for a later call
                     self._stopped[tenant] = stopped
@@ -222,7 +249,7 @@ class SandboxManager:
                 self._spawn(self._leftovers.sweep(), "sweep-leftovers")
             return sandbox
 
-    async def _start(self, tenant: str, stopped: str | None) -> _Sandbox:
+    async def _start(self, tenant: str, stopped: str | None, image: str) -> _Sandbox:
         """Restart the tenant's stopped container, or (failing that, or with none) create a new one."""
         if stopped is not None:
             try:
@@ -230,7 +257,7 @@ class SandboxManager:
             except (SandboxError, ContainerGone, OSError) as exc:
                 log.info("restarting %s's stopped container failed (%s); creating a new one", tenant, exc)
                 await self._remove_quietly(stopped)
-        return await self._create(tenant)
+        return await self._create(tenant, image)
 
     def _holders(self) -> list[Holder]:
         """Tenants whose container is live now; one whose lock is held is busy (starting, stopping…)."""
@@ -272,7 +299,7 @@ class SandboxManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _kwargs_for(self, tenant: str, policy: Policy) -> dict[str, Any]:
+    def _kwargs_for(self, tenant: str, policy: Policy, image: str | None = None) -> dict[str, Any]:
         plan = prepare_workspace(self.config, tenant, spec_for(policy.disk_mb, policy.disk_inodes))
         self._plans[tenant] = plan
         labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
@@ -280,14 +307,14 @@ class SandboxManager:
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
         egress_dir, egress_key = (self._egress.prepare(tenant) if policy.network == "allowlist"
                                   and self._egress is not None else (None, None))
-        spec = ContainerSpec(image=self.config.image, workspace=plan.path, uid=plan.uid, gid=plan.gid,
+        spec = ContainerSpec(image=image or self.config.image, workspace=plan.path, uid=plan.uid, gid=plan.gid,
                              isolation=plan.isolation, labels=labels, command=self.config.runner_command,
                              runtime=self.config.runtime, egress_dir=egress_dir, egress_key=egress_key)
         return container_kwargs(policy, spec)
 
-    async def _create(self, tenant: str) -> _Sandbox:
+    async def _create(self, tenant: str, image: str) -> _Sandbox:
         policy = self._policy_for(tenant)
-        kwargs = await asyncio.to_thread(self._kwargs_for, tenant, policy)
+        kwargs = await asyncio.to_thread(self._kwargs_for, tenant, policy, image)
         container_id = await self.backend.create(kwargs)
         try:
             await self._verify(container_id, kwargs)
@@ -309,8 +336,7 @@ class SandboxManager:
         A re-attached runner said its hello to an earlier server; the host replays a hello locally so the
         channel starts routing, then a ping proves the runner is there and its stream is in sync.
         """
-        sock = await self.backend.attach(container_id)
-        stream = await open_attach_stream(sock)
+        stream = await self.backend.open_attach(container_id)
         channel = RunnerChannel(stream.reader, stream.writer, grace_s=self.config.call_grace_s,
                                 unresponsive_after_s=self.config.unresponsive_after_s)
         try:
@@ -477,6 +503,7 @@ class SandboxManager:
                     kwargs = await asyncio.to_thread(self._kwargs_for, tenant, self._policy_for(tenant))
                     await self._verify(container_id, kwargs)
                     self._sandboxes[tenant] = await self._open(tenant, container_id, start=False)
+                    self._images[tenant] = str(row.get("Image") or self.config.image)
                     adopted.append(container_id)
                     continue
                 except (SandboxError, ContainerGone, OSError) as exc:
@@ -518,13 +545,15 @@ class SandboxManager:
             if stopped is not None:
                 await self._remove_quietly(stopped)
             self._plans.pop(tenant, None)
+            self._images.pop(tenant, None)
             await asyncio.to_thread(release_workspace, self.config, tenant)  # unmount its quota filesystem
 
     async def info(self, tenant: str) -> dict[str, Any]:
         """What the tenant's sandbox is and how much it uses now."""
         policy = self._policy_for(validate_tenant(tenant))
         out: dict[str, Any] = {
-            "tenant": tenant, "policy": policy.name, "image": self.config.image, "image_id": self._image_id,
+            "tenant": tenant, "policy": policy.name, "image": self._images.get(tenant, self.config.image),
+            "image_id": self._image_ids.get(self._images.get(tenant, ""), self._image_id),
             "limits": {"cpus": policy.cpus, "memory_mb": policy.memory_mb, "pids": policy.pids,
                        "tmpfs_mb": policy.tmpfs_mb, "network": policy.network,
                        "max_concurrent_calls": policy.max_concurrent_calls,
