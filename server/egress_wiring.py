@@ -2,19 +2,23 @@
 sockets, the credential registries, and the two web tools' dependencies (docs/egress.md).
 
 A tenant's rules are its policy's ``egress`` when its mode is ``allowlist``; any other mode gets nothing from
-the proxy. Records go to a bounded in-memory sink until the audit log takes them.
+the proxy. Every attempt becomes a ``connection`` record in the tenant's own audit chain (``AuditConnections``),
+and the dispatcher's ``CallLedger`` ties attempts to the call that made them and sums them up for its result.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+from asyncio import Future
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from policies.model import Policy
 from policies.network import EgressRules
+from server.audit.log import AuditLog
 from server.settings import Settings
 from server.tools.context import ToolContext
 from server.tools.web_fetch import EgressRoute, RouteFor
@@ -24,18 +28,56 @@ from toolrunner.egress import (
     CredentialRegistry,
     EgressHub,
     EgressProxy,
-    RecentSink,
     SessionKeys,
 )
+from toolrunner.egress.calls import CallLedger
 from toolrunner.egress.credentials import first_attribution
 from toolrunner.egress.hub import SOCKET_NAME
+from toolrunner.egress.records import ConnectionRecord
+
+log = logging.getLogger(__name__)
+ONESHOT = "oneshot-"  # the runner session of a call outside any session (server.tools.dispatch)
+
+
+def audited_fields(rec: ConnectionRecord) -> dict[str, object]:
+    """The proxy's record as the audit log names it: the runner's throwaway session of a call outside any
+    session is no session (and its call is that call, even for a process it left behind); web_fetch's
+    token names no session as ``""``."""
+    fields = rec.to_dict()
+    session = rec.session or None
+    if session is not None and session.startswith(ONESHOT):
+        fields["call_id"] = rec.call_id or session[len(ONESHOT):]
+        session = None
+    fields["session"] = session
+    return fields
+
+
+class AuditConnections:
+    """The proxy's sink: each attempt to its call's tally and, queued, to the tenant's audit chain. Called on
+    the proxy's loop; never blocks (the audit writer thread commits; a record is held only until then)."""
+
+    def __init__(self, audit: AuditLog, calls: CallLedger) -> None:
+        self._audit, self._calls = audit, calls
+
+    def record(self, rec: ConnectionRecord) -> None:
+        self._calls.recorded(rec)
+        try:
+            self._audit.connection(rec.tenant, audited_fields(rec)).add_done_callback(self._written)
+        except Exception:  # the log is closed (server stopping): say so, the proxy must go on
+            log.exception("egress: the connection record of %s:%s for tenant %r could not be queued",
+                          rec.host, rec.port, rec.tenant)
+
+    @staticmethod
+    def _written(done: Future[int]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("egress: a connection record was not written: %s", done.exception())
 
 
 @dataclass
 class Egress:
     proxy: EgressProxy
     hub: EgressHub
-    sink: RecentSink
+    calls: CallLedger
     keys: SessionKeys
     tokens: CredentialRegistry
     policies: Callable[[str], Policy]
@@ -61,14 +103,16 @@ class Egress:
             shutil.rmtree(self._made_root, ignore_errors=True)
 
 
-def build_egress(settings: Settings, policies: Callable[[str], Policy]) -> Egress:
+def build_egress(settings: Settings, policies: Callable[[str], Policy], audit: AuditLog) -> Egress:
     def rules_for(tenant: str) -> EgressRules | None:
         policy = policies(tenant)
         return policy.egress if policy.network == "allowlist" else None
 
-    sink, keys, tokens = RecentSink(), SessionKeys(), CredentialRegistry()
-    proxy = EgressProxy(rules_for, sink, addresses=AddressPolicy.from_strings(settings.egress_private_networks),
-                        attribute=first_attribution(keys.attribute, tokens.attribute))
+    keys, tokens = SessionKeys(), CredentialRegistry()
+    calls = CallLedger(keys)
+    proxy = EgressProxy(rules_for, AuditConnections(audit, calls),
+                        addresses=AddressPolicy.from_strings(settings.egress_private_networks),
+                        attribute=calls.attribute(first_attribution(keys.attribute, tokens.attribute)))
     made = None
     root = settings.egress_socket_dir
     if root is None:  # outside the data directory, which is never mounted
@@ -81,7 +125,7 @@ def build_egress(settings: Settings, policies: Callable[[str], Policy]) -> Egres
         hub = EgressHub(proxy, root / "tenants")
     except ValueError as exc:
         raise SystemExit(f"invalid egress_socket_dir: {exc}") from None
-    return Egress(proxy, hub, sink, keys, tokens, policies, search, made)
+    return Egress(proxy, hub, calls, keys, tokens, policies, search, made)
 
 
 __all__ = ["Egress", "RouteFor", "build_egress"]

@@ -121,7 +121,7 @@ async def wire(services: Services) -> None:
 
     metrics = services.metrics
     status = ImageStatus(on_build=metrics.image_build if metrics is not None else None)
-    egress = build_egress(settings, policies)  # allowlist tenants' way out, and the web tools'
+    egress = build_egress(settings, policies, audit)  # allowlist tenants' way out, and the web tools'
     services.closers.append(egress.close)  # closed after the sandbox (closers run in reverse)
     sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, status.progress),
                              policies, image_status=status, egress=egress,
@@ -154,7 +154,7 @@ async def wire(services: Services) -> None:
     audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
                                                               lambda name: any(t.name == name for t in registry.all()))
     dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,
-                                JsonLimits(settings.max_json_depth, settings.max_json_items))
+                                JsonLimits(settings.max_json_depth, settings.max_json_items), egress.calls)
     skill_tool.dispatcher = dispatcher  # loading a server skill copies its files with audited write_file calls
     services.dispatcher = dispatcher
     services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),

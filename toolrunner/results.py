@@ -49,6 +49,23 @@ class ToolError(BaseModel):
         return cls.model_validate({"code": code, "message": message}, context=HOST_MADE)
 
 
+class NetworkSummary(BaseModel):
+    """What a call did on the network through the egress proxy (docs/egress.md): counts, bytes, and at most
+    ``MAX_HOSTS`` hosts of each kind; every attempt's full record is in the audit log under the call's id.
+    Made by the host from the proxy's records, never taken from the sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed: int = Field(ge=0, description="Connections the proxy let through.")
+    denied: int = Field(ge=0, description="Connections the proxy refused (rule, address or limit).")
+    open: int = Field(ge=0, description="Connections still open when the call ended (recorded when they end).")
+    bytes_up: int = Field(ge=0)
+    bytes_down: int = Field(ge=0)
+    hosts: list[str] = Field(max_length=8, description="`host:port` reached, first seen first.")
+    denied_hosts: list[str] = Field(max_length=8, description="`host:port` refused, first seen first.")
+    more_hosts: int = Field(ge=0, description="Attempts to hosts beyond those listed.")
+
+
 class ToolResult(BaseModel):
     """One call's outcome; `limit` names the limit that stopped or cut it."""
 
@@ -62,6 +79,8 @@ class ToolResult(BaseModel):
     timed_out: bool
     limit: Limit | None
     error: ToolError | None
+    network: NetworkSummary | None = Field(
+        default=None, description="The call's egress connections, under network = \"allowlist\" (else null).")
 
 
 def error_result(

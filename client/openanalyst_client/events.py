@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from openanalyst_client.models import ContentBlock, Model, ToolError
+from openanalyst_client.models import ContentBlock, Model, NetworkSummary, ToolError
 
 
 class Event(Model):
@@ -73,6 +73,7 @@ class ToolResultEvent(Event):
     timed_out: bool
     limit: str | None
     error: ToolError | None
+    network: NetworkSummary | None = None
     id: str | None = None  # deprecated by the server: the same as call_id
 
 

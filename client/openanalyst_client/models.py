@@ -95,6 +95,19 @@ class ToolError(Model):
     message: str
 
 
+class NetworkSummary(Model):
+    """A call's connections through the egress proxy (network = "allowlist")."""
+
+    allowed: int
+    denied: int
+    open: int
+    bytes_up: int
+    bytes_down: int
+    hosts: list[str]
+    denied_hosts: list[str]
+    more_hosts: int
+
+
 class ToolResult(Model):
     tool_name: str
     output: str
@@ -104,6 +117,7 @@ class ToolResult(Model):
     timed_out: bool
     limit: str | None
     error: ToolError | None
+    network: NetworkSummary | None = None
 
 
 class ToolCallAnswer(ToolResult):
@@ -189,8 +203,37 @@ class AuditRecord(Model):
     hash: str
 
 
+class ConnectionAuditRecord(Model):
+    """One egress attempt through the tenant's proxy, allowed or denied (``phase`` ``connection``)."""
+
+    v: int
+    seq: int
+    ts: str
+    tenant: str
+    session_id: str | None
+    call_id: str | None
+    phase: Literal["connection"]
+    tool: None
+    decision: Literal["allowed", "denied"]
+    reason: str | None
+    started_at: str | None
+    method: str | None
+    host: str | None
+    port: int | None
+    address: str | None
+    rule: str | None
+    limit: str | None
+    error: str | None
+    bytes_up: int
+    bytes_down: int
+    duration_ms: float
+    throttled_ms: float
+    prev_hash: str
+    hash: str
+
+
 class AuditPage(Model):
-    data: list[AuditRecord]
+    data: list[Annotated[AuditRecord | ConnectionAuditRecord, Field(discriminator="phase")]]
     meta: PageMeta
 
 

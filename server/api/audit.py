@@ -21,7 +21,6 @@ from server.audit.records import DECISIONS, PHASES
 from server.contract.audit import (
     AuditKey,
     AuditPage,
-    AuditRecord,
     Checkpoint,
     CheckpointPage,
     InclusionProof,
@@ -46,6 +45,8 @@ Time = Annotated[str | None, Query(max_length=256, description="RFC 3339 with an
                                        {"type": "string", "pattern": f"^({EPOCH.pattern})?$"}]})]
 Decision = Annotated[str | None, Query(json_schema_extra={"enum": list(DECISIONS)})]
 Phase = Annotated[str | None, Query(json_schema_extra={"enum": list(PHASES)})]
+Host = Annotated[str | None, Query(max_length=256, description="Only `connection` records to this host name "
+                                                                 "(compared in lower case, without a trailing dot).")]
 
 
 def _audit_log(request: Request) -> AuditLog:
@@ -79,7 +80,7 @@ def parse_time(value: str | None, name: str) -> datetime | None:
 
 
 def _filters(session_id: str | None, tool: str | None, since: str | None, until: str | None,
-             decision: str | None, phase: str | None) -> AuditFilter:
+             decision: str | None, phase: str | None, host: str | None = None) -> AuditFilter:
     if decision is not None and decision not in DECISIONS:
         raise Unprocessable("INVALID_FILTER", f"decision must be one of {list(DECISIONS)}, got {decision!r}")
     if phase is not None and phase not in PHASES:
@@ -88,20 +89,22 @@ def _filters(session_id: str | None, tool: str | None, since: str | None, until:
     if start is not None and end is not None and start > end:
         raise Unprocessable("INVALID_FILTER", "since is after until")
     return AuditFilter(session_id=session_id, tool=tool, since=start, until=end, decision=decision,
-                       phase=phase)
+                       phase=phase, host=host.lower().rstrip(".") if host else None)
 
 
 @router.get("/v1/audit")
 async def list_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
                      since: Time = None, until: Time = None, decision: Decision = None, phase: Phase = None,
-                     page: Annotated[int, Query(ge=1, le=10**6)] = 1,
+                     host: Host = None, page: Annotated[int, Query(ge=1, le=10**6)] = 1,
                      per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> AuditPage:
-    """The tenant's records in seq order, one page at a time, shaped like ``GET /sessions``."""
-    flt = _filters(session_id, tool, since, until, decision, phase)
+    """The tenant's records in seq order, one page at a time, shaped like ``GET /sessions``: tool calls'
+    ``started``/``finished`` records and egress ``connection`` records (``?phase=connection&decision=denied``
+    lists the refused connections, ``?host=pypi.org`` those to one host)."""
+    flt = _filters(session_id, tool, since, until, decision, phase, host)
     records, total = await _audit_log(request).list(
         tenant.id, session_id=flt.session_id, tool=flt.tool, since=flt.since, until=flt.until,
-        decision=flt.decision, phase=flt.phase, page=page, per_page=per_page)
-    return AuditPage(data=[AuditRecord(**r) for r in records], meta=PageMeta.of(page, per_page, total))
+        decision=flt.decision, phase=flt.phase, host=flt.host, page=page, per_page=per_page)
+    return AuditPage.model_validate({"data": records, "meta": PageMeta.of(page, per_page, total)})
 
 
 _EXPORT: dict[int | str, dict[str, Any]] = {200: {
@@ -113,9 +116,9 @@ _EXPORT: dict[int | str, dict[str, Any]] = {200: {
 @router.get("/v1/audit/export", response_class=StreamingResponse, responses=_EXPORT)
 async def export_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
                        since: Time = None, until: Time = None, decision: Decision = None,
-                       phase: Phase = None) -> StreamingResponse:
+                       phase: Phase = None, host: Host = None) -> StreamingResponse:
     """JSON Lines, streamed: an ``export`` line, the records, then the signed ``head`` line."""
-    flt = _filters(session_id, tool, since, until, decision, phase)
+    flt = _filters(session_id, tool, since, until, decision, phase, host)
     lines = _audit_log(request).iter_export(tenant.id, flt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     filename = f"audit-{tenant.id}-{stamp}.jsonl"

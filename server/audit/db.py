@@ -18,7 +18,7 @@ from typing import Any
 
 from server.audit.records import utc_timestamp
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, session_id TEXT, call_id TEXT,
@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS incidents (
 # Added in schema 2 (log format v2): how the head is signed, the Merkle root it signs, and the tree frontier.
 HEAD_COLUMNS = {"alg": "TEXT NOT NULL DEFAULT 'HMAC-SHA256'", "root": "TEXT NOT NULL DEFAULT ''",
                 "frontier": "TEXT NOT NULL DEFAULT ''"}
-COLUMNS = ("seq", "ts", "session_id", "call_id", "phase", "tool", "decision", "hash")
+# Added in schema 3 (log format 3): the host of a connection record, for GET /v1/audit?host=.
+RECORD_COLUMNS = {"host": "TEXT"}
+COLUMNS = ("seq", "ts", "session_id", "call_id", "phase", "tool", "decision", "host", "hash")
 BATCH = 200  # rows are at most ~35 KiB, so a batch stays under ~7 MiB
 
 
@@ -61,6 +63,7 @@ class AuditFilter:
     until: datetime | None = None
     decision: str | None = None
     phase: str | None = None
+    host: str | None = None
 
     def is_empty(self) -> bool:
         return self == AuditFilter()
@@ -68,14 +71,14 @@ class AuditFilter:
     def describe(self) -> dict[str, Any]:
         """The filter as JSON data (for the export's head line)."""
         return {"session_id": self.session_id, "tool": self.tool, "decision": self.decision,
-                "phase": self.phase, "since": utc_timestamp(self.since) if self.since else None,
+                "phase": self.phase, "host": self.host, "since": utc_timestamp(self.since) if self.since else None,
                 "until": utc_timestamp(self.until) if self.until else None}
 
     def where(self) -> tuple[str, list[Any]]:
         """SQL conditions (after ``tenant = ?``) and their parameters."""
         clauses: list[str] = []
         params: list[Any] = []
-        for column in ("session_id", "tool", "decision", "phase"):
+        for column in ("session_id", "tool", "decision", "phase", "host"):
             value = getattr(self, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -113,6 +116,11 @@ def connect(path: Path, *, synchronous: str = "FULL", readonly: bool = False) ->
         for name, decl in HEAD_COLUMNS.items():
             if name not in have:  # a schema-1 database: its heads stay HMAC until recovery re-signs them
                 conn.execute(f"ALTER TABLE heads ADD COLUMN {name} {decl}")
+        have = {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
+        for name, decl in RECORD_COLUMNS.items():
+            if name not in have:  # an older database: its records have no host, as their bodies say
+                conn.execute(f"ALTER TABLE records ADD COLUMN {name} {decl}")
+        conn.execute("CREATE INDEX IF NOT EXISTS records_by_host ON records (tenant, host, seq)")
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
     return conn

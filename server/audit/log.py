@@ -28,7 +28,7 @@ from server.audit.db import AuditFilter
 from server.audit.keys import load_key
 from server.audit.note import origin_for
 from server.audit.publish import PublishConfig, Publisher, published_sizes
-from server.audit.records import OUTPUT_CAP, finished_draft, started_draft
+from server.audit.records import OUTPUT_CAP, connection_draft, finished_draft, started_draft
 from server.audit.signing import PublicKey, SigningKey, load_or_create
 from server.audit.verify import ChainVerifier, Verdict
 from server.audit.writer import AuditWriteError, CheckpointPolicy, Writer
@@ -147,6 +147,13 @@ class AuditLog:
             draft = finished_draft(tenant_id, **kwargs)
         return await self._submit(tenant_id, draft)
 
+    def connection(self, tenant_id: str, conn: Mapping[str, Any]) -> asyncio.Future[int]:
+        """Queue one egress attempt's record (``records.connection_draft``) without waiting for it: called on
+        the proxy's event loop, which must not block. The future says when it is durable, or why not."""
+        if self._writer is None:
+            raise AuditWriteError("the audit log is not open")
+        return self._writer.submit(tenant_id, connection_draft(tenant_id, conn))
+
     # -- reading ---------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -156,10 +163,11 @@ class AuditLog:
 
     async def list(self, tenant_id: str, *, session_id: str | None = None, tool: str | None = None,
                    since: datetime | None = None, until: datetime | None = None, decision: str | None = None,
-                   phase: str | None = None, page: int = 1, per_page: int = 50) -> tuple[Records, int]:
+                   phase: str | None = None, host: str | None = None, page: int = 1,
+                   per_page: int = 50) -> tuple[Records, int]:
         """One page (1-based) of the tenant's records in seq order, and how many match in all."""
         flt = AuditFilter(session_id=session_id, tool=tool, since=since, until=until, decision=decision,
-                          phase=phase)
+                          phase=phase, host=host)
 
         def run() -> tuple[Records, int]:
             conn = self._connect()

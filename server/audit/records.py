@@ -32,8 +32,9 @@ ZERO_HASH = "0" * 64
 INPUT_CAP = 16 * 1024
 OUTPUT_CAP = 16 * 1024
 MESSAGE_CAP = 1024
-PHASES = ("started", "finished")
+PHASES = ("started", "finished", "connection")
 DECISIONS = ("allowed", "denied")
+CONNECTION_VERSION = 2  # of a connection record (log format 3): a record kind of its own, see FORMAT.md
 
 # Every record has exactly these keys (values may be null); a verifier rejects missing or extra keys.
 FIELDS = frozenset({
@@ -44,6 +45,31 @@ FIELDS = frozenset({
     "output", "output_truncated", "output_sha256", "container_id", "image_id",
     "prev_hash", "hash",
 })
+# A ``connection`` record (``"v": 2``): one egress attempt through the proxy, allowed or denied.
+CONNECTION_FIELDS = frozenset({
+    "v", "seq", "ts", "tenant", "session_id", "call_id", "phase", "tool", "decision", "reason",
+    "started_at", "method", "host", "port", "address", "rule", "limit", "error",
+    "bytes_up", "bytes_down", "duration_ms", "throttled_ms",
+    "prev_hash", "hash",
+})
+
+
+def fields_of(record: Mapping[str, Any]) -> frozenset[str]:
+    """The exact key set a record of this version must have (``FIELDS`` for v1, ``CONNECTION_FIELDS`` for v2)."""
+    return CONNECTION_FIELDS if record.get("v") == CONNECTION_VERSION else FIELDS
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a record's shape is wrong (keys, version, phase for its version), or None."""
+    if record.get("v") not in (FORMAT_VERSION, CONNECTION_VERSION):
+        return f"unknown format version {record.get('v')!r}"
+    expected = fields_of(record)
+    if set(record) != expected:
+        missing, extra = sorted(expected - set(record)), sorted(set(record) - expected)
+        return f"wrong fields (missing {missing}, extra {extra})"
+    if (record["phase"] == "connection") != (record["v"] == CONNECTION_VERSION):
+        return f"phase {record['phase']!r} in a record of version {record['v']!r}"
+    return None
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -189,6 +215,34 @@ def finished_draft(tenant: str, *, call_id: str, session_id: str | None, tool: s
     draft["container_id"] = _opt_text(container_id, 256)
     draft["image_id"] = _opt_text(image_id, 256)
     return draft
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _millis(value: Any) -> float:
+    return round(float(value), 3) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def connection_draft(tenant: str, conn: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``connection`` record without seq, ts, prev_hash and hash, from the proxy's record of one attempt
+    (``toolrunner.egress.ConnectionRecord`` as a dict: ``time`` epoch seconds, ``decision`` allow/deny)."""
+    started = conn.get("time")
+    when = datetime.fromtimestamp(float(started), UTC) if isinstance(started, int | float) else None
+    port = conn.get("port")
+    decision = "allowed" if conn.get("decision") == "allow" else "denied"
+    rule, limit, error = (_opt_text(conn.get(k), 256) for k in ("rule", "limit", "error"))
+    return {
+        "v": CONNECTION_VERSION, "tenant": tenant, "phase": "connection", "tool": None,
+        "session_id": _opt_text(conn.get("session"), 256), "call_id": _opt_text(conn.get("call_id"), 256),
+        "decision": decision, "reason": limit or error or (rule if decision == "denied" else None),
+        "started_at": utc_timestamp(when) if when else None, "method": _opt_text(conn.get("method"), 16),
+        "host": _opt_text(conn.get("host"), 256), "port": _count(port) or None,
+        "address": _opt_text(conn.get("address"), 64), "rule": rule, "limit": limit, "error": error,
+        "bytes_up": _count(conn.get("bytes_up")), "bytes_down": _count(conn.get("bytes_down")),
+        "duration_ms": _millis(conn.get("duration_ms")), "throttled_ms": _millis(conn.get("throttled_ms")),
+    }
 
 
 def seal(draft: Mapping[str, Any], *, seq: int, ts: str, prev_hash: str) -> dict[str, Any]:

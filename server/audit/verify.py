@@ -1,11 +1,11 @@
 """Chain verification, shared by the server (``AuditLog.verify``) and the offline verifier (``cli.py``).
 
 Standard library plus ``cryptography`` (for Ed25519): a researcher can run it with nothing else of the server.
-A chain is good when every record has exactly the v1 fields, its ``hash`` matches its content, its ``seq`` is
-the next number and its ``prev_hash`` is the previous record's hash — and when it ends exactly at the signed
-head, whose Merkle root is the root over the records. With a published checkpoint, the first ``tree size``
-records must also give the checkpoint's root. ``first_bad_seq`` is the first position (1, 2, …) at which that
-fails; records before it are proven, nothing after it is.
+A chain is good when every record has exactly the fields of its kind (``records.record_problem``), its
+``hash`` matches its content, its ``seq`` is the next number and its ``prev_hash`` is the previous record's
+hash — and when it ends exactly at the signed head, whose Merkle root is the root over the records. With a
+published checkpoint, the first ``tree size`` records must also give the checkpoint's root. ``first_bad_seq``
+is the first position (1, 2, …) at which that fails; records before it are proven, nothing after it is.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from server.audit.keys import AuditKey
 from server.audit.merkle import Frontier, leaf_hash
 from server.audit.note import NoteError, verify_checkpoint
 from server.audit.records import (
-    FIELDS,
-    FORMAT_VERSION,
     LOG_VERSION,
     genesis_hash,
     head_mac_for,
     head_message_v2,
     key_id,
     record_hash,
+    record_problem,
 )
 from server.audit.signing import PublicKey
 
@@ -102,11 +101,9 @@ class ChainVerifier:
     def _check(self, record: Any, expected: int) -> str | None:
         if not isinstance(record, Mapping):
             return "not a JSON object"
-        if set(record) != FIELDS:
-            missing, extra = sorted(FIELDS - set(record)), sorted(set(record) - FIELDS)
-            return f"wrong fields (missing {missing}, extra {extra})"
-        if record["v"] != FORMAT_VERSION:
-            return f"unknown format version {record['v']!r}"
+        shape = record_problem(record)
+        if shape is not None:
+            return shape
         if self.tenant is None and isinstance(record["tenant"], str):
             self.tenant = record["tenant"]
             self.last_hash = genesis_hash(self.tenant)

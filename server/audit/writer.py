@@ -251,7 +251,7 @@ class Writer:
                 old = self._state.get(tenant) or ChainState(0, genesis_hash(tenant), Frontier())
                 state = touched[tenant] = ChainState(old.seq, old.hash, old.frontier.copy())
             record = seal(draft, seq=state.seq + 1, ts=self._next_ts(), prev_hash=state.hash)
-            rows.append((tenant, *(record[c] for c in db.COLUMNS), canonical_json(record).decode("utf-8")))
+            rows.append((tenant, *(record.get(c) for c in db.COLUMNS), canonical_json(record).decode("utf-8")))
             state.seq, state.hash = record["seq"], record["hash"]
             state.frontier.append(leaf_hash(record["hash"]))
             seqs.append(state.seq)
@@ -267,8 +267,8 @@ class Writer:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(
                 "INSERT INTO records "
-                "(tenant, seq, ts, session_id, call_id, phase, tool, decision, hash, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "(tenant, seq, ts, session_id, call_id, phase, tool, decision, host, hash, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.write_heads(self._conn, heads)
             self._conn.executemany(
                 "INSERT OR IGNORE INTO checkpoints (tenant, size, root, note, created_at) VALUES (?, ?, ?, ?, ?)",

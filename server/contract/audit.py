@@ -1,8 +1,9 @@
-"""Response models of the audit routes; a record's fields are ``server.audit.records.FIELDS``."""
+"""Response models of the audit routes; a record's fields are ``server.audit.records.FIELDS`` (a tool call's
+``started``/``finished``) or ``CONNECTION_FIELDS`` (one egress ``connection``), told apart by ``phase``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -43,8 +44,42 @@ class AuditRecord(Model):
     hash: str
 
 
+class ConnectionAuditRecord(Model):
+    """One egress attempt through the tenant's proxy (format v2, docs/egress.md), allowed or denied, written
+    when the connection ended or was refused; ``call_id`` is null for a connection no call was running for."""
+
+    v: int
+    seq: int = Field(ge=1)
+    ts: str = Field(description="When the record was committed (after the connection ended).")
+    tenant: str
+    session_id: str | None
+    call_id: str | None
+    phase: Literal["connection"]
+    tool: None
+    decision: Literal["allowed", "denied"]
+    reason: str | None = Field(description="Why it was refused or cut: the rule, the limit or the error.")
+    started_at: str | None = Field(description="When the attempt began.")
+    method: str | None = Field(description="`CONNECT` or the plain HTTP method.")
+    host: str | None
+    port: int | None
+    address: str | None = Field(description="The resolved address connected to (or refused).")
+    rule: str | None = Field(description="`allow:<rule>`, `deny:<rule>`, `default`, `ip-literal`, "
+                                         "`address:<kind>`, `mode`, `credential`, `bad-request`.")
+    limit: str | None = Field(description="The proxy limit that refused or ended it: `connections`, `duration`.")
+    error: str | None = Field(description="An upstream failure: `resolve`, `connect: …`.")
+    bytes_up: int = Field(ge=0)
+    bytes_down: int = Field(ge=0)
+    duration_ms: float = Field(ge=0)
+    throttled_ms: float = Field(ge=0)
+    prev_hash: str
+    hash: str
+
+
+AnyAuditRecord = Annotated[AuditRecord | ConnectionAuditRecord, Field(discriminator="phase")]
+
+
 class AuditPage(Model):
-    data: list[AuditRecord]
+    data: list[AnyAuditRecord]
     meta: PageMeta
 
 
@@ -88,6 +123,6 @@ class InclusionProof(Model):
     seq: int = Field(ge=1)
     leaf_index: int = Field(ge=0)
     tree_size: int = Field(ge=1)
-    record: AuditRecord
+    record: AnyAuditRecord
     audit_path: list[str]
     checkpoint: str

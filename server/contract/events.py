@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from server.providers.types import Block
-from toolrunner.results import Limit, ToolError, ToolResult
+from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 DEPRECATED_ID = "Deprecated: the same as call_id, sent until the next release."
@@ -106,6 +106,7 @@ class ToolResultEvent(_Event):
     timed_out: bool
     limit: Limit | None
     error: ToolError | None
+    network: NetworkSummary | None = Field(default=None, description="The call's egress connections (allowlist).")
 
     @computed_field(description=DEPRECATED_ID, json_schema_extra={"deprecated": True})  # type: ignore[prop-decorator]
     @property

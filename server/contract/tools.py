@@ -8,7 +8,7 @@ from pydantic import Field
 
 from server.contract.common import Model
 from server.errors import ErrorDetail
-from toolrunner.results import Limit, ToolError, ToolResult
+from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
 
 
 class ToolInfo(Model):
@@ -42,6 +42,10 @@ class ToolCallAnswer(Model):
     timed_out: bool
     limit: Limit | None
     error: ToolError | None
+    network: NetworkSummary | None = Field(
+        default=None, description="Under network = \"allowlist\": the call's connections through the egress proxy "
+                                  "(counts, bytes, up to 8 hosts of each kind); each one's record is in the audit "
+                                  "log under this call_id. Null when the call made none.")
 
     @classmethod
     def of(cls, call_id: str, result: ToolResult) -> ToolCallAnswer:

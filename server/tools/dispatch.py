@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from policies.model import Policy
@@ -30,7 +30,7 @@ from server.jsonlimits import JsonLimits, bounded_form, check_value, sha256_of_v
 from server.tools.context import ToolContext
 from server.tools.registry import ToolRegistry, out_of_scope
 from toolrunner.manager import CallOutcome
-from toolrunner.results import ToolResult, error_result
+from toolrunner.results import NetworkSummary, ToolResult, error_result
 
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 # The codes of calls refused by `check` before any event: recorded in the audit log, but no tool_result event.
@@ -53,6 +53,14 @@ class SandboxBackend(Protocol):
     async def close_session(self, tenant_id: str, session_id: str) -> None: ...
 
 
+class NetworkCalls(Protocol):
+    """Ties a call's egress connections to it and sums them up (``toolrunner.egress.calls.CallLedger``)."""
+
+    def begin(self, tenant: str, call_id: str, sandbox_session: str | None) -> None: ...
+
+    async def end(self, tenant: str, call_id: str, sandbox_session: str | None) -> NetworkSummary | None: ...
+
+
 def new_call_id() -> str:
     return "call_" + secrets.token_urlsafe(12)
 
@@ -70,8 +78,10 @@ class _CallRecord:
 
 class ToolDispatcher:
     def __init__(self, registry: ToolRegistry, sandbox: SandboxBackend, audit: AuditSink,
-                 policy_for: Callable[[str], Policy], json_limits: JsonLimits | None = None) -> None:
+                 policy_for: Callable[[str], Policy], json_limits: JsonLimits | None = None,
+                 network: NetworkCalls | None = None) -> None:
         self.registry = registry
+        self.network = network
         self._sandbox = sandbox
         self._audit = audit
         self._policy_for = policy_for
@@ -153,7 +163,7 @@ class ToolDispatcher:
         outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
         try:
             with self._slot(ctx.tenant_id, policy):
-                outcome = await self._execute(ctx, tool.where, name, args, on_chunk)
+                outcome = await self._networked(ctx, tool.where, name, args, on_chunk)
         except ApiError as exc:
             outcome = CallOutcome(error_result(name, exc.code, exc.message), None, None)
             raise
@@ -182,6 +192,21 @@ class ToolDispatcher:
                 self._in_flight[tenant_id] = left
             else:
                 del self._in_flight[tenant_id]
+
+    async def _networked(self, ctx: ToolContext, where: str, name: str, args: dict[str, Any],
+                         on_chunk: ChunkCallback | None) -> CallOutcome:
+        """``_execute`` with the call's egress connections tied to it; the result's ``network`` is always the
+        host's own summary, whatever the sandbox sent."""
+        session = None if where == "server" else ctx.session_id or f"oneshot-{ctx.call_id}"
+        if self.network is not None:
+            self.network.begin(ctx.tenant_id, ctx.call_id, session)
+        summary = None
+        try:
+            outcome = await self._execute(ctx, where, name, args, on_chunk)
+        finally:
+            if self.network is not None:
+                summary = await asyncio.shield(self.network.end(ctx.tenant_id, ctx.call_id, session))
+        return replace(outcome, result=outcome.result.model_copy(update={"network": summary}))
 
     async def _execute(self, ctx: ToolContext, where: str, name: str, args: dict[str, Any],
                        on_chunk: ChunkCallback | None) -> CallOutcome:

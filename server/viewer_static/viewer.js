@@ -85,6 +85,10 @@ function groupCalls(records) {
   const calls = [];
   const latest = new Map();
   for (const record of records) {
+    if (record.phase === "connection") {  // an egress attempt: a row of its own, under its call's id
+      calls.push({ id: record.call_id || "seq-" + record.seq, connection: record });
+      continue;
+    }
     const key = record.call_id || "seq-" + record.seq;
     const phase = record.phase === "started" ? "started" : "finished";
     let call = latest.get(key);
@@ -132,7 +136,25 @@ function block(parent, label, value, className) {
   parent.appendChild(wrap);
 }
 
+function renderConnection(tbody, c) {
+  const row = el("tr", undefined, "call connection " + (c.decision || ""));
+  row.dataset.callId = c.call_id || "";
+  row.dataset.phase = "connection";
+  cell(row, c.seq);
+  cell(row, (c.ts || "").replace("T", " ").replace("Z", ""));
+  cell(row, c.session_id || "—");
+  cell(row, `${c.method || "?"} ${c.host || "?"}:${c.port || "?"}`, c.address ? "address " + c.address : "");
+  cell(row, c.decision || "", "decision");
+  cell(row, c.rule || c.error || "", c.call_id ? "call " + c.call_id : "no call: the session's");
+  cell(row, c.limit || "");
+  cell(row, c.duration_ms);
+  cell(row, `↑${c.bytes_up} ↓${c.bytes_down}`, "bytes up / down");
+  cell(row, c.call_id ? short(c.call_id) : "—", c.call_id);
+  tbody.appendChild(row);
+}
+
 function renderCall(tbody, call) {
+  if (call.connection) return renderConnection(tbody, call.connection);
   const s = call.started, f = call.finished, any = s || f;
   const decision = any.decision || "";
   const row = el("tr", undefined, "call " + decision);
@@ -221,7 +243,7 @@ async function exportLog(filters) {
 function readFilters() {
   return {
     session_id: $("f-session").value.trim(), tool: $("f-tool").value.trim(),
-    decision: $("f-decision").value, since: $("f-since").value.trim(), until: $("f-until").value.trim(),
+    decision: $("f-decision").value, host: $("f-host").value.trim(), since: $("f-since").value.trim(), until: $("f-until").value.trim(),
   };
 }
 
