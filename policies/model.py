@@ -47,6 +47,10 @@ class Policy(BaseModel):
     disk_mb: int | None = Field(default=None, ge=16, le=16 * 1024 * 1024)
     disk_inodes: int | None = Field(default=None, ge=1024, le=1 << 31)
     runtime: Literal["runc", "runsc"] | None = None
+    # Files API (docs/files.md): the largest upload, and the largest total an archive may unpack to.
+    files_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024, le=1 << 40)
+    # Change report per tool call (docs/changes.md): which workspace files a call created, modified, deleted.
+    change_reports: bool = True
     # Approvals (docs/approvals.md): these tools, or calls matching a rule, wait for a person's decision.
     always_ask: tuple[str, ...] = ()
     ask_rules: tuple[AskRule, ...] = ()

@@ -41,6 +41,11 @@ def _is_tool_call(scope: Scope) -> bool:
     return scope.get("method") == "POST" and isinstance(path, str) and path.startswith("/v1/tools/")
 
 
+def _is_file_upload(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return scope.get("method") == "PUT" and isinstance(path, str) and path.startswith("/v1/files/")
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int, json_limits: JsonLimits | None = None) -> None:
         self.app = app
@@ -48,7 +53,7 @@ class BodyLimitMiddleware:
         self.json_limits = json_limits or JsonLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _is_file_upload(scope):  # the files API streams and caps its own body
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())

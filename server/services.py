@@ -53,6 +53,7 @@ class Services:
     audit: Any = None
     session_context: Any = None  # (tenant_id, session_id) -> ToolContext, set by server.wiring
     skills: Any = None  # server.skills.catalog.SkillCatalog, set by server.wiring
+    files: Any = None  # server.files.service.FilesService, set by server.wiring
     metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
     account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close

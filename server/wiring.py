@@ -18,6 +18,7 @@ from policies.model import Policy
 from server.account.service import AccountCredentials
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.egress_wiring import build_egress
+from server.files.service import FilesService
 from server.jsonlimits import JsonLimits
 from server.observability.audit_meter import MeteredAudit
 from server.providers.config import RouterConfig
@@ -148,6 +149,7 @@ async def wire(services: Services) -> None:
     registry.add(web_search_tool(egress.search))
     registry.set_probe("powershell", program_probe(sandbox.caps, "pwsh"))  # offered where the image has pwsh
     registry.add(ConfigTool(policies, router_check(services.router), settings.max_output_tokens).definition())
+    services.files = FilesService(sandbox, audit, policies)  # docs/files.md
     services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
     skill_tool = SkillTool(services.skills)
     registry.add(skill_tool.definition())

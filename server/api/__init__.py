@@ -12,6 +12,7 @@ from server.api import (
     audit,
     chat,
     events,
+    files,
     health,
     me,
     provider_status,
@@ -25,4 +26,4 @@ from server.api import (
 
 ROUTERS: list[APIRouter] = [health.router, me.router, account.router, providers.router, sessions.router, events.router,
                             turns.router, chat.router, tools.router, sandbox.router, audit.router,
-                            provider_status.router, viewer.router]
+                            provider_status.router, viewer.router, files.router]

@@ -1,0 +1,106 @@
+"""Listing one directory (paged, with SHA-256 of regular files) and deleting an entry, by fds.
+
+Entries are ``lstat``'ed relative to the directory's fd (a link is described, not followed) and a file is
+hashed through a fresh ``openat2`` beneath it, so a name swapped for a link between the listing and the hash
+is reported without a hash instead of being read through the link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from server.files.errors import FilesError
+from server.files.safepath import Root, describe, openat2
+
+HASH_MAX_BYTES = 256 * 1024 * 1024  # a listing hashes files up to this size; larger ones have no sha256
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    type: str  # file | directory | symlink | other
+    size: int
+    mode: str  # octal permission bits, e.g. "0664"
+    mtime: str
+    sha256: str | None
+    link_target: str | None
+
+
+def sha256_at(dirfd: int, name: str, limit: int = HASH_MAX_BYTES) -> str | None:
+    """SHA-256 of the regular file ``name`` under ``dirfd``, None when it is not one (any more) or too big."""
+    try:
+        fd = openat2(dirfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        digest = hashlib.sha256()
+        while data := os.read(fd, CHUNK):
+            digest.update(data)
+        return digest.hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "symlink" if stat.S_ISLNK(mode) else "other"
+
+
+def list_dir(root: Root, parts: list[str], page: int, per_page: int, with_hash: bool) -> tuple[int, list[Item]]:
+    """(total entries, the page's items sorted by name) of the directory ``parts``."""
+    dirfd = root.open_dir(parts)
+    try:
+        names = sorted(os.listdir(dirfd))
+        items = []
+        for name in names[(page - 1) * per_page: page * per_page]:
+            try:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            except OSError:
+                continue  # removed since the listing
+            kind = _kind(st.st_mode)
+            target = None
+            if kind == "symlink":
+                with contextlib.suppress(OSError):
+                    target = os.readlink(name, dir_fd=dirfd)
+            digest = sha256_at(dirfd, name) if with_hash and kind == "file" else None
+            items.append(Item(name, kind, st.st_size, f"{stat.S_IMODE(st.st_mode):04o}",
+                              datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z"),
+                              digest, target))
+        return len(names), items
+    finally:
+        os.close(dirfd)
+
+
+def delete(root: Root, parts: list[str]) -> str:
+    """Remove the entry ``parts`` (a directory with all it holds; a link itself, never its target); its type."""
+    path = "/".join(parts)
+    if not parts:
+        raise FilesError("INVALID_PATH", "the workspace itself cannot be deleted (delete its entries)")
+    with root.parent(parts) as dirfd:
+        try:
+            st = os.stat(parts[-1], dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(parts[-1], dir_fd=dirfd)  # fd-based: never follows a link it meets
+            else:
+                os.unlink(parts[-1], dir_fd=dirfd)
+        except OSError as exc:
+            raise describe(exc, path) from None
+        return _kind(st.st_mode)
+
+
+__all__ = ["Item", "delete", "list_dir", "sha256_at"]
