@@ -17,24 +17,12 @@ from agent_support import parse_sse, read_until_idle, sandbox_workspace, server_
 from fakes.anthropic import FakeAnthropic
 from fakes.reply import Reply
 
+from policies.loader import PRESETS_DIR
+
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(240)]
 
 LOCKED = {"X-Tenant-ID": "locked"}
 ALICE = {"X-Tenant-ID": "alice"}
-POLICY = """
-name = "locked"
-cpus = 0.5
-memory_mb = 256
-pids = 128
-tmpfs_mb = 16
-nofile = 256
-fsize_mb = 16
-default_timeout_s = 20
-max_timeout_s = 60
-output_cap_bytes = 4096
-max_concurrent_calls = 4
-denied_tools = ["javascript"]
-"""
 READER = """---
 name: file-reader
 description: Read a file of the workspace and summarise it.
@@ -52,8 +40,9 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def env(fake: FakeAnthropic, sandbox_image: str, tmp_path: Path) -> dict[str, str]:
-    policy = tmp_path / "locked.toml"
-    policy.write_text(POLICY)
+    policy = tmp_path / "locked.toml"  # the default preset, javascript denied
+    default = (PRESETS_DIR / "default.toml").read_text().replace('name = "default"', 'name = "locked"')
+    policy.write_text(default + '\ndenied_tools = ["javascript"]\n')
     return server_env(fake.base_url, sandbox_workspace(tmp_path / "owner-ws"),
                       OPENANALYST_TENANT_POLICIES=json.dumps({"locked": str(policy)}))
 
