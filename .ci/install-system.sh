@@ -18,6 +18,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# The multi-engine tests reach an engine over SSH through a test sshd of their own on 127.0.0.1 (the package's
+# own service is not started where there is no init system, and the tests never use it).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 
 if [ "${#need[@]}" -eq 0 ]; then
     echo "install-system: nothing to install"

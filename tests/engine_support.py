@@ -194,3 +194,58 @@ def stop_second_engine(engine: SecondEngine) -> None:
                 subprocess.run(["umount", "-l", target], check=False)
     subprocess.run(["ip", "link", "del", engine.bridge], check=False, capture_output=True)
     shutil.rmtree(engine.root, ignore_errors=True)
+
+
+@dataclass
+class SshServer:
+    """An sshd on 127.0.0.1 that lets root in with one test key; ``config`` is the client's ssh config, with
+    the host alias ``oa-engine-test``, that key and the server's host key pinned."""
+
+    root: Path
+    config: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_sshd() -> SshServer:
+    """sshd -D on a free loopback port with its own host key, authorized key and config; ready when it
+    accepts a connection (bounded)."""
+    root = Path(f"/tmp/oa-sshd-{secrets.token_hex(3)}")
+    root.mkdir(mode=0o700)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    host_pub = (root / "host_key.pub").read_text().split()
+    port = _free_port()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n"
+        f"PidFile {root}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nAllowStreamLocalForwarding yes\n"
+        "X11Forwarding no\nPermitTTY no\n")
+    (root / "ssh_config").write_text(
+        f"Host oa-engine-test\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {root}/client_key\n"
+        f"  IdentitiesOnly yes\n  UserKnownHostsFile {root}/known_hosts\n  StrictHostKeyChecking yes\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(root / "sshd_config")],
+                               stdout=subprocess.DEVNULL, stderr=(root / "sshd.log").open("wb"))
+    server = SshServer(root=root, config=root / "ssh_config", process=process)
+    deadline = time.monotonic() + 20
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            if probe.recv(4) == b"SSH-":
+                return server
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = (root / "sshd.log").read_text(errors="replace")[-1500:]
+            server.stop()
+            raise RuntimeError(f"sshd did not start: {log}")
+        time.sleep(0.1)

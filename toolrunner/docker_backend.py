@@ -23,6 +23,7 @@ from toolrunner.attach import AttachStream
 from toolrunner.engine_attach import open_engine_attach
 from toolrunner.engines import EngineAddress, EngineAddressError, engine_from_environment
 from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable, SandboxStartFailed
+from toolrunner.ssh_tunnel import SshTunnel, TunnelFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +34,17 @@ class ContainerGone(LookupError):
     """The container no longer exists (removed behind our back)."""
 
 
+def _never_sent(exc: BaseException, depth: int = 0) -> bool:
+    """Whether the error chain says the connection itself failed (refused, or no socket file), so that the
+    request cannot have reached the engine and asking again is safe even for a create."""
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
+        return True
+    if depth > 6:
+        return False
+    inner = [a for a in exc.args if isinstance(a, BaseException)] + [e for e in (exc.__cause__, exc.__context__) if e]
+    return any(_never_sent(e, depth + 1) for e in inner)
+
+
 class DockerBackend:
     """Async, deadline-bounded container operations over one shared docker-py client."""
 
@@ -40,14 +52,20 @@ class DockerBackend:
                  engine: EngineAddress | None = None) -> None:
         self.timeout_s = timeout_s
         self._own_client = client is None
+        self._tunnel: SshTunnel | None = None
         try:
             self.engine = engine or engine_from_environment()
-            self._client: Any = client if client is not None else self.engine.docker_client(
+            if self.engine.scheme == "ssh":  # both halves then go through one forwarded unix socket
+                self._tunnel = SshTunnel(self.engine.ssh_argv())
+            self._dial = self._dial_address()
+            self._client: Any = client if client is not None else self._dial.docker_client(
                 timeout_s=max(5, int(timeout_s)), max_pool_size=64)
         except docker.errors.DockerException as exc:  # API version negotiation failed or timed out
+            self._close_tunnel()
             raise SandboxBackendUnavailable(f"the container engine is not reachable: {exc}") from exc
-        except EngineAddressError as exc:
-            raise SandboxBackendUnavailable(f"the container engine's address is unusable: {exc}") from exc
+        except (EngineAddressError, TunnelFailed) as exc:
+            self._close_tunnel()
+            raise SandboxBackendUnavailable(f"the container engine {self.engine.url} is unusable: {exc}") from exc
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
         self._remover = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-rm")
 
@@ -56,7 +74,14 @@ class DockerBackend:
         loop = asyncio.get_running_loop()
         deadline = timeout_s or self.timeout_s
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool or self._pool, fn), deadline)
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(pool or self._pool, fn), deadline)
+            except (requests.exceptions.ConnectionError, OSError) as exc:
+                if self._tunnel is None or not _never_sent(exc):
+                    raise
+                # The SSH tunnel died, so the request never left this machine: open it again, ask once more.
+                await asyncio.wait_for(loop.run_in_executor(self._pool, self._tunnel.socket), deadline)
+                return await asyncio.wait_for(loop.run_in_executor(pool or self._pool, fn), deadline)
         except TimeoutError as exc:
             raise SandboxBackendUnavailable(f"the container engine did not answer {what} within "
                                             f"{deadline:.0f} s") from exc
@@ -73,6 +98,8 @@ class DockerBackend:
 
     async def ping(self) -> None:
         """Raise ``SandboxBackendUnavailable`` unless the engine answers."""
+        if self._tunnel is not None:  # a tunnel that died is opened again (or the ping fails with ssh's words)
+            await self._run("ssh tunnel", self._tunnel.socket, timeout_s=self.timeout_s)
         await self._run("ping", self._client.ping, timeout_s=min(self.timeout_s, 10))
 
     async def create(self, kwargs: dict[str, Any]) -> str:
@@ -90,11 +117,23 @@ class DockerBackend:
         attrs = await self._run("image inspect", lambda: self._client.api.inspect_image(image))
         return str(attrs["Id"])
 
+    def _dial_address(self) -> EngineAddress:
+        """Where to connect: the engine itself, or for SSH the local end of its (re)opened tunnel."""
+        if self._tunnel is None:
+            return self.engine
+        return EngineAddress(url=self.engine.url, scheme="unix", path=str(self._tunnel.socket()))
+
+    def _close_tunnel(self) -> None:
+        if self._tunnel is not None:
+            self._tunnel.close()
+
     async def open_attach(self, container_id: str) -> AttachStream:
         """The runner's stdin/stdout/stderr as asyncio streams, over whatever connection reaches the engine
-        (unix socket, TCP with TLS, SSH): see ``toolrunner.engine_attach``."""
+        (unix socket, TCP with TLS, SSH): see ``toolrunner.engine_attach``. An SSH tunnel that died since is
+        opened again first (attaching happens once per container start, so the check is cheap)."""
         try:
-            return await open_engine_attach(self.engine, container_id, api_version=str(self._client.api.api_version),
+            dial = await asyncio.to_thread(self._dial_address) if self._tunnel is not None else self._dial
+            return await open_engine_attach(dial, container_id, api_version=str(self._client.api.api_version),
                                             timeout_s=self.timeout_s)
         except (TimeoutError, OSError) as exc:
             raise SandboxBackendUnavailable(f"the container engine did not attach {container_id[:12]}: {exc}") from exc
@@ -167,3 +206,4 @@ class DockerBackend:
         self._remover.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
             self._client.close()
+        self._close_tunnel()

@@ -1,18 +1,17 @@
-"""The runner's attach stream over any engine connection: a unix socket, TCP with TLS, or SSH.
+"""The runner's attach stream over any engine connection: a unix socket, TCP with TLS, or SSH (whose engine
+is a local unix socket forwarded by ``toolrunner.ssh_tunnel``).
 
 docker-py's ``attach_socket`` hands back a plain socket only for a local or plain-TCP engine (over TLS it is
 an ``SSLSocket`` whose duplicate loses the TLS state; over SSH there is no socket at all). So the upgrade is
 done here, on an asyncio connection of our own: ``POST /containers/{id}/attach`` with ``Upgrade: tcp``, the
 engine answers ``101`` (or ``200`` from engines that hijack without the header), and from then on the
-connection carries Docker's multiplexed frames, parsed by the same protocol as before. For SSH the connection
-is one end of a socket pair whose other end is ``ssh HOST docker system dial-stdio`` — what the Docker CLI does.
+connection carries Docker's multiplexed frames, parsed by the same protocol as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
@@ -88,17 +87,7 @@ async def _connect(address: EngineAddress,
         assert address.tls is not None and address.host is not None and address.port is not None
         return await loop.create_connection(make, address.host, address.port, ssl=address.tls.context(),
                                             server_hostname=address.host)
-    ours, theirs = socket.socketpair()
-    try:
-        await asyncio.create_subprocess_exec(*address.ssh_argv(), "docker", "system", "dial-stdio",
-                                             stdin=theirs.fileno(), stdout=theirs.fileno(),
-                                             stderr=asyncio.subprocess.DEVNULL)
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()  # the child holds its copy; when it exits, our end reads EOF
-    return await loop.create_connection(make, sock=ours)
+    raise ValueError(f"{address.url}: dial an ssh engine through its tunnel's local socket")
 
 
 async def open_engine_attach(address: EngineAddress, container_id: str, *, api_version: str,

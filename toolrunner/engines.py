@@ -65,6 +65,7 @@ class EngineAddress:
     port: int | None = None
     user: str | None = None  # ssh
     tls: TlsFiles | None = None  # tcp
+    ssh_config: Path | None = None  # ssh: an ssh config file with the identity and known hosts to use
 
     @property
     def name(self) -> str:
@@ -89,7 +90,8 @@ class EngineAddress:
                                        ca_cert=str(self.tls.ca), verify=True)
             client = docker.DockerClient(base_url=f"https://{self.host}:{self.port}", tls=tls, **common)
         else:
-            client = docker.DockerClient(base_url=self.url, use_ssh_client=True, **common)
+            raise EngineAddressError(f"{self.url}: an ssh engine is reached through its tunnel's local socket "
+                                     "(toolrunner.ssh_tunnel)")
         client.api.trust_env = False
         try:
             client.api._version = str(client.version(api_version=False)["ApiVersion"])
@@ -101,7 +103,8 @@ class EngineAddress:
     def ssh_argv(self) -> list[str]:
         """``ssh`` to the engine's machine in batch mode (keys only: no prompt can hang a call)."""
         assert self.scheme == "ssh" and self.host is not None
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15"]
+        argv = ["ssh", *(["-F", str(self.ssh_config)] if self.ssh_config is not None else []),
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
         if self.user is not None:
@@ -109,7 +112,7 @@ class EngineAddress:
         return [*argv, "--", self.host]
 
 
-def parse_engine(url: str, *, tls_dir: Path | None = None) -> EngineAddress:
+def parse_engine(url: str, *, tls_dir: Path | None = None, ssh_config: Path | None = None) -> EngineAddress:
     """Check an engine address; a wrong one stops the start with a message that names it."""
     parts = urlsplit(url.strip())
     if parts.scheme == "unix":
@@ -140,13 +143,18 @@ def parse_engine(url: str, *, tls_dir: Path | None = None) -> EngineAddress:
     if parts.password or (user is not None and not _USER.fullmatch(user)):
         raise EngineAddressError(f"engine {url!r}: ssh takes a user name and keys, never a password")
     netloc = f"{user + '@' if user else ''}{shown_host}{':' + str(port) if port else ''}"
-    return EngineAddress(url=f"ssh://{netloc}", scheme="ssh", host=host, port=port, user=user)
+    if ssh_config is not None and not ssh_config.is_file():
+        raise EngineAddressError(f"engine {url!r}: the ssh config {ssh_config} is not a file")
+    return EngineAddress(url=f"ssh://{netloc}", scheme="ssh", host=host, port=port, user=user,
+                         ssh_config=ssh_config)
 
 
 def engine_from_environment(environ: dict[str, str] | None = None) -> EngineAddress:
-    """The engine the Docker CLI would use (``DOCKER_HOST``, ``DOCKER_CERT_PATH``), else the local socket."""
+    """The engine the Docker CLI would use (``DOCKER_HOST``, ``DOCKER_CERT_PATH``), else the local socket;
+    ``OPENANALYST_SSH_CONFIG`` names the ssh config file for an ``ssh://`` engine."""
     env = os.environ if environ is None else environ
     url = env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
     cert_path = env.get("DOCKER_CERT_PATH")
     tls_dir = Path(cert_path) if cert_path else (Path.home() / ".docker" if url.startswith("tcp://") else None)
-    return parse_engine(url, tls_dir=tls_dir)
+    ssh_config = env.get("OPENANALYST_SSH_CONFIG")
+    return parse_engine(url, tls_dir=tls_dir, ssh_config=Path(ssh_config) if ssh_config else None)

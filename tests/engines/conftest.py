@@ -1,11 +1,12 @@
-"""A second real Docker engine for the module (TLS on 127.0.0.1 and a unix socket), with the sandbox image."""
+"""A second real Docker engine for the module (TLS on 127.0.0.1 and a unix socket), with the sandbox image;
+and an sshd on 127.0.0.1 through which the main engine is reached as an `ssh://` engine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from engine_support import SecondEngine, copy_image, start_second_engine, stop_second_engine
+from engine_support import SecondEngine, SshServer, copy_image, start_second_engine, start_sshd, stop_second_engine
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +17,12 @@ def second_engine(sandbox_image: str) -> Iterator[SecondEngine]:
         yield engine
     finally:
         stop_second_engine(engine)
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    server = start_sshd()
+    try:
+        yield server
+    finally:
+        server.stop()
