@@ -17,6 +17,7 @@ from policies.loader import PolicyError, policy_for
 from policies.model import Policy
 from server.account.service import AccountCredentials
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
+from server.egress_policies import LivePolicies
 from server.egress_wiring import build_egress
 from server.files.service import FilesService
 from server.jsonlimits import JsonLimits
@@ -61,8 +62,10 @@ def tenant_policies(settings: Settings) -> Callable[[str], Policy]:
     # Configured by the ids clients send; looked up by the tenant's safe name (server.tenant_ids).
     by_name = {t if t == OWNER_ID else tenant_name(t): p for t, p in settings.tenant_policies.items()}
 
+    live = LivePolicies()  # a policy file's [egress] edits apply without a restart (server/egress_policies.py)
+
     def resolve(tenant_id: str) -> Policy:
-        return policy_for(by_name.get(tenant_id, settings.sandbox_policy))
+        return live.policy(by_name.get(tenant_id, settings.sandbox_policy))
 
     return resolve
 

@@ -129,3 +129,37 @@ def test_a_background_connection_after_its_call_is_the_sessions(server: Any, sit
     assert late["bytes_down"] > 0
     verdict = httpx.get(f"{server.base}/v1/audit/verify", headers=ADA, timeout=30).json()
     assert verdict["ok"] is True, verdict
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Replace the policy file as an editor or a config manager would: a new file renamed over the old."""
+    staged = path.with_suffix(".new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+def test_an_egress_edit_applies_to_the_next_call_and_a_mode_edit_is_refused(server: Any, site: int,
+                                                                            tmp_path: Path) -> None:
+    """Editing the [egress] rules of a running tenant's file takes effect at its next call (denied, audited
+    under the new rule, shown by GET /v1/sandbox); an edit of network or a resource limit, or a bad rule, is
+    refused with a log line that names the file and says a restart is needed, and the running rules stay."""
+    policy = tmp_path / "allow.toml"
+    fetch = f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 15 http://localhost:{site}/"
+    assert _tool(server, ADA, "bash", input={"command": fetch})["output"] == "200"
+
+    _rewrite(policy, POLICY.replace('allow = ["localhost"]', 'allow = ["docs.example"]'))
+    denied = _tool(server, ADA, "bash", input={"command": fetch})
+    assert denied["output"] == "403" and denied["network"]["denied"] == 1, denied
+    records = _until(lambda: _connections(server, ADA, decision="denied"), 1)
+    assert [(r["call_id"], r["rule"]) for r in records] == [(denied["call_id"], "default")]
+    info = httpx.get(f"{server.base}/v1/sandbox", headers=ADA, timeout=30).json()
+    assert info["egress"]["allow"] == ["docs.example"], info
+
+    _rewrite(policy, POLICY.replace('network = "allowlist"', 'network = "open"').split("[egress]")[0])
+    assert _tool(server, ADA, "bash", input={"command": fetch})["output"] == "403"  # still the edited rules
+    assert any("a restart is needed" in line and "network" in line and str(policy) in line
+               for line in server.output), server.output[-20:]
+
+    _rewrite(policy, POLICY.replace('allow = ["localhost"]', 'allow = ["*"]'))
+    assert _tool(server, ADA, "bash", input={"command": fetch})["output"] == "403"
+    assert any("not applied" in line and "egress.allow" in line for line in server.output), server.output[-20:]
