@@ -174,7 +174,8 @@ _CAP_BITS = {"KILL": 5, "SETGID": 6, "SETUID": 7}
 def runner_identity_mismatches(identity: object, isolation: str) -> list[str]:
     """What the runner's hello says about its own identity that differs from docs/runner-trust.md §1: its uid
     (all four ids), exactly the three capabilities in effect, nothing inheritable or ambient, no new
-    privileges, not dumpable, and the isolation asked for. Empty when all hold."""
+    privileges, not dumpable, tool processes unable to write under /proc (their oom_score_adj stays 1000),
+    and the isolation asked for. Empty when all hold."""
     if not isinstance(identity, dict):
         return ["the runner did not report its identity (an old runner, or not the sandbox image's)"]
     wanted: dict[str, object] = {
@@ -185,6 +186,7 @@ def runner_identity_mismatches(identity: object, isolation: str) -> list[str]:
         "cap_amb": 0,
         "no_new_privs": 1,
         "dumpable": False,
+        "proc_writes": "denied",
     }
     return [f"runner {key}: expected {value!r}, reported {identity.get(key)!r}"
             for key, value in wanted.items() if identity.get(key) != value]

@@ -219,7 +219,7 @@ def test_default_command_starts_the_runner(docker_client: Any, sandbox_image: st
     ident = hello["identity"]
     assert ident["mode"] == "uid" and ident["uid"] == [999, 999, 999, 999], ident
     assert ident["cap_eff"] == (1 << 5) | (1 << 6) | (1 << 7) and ident["cap_inh"] == 0 == ident["cap_amb"]
-    assert ident["dumpable"] is False and ident["no_new_privs"] == 1
+    assert ident["dumpable"] is False and ident["no_new_privs"] == 1 and ident["proc_writes"] == "denied"
 
 
 def test_runner_without_its_capabilities_refuses_to_start(docker_client: Any, sandbox_image: str) -> None:

@@ -117,12 +117,14 @@ def test_inspect_check_flags_every_tampered_setting(tmp_path: Path) -> None:
 
 def test_runner_identity_check_names_every_difference() -> None:
     """The host refuses a runner whose hello shows another uid, an extra or inheritable capability, a dumpable
-    process, or another isolation mode than asked; a correct one passes."""
+    process, tool processes that may write under /proc, or another isolation mode than asked; a correct one
+    passes."""
     good = {"mode": "uid", "uid": [999] * 4, "cap_eff": 0xE0, "cap_inh": 0, "cap_amb": 0, "no_new_privs": 1,
-            "dumpable": False}
+            "dumpable": False, "proc_writes": "denied"}
     assert runner_identity_mismatches(good, "uid") == []
-    bad = {**good, "uid": [0, 0, 0, 0], "cap_eff": 0xE0 | (1 << 19), "cap_inh": 0xE0, "dumpable": True}
+    bad = {**good, "uid": [0, 0, 0, 0], "cap_eff": 0xE0 | (1 << 19), "cap_inh": 0xE0, "dumpable": True,
+           "proc_writes": "allowed"}
     problems = "\n".join(runner_identity_mismatches(bad, "shared"))
-    for key in ("mode", "uid", "cap_eff", "cap_inh", "dumpable"):
+    for key in ("mode", "uid", "cap_eff", "cap_inh", "dumpable", "proc_writes"):
         assert f"runner {key}:" in problems
     assert runner_identity_mismatches(None, "uid")

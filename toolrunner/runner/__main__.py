@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 
+from toolrunner.runner import guard
 from toolrunner.runner.egress_env import LISTEN, SOCKET
-from toolrunner.runner.identity import MODES, UMASK, Identities, IdentityError, drop_to_runner
+from toolrunner.runner.identity import MODES, UMASK, Identities, IdentityError, drop_to_runner, set_tool_guard
 from toolrunner.runner.procs import REGISTRY, log
 from toolrunner.runner.server import Server
 from toolrunner.runner.state import Runtime
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"cannot take the runner's identity: {exc}")
             return 2
         REGISTRY.identities = Identities(args.isolation, gid, args.shared_uid)
+        try:
+            set_tool_guard(guard.build())
+        except (guard.GuardError, OSError) as exc:  # the hello says so, and the host refuses the container
+            log(f"tool processes could lower their oom_score_adj: {exc}")
         os.umask(UMASK)
     if not os.path.isdir(args.workspace):
         log(f"workspace {args.workspace!r} is not a directory")

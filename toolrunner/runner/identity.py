@@ -3,9 +3,12 @@
 The container starts the runner as root with only CAP_SETUID, CAP_SETGID and CAP_KILL. ``drop_to_runner``
 moves it to its own uid at once, keeping those three (the uid switch would clear them without
 PR_SET_KEEPCAPS), and makes it non-dumpable, so that no tool process can signal it, trace it or open its
-``/proc`` entries. Tool processes get a uid per session (``mode="uid"``), one uid for all sessions
-(``"shared"``: a workspace owned by a person), or the runner's own (``"none"``: a runner on a host, for
-tests and development, which isolates nothing). See docs/runner-trust.md.
+``/proc`` entries. Every tool process starts with oom_score_adj 1000 and inside the guard's Landlock domain,
+which keeps it from writing under /proc and so from lowering that value (guard.py).
+
+Tool processes get a uid per session (``mode="uid"``), one uid for all sessions (``"shared"``: a workspace
+owned by a person), or the runner's own (``"none"``: a runner on a host, for tests and development, which
+isolates nothing). See docs/runner-trust.md.
 
 The shared uid may be 0 (a root-owned owner workspace, docs/workspace-quota.md §2): such a process runs as uid
 0 with no capability at all. A switch of the euid to 0 copies the permitted set into the effective one, and
@@ -24,6 +27,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from toolrunner.runner.guard import restrict_self
 
 RUNNER_UID = 999
 KILLER_UID = 998  # the real uid of the runner's killing thread while it acts as a session: nobody else's
@@ -67,14 +72,48 @@ def drop_all_capabilities() -> None:
     _capset(0, 0)
 
 
+# Built in advance: as little as possible runs in a child between fork and exec.
 _EMPTY_HEADER = _CapHeader(_CAPABILITY_V3, 0)
 _EMPTY_DATA = (_CapData * 2)(_CapData(0, 0, 0), _CapData(0, 0, 0))
+_OOM_PATH = b"/proc/self/oom_score_adj"
+OOM_SCORE_ADJ = b"1000"  # tool processes are the OOM killer's first choice
+_tool_guard = -1  # the Landlock ruleset every tool process enters (guard.py); -1 until the runner built it
 
 
-def _empty_capabilities_in_child() -> None:
-    """preexec_fn of a uid-0 tool process: one capset on structures built in advance (little runs after fork).
-    A failure raises, so Popen fails and nothing runs with a capability."""
-    if _libc.capset(ctypes.byref(_EMPTY_HEADER), _EMPTY_DATA) != 0:
+def set_tool_guard(ruleset_fd: int) -> None:
+    """Called once at start with guard.build()'s fd: from then on every tool process enters its domain."""
+    global _tool_guard
+    _tool_guard = ruleset_fd
+
+
+def tool_guard_active() -> bool:
+    return _tool_guard >= 0
+
+
+def _child_setup() -> None:
+    """preexec_fn of every tool process (after the uid switch, before exec): oom_score_adj 1000, then the
+    guard's domain, so that nothing the process runs can write under /proc and so lower the value (guard.py);
+    a uid-0 process then empties its capability sets. A failure raises, so Popen fails and nothing runs
+    unpinned, unguarded or with a capability.
+
+    Writing /proc/self needs the new uid to own it, i.e. a dumpable process. While dumpable the child still
+    holds the runner's capabilities, which no tool process has, so the kernel refuses any ptrace or
+    /proc/<pid>/fd access to it (cap_ptrace_access_check) — and it is non-dumpable again before they go.
+    A uid-0 child needs the emptying: its euid switch to 0 put the permitted set in effect, and an exec as
+    root would grant the bounding set (no-new-privileges keeps an empty set empty across exec).
+    """
+    if _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_DUMPABLE failed")
+    fd = os.open(_OOM_PATH, os.O_WRONLY)
+    try:
+        os.write(fd, OOM_SCORE_ADJ)
+    finally:
+        os.close(fd)
+    if _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_DUMPABLE failed")
+    if _tool_guard >= 0 and restrict_self(_tool_guard) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    if os.geteuid() == 0 and _libc.capset(ctypes.byref(_EMPTY_HEADER), _EMPTY_DATA) != 0:
         raise OSError(ctypes.get_errno(), "capset to empty failed")
 
 
@@ -120,16 +159,12 @@ class Ident:
     own: bool = False
 
     def popen_kwargs(self) -> dict[str, Any]:
-        """subprocess.Popen arguments that start a process as this identity, without any capability."""
+        """subprocess.Popen arguments that start a process as this identity, without any capability and with
+        an oom_score_adj of 1000 that it cannot change (_child_setup)."""
         if self.own:
             return {"umask": UMASK}
-        kwargs: dict[str, Any] = {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": UMASK}
-        if self.uid == 0:
-            # After setreuid(0) the child holds the runner's three capabilities in effect; exec as root would
-            # grant the bounding set. Emptied here (after the uid switch, before exec), they stay empty:
-            # with no-new-privileges an exec cannot add to an empty permitted set.
-            kwargs["preexec_fn"] = _empty_capabilities_in_child
-        return kwargs
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": UMASK,
+                "preexec_fn": _child_setup}
 
 
 class Identities:

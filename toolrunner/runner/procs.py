@@ -28,9 +28,7 @@ from collections.abc import Callable, Iterable
 from toolrunner.runner.identity import (
     Ident,
     Identities,
-    IdentityError,
     drop_all_capabilities,
-    files_as,
     kill_all_of,
 )
 
@@ -71,8 +69,6 @@ class Registry:
             )
             self._tracked.add(proc.pid)
             self._roots[proc.pid] = (ident.uid, kind)
-        if not ident.own:
-            _prefer_for_oom(proc.pid, ident)
         return proc  # type: ignore[no-any-return]
 
     def set_kind(self, pid: int, kind: str) -> None:
@@ -224,18 +220,6 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def _prefer_for_oom(pid: int, ident: Ident) -> None:
-    """Make a tool process the OOM killer's first choice (oom_score_adj 1000, inherited by its children), so a
-    session that fills the memory limit loses its own processes, not the runner. /proc/<pid>/oom_score_adj
-    belongs to the process's uid, so the write is made as that uid; raising the value needs no privilege."""
-    with contextlib.suppress(OSError, IdentityError), files_as(ident):
-        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY)
-        try:
-            os.write(fd, b"1000")
-        finally:
-            os.close(fd)
 
 
 def _waitpid_nohang(pids: list[int]) -> int:

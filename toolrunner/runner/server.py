@@ -116,10 +116,12 @@ class Server:
                     "mode": REGISTRY.identities.mode,
                     "uid": facts["uid"],
                     "cap_eff": facts["CapEff"],
+                    "cap_prm": facts["CapPrm"],
                     "cap_inh": facts["CapInh"],
                     "cap_amb": facts.get("CapAmb", 0),
                     "no_new_privs": facts.get("NoNewPrivs"),
                     "dumpable": facts["dumpable"],
+                    "proc_writes": "denied" if identity.tool_guard_active() else "allowed",
                 },
             }
         )
