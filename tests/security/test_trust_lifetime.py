@@ -110,9 +110,11 @@ BASH_TRICKS = {
     # A process that keeps moving to a new pid.
     "pid_hopper": 'setsid -f python3 -c "$HOP" "$M" 0.02 >/dev/null 2>&1',
     # Re-exec with the environment of a live process of this session (its background process), read from /proc.
+    # The read itself is refused since each call's processes have a Landlock domain of their own (runner-trust.md
+    # §3); the trick then leaves a process with an empty environment, which must die all the same.
     "borrowed_env": ('for p in $(ls /proc | grep -E "^[0-9]+$"); do '
                      'if tr "\\0" " " 2>/dev/null </proc/$p/cmdline | grep -q -- "^$BGM "; then src=$p; fi; done; '
-                     'mapfile -d "" E </proc/$src/environ; '
+                     'mapfile -d "" E 2>/dev/null </proc/$src/environ; '
                      'setsid -f env -i "${E[@]}" bash -c \'exec -a "$0" sleep 1000\' "$M" >/dev/null 2>&1'),
 }
 # A leftover that runs Python code counts as started once its code wrote its heartbeat ($HB set), any other once
@@ -171,8 +173,11 @@ subprocess.Popen([sys.executable, "-c", CFG["sniper"], M, "9", str(os.getpid())]
 """,
     "borrowed_env": r"""
 src = [p for p in pids() if (argv(p) or [""])[0] == CFG["bgm"]][0]
-with open(f"/proc/{src}/environ", "rb") as f:
-    env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+try:
+    with open(f"/proc/{src}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+except PermissionError:  # another call's process: out of reach (runner-trust.md §3); try with nothing
+    env = {}
 pid = os.fork()
 if pid == 0:
     os.setsid()

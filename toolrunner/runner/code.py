@@ -1,7 +1,8 @@
 """One-shot code tools: python, javascript (node) and powershell (pwsh, where the image has it).
 
-The code goes to a file in the session's private directory (an argument could not hold a megabyte) and runs
-from the workspace root with the runner's base environment, under the same limits as bash.
+The code goes to a file in the session's private directory (an argument could not hold a megabyte, and every
+uid can read every process's argv: docs/runner-trust.md §3) and runs from the workspace root with the runner's
+base environment, under the same limits as bash.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from toolrunner.runner.context import Call, ToolFailure, check_fields, require_s
 from toolrunner.runner.execute import run
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.state import Session
-
-INLINE_MAX = 100_000  # one argv string may hold 128 KiB
 
 
 def _code_file(session: Session, token: str, suffix: str, code: str) -> str | None:
@@ -35,40 +34,35 @@ def _remove(session: Session, path: str) -> None:
         os.unlink(path)
 
 
-def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str], inline: str) -> None:
-    """Run the code from a temp file; if /tmp is full, pass it inline with `inline` (e.g. -c) when it fits."""
+def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str]) -> None:
+    """Run the code from a temp file (never inline in argv, where other sessions could read it)."""
     check_fields(call.input, {field, "timeout_s"})
     code = require_str(call.input, field, allow_empty=False)
     token = session.token("x")
     path = _code_file(session, token, suffix, code)
     if path is None:
-        if len(code.encode("utf-8", "surrogatepass")) > INLINE_MAX:
-            raise ToolFailure("RESOURCE_LIMIT", "/tmp is full and the code is too long to pass inline")
-        argv = [*argv, inline, code]
-    else:
-        argv = [*argv, path]
+        raise ToolFailure("RESOURCE_LIMIT", "/tmp is full: the code cannot be written to a file to run")
     try:
-        run(call, argv, session=session, env=session.env(), cwd=session.runtime.workspace.root)
+        run(call, [*argv, path], session=session, env=session.env(), cwd=session.runtime.workspace.root)
     finally:
-        if path is not None:
-            _remove(session, path)
+        _remove(session, path)
 
 
 def python(session: Session, call: Call) -> None:
-    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"], "-c")
+    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"])
 
 
 def javascript(session: Session, call: Call) -> None:
     if not _which(session, "node"):
         raise ToolFailure("TOOL_UNAVAILABLE", "node is not installed in the sandbox image")
-    _one_shot(session, call, "code", ".js", ["node"], "-e")
+    _one_shot(session, call, "code", ".js", ["node"])
 
 
 def powershell(session: Session, call: Call) -> None:
     if not _which(session, "pwsh"):
         raise ToolFailure("TOOL_UNAVAILABLE", "pwsh (PowerShell) is not installed in the sandbox image")
     # pwsh's first positional argument is the script file (-File).
-    _one_shot(session, call, "command", ".ps1", ["pwsh", "-NoLogo", "-NoProfile", "-NonInteractive"], "-Command")
+    _one_shot(session, call, "command", ".ps1", ["pwsh", "-NoLogo", "-NoProfile", "-NonInteractive"])
 
 
 def _which(session: Session, name: str) -> bool:

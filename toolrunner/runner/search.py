@@ -208,11 +208,23 @@ class _Filter:
         return self._hit(state, name) != self.negate
 
 
+def _pattern_file(pattern: str) -> int:
+    """A memfd holding `pattern` as one line, for ripgrep's ``-f /dev/fd/N`` (each opener reads from the
+    start). Closed by the caller."""
+    fd = os.memfd_create("pattern", os.MFD_CLOEXEC)
+    data = pattern.encode("utf-8", "surrogatepass") + b"\n"
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return fd
+
+
 class _Grep:
     """Opens the files to search and runs ripgrep over them in batches, rewriting `/dev/fd/N` to paths."""
 
-    def __init__(self, session: Session, call: Call, argv: list[str], mode: str) -> None:
+    def __init__(self, session: Session, call: Call, argv: list[str], mode: str, pattern_fd: int) -> None:
         self.session = session
+        self.pattern_fd = pattern_fd
         self.call = call
         self.argv = argv
         self.mode = mode
@@ -296,7 +308,7 @@ class _Grep:
                 env=self.session.runtime.base_env,
                 cwd=self.session.runtime.workspace.root,
                 errors=errors,
-                pass_fds=fds,
+                pass_fds=(*fds, self.pattern_fd),
             )
         finally:
             self._live.remove(sub)
@@ -376,6 +388,8 @@ def grep_search(ws: Workspace, session: Session, call: Call) -> None:
     for name, value in (("pattern", pattern), ("glob", glob or "")):
         if "\0" in value:
             raise ToolFailure("INVALID_INPUT", f"field {name!r} contains a NUL byte")
+    if "\n" in pattern:
+        raise ToolFailure("INVALID_INPUT", "field 'pattern' contains a newline: grep_search matches line by line")
     filt = _Filter(glob)
     path = require_str(call.input, "path", optional=True)
     top, rel, st = _open_top(ws, path)
@@ -391,8 +405,10 @@ def grep_search(ws: Workspace, session: Session, call: Call) -> None:
         }[mode]
         if icase:
             argv.append("-i")
-        argv += ["-e", pattern, "--"]
-        grep = _Grep(session, call, argv, mode)
+        # The pattern goes by file, never in argv: every uid can read every process's argv (runner-trust.md §3).
+        pattern_fd = _pattern_file(pattern)
+        argv += ["-f", f"/dev/fd/{pattern_fd}", "--"]
+        grep = _Grep(session, call, argv, mode, pattern_fd)
         try:
             if stat.S_ISREG(st.st_mode):
                 grep.queue(os.dup(top), rel)  # a file named outright is searched whatever the glob, as rg does
@@ -410,6 +426,7 @@ def grep_search(ws: Workspace, session: Session, call: Call) -> None:
         finally:
             for fd, _ in grep.batch:
                 os.close(fd)
+            os.close(pattern_fd)
     finally:
         os.close(top)
     call.exit_code = grep.code if grep.code is not None else 0

@@ -24,14 +24,14 @@ from toolrunner.runner.spares import SPARES
 from toolrunner.runner.state import Session
 
 BG_BUFFER = 4 * 1024 * 1024
-MAX_INLINE = 100_000  # one argv string may hold 128 KiB; a longer command is sourced from a file
 
 
 def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict[str, str], list[str]]:
     """argv, environment and temp files of one background process.
 
     It starts from a private copy of the shell's committed state (the shell rewrites its state files), in
-    the session's own directory, written as the session.
+    the session's own directory, written as the session; the command is sourced from a file there, since
+    another session can read every process's argv.
     """
     env, temps = session.env(), []
     state = session.shell.state_path() if session.shell is not None else None
@@ -43,8 +43,7 @@ def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict
                 shutil.copyfile(state, env_file)
                 # The state carries the whole environment, so variables unset in the session stay unset.
                 env = {"BASH_ENV": env_file}
-            if len(command) <= MAX_INLINE // 4 or len(command.encode("utf-8", "surrogatepass")) <= MAX_INLINE:
-                return ["bash", "--noprofile", "--norc", "-c", command], env, temps
+            # Never in argv: /proc/<pid>/cmdline is readable by every uid (docs/runner-trust.md §3).
             path = os.path.join(session.dir, f"{token}.sh")
             temps.append(path)
             with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
