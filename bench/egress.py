@@ -1,6 +1,6 @@
 """What the egress proxy costs: a small HTTP GET through it vs. direct, and a 100 MB download through it vs. direct.
 
-    .venv/bin/python bench/egress.py [--gets 400] [--mb 100] [--runs 3]
+    .venv/bin/python bench/egress.py [--gets 400] [--mb 100] [--runs 15]
 
 The origin (tests/fakes/origin.py) and the proxy each run in their own process on loopback, as the server's
 proxy would; the client is this process. GETs alternate proxy/direct, one new connection each (as a tool's
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["origin", "proxy"])
     parser.add_argument("--gets", type=int, default=400)
     parser.add_argument("--mb", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     if args.role == "origin":
         return serve_origin()
@@ -176,7 +176,8 @@ def main() -> None:
         h_ratio = statistics.median(h / d for h, d in zip(h_rates, d_rates, strict=True))
         print(f"| reference: haproxy TCP relay (C, no checks), {args.mb} MB | {d_mb:.0f} MB/s "
               f"| {statistics.median(h_rates):.0f} MB/s | {100 * h_ratio:.0f} % of direct (paired) | |")
-    print(f"| proxy CPU per {args.mb} MB download (user+system) | | {proxy_cpu * 1000:.0f} ms | | |")
+    capacity = f"{args.mb / proxy_cpu / 1000:.1f} GB/s per CPU second" if proxy_cpu > 0 else "-"
+    print(f"| proxy CPU per {args.mb} MB download (user+system) | | {proxy_cpu * 1000:.0f} ms | {capacity} | |")
     print("runs, MB/s direct/proxy" + ("/haproxy: " if h_rates else ": ")
           + " ".join("/".join(f"{x:.0f}" for x in run) for run in zip(d_rates, p_rates, *([h_rates] if h_rates else []),
                                                                      strict=True)))

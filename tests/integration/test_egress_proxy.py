@@ -336,11 +336,15 @@ def test_urllib_sees_a_clear_refusal(env: Env) -> None:
     assert b"not allowed by this tenant's rules" in info.value.read()
 
 
-@pytest.fixture(params=["splice", "protocol"])
+@pytest.fixture(params=["splice-threads", "splice-loop", "protocol"])
 def relay_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of moving a tunnel's bytes: splice(2), and the protocol relay used where it cannot start."""
+    """Every way of moving a tunnel's bytes: splice(2) pumped by a thread per direction, splice(2) driven by the
+    event loop (under a bandwidth limit or past the thread cap), and the protocol relay used where splice
+    cannot start."""
     if request.param == "protocol":
         monkeypatch.setattr(splice, "AVAILABLE", False)
+    if request.param == "splice-loop":
+        monkeypatch.setattr(splice, "MAX_THREADED", 0)
     return str(request.param)
 
 
