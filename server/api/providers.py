@@ -66,7 +66,7 @@ async def put_provider(name: str, body: ProviderKeyBody, tenant: TenantDep,
     return ProviderEntry(**entry.public())
 
 
-@router.delete("/me/providers/{name}", status_code=204, responses=errors(404))
+@router.delete("/me/providers/{name}", status_code=204, responses=errors(404, 409))
 async def delete_provider(name: str, tenant: TenantDep, services: ServicesDep) -> Response:
     check_known(name)
     await services.credentials.delete(tenant.id, name)

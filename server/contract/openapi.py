@@ -96,6 +96,45 @@ def _tidy(operation: dict[str, Any]) -> None:
             response.pop("model", None)
 
 
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("post", "/sessions", "201"): {
+        "GetSession": ("get", "/sessions/{session_id}", {"session_id": "$response.body#/session_id"}),
+        "InterruptSession": ("post", "/sessions/{session_id}/interrupt",
+                             {"session_id": "$response.body#/session_id"}),
+        "DeleteSession": ("delete", "/sessions/{session_id}", {"session_id": "$response.body#/session_id"}),
+    },
+    ("put", "/me/providers/{name}", "200"): {
+        "DeleteProvider": ("delete", "/me/providers/{name}", {"name": "$response.body#/name"}),
+    },
+    ("post", "/v1/runs", "202"): {
+        "GetRun": ("get", "/v1/runs/{run_id}", {"run_id": "$response.body#/run_id"}),
+        "CancelRun": ("post", "/v1/runs/{run_id}/cancel", {"run_id": "$response.body#/run_id"}),
+    },
+}
+"""OpenAPI links from an operation that makes a resource to those that read or end it: clients (and
+schemathesis' stateful tests) follow them with the id the first answer carries. Long-lived streams are left
+out on purpose; links whose operations a server lacks are not written."""
+
+
+def _links(doc: dict[str, Any]) -> None:
+    paths = doc.get("paths", {})
+
+    def operation_id(method: str, path: str) -> str | None:
+        found = paths.get(path, {}).get(method)
+        return None if found is None else str(found.get("operationId"))
+
+    for (method, path, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        written = {name: {"operationId": op_id, "parameters": parameters}
+                   for name, (target_method, target_path, parameters) in links.items()
+                   if (op_id := operation_id(target_method, target_path)) is not None
+                   and all(f"{{{p}}}" in target_path for p in parameters)}
+        if written:
+            response["links"] = written
+
+
 def install(app: FastAPI, *, require_api_key: bool, single_tenant: bool = False) -> None:
     """Build the document once, on first request of ``/openapi.json``, with the parts FastAPI cannot infer.
 
@@ -126,6 +165,7 @@ def install(app: FastAPI, *, require_api_key: bool, single_tenant: bool = False)
         for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's shape, answered by no route
             components.get("schemas", {}).pop(name, None)
         components.setdefault("schemas", {}).setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template=REF))
+        _links(doc)
         app.openapi_schema = doc
         return doc
 

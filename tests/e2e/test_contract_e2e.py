@@ -237,11 +237,13 @@ SEMANTIC_REFUSALS: dict[str, tuple[int, str, str]] = {
     "/v1/chat": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/v1/query": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/me/auth/otp/verify": (400, "OTP_CHALLENGE_UNKNOWN", "no such challenge"),
+    "/me/providers/{name}": (422, "API_KEY_REQUIRED", "needs "),
 }
 """The only refusals of schema-valid requests, each by a rule JSON Schema cannot state: ``since`` after
 ``until`` (two parameters), an ``output_schema`` that is not itself a valid JSON Schema (the draft 2020-12
-meta-schema is not a document component), an OTP challenge id the account service never issued (state). On
-these operations this replaces positive_data_acceptance."""
+meta-schema is not a document component), an OTP challenge id the account service never issued (state), a
+provider key left out where the provider named in the path needs one (path and body together). On these
+operations this replaces positive_data_acceptance."""
 
 REJECTION_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "431"]
 """schemathesis' default statuses for refused invalid data, plus our 413 (a body over the size limit) and 431
