@@ -56,6 +56,8 @@ class Services:
     files: Any = None  # server.files.service.FilesService, set by server.wiring
     metrics: Any = None  # server.observability.metrics.Metrics, set by create_app
     account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)
+    approvals: Any = None  # server.approvals.ApprovalGate, set by server.wiring
+    runs: Any = None  # server.runs.RunService, set by server.wiring
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
 
     def set_turn_runner(self, runner: TurnRunner) -> None:

@@ -16,6 +16,7 @@ import httpx
 from policies.loader import PolicyError, policy_for
 from policies.model import Policy
 from server.account.service import AccountCredentials
+from server.approvals.setup import wire_approvals
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.egress_policies import LivePolicies
 from server.egress_wiring import build_egress
@@ -26,6 +27,7 @@ from server.providers.config import RouterConfig
 from server.providers.failover import ProviderRouter
 from server.providers.guarded_http import guarded_client
 from server.providers.pricing import PriceTable
+from server.runs.setup import wire_runs
 from server.services import Services
 from server.sessions.agent import AgentLoop
 from server.sessions.turns import AgentTurnRunner
@@ -167,4 +169,6 @@ async def wire(services: Services) -> None:
     runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)
     services.set_turn_runner(runner)
     services.session_context = runner.context
+    await wire_approvals(services)  # always_ask tool calls wait for a person (docs/approvals.md)
+    await wire_runs(services)  # runs for CI with signed webhooks (docs/runs.md)
 

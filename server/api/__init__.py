@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from server.api import (
     account,
+    approvals,
     audit,
     chat,
     events,
@@ -17,6 +18,7 @@ from server.api import (
     me,
     provider_status,
     providers,
+    runs,
     sandbox,
     sessions,
     tools,
@@ -26,4 +28,5 @@ from server.api import (
 
 ROUTERS: list[APIRouter] = [health.router, me.router, account.router, providers.router, sessions.router, events.router,
                             turns.router, chat.router, tools.router, sandbox.router, audit.router,
-                            provider_status.router, viewer.router, files.router]
+                            provider_status.router, viewer.router, files.router,
+                            approvals.router, runs.router]

@@ -137,9 +137,31 @@ class StateEvent(_Event):
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"parent_tool_call_id", "interrupted", "agent"})
 
     type: Literal["state"] = "state"
-    state: Literal["thinking", "tool_use", "idle"]
+    state: Literal["thinking", "tool_use", "requires_action", "idle"]
     interrupted: bool | None = None
     agent: str | None = Field(default=None, description="A sub-agent's description, when one starts.")
+
+
+class ApprovalRequiredEvent(_Event):
+    """A tool call waits for a person's decision (`POST /sessions/{id}/approvals/{call_id}`); docs/approvals.md."""
+
+    type: Literal["approval_required"] = "approval_required"
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    reason: str = Field(description="Which policy setting asks for this call.")
+    expires_at: str = Field(description="When the call is denied without a decision (ISO 8601, UTC).")
+
+
+class ApprovalDecisionEvent(_Event):
+    """How a waiting call was decided: by a person, by its timeout, by an interrupt or a server restart."""
+
+    type: Literal["approval_decision"] = "approval_decision"
+    call_id: str
+    status: Literal["allowed", "denied", "timed_out", "interrupted", "abandoned"]
+    decided_by: str | None = Field(description="The deciding tenant and API key, when a person decided.")
+    reason: str | None
+    decided_at: str
 
 
 class ProviderFailure(BaseModel):
@@ -166,13 +188,14 @@ class ErrorEvent(_Event):
 
 
 TurnEvent = Annotated[
-    MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent,
+    MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent
+    | ApprovalRequiredEvent | ApprovalDecisionEvent,
     Field(discriminator="type")]
 """What an agent turn emits (a quick chat's stream: `POST /v1/chat`)."""
 
 SessionEvent = Annotated[
     SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolResultEvent | UsageEvent
-    | StateEvent | ErrorEvent,
+    | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent,
     Field(discriminator="type")]
 """What a session's streams carry (`GET /sessions/{id}/events`, `POST /sessions/{id}/message`)."""
 
@@ -180,7 +203,7 @@ ToolStreamEvent = Annotated[ToolOutputEvent | ToolResultEvent | ErrorEvent, Fiel
 """What a streamed direct tool call carries (`POST /v1/tools/{name}` with `"stream": true`)."""
 
 AnyEvent = (SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
-            | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent)
+            | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent)
 
 
 def members(union: Any) -> list[type[_Event]]:

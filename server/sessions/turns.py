@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from server.approvals.gate import interactive
 from server.contract.events import TurnEvent
 from server.providers.types import Message
+from server.runs.limits import run_max_turns
 from server.sessions.agent import AgentLoop, TurnOptions
 from server.sessions.events import EventLog
 from server.sessions.store import SessionStore
@@ -70,5 +72,6 @@ class AgentTurnRunner:
         conversation = SessionConversation(self._store, tenant.id, session_id,
                                            load_history(self._store, tenant.id, session_id))
         options = TurnOptions(model=session.model, system_prompt=session.system_prompt,
-                              max_turns=self._max_turns)
-        await self._agent.run(self.context(tenant.id, session_id), conversation, options)
+                              max_turns=run_max_turns(self._max_turns))  # a run's own limit (server/runs)
+        with interactive():  # a person can answer this turn's approvals (server/approvals)
+            await self._agent.run(self.context(tenant.id, session_id), conversation, options)

@@ -21,7 +21,8 @@ import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.model import Policy
 from server.contract.events import ToolCallEvent, ToolResultEvent
@@ -32,9 +33,13 @@ from server.tools.registry import ToolRegistry, out_of_scope
 from toolrunner.manager import CallOutcome
 from toolrunner.results import NetworkSummary, ToolResult, error_result
 
+if TYPE_CHECKING:
+    from server.approvals.gate import ApprovalGate
+
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 # The codes of calls refused by `check` before any event: recorded in the audit log, but no tool_result event.
-REFUSED_BEFORE_RUNNING = frozenset({"TOOL_NOT_FOUND", "INVALID_TOOL_INPUT", "JSON_TOO_DEEP", "JSON_TOO_LARGE"})
+REFUSED_BEFORE_RUNNING = frozenset({"TOOL_NOT_FOUND", "INVALID_TOOL_INPUT", "JSON_TOO_DEEP", "JSON_TOO_LARGE",
+                                    "APPROVAL_REQUIRED", "APPROVAL_DENIED", "APPROVAL_TIMEOUT"})
 
 
 class AuditSink(Protocol):
@@ -88,6 +93,7 @@ class ToolDispatcher:
         self.json_limits = json_limits or JsonLimits()
         self._in_flight: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.approvals: ApprovalGate | None = None  # set by server.wiring (docs/approvals.md)
 
     def allowed(self, tenant_id: str, name: str) -> bool:
         return self._policy_for(tenant_id).allows(name)
@@ -111,7 +117,10 @@ class ToolDispatcher:
         try:
             self.registry.get(name)
             check_value(raw_input, self.json_limits)
-            return self.registry.validate(name, raw_input)
+            args = self.registry.validate(name, raw_input)
+            if self.approvals is not None:  # nobody to ask outside a session's turn: 403 APPROVAL_REQUIRED
+                self.approvals.refuse_outside_turn(ctx, self._policy_for(ctx.tenant_id), name, args)
+            return args
         except ApiError as exc:
             sent = {"refused_input": bounded_form(raw_input),
                     "raw_sha256": raw_sha256 or sha256_of_value(raw_input)}
@@ -158,7 +167,9 @@ class ToolDispatcher:
             await self._finished(rec, CallOutcome(error_result(name, code, reason), None, None), "denied")
             raise Forbidden(code, reason)
 
-        await self._started(rec, args, "allowed", None)
+        approval = None if self.approvals is None else await self.approvals.gate(
+            ctx, policy, name, args, partial(self._record_denial, rec, args))  # always_ask: a person decides
+        await self._started(rec, args, "allowed", approval)
         await ctx.emit(ToolCallEvent(call_id=ctx.call_id, tool_name=name, arguments=args))
         outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
         try:
@@ -227,6 +238,10 @@ class ToolDispatcher:
             task = asyncio.create_task(self._sandbox.close_session(ctx.tenant_id, session))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def _record_denial(self, rec: _CallRecord, args: dict[str, Any], code: str, reason: str) -> None:
+        await self._started(rec, args, "denied", reason)
+        await self._finished(rec, CallOutcome(error_result(rec.tool, code, reason), None, None), "denied")
 
     async def _started(self, rec: _CallRecord, args: dict[str, Any], decision: str, reason: str | None) -> None:
         await self._audit.started(rec.tenant_id, call_id=rec.call_id, session_id=rec.session_id, tool=rec.tool,

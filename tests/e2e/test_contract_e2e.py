@@ -237,6 +237,7 @@ SEMANTIC_REFUSALS: dict[str, tuple[int, str, str]] = {
     "/v1/chat": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/v1/query": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/me/auth/otp/verify": (400, "OTP_CHALLENGE_UNKNOWN", "no such challenge"),
+    "/v1/runs": (422, "WEBHOOK_URL_REFUSED", "the webhook URL"),
     "/me/providers/{name}": (422, "API_KEY_REQUIRED", "needs "),
 }
 """The only refusals of schema-valid requests, each by a rule JSON Schema cannot state: ``since`` after
