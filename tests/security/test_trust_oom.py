@@ -11,7 +11,16 @@ import json
 from typing import Any
 
 import pytest
-from trust_support import Tenant, check_all, expect, snippet, tenants, trust, wait_until, without_kill_note
+from trust_support import (
+    Tenant,
+    background_output,
+    check_all,
+    expect,
+    snippet,
+    tenants,
+    trust,
+    without_kill_note,
+)
 
 __all__ = ["tenants", "trust"]  # fixtures, imported for pytest
 
@@ -130,11 +139,10 @@ def test_tool_code_cannot_lower_its_oom_score_adj(tenants: Any) -> None:
         problems.append(f"writing the runner's oom_score_adj: {report.get('runner_write')!r}")
 
     bid = t.background(BASH_ATTEMPTS, b)
-    done = wait_until(lambda: (r := t.call("bash_output", {"id": bid}, b)).exit_code is not None and r,
-                      60, "the background attempts to finish")
+    text, done = background_output(t, bid, b)
     problems += expect(t, done, exit_code=0)
-    if not without_kill_note(done.output).startswith(BASH_EXPECTED):
-        problems.append(f"background: {done.output!r}, expected it to start with {BASH_EXPECTED!r}")
+    if without_kill_note(text) != BASH_EXPECTED:
+        problems.append(f"background: {text!r}, expected {BASH_EXPECTED!r}")
 
     repl = t.call("repl", {"code": REPL_CODE}, a)
     problems += expect(t, repl, exit_code=0, output="1000 EACCES EACCES 1000\n")

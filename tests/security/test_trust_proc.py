@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trust_support import Tenant, check_all, expect, in_parallel, snippet, tenants, trust, uniq, wait_until
+from trust_support import Tenant, background_output, check_all, expect, in_parallel, snippet, tenants, trust, uniq
 
 __all__ = ["tenants", "trust"]  # fixtures, imported for pytest
 
@@ -82,10 +82,9 @@ def test_another_session_cannot_read_code_environment_or_commands_through_proc(t
     problems += expect(t, scan, exit_code=0)
     problems += expect(t, bash_result, exit_code=0, output="bash done\n")
     problems += expect(t, py_result, exit_code=0, output="python done\n")
-    done = wait_until(lambda: (r := t.call("bash_output", {"id": bg}, a)).exit_code is not None and r, 60,
-                      "the background process to end")
-    if "bg done" not in done.output:
-        problems.append(f"background: {done.brief()}")
+    text, done = background_output(t, bg, a)
+    if text != "bg done\n" or done.exit_code != 0:
+        problems.append(f"background: {text!r}, {done.brief()}")
     report = scan.report() or {}
     if report.get("found"):
         problems.append(f"session B read A's secrets: {report['found']}")

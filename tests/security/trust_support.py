@@ -328,6 +328,23 @@ def tenants(trust: TrustServer) -> Iterator[Callable[[str], Tenant]]:
         tenant.drop_sandbox()
 
 
+_BG_STATUS = re.compile(r"\n?\[process \S+ (is still running|exited with code -?\d+)\]\Z")
+
+
+def background_output(tenant: Tenant, bid: str, session: str, timeout: float = 60.0) -> tuple[str, Result]:
+    """Poll ``bash_output`` until background process `bid` has exited: (everything it printed, in order, without
+    the status notes; the last answer). Each answer holds only what the previous one did not."""
+    parts: list[str] = []
+
+    def poll() -> Result | None:
+        result = tenant.call("bash_output", {"id": bid}, session)
+        parts.append(_BG_STATUS.sub("", result.output))
+        return result if result.exit_code is not None or result.error_code is not None else None
+
+    last = wait_until(poll, timeout, f"background process {bid} to exit")
+    return "".join(parts), last
+
+
 def in_parallel(fn: Callable[[], Result]) -> tuple[ThreadPoolExecutor, Future[Result]]:
     """Start one blocking call on a worker thread (the caller shuts the pool down)."""
     pool = ThreadPoolExecutor(1)
