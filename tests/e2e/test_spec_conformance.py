@@ -8,7 +8,8 @@ are listed in docs/server.md ("Departures from the spec"). Covered elsewhere, an
 examples without a provider and the Python wrapper (test_foundation_spec.py), the Python and JavaScript
 wrappers with a provider (test_agent_e2e.py), the whole account flow with refresh, rate limits and token
 secrecy (test_account_e2e.py), failover in depth (test_failover_e2e.py), tenant-id mapping
-(test_spec_trips_e2e.py), which tools can run (test_spec_tools_e2e.py).
+(test_spec_trips_e2e.py), which tools can run (test_spec_tools_e2e.py), the Skills routes
+(test_skills_e2e.py).
 """
 
 from __future__ import annotations
