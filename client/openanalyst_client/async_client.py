@@ -44,6 +44,7 @@ from openanalyst_client.models import (
     ToolList,
     Verification,
 )
+from openanalyst_client.run_resources import AsyncApprovalsApi, AsyncRunsApi
 
 
 class _Resource:
@@ -180,6 +181,8 @@ class AsyncClient:
         self.providers = AsyncProvidersApi(self._http)
         self.sandbox = AsyncSandboxApi(self._http)
         self.skills = AsyncSkillsApi(self._http)
+        self.runs = AsyncRunsApi(self._http)
+        self.approvals = AsyncApprovalsApi(self._http)
 
     @property
     def retries(self) -> int:

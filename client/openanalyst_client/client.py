@@ -44,6 +44,7 @@ from openanalyst_client.models import (
     ToolList,
     Verification,
 )
+from openanalyst_client.run_resources import ApprovalsApi, RunsApi
 
 
 class _Resource:
@@ -179,6 +180,8 @@ class Client:
         self.providers = ProvidersApi(self._http)
         self.sandbox = SandboxApi(self._http)
         self.skills = SkillsApi(self._http)
+        self.runs = RunsApi(self._http)
+        self.approvals = ApprovalsApi(self._http)
 
     @property
     def retries(self) -> int:

@@ -110,19 +110,40 @@ class ErrorEvent(Event):
     last_event_id: int | None = None
 
 
+class ApprovalRequiredEvent(Event):
+    """A tool call waits for a decision: answer it with ``client.approvals.approve`` / ``deny``."""
+
+    type: Literal["approval_required"] = "approval_required"
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    reason: str
+    expires_at: str
+
+
+class ApprovalDecisionEvent(Event):
+    type: Literal["approval_decision"] = "approval_decision"
+    call_id: str
+    status: str
+    decided_by: str | None
+    reason: str | None
+    decided_at: str
+
+
 class UnknownEvent(Event):
     """An event type this client version does not know; its fields are kept as extras."""
 
 
 KnownEvent = Annotated[SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
-                       | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent, Field(discriminator="type")]
+                       | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent
+                       | ApprovalDecisionEvent, Field(discriminator="type")]
 AnyEvent = (SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent | ToolResultEvent
-            | UsageEvent | StateEvent | ErrorEvent | UnknownEvent)
+            | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent | UnknownEvent)
 
 # The server's three unions (OpenAPI `SessionEvent`, `ChatEvent`, `ToolStreamEvent`), by event type.
 SESSION_EVENTS: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in (
     SnapshotEvent, MessageEvent, AssistantDeltaEvent, ToolCallEvent, ToolResultEvent, UsageEvent, StateEvent,
-    ErrorEvent)}
+    ErrorEvent, ApprovalRequiredEvent, ApprovalDecisionEvent)}
 CHAT_EVENTS: dict[str, type[Event]] = {k: v for k, v in SESSION_EVENTS.items() if k != "snapshot"}
 TOOL_STREAM_EVENTS: dict[str, type[Event]] = {"tool_output": ToolOutputEvent, "tool_result": ToolResultEvent,
                                               "error": ErrorEvent}

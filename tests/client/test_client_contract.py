@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openanalyst_client import admin_models, events, models
+from openanalyst_client import admin_models, events, models, run_models
 from openanalyst_client.models import Model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -30,6 +30,9 @@ MIRRORED: list[type[Model]] = [
     admin_models.ProviderStatusList, admin_models.SandboxInfo, admin_models.SkillInfo, admin_models.SkillProblem,
     admin_models.SkillList, admin_models.SkillMatch, admin_models.SkillMatches, admin_models.SkillRunAnswer,
     admin_models.Checkpoint, admin_models.CheckpointPage, admin_models.InclusionProof,
+    events.ApprovalRequiredEvent, events.ApprovalDecisionEvent, run_models.RunLimits, run_models.RunUsage,
+    run_models.RunError, run_models.Run, run_models.RunCreated, run_models.RunList, run_models.Delivery,
+    run_models.DeliveryList, run_models.Approval, run_models.ApprovalList,
 ]
 
 # (method, path, success status, schema of the JSON answer or None) for every route the client calls.
@@ -69,6 +72,13 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("post", "/v1/skills/match", "200", "SkillMatches"),
     ("post", "/v1/skills/execute", "200", "SkillRunAnswer"),
     ("post", "/v1/skills/{name}/run", "200", "SkillRunAnswer"),
+    ("post", "/v1/runs", "202", "RunCreated"),
+    ("get", "/v1/runs", "200", "RunList"),
+    ("get", "/v1/runs/{run_id}", "200", "Run"),
+    ("post", "/v1/runs/{run_id}/cancel", "200", "Run"),
+    ("get", "/v1/runs/{run_id}/deliveries", "200", "DeliveryList"),
+    ("post", "/sessions/{session_id}/approvals/{call_id}", "200", "Approval"),
+    ("get", "/sessions/{session_id}/approvals", "200", "ApprovalList"),
 ]
 
 # The document's SSE unions → the client's tables of event classes.
