@@ -59,6 +59,9 @@ def test_call_stream_and_session(server: Any) -> None:
     with Client(server.base, tenant="carol") as oa:
         tools = {t.name: t for t in oa.tools.list()}
         assert tools["bash"].where == "sandbox" and tools["bash"].input_schema["required"] == ["command"]
+        assert (tools["bash"].available, tools["bash"].unavailable_code) == (True, None)
+        search = tools["web_search"]  # no search backend on this server: listed, not available, and why
+        assert (search.available, search.unavailable_code) == (False, "TOOL_UNAVAILABLE") and search.unavailable_reason
         answer = oa.tools.call("bash", {"command": "echo hi; exit 3"})
         assert (answer.output, answer.exit_code, answer.error, answer.tool_name) == ("hi\n", 3, None, "bash")
         assert answer.call_id.startswith("call_")
