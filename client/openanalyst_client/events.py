@@ -29,7 +29,7 @@ class SnapshotEvent(Event):
     session_id: str
     title: str | None
     model: str | None
-    state: Literal["running", "idle"]
+    state: Literal["running", "requires_action", "idle"]
     last_seq: int
     created_at: str
 

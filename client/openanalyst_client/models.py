@@ -71,7 +71,7 @@ class Session(Model):
 
 
 class SessionSummary(Session):
-    state: Literal["running", "idle"]
+    state: Literal["running", "requires_action", "idle"]
 
 
 class SessionDetail(SessionSummary):

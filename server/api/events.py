@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.api.deps import ServicesDep, TenantDep
+from server.approvals.state import session_state
 from server.contract.events import SnapshotEvent, encode
 from server.contract.openapi import COMMON, errors, sse
 from server.errors import BadRequest, NotFound
@@ -117,7 +118,7 @@ async def session_events(session_id: str, tenant: TenantDep, services: ServicesD
     start = parse_after(last_event_id, after)
     sub = services.events.subscribe(tenant.id, session_id, start)
     snapshot = SnapshotEvent(session_id=record.id, title=record.title, model=record.model,
-                             state="running" if services.turns.busy(session_id) else "idle",
+                             state=session_state(services, session_id),
                              last_seq=services.events.last_seq(session_id), created_at=record.created_at)
     first = encode(snapshot)
     return SSEResponse(sse_chunks(sub, services.settings.sse_keepalive_s, first=first))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api.deps import ServicesDep, TenantDep
 from server.api.events import SSEResponse, sse_chunks
+from server.approvals.state import session_state
 from server.contract.common import PageMeta
 from server.contract.events import MessageEvent
 from server.contract.openapi import COMMON, errors, sse
@@ -94,7 +95,7 @@ async def list_sessions(tenant: TenantDep, services: ServicesDep,
     else:
         page, per_page = page or 1, per_page or 20
         records, total = services.sessions.page(tenant.id, page, per_page)
-    data = [SessionSummary(**r.public(), state="running" if services.turns.busy(r.id) else "idle")
+    data = [SessionSummary(**r.public(), state=session_state(services, r.id))
             for r in records]
     return SessionPage(data=data, meta=PageMeta.of(page, per_page, total))
 
@@ -103,7 +104,7 @@ async def list_sessions(tenant: TenantDep, services: ServicesDep,
 async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> SessionDetail:
     record = services.sessions.get(tenant.id, session_id)
     messages: list[dict[str, Any]] = services.sessions.list_messages(tenant.id, session_id)
-    return SessionDetail(**record.public(), state="running" if services.turns.busy(session_id) else "idle",
+    return SessionDetail(**record.public(), state=session_state(services, session_id),
                          last_seq=services.events.last_seq(session_id),
                          messages=[StoredMessage.model_validate(m) for m in messages],
                          todos=services.sessions.get_todos(tenant.id, session_id))

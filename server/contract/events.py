@@ -46,7 +46,8 @@ class SnapshotEvent(_Event):
     session_id: str
     title: str | None
     model: str | None
-    state: Literal["running", "idle"] = Field(description="Whether a turn is running (not the turn's phase).")
+    state: Literal["running", "requires_action", "idle"] = Field(
+        description="Whether a turn is running (not the turn's phase); `requires_action`: a call waits for a decision.")
     last_seq: int = Field(ge=0)
     created_at: str
 

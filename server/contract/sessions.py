@@ -22,7 +22,9 @@ class Session(Model):
 
 
 class SessionSummary(Session):
-    state: Literal["running", "idle"] = Field(description="Whether a turn is running.")
+    state: Literal["running", "requires_action", "idle"] = Field(
+        description="Whether a turn is running; `requires_action` while one of its tool calls waits for a "
+                    "decision (`POST /sessions/{id}/approvals/{call_id}`).")
 
 
 class SessionPage(Model):

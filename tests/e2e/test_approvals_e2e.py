@@ -80,7 +80,8 @@ def audit_of(base: str, headers: dict[str, str], session_id: str) -> list[dict[s
 
 
 def test_allowed_call_runs_and_the_decision_is_audited(start: Callable[[], Any], fake: FakeAnthropic) -> None:
-    """A matching bash call pauses in requires_action; allowing it runs it; the audit record says who allowed
+    """A matching bash call pauses the session in requires_action (its stream, GET and snapshot say so);
+    allowing it runs it; the audit record says who allowed
     it, when and why; a second decision is a 409 and another tenant's decision a 404."""
     server = start()
     fake.script([Reply.tool_call("bash", {"command": "echo approved > ok.txt && cat ok.txt"}),
@@ -94,6 +95,9 @@ def test_allowed_call_runs_and_the_decision_is_audited(start: Callable[[], Any],
         assert asked["tool_name"] == "bash" and "approved" in asked["arguments"]["command"]
         assert "bash.command" in asked["reason"]
         pending = httpx.get(f"{server.base}/sessions/{sid}/approvals", headers=ALICE).json()["data"]
+        assert httpx.get(f"{server.base}/sessions/{sid}", headers=ALICE).json()["state"] == "requires_action"
+        with httpx.stream("GET", f"{server.base}/sessions/{sid}/events", headers=ALICE, timeout=30) as snap:
+            assert next(parse_sse(snap.iter_lines()))[1]["state"] == "requires_action"
         assert [(a["call_id"], a["status"]) for a in pending] == [(asked["call_id"], "pending")]
         url = f"{server.base}/sessions/{sid}/approvals/{asked['call_id']}"
         assert httpx.post(url, json={"decision": "allow"}, headers=MALLORY).status_code == 404
