@@ -18,6 +18,7 @@ from policies.model import Policy
 from server.account.service import AccountCredentials
 from server.approvals.setup import wire_approvals
 from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
+from server.changes.tracker import ChangeTracker
 from server.egress_policies import LivePolicies
 from server.egress_wiring import build_egress
 from server.files.service import FilesService
@@ -164,6 +165,8 @@ async def wire(services: Services) -> None:
                                 JsonLimits(settings.max_json_depth, settings.max_json_items), egress.calls)
     skill_tool.dispatcher = dispatcher  # loading a server skill copies its files with audited write_file calls
     services.dispatcher = dispatcher
+    dispatcher.changes = services.files.changes = ChangeTracker(sandbox, audit, policies)  # docs/changes.md
+    services.closers.append(dispatcher.changes.close)
     services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),
                                max_output_tokens=settings.max_output_tokens)
     runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)

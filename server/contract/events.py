@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from server.contract.changes import ChangeReport
 from server.providers.types import Block
 from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
 
@@ -108,6 +109,7 @@ class ToolResultEvent(_Event):
     limit: Limit | None
     error: ToolError | None
     network: NetworkSummary | None = Field(default=None, description="The call's egress connections (allowlist).")
+    changes: ChangeReport | None = Field(default=None, description="The workspace files the call changed.")
 
     @computed_field(description=DEPRECATED_ID, json_schema_extra={"deprecated": True})  # type: ignore[prop-decorator]
     @property

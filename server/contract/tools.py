@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from server.contract.changes import ChangeReport
 from server.contract.common import Model
 from server.errors import ErrorDetail
 from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
@@ -46,6 +47,8 @@ class ToolCallAnswer(Model):
         default=None, description="Under network = \"allowlist\": the call's connections through the egress proxy "
                                   "(counts, bytes, up to 8 hosts of each kind); each one's record is in the audit "
                                   "log under this call_id. Null when the call made none.")
+    changes: ChangeReport | None = Field(default=None, description="The workspace files the call created, modified "
+                                         "or deleted (docs/changes.md); null when the policy turns reports off.")
 
     @classmethod
     def of(cls, call_id: str, result: ToolResult) -> ToolCallAnswer:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.model import Policy
+from server.changes.tracker import ChangeTracker
 from server.errors import ApiError
 from server.files.errors import FilesError
 from server.files.identity import Identity
@@ -40,6 +41,7 @@ class FilesService:
         self._sandbox = sandbox_backend
         self._audit = audit
         self.policy_for = policy_for
+        self.changes: ChangeTracker | None = None  # set by server.wiring: uploads are not background changes
 
     async def open(self, tenant: str) -> tuple[Root, Identity]:
         """The tenant's workspace root (mounted) and the identity new files get; the caller closes the root."""
@@ -66,7 +68,12 @@ class FilesService:
                                   decision="allowed")
         rec = Audited()
         try:
-            yield rec
+            if self.changes is None or op not in ("put", "delete"):
+                yield rec
+            else:
+                async with self.changes.absorbing(tenant, call_id) as changed:
+                    yield rec
+                rec.summary["changed_files"] = len(changed)
         except FilesError as exc:
             rec.error = (exc.code, exc.message)
             raise

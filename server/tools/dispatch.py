@@ -25,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.model import Policy
+from server.changes.tracker import ChangeTracker, watch_changes
 from server.contract.events import ToolCallEvent, ToolResultEvent
 from server.errors import ApiError, Forbidden, TooManyRequests
 from server.jsonlimits import JsonLimits, bounded_form, check_value, sha256_of_value
@@ -93,6 +94,7 @@ class ToolDispatcher:
         self.json_limits = json_limits or JsonLimits()
         self._in_flight: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.changes: ChangeTracker | None = None  # set by server.wiring (docs/changes.md)
         self.approvals: ApprovalGate | None = None  # set by server.wiring (docs/approvals.md)
 
     def allowed(self, tenant_id: str, name: str) -> bool:
@@ -174,7 +176,8 @@ class ToolDispatcher:
         outcome = CallOutcome(error_result(name, "INTERNAL", "the call did not finish"), None, None)
         try:
             with self._slot(ctx.tenant_id, policy):
-                outcome = await self._networked(ctx, tool.where, name, args, on_chunk)
+                outcome = await watch_changes(self.changes, ctx, tool.where,  # the call's change report
+                                              lambda: self._networked(ctx, tool.where, name, args, on_chunk))
         except ApiError as exc:
             outcome = CallOutcome(error_result(name, exc.code, exc.message), None, None)
             raise

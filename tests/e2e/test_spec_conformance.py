@@ -248,6 +248,8 @@ def test_session_based_conversations(server: Any, fake: FakeAnthropic) -> None:
     history = json_curl(HISTORY, server, sid)
     roles = [m["role"] for m in history["messages"]]
     assert roles == ["user", "assistant", "user", "assistant"]
+    kinds = [[b["type"] for b in m["content"]] for m in history["messages"]]
+    assert kinds[1][-1] == "tool_use" and kinds[2] == ["tool_result"]  # the tool results are kept too
     assert history["messages"][-1]["content"][0]["text"] == "It has a main function."
     fake.script([Reply.text("Refactored.")])
     assert sse(curl(CONTINUE, server, sid))[-1] == ("state", {"state": "idle"})
@@ -305,6 +307,10 @@ def test_provider_configuration(serve: Callable[..., Any], tmp_path: Path) -> No
     assert put["name"] == "anthropic" and put["api_key"] == "****-..."
     names = [p["name"] for p in json.loads(curl(PROVIDERS, gemini_only))["data"]]
     assert sorted(names) == ["anthropic", "gemini"]
+    updated = json.loads(curl(PUT_PROVIDER.replace("sk-ant-api03-...", "sk-ant-api03-new9"), gemini_only))
+    assert updated["api_key"] == "****new9"  # "Add or update": the second PUT replaces the key
+    listed_again = {p["name"]: p for p in json.loads(curl(PROVIDERS, gemini_only))["data"]}
+    assert listed_again["anthropic"]["api_key"] == "****new9" and len(listed_again) == 2
 
 
 def test_sandbox_and_security(server: Any, tmp_path: Path) -> None:

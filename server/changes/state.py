@@ -1,0 +1,100 @@
+"""What a workspace file is at a moment: size, mtime and SHA-256, read beneath the workspace root (no link is
+ever followed, the tenant's code may swap any name for one), and the walk that builds the first index."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from server.files.safepath import openat2
+
+HASH_MAX_BYTES = 256 * 1024 * 1024  # files larger than this get no SHA-256 in a report (size and mtime only)
+SCAN_HASH_BUDGET = 1024 * 1024 * 1024  # the first index hashes at most this much; the rest: "before" unknown
+CHUNK = 1024 * 1024
+
+
+class FileState(NamedTuple):
+    size: int
+    mtime_ns: int
+    sha256: str | None
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    while data := os.read(fd, CHUNK):
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def state_at(rootfd: int, rel: str, hash_max: int = HASH_MAX_BYTES) -> FileState | None:
+    """The regular file ``rel`` now, None when there is none (or a link, a directory, a FIFO there)."""
+    try:
+        fd = openat2(rootfd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        digest = _hash_fd(fd) if st.st_size <= hash_max else None
+        return FileState(st.st_size, st.st_mtime_ns, digest)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def walk(rootfd: int, start: str, on_dir: Callable[[int, str], bool], max_depth: int = 256) -> Iterator[str]:
+    """The regular files under ``start`` (relative names), depth first by fds; ``on_dir(fd, rel)`` is told of
+    each directory (the start included) and returns False to stop descending (a cap was reached)."""
+    try:
+        top = openat2(rootfd, start or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    stack: list[tuple[int, str, Iterator[str]]] = []
+    if on_dir(top, start):
+        stack.append((top, start, iter(_names(top))))
+    else:
+        os.close(top)
+    try:
+        while stack:
+            fd, rel, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(fd)
+                stack.pop()
+                continue
+            child = f"{rel}/{name}" if rel else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield child
+            elif stat.S_ISDIR(st.st_mode) and len(stack) < max_depth:
+                try:
+                    sub = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:
+                    continue
+                if on_dir(sub, child):
+                    stack.append((sub, child, iter(_names(sub))))
+                else:
+                    os.close(sub)
+    finally:
+        for fd, _, _ in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _names(fd: int) -> list[str]:
+    try:
+        return os.listdir(fd)
+    except OSError:
+        return []
+
+
+__all__ = ["FileState", "state_at", "walk"]

@@ -1,0 +1,196 @@
+"""``ChangeTracker``: the change report of every sandbox call, through one hook in the dispatcher.
+
+``around(ctx, where, run)`` opens the call's window on the tenant's ``WorkspaceWatch`` (made on the tenant's
+first call, after its workspace is mounted: a new mount, seen by its device number, gets a new watch), runs
+the call, closes the window and puts the report on the result (``ReportedResult.changes``). A call that
+changed files also gets an audit record pair of its own, tool ``changes`` with ``call_id`` ``<call>.changes``
+(the report as the output, its SHA-256 covering the whole of it), since a ``finished`` record's fields are
+fixed by the log format; it is submitted without holding the answer, and commits in the same group commit as
+the call's own ``finished`` record. Off when the policy says ``change_reports = false`` and for server-side tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from policies.model import Policy
+from server.changes.watch import Change, WorkspaceWatch
+from server.contract.changes import ChangeReport, FileChange, ReportedResult
+from server.tools.context import ToolContext
+from toolrunner.config import workspace_path
+from toolrunner.manager import CallOutcome
+
+log = logging.getLogger(__name__)
+MAX_LISTED = 100
+INLINE_PATHS = 32  # a call that touched at most this many files is settled on the event loop...
+INLINE_HASH_MAX = 1024 * 1024  # ...hashing files up to this size there; larger ones in a worker thread
+MAX_TENANTS = 64  # watched workspaces at once; the least recently used idle one is dropped
+
+
+def report_of(changes: list[Change], note: str | None, limit: int = MAX_LISTED) -> ChangeReport:
+    listed = sorted(changes, key=lambda c: (c.path, c.between_calls))[:limit]
+    files = [FileChange(path=c.path, change=c.kind, size=c.after.size if c.after else None,
+                        sha256=c.after.sha256 if c.after else None,
+                        size_before=c.before.size if c.before else None,
+                        sha256_before=c.before.sha256 if c.before else None,
+                        between_calls=c.between_calls, overlapping=c.overlapping) for c in listed]
+    if len(changes) > limit:
+        note = "; ".join(filter(None, [note, f"{len(changes)} files changed, the first {limit} by path are listed"]))
+    return ChangeReport(files=files, total=len(changes), truncated=len(changes) > limit, note=note)
+
+
+class ChangeTracker:
+    def __init__(self, sandbox_backend: Any, audit: Any, policy_for: Callable[[str], Policy]) -> None:
+        self._sandbox = sandbox_backend
+        self._audit = audit
+        self._policy_for = policy_for
+        self._watches: OrderedDict[str, WorkspaceWatch] = OrderedDict()
+        self._in_flight: dict[str, int] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def around(self, ctx: ToolContext, where: str,
+                     run: Callable[[], Awaitable[CallOutcome]]) -> CallOutcome:
+        """``run()``, with its change report on the result when the policy asks for one."""
+        policy = self._policy_for(ctx.tenant_id)
+        if where == "server" or not policy.change_reports:
+            return await run()
+        watch = await self._watch(ctx.tenant_id)
+        if watch is None:
+            return await run()
+        tenant, call_id = ctx.tenant_id, ctx.call_id
+        self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        try:
+            idle = watch.begin(call_id)
+            try:
+                if idle:  # changed while no call ran: the index must hold them before this call's "before"
+                    watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
+                outcome = await run()
+            finally:
+                before, overlapping = watch.end(call_id)
+                now = await asyncio.shield(self._states(watch, before))
+                changes = watch.take_between() + watch.settle(before, now, overlapping=overlapping)
+        finally:
+            self._in_flight[tenant] -= 1
+        report = report_of(changes, watch.note)
+        if report.total or report.note:  # its audit record commits with the call's own (group commit)
+            self._spawn(self._record(ctx, policy, report))
+        result = ReportedResult.model_validate({**dict(outcome.result), "changes": report})
+        return replace(outcome, result=result)
+
+    @staticmethod
+    async def _states(watch: WorkspaceWatch, before: dict[str, Any]) -> dict[str, Any]:
+        """The touched paths' states: inline when few and small (the common call), else in a worker thread,
+        so hashing a large file never holds the event loop."""
+        if not before:
+            return {}
+        if len(before) <= INLINE_PATHS:
+            states = watch.states(before, INLINE_HASH_MAX)
+            heavy = [p for p, st in states.items() if st is not None and st.sha256 is None]
+            if not heavy:
+                return states
+            return states | await asyncio.to_thread(watch.states, heavy)
+        return await asyncio.to_thread(watch.states, list(before))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @asynccontextmanager
+    async def absorbing(self, tenant: str, request_id: str) -> AsyncIterator[list[Change]]:
+        """A window for a files API request: its writes are its own (listed in the yielded list after the
+        block), not a background change for the next tool call."""
+        out: list[Change] = []
+        watch = await self._watch(tenant) if self._policy_for(tenant).change_reports else None
+        if watch is None:
+            yield out
+            return
+        idle = watch.begin(request_id)
+        try:
+            if idle:
+                watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
+            yield out
+        finally:
+            before, overlapping = watch.end(request_id)
+            now = await asyncio.shield(self._states(watch, before))
+            out.extend(watch.settle(before, now, overlapping=overlapping))
+
+    async def _watch(self, tenant: str) -> WorkspaceWatch | None:
+        """The tenant's watch on its mounted workspace; None (logged) when it cannot be had."""
+        async with self._starting.setdefault(tenant, asyncio.Lock()):
+            try:
+                manager = await self._sandbox.manager()
+                await manager.ensure_started(tenant)  # mounts the quota filesystem; the call does it anyway
+                path = workspace_path(manager.config, tenant)
+                watch = self._watches.get(tenant)
+                if watch is not None and (watch.dead or os.stat(path).st_dev != watch.dev):
+                    self._drop(tenant)
+                    watch = None
+                if watch is None:
+                    watch = WorkspaceWatch(path)
+                    try:
+                        await asyncio.to_thread(watch.start)
+                    except BaseException:
+                        watch.close()
+                        raise
+                    self._watches[tenant] = watch
+                    self._evict()
+                self._watches.move_to_end(tenant)
+                return watch
+            except Exception as exc:  # the call itself reports what is wrong with the sandbox
+                log.warning("no change report for %s: %s", tenant, getattr(exc, "message", None) or exc)
+                return None
+
+    def _drop(self, tenant: str) -> None:
+        watch = self._watches.pop(tenant, None)
+        if watch is not None:
+            watch.close()
+
+    def _evict(self) -> None:
+        for tenant in list(self._watches):
+            if len(self._watches) <= MAX_TENANTS:
+                return
+            if not self._in_flight.get(tenant):
+                self._drop(tenant)
+
+    async def _record(self, ctx: ToolContext, policy: Policy, report: ChangeReport) -> None:
+        try:
+            await self._write_record(ctx, policy, report)
+        except Exception:
+            log.exception("could not record the change report of %s", ctx.call_id)
+
+    async def _write_record(self, ctx: ToolContext, policy: Policy, report: ChangeReport) -> None:
+        call_id, tool = f"{ctx.call_id}.changes", "changes"
+        await self._audit.started(ctx.tenant_id, call_id=call_id, session_id=ctx.session_id, tool=tool,
+                                  input={"call_id": ctx.call_id, "total": report.total}, policy=policy.name,
+                                  decision="allowed")
+        result = {"tool_name": tool, "output": json.dumps(report.model_dump(mode="json"), sort_keys=True),
+                  "exit_code": None, "duration_ms": 0.0, "truncated": report.truncated, "timed_out": False,
+                  "limit": None, "error": None}
+        await self._audit.finished(ctx.tenant_id, call_id=call_id, session_id=ctx.session_id, tool=tool,
+                                   result=result, oom_killed=False, container_id=None, image_id=None,
+                                   policy=policy.name, decision="allowed")
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for tenant in list(self._watches):
+            self._drop(tenant)
+
+
+async def watch_changes(tracker: ChangeTracker | None, ctx: ToolContext, where: str,
+                        run: Callable[[], Awaitable[CallOutcome]]) -> CallOutcome:
+    """The dispatcher's one hook: ``run()`` with its change report, or just ``run()`` without a tracker."""
+    return await run() if tracker is None else await tracker.around(ctx, where, run)
+
+
+__all__ = ["ChangeTracker", "report_of", "watch_changes"]

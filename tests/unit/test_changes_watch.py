@@ -1,0 +1,137 @@
+"""WorkspaceWatch on a real directory with real inotify: created, modified and deleted files per call window,
+changes between calls carried to the next call, overlapping calls marked, directories made and moved,
+and a link swapped in never followed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from server.changes.tracker import report_of
+from server.changes.watch import WorkspaceWatch
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    (root / "keep").mkdir(parents=True)
+    (root / "keep" / "old.txt").write_bytes(b"old")
+    (root / "gone.txt").write_bytes(b"bye")
+    return root
+
+
+def kinds(changes: list) -> dict[str, str]:  # type: ignore[type-arg]
+    return {c.path: c.kind for c in changes}
+
+
+def test_created_modified_deleted_with_hashes_before_and_after(ws: Path) -> None:
+    """One call's window sees a new file, an edit (with the old hash) and a delete; untouched files are absent."""
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c1")
+    (ws / "new.bin").write_bytes(b"\x00\x01new")
+    (ws / "keep" / "old.txt").write_bytes(b"changed")
+    (ws / "gone.txt").unlink()
+    changes, note = watch.finish("c1")
+    assert note is None
+    assert kinds(changes) == {"new.bin": "created", "keep/old.txt": "modified", "gone.txt": "deleted"}
+    by = {c.path: c for c in changes}
+    assert by["keep/old.txt"].before is not None and by["keep/old.txt"].before.sha256 == sha(b"old")
+    assert by["keep/old.txt"].after is not None and by["keep/old.txt"].after.sha256 == sha(b"changed")
+    assert by["new.bin"].after is not None and by["new.bin"].after.sha256 == sha(b"\x00\x01new")
+    watch.open("c2")
+    changes, _ = watch.finish("c2")
+    assert changes == []  # nothing new: the index took the states of c1
+    watch.close()
+
+
+def test_a_file_rewritten_with_the_same_bytes_or_made_and_removed_is_not_a_change(ws: Path) -> None:
+    """Same content (a touch, a rewrite) and a temporary file that came and went are not reported."""
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c")
+    (ws / "keep" / "old.txt").write_bytes(b"old")
+    (ws / "tmp").write_bytes(b"x")
+    (ws / "tmp").unlink()
+    assert watch.finish("c")[0] == []
+    watch.close()
+
+
+def test_changes_between_calls_go_to_the_next_call_and_overlaps_are_marked(ws: Path) -> None:
+    """A write while no call runs is reported with the next call as between_calls; a write while two calls
+    run is reported to both, marked overlapping."""
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    (ws / "background.log").write_bytes(b"bg")
+    watch.open("a")
+    watch.open("b")
+    (ws / "both.txt").write_bytes(b"x")
+    a, _ = watch.finish("a")
+    b, _ = watch.finish("b")
+    assert [(c.path, c.between_calls) for c in a] == [("background.log", True), ("both.txt", False)]
+    assert [c.overlapping for c in a if c.path == "both.txt"] == [True]
+    assert [(c.path, c.overlapping) for c in b] == [("both.txt", True)]
+    watch.close()
+
+
+def test_directories_made_moved_and_removed(ws: Path) -> None:
+    """Files in a new directory tree are created; a moved directory's files are deleted at the old path and
+    created at the new; an rm -r deletes them all; later writes in new directories are seen."""
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c")
+    (ws / "a" / "b").mkdir(parents=True)
+    (ws / "a" / "b" / "f.txt").write_bytes(b"f")
+    os.rename(ws / "keep", ws / "moved")
+    changes, _ = watch.finish("c")
+    assert kinds(changes) == {"a/b/f.txt": "created", "keep/old.txt": "deleted", "moved/old.txt": "created"}
+    watch.open("d")
+    (ws / "moved" / "old.txt").write_bytes(b"again")
+    (ws / "a" / "b" / "g.txt").write_bytes(b"g")
+    changes, _ = watch.finish("d")
+    assert kinds(changes) == {"moved/old.txt": "modified", "a/b/g.txt": "created"}
+    watch.open("e")
+    for p in (ws / "a" / "b").iterdir():
+        p.unlink()
+    (ws / "a" / "b").rmdir()
+    changes, _ = watch.finish("e")
+    assert kinds(changes) == {"a/b/f.txt": "deleted", "a/b/g.txt": "deleted"}
+    watch.close()
+
+
+def test_a_link_swapped_in_is_never_followed(ws: Path, tmp_path: Path) -> None:
+    """A name replaced by a symlink to a file outside is reported deleted; the outside file is never hashed."""
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"host secret")
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c")
+    (ws / "gone.txt").unlink()
+    (ws / "gone.txt").symlink_to(outside)
+    os.symlink(tmp_path, ws / "dirlink")
+    changes, _ = watch.finish("c")
+    assert kinds(changes) == {"gone.txt": "deleted"}
+    assert all(c.after is None or c.after.sha256 != sha(b"host secret") for c in changes)
+    watch.close()
+
+
+def test_the_report_is_capped_with_a_note(ws: Path) -> None:
+    """Past the listing cap the report says how many changed and that it is truncated."""
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c")
+    for i in range(130):
+        (ws / f"f{i:03}").write_bytes(b"x")
+    report = report_of(*watch.finish("c"))
+    assert report.total == 130 and len(report.files) == 100 and report.truncated
+    assert report.note is not None and "130 files changed" in report.note
+    watch.close()
