@@ -41,7 +41,7 @@ class Webhook:
 
 class RunService:
     def __init__(self, store: RunStore, sessions: SessionStore, events: EventLog, turns: TurnManager,
-                 box: SecretBox, sender: WebhookSender, prestart: Any = None) -> None:
+                 box: SecretBox, sender: WebhookSender, prestart: Any = None, environments: Any = None) -> None:
         self.store = store
         self._sessions = sessions
         self._events = events
@@ -49,6 +49,7 @@ class RunService:
         self._box = box
         self._sender = sender
         self._prestart = prestart  # the sandbox backend's prestart(tenant), when there is one
+        self._environments = environments  # server.environments' service, when the server has it
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id → its task
         self._cancelled: set[str] = set()
         self._trackers: dict[str, Tracker] = {}  # session id → the tracker of the run running in it
@@ -58,8 +59,14 @@ class RunService:
 
     async def create(self, tenant: Tenant, message: str, session_id: str | None, environment: str | None,
                      limits: dict[str, Any], webhook: Webhook | None) -> RunRow:
+        if environment is not None and self._environments is not None:
+            self._environments.check_exists(tenant.id, environment)  # 404 ENVIRONMENT_NOT_FOUND
         if session_id is not None:
-            self._sessions.get(tenant.id, session_id)  # 404 for a missing (or another tenant's) session
+            session = self._sessions.get(tenant.id, session_id)  # 404 for a missing (or another tenant's) one
+            if environment is not None and getattr(session, "environment", environment) != environment:
+                raise Conflict("RUN_ENVIRONMENT_MISMATCH", f"session {session_id!r} runs in environment "
+                               f"{getattr(session, 'environment', None)!r}, not {environment!r}; leave "
+                               "environment out or start the run without a session")
         run = RunRow(id="run_" + secrets.token_urlsafe(12), tenant_id=tenant.id, message=message, limits=limits,
                      session_id=session_id, environment=environment, created_at=now_iso(),
                      webhook_url=webhook.url if webhook else None,
@@ -106,7 +113,9 @@ class RunService:
         started = time.monotonic()
         try:
             if run.session_id is None:
-                session = await self._sessions.create(tenant.id, title=f"run {run.id}")
+                placed: dict[str, Any] = {} if run.environment is None or self._environments is None \
+                    else {"environment": run.environment}  # the session's tool calls run in it
+                session = await self._sessions.create(tenant.id, title=f"run {run.id}", **placed)
                 run.session_id = session.id
                 if self._prestart is not None:
                     await self._prestart(tenant.id)

@@ -20,7 +20,8 @@ async def wire_runs(services: Services) -> None:
                                                     settings.webhook_retry_first_delay_s))
     prestart = getattr(services.sandbox_backend, "prestart", None)
     runs = RunService(store, services.sessions, services.events, services.turns,
-                      SecretBox(settings.data_dir / "secret.key"), sender, prestart)
+                      SecretBox(settings.data_dir / "secret.key"), sender, prestart,
+                      getattr(services, "environments", None))
     services.runs = runs
     services.closers.append(runs.close)  # after the client's closer in the list: runs stop first
     await runs.recover()
