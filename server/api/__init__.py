@@ -26,7 +26,9 @@ from server.api import (
     viewer,
 )
 
-ROUTERS: list[APIRouter] = [health.router, me.router, account.router, providers.router, sessions.router, events.router,
-                            turns.router, chat.router, tools.router, sandbox.router, audit.router,
+# The tools router first: FastAPI tries the included routers in order (~40 us each), and POST /v1/tools/{name}
+# is the hot path (docs/speed.md, "HTTP path"); no other router has a path under /v1/tools.
+ROUTERS: list[APIRouter] = [tools.router, health.router, me.router, account.router, providers.router,
+                            sessions.router, events.router, turns.router, chat.router, sandbox.router, audit.router,
                             provider_status.router, viewer.router, files.router,
                             approvals.router, runs.router]
