@@ -118,7 +118,7 @@ class SandboxManager:
         self._held: dict[str, dict[str, int] | None] = {}  # what each eviction candidate's runner last said
         self._images: dict[str, str] = {}  # tenant -> image of its live or stopped container (docs/environments.md)
         self._image_ids: dict[str, str] = {}  # environment image -> engine id, for the audit record
-        self.runner_caps: dict[str, bool] | None = None  # what the last freshly started runner can run (hello)
+        self.runner_caps: dict[str, bool] | None = None  # what the sandbox image's runner can run (its hello)
 
     # ---- calls -------------------------------------------------------------------------------------
 
@@ -242,6 +242,8 @@ class SandboxManager:
                     sandbox = await self._start(tenant, stopped, wanted)
                     self._sandboxes[tenant] = sandbox
                     self._images[tenant] = wanted
+                    if wanted == self.config.image and isinstance(caps := sandbox.channel.info.get("caps"), dict):
+                        self.runner_caps = {str(k): v is True for k, v in caps.items()}  # a fresh hello's
             finally:
                 if not admitted and stopped is not None:  # refused: it stays stopped for a later call
                     self._stopped[tenant] = stopped
@@ -350,8 +352,6 @@ class SandboxManager:
                         log.error("refusing container %s: %s", container_id[:12], "; ".join(problems))
                         raise SandboxPolicyNotEnforced("the runner did not take its identity: "
                                                        + "; ".join(problems))
-                if isinstance(caps := hello.get("caps"), dict):  # a replayed hello (else branch) has none
-                    self.runner_caps = {str(k): v is True for k, v in caps.items()}
             else:
                 stream.reader.feed_data(encode({"type": "hello", "version": PROTOCOL_VERSION, "pid": None,
                                                 "caps": {}, "replayed": True}))
