@@ -159,6 +159,8 @@ class RunService:
                 self._turns.start(tenant, session_id, run.message)
             finally:
                 reset_max_turns(token)
+            turn = self._turns.task(session_id)
+            assert turn is not None
         except BaseException:
             self._turns.release(session_id)
             self._trackers.pop(session_id, None)
@@ -167,12 +169,9 @@ class RunService:
         try:
             max_seconds = run.limits.get("max_seconds")
             left = None if max_seconds is None else max(0.0, max_seconds - (time.monotonic() - started))
-            try:
-                await asyncio.wait_for(tracker.done.wait(), left)
-            except TimeoutError:
+            if not await _ended(tracker, turn, left):
                 timed_out = True
-                await self._turns.cancel(session_id)
-                await tracker.done.wait()
+                await self._turns.cancel(session_id)  # waits for the turn to unwind (INTERRUPTED, idle)
         except asyncio.CancelledError:  # cancelled (or shut down) while the turn runs: stop the turn too
             await asyncio.shield(self._turns.cancel(session_id))
             raise
@@ -189,6 +188,8 @@ class RunService:
                                                     f"${run.limits['max_cost_usd']:g}"))
         elif tracker.error is not None:
             self._end(run, "failed", tracker.error)
+        elif not tracker.done.is_set():  # the turn ended without idle: its session was deleted
+            self._end(run, "failed", ("SESSION_GONE", "the run's session was deleted while its turn ran"))
         else:
             self._end(run, "succeeded", None)
 
@@ -229,3 +230,14 @@ class RunService:
             idle = self._idle.pop(session_id, None)
             if idle is not None:
                 idle.set()
+
+
+async def _ended(tracker: Tracker, turn: asyncio.Task[None], within_s: float | None) -> bool:
+    """Wait for the turn's idle, or for its task to end without one (a deleted session's turn is cancelled
+    silently); False when ``within_s`` passed first."""
+    idle = asyncio.ensure_future(tracker.done.wait())
+    try:
+        done, _ = await asyncio.wait({idle, turn}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        idle.cancel()
+    return bool(done)

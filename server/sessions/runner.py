@@ -48,6 +48,10 @@ class TurnManager:
     def busy(self, session_id: str) -> bool:
         return session_id in self._running
 
+    def task(self, session_id: str) -> asyncio.Task[None] | None:
+        """The session's running turn (None when none runs, or it is reserved and not started yet)."""
+        return self._running.get(session_id)
+
     def reserve(self, session_id: str) -> None:
         """Claim the session for a turn (synchronously, so two racing requests cannot both pass)."""
         if session_id in self._running:

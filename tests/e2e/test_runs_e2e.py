@@ -145,7 +145,8 @@ def test_run_polled_to_completion_and_reported_to_a_signed_webhook(start: Callab
 
 def test_limits_cancel_and_refused_webhooks(start: Callable[..., Any], fake: FakeAnthropic) -> None:
     """max_turns fails a run with TURN_LIMIT, max_seconds times one out, a cancel stops one (and a second
-    cancel is a 409), and a webhook to a loopback address is refused when the owner has not allowed it."""
+    cancel is a 409), a run whose session is deleted fails (its turn is interrupted), and a webhook to a loopback address
+    is refused when the owner has not allowed it."""
     server = start()
     refused = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={
         "message": "x", "webhook": {"url": "http://127.0.0.1:9/hook"}})
@@ -173,6 +174,14 @@ def test_limits_cancel_and_refused_webhooks(start: Callable[..., Any], fake: Fak
     again = httpx.post(f"{server.base}/v1/runs/{run['run_id']}/cancel", headers=ACME, timeout=30)
     assert again.status_code == 409 and again.json()["error"]["code"] == "RUN_FINISHED"
     assert httpx.post(f"{server.base}/v1/runs/run_nope/cancel", headers=ACME).status_code == 404
+
+    fake.script([Reply.text("never").with_(first_byte_delay=60)])
+    orphan = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "lose my session"}).json()
+    wait_until(lambda: len(fake.requests) >= 4, 30, "the orphan run's model request")
+    session_id = httpx.get(f"{server.base}/v1/runs/{orphan['run_id']}", headers=ACME).json()["session_id"]
+    assert httpx.delete(f"{server.base}/sessions/{session_id}", headers=ACME, timeout=30).status_code == 204
+    gone = final(server.base, orphan["run_id"])
+    assert gone["status"] == "failed" and gone["error"]["code"] == "INTERRUPTED"  # the deletion stops its turn
 
 
 def test_restart_while_running_marks_the_run_failed(start: Callable[..., Any], fake: FakeAnthropic) -> None:
