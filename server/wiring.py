@@ -44,7 +44,7 @@ from server.tools.image_caps import CapsStore, program_probe
 from server.tools.image_status import ImageStatus
 from server.tools.sandbox_backend import SandboxBackend
 from server.tools.skill import SkillTool
-from server.tools.web_fetch import web_fetch_tool
+from server.tools.web_fetch import network_probe, web_fetch_tool
 from server.tools.web_search import web_search_tool
 from toolrunner import image
 from toolrunner.capacity import default_live_cap
@@ -154,6 +154,7 @@ async def wire(services: Services) -> None:
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
     registry.set_probe("powershell", program_probe(sandbox.caps, "pwsh"))  # offered where the image has pwsh
+    registry.set_probe("web_fetch", network_probe(policies))  # offered where the policy gives a way out
     registry.add(ConfigTool(policies, router_check(services.router), settings.max_output_tokens).definition())
     services.files = FilesService(sandbox, audit, policies)  # docs/files.md
     services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))

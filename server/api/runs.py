@@ -84,9 +84,9 @@ async def get_run(run_id: str, tenant: TenantDep, services: ServicesDep) -> Run:
     return public_run(services.runs.store.get(tenant.id, run_id))
 
 
-@router.post("/v1/runs/{run_id}/cancel", responses=errors(404, 409))
+@router.post("/v1/runs/{run_id}/cancel", responses=errors(404))
 async def cancel_run(run_id: str, tenant: TenantDep, services: ServicesDep) -> Run:
-    """Stop a queued or running run; 409 ``RUN_FINISHED`` when it has already ended."""
+    """Stop a queued or running run; a run that has already ended is answered as it ended (idempotent)."""
     return public_run(await services.runs.cancel(tenant.id, run_id))
 
 

@@ -76,11 +76,12 @@ class RunService:
         return run
 
     async def cancel(self, tenant_id: str, run_id: str) -> RunRow:
-        """Stop a queued or running run (409 ``RUN_FINISHED`` once it has ended); returns its final row."""
+        """Stop a queued or running run; returns its final row. Idempotent: a run that has already ended is
+        returned as it ended (a CI step that cancels on its own failure need not know whether it won the race)."""
         run = self.store.get(tenant_id, run_id)
         task = self._tasks.get(run_id)
         if run.status in FINAL or task is None:
-            raise Conflict("RUN_FINISHED", f"run {run_id!r} has already ended: {run.status}")
+            return run
         self._cancelled.add(run_id)
         if run.session_id is not None and run.status == "running":
             await self._turns.cancel(run.session_id)  # the turn closes itself; the task sees its idle

@@ -144,13 +144,15 @@ def test_run_polled_to_completion_and_reported_to_a_signed_webhook(start: Callab
 
 
 def test_limits_cancel_and_refused_webhooks(start: Callable[..., Any], fake: FakeAnthropic) -> None:
-    """max_turns fails a run with TURN_LIMIT, max_seconds times one out, a cancel stops one (and a second
-    cancel is a 409), a run whose session is deleted fails (its turn is interrupted), and a webhook to a loopback address
-    is refused when the owner has not allowed it."""
+    """An unknown environment is a 404, max_turns fails a run with TURN_LIMIT, max_seconds times one out, a
+    cancel stops one (a second cancel answers the same), a run whose session is deleted fails (its turn is
+    interrupted), and a webhook to a loopback address is refused when the owner has not allowed it."""
     server = start()
     refused = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={
         "message": "x", "webhook": {"url": "http://127.0.0.1:9/hook"}})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "WEBHOOK_URL_REFUSED"
+    unknown = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "x", "environment": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "ENVIRONMENT_NOT_FOUND"
 
     fake.script([Reply.tool_call("todo_write", {"todos": [{"content": "a", "status": "pending"}]})])
     turns = httpx.post(f"{server.base}/v1/runs", headers=ACME,
@@ -172,7 +174,7 @@ def test_limits_cancel_and_refused_webhooks(start: Callable[..., Any], fake: Fak
     cancelled = httpx.post(f"{server.base}/v1/runs/{run['run_id']}/cancel", headers=ACME, timeout=30)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = httpx.post(f"{server.base}/v1/runs/{run['run_id']}/cancel", headers=ACME, timeout=30)
-    assert again.status_code == 409 and again.json()["error"]["code"] == "RUN_FINISHED"
+    assert again.status_code == 200 and again.json() == cancelled.json()  # idempotent
     assert httpx.post(f"{server.base}/v1/runs/run_nope/cancel", headers=ACME).status_code == 404
 
     fake.script([Reply.text("never").with_(first_byte_delay=60)])
