@@ -40,7 +40,7 @@ async def list_tools(tenant: TenantDep, request: Request) -> ToolList:
     dispatcher = request.app.state.services.dispatcher
     allowed = {t.name: dispatcher.allowed(tenant.id, t.name) for t in dispatcher.registry.all()}
     return ToolList(data=[ToolInfo(**t.public(), allowed=allowed[t.name],
-                                   **dispatcher.registry.status(t.name, allowed[t.name]))
+                                   **dispatcher.registry.status(t.name, tenant.id, allowed[t.name]))
                           for t in dispatcher.registry.all()])
 
 

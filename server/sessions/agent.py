@@ -157,7 +157,7 @@ class AgentLoop:
         for tool in self._dispatcher.registry.all():
             if not self._dispatcher.allowed(ctx.tenant_id, tool.name):
                 continue
-            if self._dispatcher.registry.unavailable(tool.name, ctx.skill_scope) is not None:
+            if self._dispatcher.registry.unavailable(tool.name, ctx.tenant_id, ctx.skill_scope) is not None:
                 continue  # cannot run here (image, backend) or outside the running skill's allowed-tools
             schema = tool.input_schema
             if tool.name == "structured_output":

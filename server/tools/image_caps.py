@@ -66,7 +66,7 @@ class CapsStore:
 def program_probe(caps: Callable[[], dict[str, bool] | None], program: str) -> Probe:
     """A probe for a tool that needs ``program`` in the image."""
 
-    def probe() -> str | None:
+    def probe(tenant_id: str) -> str | None:  # the same image for every tenant
         known = caps()
         if known is None:
             return (f"not known yet whether the sandbox image has {program}: no sandbox of this image has "

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from toolrunner.results import ToolResult
 
 ServerHandler = Callable[["ToolContext", dict[str, Any]], Awaitable["ToolResult"]]
-# Why a tool cannot run here now (the image lacks its program, no backend is configured), or None.
-Probe = Callable[[], str | None]
+# Why a tool cannot run for this tenant now (the image lacks its program, no backend is configured, its policy
+# gives it no way out), or None.
+Probe = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,14 @@ class ToolRegistry:
         """Attach an availability check to a registered tool (the wiring knows the image and backends)."""
         self._tools[name] = dataclasses.replace(self.get(name), probe=probe)
 
-    def unavailable(self, name: str, scope: frozenset[str] | None = None) -> tuple[str, str] | None:
+    def unavailable(self, name: str, tenant_id: str, scope: frozenset[str] | None = None) -> tuple[str, str] | None:
         """``(code, reason)`` when the tool cannot be offered now, whatever the policy says: it is outside the
         running skill's ``allowed-tools`` (``scope``) or its probe names what is missing; else None."""
         refused = out_of_scope(name, scope)
         if refused is not None:
             return refused
         probe = self.get(name).probe
-        reason = probe() if probe is not None else None
+        reason = probe(tenant_id) if probe is not None else None
         return None if reason is None else ("TOOL_UNAVAILABLE", reason)
 
     def get(self, name: str) -> ToolDef:
@@ -111,11 +112,11 @@ class ToolRegistry:
         # What the caller said, checked: the record shows no invented defaults.
         return model.model_dump(exclude_unset=True)
 
-    def status(self, name: str, allowed: bool) -> dict[str, Any]:
+    def status(self, name: str, tenant_id: str, allowed: bool) -> dict[str, Any]:
         """``available`` / ``unavailable_code`` / ``unavailable_reason`` of ``GET /v1/tools`` for a caller whose
         policy does (``allowed``) or does not allow the tool."""
         why = ("TOOL_DENIED", "the tenant's sandbox policy does not allow it") if not allowed else \
-            self.unavailable(name)
+            self.unavailable(name, tenant_id)
         return {"available": why is None, "unavailable_code": why and why[0], "unavailable_reason": why and why[1]}
 
     def search(self, query: str, limit: int = 5) -> list[ToolDef]:

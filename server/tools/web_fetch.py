@@ -27,9 +27,10 @@ import httpcore
 import httpx
 from pydantic import Field
 
+from policies.model import Policy
 from server.tools.context import ToolContext
 from server.tools.html_text import html_to_text
-from server.tools.registry import ToolDef
+from server.tools.registry import Probe, ToolDef
 from server.tools.specs import ToolInput
 from toolrunner.results import ToolError, ToolResult
 
@@ -223,3 +224,16 @@ def web_fetch_tool(route_for: RouteFor) -> ToolDef:
     return ToolDef("web_fetch", "Fetch a web page under this tenant's network policy and return it as text "
                    "(HTML reduced to text with links; JSON and plain text as is).", WebFetchInput, "server",
                    web_fetch_handler(route_for))
+
+
+def network_probe(policy_for: Callable[[str], Policy]) -> Probe:
+    """web_fetch goes out only through the tenant's egress proxy, which exists under network = "allowlist":
+    under any other mode every call is refused, so the tool is not offered (``route_for`` decides the same)."""
+
+    def probe(tenant_id: str) -> str | None:
+        mode = policy_for(tenant_id).network
+        return None if mode == "allowlist" else (
+            f"this tenant's policy has network = {mode!r}; web_fetch goes out only through the egress proxy of "
+            "network = \"allowlist\"")
+
+    return probe

@@ -121,4 +121,4 @@ def web_search_handler(backend: SearchBackend | None
 def web_search_tool(backend: SearchBackend | None) -> ToolDef:
     return ToolDef("web_search", "Search the web; returns titles, URLs and snippets (fetch a page with web_fetch).",
                    WebSearchInput, "server", web_search_handler(backend),
-                   probe=(lambda: NOT_CONFIGURED) if backend is None else None)  # not offered without one
+                   probe=(lambda tenant_id: NOT_CONFIGURED) if backend is None else None)  # not offered without one

@@ -338,14 +338,16 @@ def test_sandbox_and_security(server: Any, tmp_path: Path) -> None:
 
 def test_available_tools(server: Any, fake: FakeAnthropic) -> None:
     """"Available Tools": every tool the spec names is in GET /v1/tools, and the model is offered each that
-    can run here (powershell needs pwsh in the image and web_search a backend: docs/tool-availability.md)."""
+    can run here (powershell needs pwsh in the image, web_search a backend, web_fetch an allowlist policy:
+    docs/tool-availability.md)."""
     listed = {t["name"]: t for t in httpx.get(f"{server.base}/v1/tools").json()["data"]}
     assert set(listed) >= SPEC_TOOLS
     fake.script([Reply.text("ok")])
     httpx.post(f"{server.base}/v1/chat", json={"message": "hi", "stream": False}, timeout=60)
     offered = {t["name"] for t in fake.requests[-1].json()["tools"]}
     runnable = {name for name, t in listed.items() if t["available"]} - {"structured_output"}  # only with a schema
-    assert offered == runnable and SPEC_TOOLS - offered <= {"powershell", "web_search", "structured_output"}
+    assert offered == runnable
+    assert SPEC_TOOLS - offered <= {"powershell", "web_search", "web_fetch", "structured_output"}
 
 
 def test_automatic_provider_failover(serve: Callable[..., Any], fake: FakeAnthropic, tmp_path: Path) -> None:

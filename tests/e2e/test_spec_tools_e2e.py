@@ -64,7 +64,8 @@ def test_tool_list_says_what_can_run_and_why(serve: Callable[..., Any], env: dic
                                               tmp_path: Path) -> None:
     """Every tool the spec names is listed; powershell is unavailable (unknown until a runner said hello,
     then 'no pwsh', and still known after a restart with the same data directory), web_search has no
-    backend, javascript is denied for the locked tenant; the reasons are typed."""
+    backend, web_fetch has no way out under network none, javascript is denied for the locked tenant; the
+    reasons are typed."""
     data_dir = tmp_path / "data"
     server = serve(env=env, data_dir=data_dir)
     listed = tools(server.base)
@@ -76,6 +77,9 @@ def test_tool_list_says_what_can_run_and_why(serve: Callable[..., Any], env: dic
     search = listed["web_search"]
     assert (search["available"], search["unavailable_code"]) == (False, "TOOL_UNAVAILABLE")
     assert "search backend" in search["unavailable_reason"]
+    fetch = listed["web_fetch"]  # the default policy has network none: no way out for it
+    assert (fetch["available"], fetch["unavailable_code"]) == (False, "TOOL_UNAVAILABLE")
+    assert "network = 'none'" in fetch["unavailable_reason"]
     first = listed["powershell"]
     assert (first["allowed"], first["available"], first["unavailable_code"]) == (True, False, "TOOL_UNAVAILABLE")
     assert "not known yet" in first["unavailable_reason"]
@@ -96,7 +100,7 @@ def test_tool_list_says_what_can_run_and_why(serve: Callable[..., Any], env: dic
 
 
 def test_config_through_a_session_turn(serve: Callable[..., Any], env: dict[str, str], fake: FakeAnthropic) -> None:
-    """The model is offered config but neither powershell nor web_search; it switches the turn's model
+    """The model is offered config but not powershell, web_search or web_fetch; it switches the turn's model
     (the next request to the provider carries it), cannot raise a limit, and each call is audited; the
     direct tool API reads settings but cannot write them."""
     server = serve(env=env)
@@ -112,7 +116,7 @@ def test_config_through_a_session_turn(serve: Callable[..., Any], env: dict[str,
     assert results[0]["error"] is None and results[1]["error"]["code"] == "CONFIG_READ_ONLY"
     bodies = [r.json() for r in fake.requests]
     offered = {t["name"] for t in bodies[0]["tools"]}
-    assert "config" in offered and not offered & {"powershell", "web_search"}
+    assert "config" in offered and not offered & {"powershell", "web_search", "web_fetch"}
     assert [b["model"] for b in bodies] == ["claude-sonnet-4-5", "claude-opus-4-1", "claude-opus-4-1"]
     records = httpx.get(f"{server.base}/v1/audit", params={"tool": "config", "phase": "finished"}).json()["data"]
     assert [r["error_code"] for r in records] == [None, "CONFIG_READ_ONLY"]

@@ -25,6 +25,7 @@ from server.tools.builtin import default_registry
 from server.tools.context import ToolContext
 from server.tools.dispatch import ToolDispatcher
 from server.tools.image_caps import CapsStore, program_probe
+from server.tools.web_fetch import network_probe
 from server.tools.web_search import web_search_tool
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -51,11 +52,21 @@ def test_program_probe_says_why() -> None:
     """Unknown capabilities and a missing program both make the tool unavailable, each with its reason."""
     caps: dict[str, dict[str, bool] | None] = {"now": None}
     probe = program_probe(lambda: caps["now"], "pwsh")
-    assert "not known yet" in (probe() or "")
+    assert "not known yet" in (probe("t1") or "")
     caps["now"] = {"pwsh": False}
-    assert probe() == "the sandbox image has no pwsh"
+    assert probe("t1") == "the sandbox image has no pwsh"
     caps["now"] = {"pwsh": True}
-    assert probe() is None
+    assert probe("t1") is None
+
+
+def test_web_fetch_needs_an_allowlist_policy() -> None:
+    """web_fetch goes out only through an allowlist tenant's egress proxy: unavailable, and why, for others."""
+    base = load_policy("default")
+    policies = {"shut": base, "open": base.model_copy(update={"network": "open"}),
+                "listed": base.model_copy(update={"network": "allowlist"})}
+    probe = network_probe(policies.__getitem__)
+    assert probe("listed") is None
+    assert "network = 'none'" in (probe("shut") or "") and "network = 'open'" in (probe("open") or "")
 
 
 def test_registry_status_and_web_search_without_backend() -> None:
@@ -63,11 +74,12 @@ def test_registry_status_and_web_search_without_backend() -> None:
     registry = default_registry()
     registry.add(web_search_tool(None))
     registry.set_probe("powershell", program_probe(lambda: {"pwsh": False}, "pwsh"))
-    assert registry.status("bash", True) == {"available": True, "unavailable_code": None, "unavailable_reason": None}
-    assert registry.status("bash", False)["unavailable_code"] == "TOOL_DENIED"
-    assert registry.status("powershell", True) == {"available": False, "unavailable_code": "TOOL_UNAVAILABLE",
+    assert registry.status("bash", "t1", True) == {"available": True, "unavailable_code": None,
+                                                   "unavailable_reason": None}
+    assert registry.status("bash", "t1", False)["unavailable_code"] == "TOOL_DENIED"
+    assert registry.status("powershell", "t1", True) == {"available": False, "unavailable_code": "TOOL_UNAVAILABLE",
                                                    "unavailable_reason": "the sandbox image has no pwsh"}
-    search = registry.status("web_search", True)
+    search = registry.status("web_search", "t1", True)
     assert search["unavailable_code"] == "TOOL_UNAVAILABLE" and "search backend" in search["unavailable_reason"]
 
 
