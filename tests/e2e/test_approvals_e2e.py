@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,14 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def start(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: str, tmp_path: Path) -> Callable[[], Any]:
+def start(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: str, tmp_path: Path) -> Callable[..., Any]:
     """Start (or restart, on the same data directory) a server whose tenants alice and hasty ask for approval."""
     patient, hasty = tmp_path / "patient.toml", tmp_path / "hasty.toml"
     patient.write_text(POLICY.replace("{timeout}", "120"))
     hasty.write_text(POLICY.replace("{timeout}", "1"))
     env = server_env(fake.base_url, sandbox_workspace(tmp_path / "owner-ws"),
                      OPENANALYST_TENANT_POLICIES=json.dumps({"alice": str(patient), "hasty": str(hasty)}))
-    return lambda: serve(env=env, data_dir=tmp_path / "data")
+    return lambda **extra: serve(env=env | extra, data_dir=tmp_path / "data")
 
 
 def session(base: str, headers: dict[str, str]) -> str:
@@ -79,7 +80,7 @@ def audit_of(base: str, headers: dict[str, str], session_id: str) -> list[dict[s
     return records
 
 
-def test_allowed_call_runs_and_the_decision_is_audited(start: Callable[[], Any], fake: FakeAnthropic) -> None:
+def test_allowed_call_runs_and_the_decision_is_audited(start: Callable[..., Any], fake: FakeAnthropic) -> None:
     """A matching bash call pauses the session in requires_action (its stream, GET and snapshot say so);
     allowing it runs it; the audit record says who allowed
     it, when and why; a second decision is a 409 and another tenant's decision a 404."""
@@ -121,7 +122,7 @@ def test_allowed_call_runs_and_the_decision_is_audited(start: Callable[[], Any],
     assert started["reason"].startswith("allowed by alice at ") and started["reason"].endswith(": looks safe")
 
 
-def test_denied_and_timed_out_calls_reach_the_model_and_never_run(start: Callable[[], Any],
+def test_denied_and_timed_out_calls_reach_the_model_and_never_run(start: Callable[..., Any],
                                                                    fake: FakeAnthropic) -> None:
     """A denial's reason and a timeout reach the model as error results, nothing runs, both are audited as
     denied; the direct tool API answers an always-ask call with 403 APPROVAL_REQUIRED."""
@@ -168,7 +169,7 @@ def test_denied_and_timed_out_calls_reach_the_model_and_never_run(start: Callabl
     assert plain.status_code == 200 and plain.json()["output"] == "fine\n"
 
 
-def test_interrupt_while_waiting_denies_and_ends_cleanly(start: Callable[[], Any], fake: FakeAnthropic) -> None:
+def test_interrupt_while_waiting_denies_and_ends_cleanly(start: Callable[..., Any], fake: FakeAnthropic) -> None:
     """Interrupting a session whose call waits ends the turn (INTERRUPTED, idle), stores the approval as
     interrupted, audits the call as denied, and a later decision is a 409."""
     server = start()
@@ -191,7 +192,7 @@ def test_interrupt_while_waiting_denies_and_ends_cleanly(start: Callable[[], Any
     assert detail["messages"][-1]["content"][0]["type"] == "tool_result"
 
 
-def test_restart_while_waiting_leaves_no_session_in_requires_action(start: Callable[[], Any],
+def test_restart_while_waiting_leaves_no_session_in_requires_action(start: Callable[..., Any],
                                                                      fake: FakeAnthropic) -> None:
     """A server killed while a call waits comes back with the approval abandoned, the session idle with an
     error saying why, and a valid history: the next message runs a normal turn."""
@@ -219,3 +220,28 @@ def test_restart_while_waiting_leaves_no_session_in_requires_action(start: Calla
     assert "Back again." in "".join(d["text"] for k, d, _ in events if k == "assistant_delta")
     sent = fake.requests[-1].json()["messages"]
     assert sent[-1]["content"][0]["type"] == "tool_result" or sent[-2]["content"][0]["type"] == "tool_result"
+
+
+def test_the_deciding_api_key_is_named(start: Callable[..., Any], fake: FakeAnthropic,
+                                       openanalyst_cmd: list[str]) -> None:
+    """With API keys required, the decision names the tenant and the id of the key that made it, in the
+    answer, the event and the audit record."""
+    server = start(OPENANALYST_REQUIRE_API_KEY="true")
+    made = subprocess.run([*openanalyst_cmd, "--data-dir", str(server.data_dir), "keys", "create", "--tenant",
+                           "alice"], capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    key_id = key.removeprefix("oak_").split("_")[0]
+    auth = {"Authorization": f"Bearer {key}"}
+    fake.script([Reply.tool_call("bash", {"command": "echo approved"}), Reply.text("ok")])
+    sid = session(server.base, auth)
+    with httpx.stream("POST", f"{server.base}/sessions/{sid}/message", json={"message": "go"}, headers=auth,
+                      timeout=60) as response:
+        before, stream = until_approval(response)
+        decided = httpx.post(f"{server.base}/sessions/{sid}/approvals/{before[-1][1]['call_id']}", headers=auth,
+                             json={"decision": "allow"}).json()
+        after = rest_until_idle(stream)
+    assert decided["decided_by"] == f"alice (key {key_id})"
+    assert next(d for k, d, _ in after if k == "approval_decision")["decided_by"] == f"alice (key {key_id})"
+    started = next(r for r in audit_of(server.base, auth, sid) if r["phase"] == "started")
+    assert started["reason"].startswith(f"allowed by alice (key {key_id}) at ")
