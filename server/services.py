@@ -58,6 +58,7 @@ class Services:
     account: AccountService | None = None  # the OpenAnalyst sign-in (server.account)
     approvals: Any = None  # server.approvals.ApprovalGate, set by server.wiring
     runs: Any = None  # server.runs.RunService, set by server.wiring
+    environments: Any = None  # server.environments.EnvironmentService, set by server.wiring
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run in reverse on close
 
     def set_turn_runner(self, runner: TurnRunner) -> None:

@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="Free space a new tenant's workspace quota image must leave on the data disk once full, "
                     "else 503 SANDBOX_DISK_FULL. Default: max(5 % of the disk, 2 GiB); 0: no check.")
     sandbox_runtime: Literal["runc", "runsc"] | None = None
+    environment_pip_index_url: str | None = Field(
+        default=None, description="Index the host downloads environments' Python wheels from (default: pip's own "
+                                  "configuration, e.g. PIP_INDEX_URL).")
+    environment_npm_registry: str | None = Field(
+        default=None, description="Registry the host fetches environments' npm packages from (default: npm's own "
+                                  "configuration, e.g. NPM_CONFIG_REGISTRY).")
+    max_environments_per_tenant: int = Field(default=50, ge=1, le=10_000)
     sandbox_labels: dict[str, str] = Field(default_factory=dict,
                                            description="Extra labels on sandbox containers (e.g. for tests).")
     provider_order: Annotated[list[str], NoDecode] = Field(

@@ -21,6 +21,7 @@ from server.audit.log import AuditLog, CheckpointPolicy, PublishConfig
 from server.changes.tracker import ChangeTracker
 from server.egress_policies import LivePolicies
 from server.egress_wiring import build_egress
+from server.environments.setup import wire_environments
 from server.files.service import FilesService
 from server.jsonlimits import JsonLimits
 from server.observability.audit_meter import MeteredAudit
@@ -173,6 +174,7 @@ async def wire(services: Services) -> None:
     runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)
     services.set_turn_runner(runner)
     services.session_context = runner.context
+    wire_environments(services)  # tenants' own images; each call asks which one (docs/environments.md)
     await wire_approvals(services)  # always_ask tool calls wait for a person (docs/approvals.md)
     await wire_runs(services)  # runs for CI with signed webhooks (docs/runs.md)
 

@@ -97,6 +97,21 @@ class Sources:
 
 
 @contextlib.contextmanager
+def tiny_packages(root: Path) -> Iterator[Sources]:
+    """Served sources with the wheel ``oatiny`` 1.0 (``oatiny.hello()``) and the npm package ``oa-tiny-js``
+    1.0.0 (``hello()`` and the command ``oa-tiny``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    wheel = make_wheel(root, "oatiny", "1.0", "def hello():\n    return 'hello from oatiny'\n")
+    with package_sources(root / "served") as served:
+        simple_index(served.root, [wheel])
+        tgz = npm_pack(root / "js", root / "packed", "oa-tiny-js", "1.0.0",
+                       "exports.hello = () => 'hi from oa-tiny-js';\n", "oa-tiny",
+                       "console.log('cli says ' + require('./index.js').hello());\n")
+        npm_registry(served.root, tgz, "oa-tiny-js", "1.0.0", served.url)
+        yield served
+
+
+@contextlib.contextmanager
 def package_sources(root: Path) -> Iterator[Sources]:
     """Serve ``root`` over HTTP on loopback (pip's simple index under /simple, npm packuments at /)."""
     root.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from server.api import (
     approvals,
     audit,
     chat,
+    environments,
     events,
     files,
     health,
@@ -31,4 +32,4 @@ from server.api import (
 ROUTERS: list[APIRouter] = [tools.router, health.router, me.router, account.router, providers.router,
                             sessions.router, events.router, turns.router, chat.router, sandbox.router, audit.router,
                             provider_status.router, viewer.router, files.router,
-                            approvals.router, runs.router]
+                            approvals.router, runs.router, environments.router]

@@ -34,6 +34,8 @@ class CreateSessionBody(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=200_000)
     metadata: dict[str, Any] | None = None
+    environment: str | None = Field(default=None, min_length=1, max_length=40,
+                                    description="A tenant environment its tool calls run in (docs/environments.md).")
 
     @field_validator("metadata")
     @classmethod
@@ -69,15 +71,18 @@ def check_metadata_size(metadata: dict[str, Any] | None, limit: int) -> None:
                                 f"the session's metadata is larger than the limit of {limit} bytes as JSON")
 
 
-@router.post("/sessions", status_code=201, responses=errors(409))
+@router.post("/sessions", status_code=201, responses=errors(404, 409))
 async def create_session(tenant: TenantDep, services: ServicesDep,
                          body: CreateSessionBody | None = None) -> Session:
     body = body or CreateSessionBody()
     settings = services.settings
     check_metadata_size(body.metadata, settings.max_session_metadata_bytes)
+    if body.environment is not None and services.environments is not None:
+        services.environments.check_exists(tenant.id, body.environment)  # 404 ENVIRONMENT_NOT_FOUND
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
                                             system_prompt=body.system_prompt, metadata=body.metadata,
-                                            max_sessions=settings.max_sessions_per_tenant)
+                                            max_sessions=settings.max_sessions_per_tenant,
+                                            environment=body.environment)
     if services.sandbox_backend is not None:
         # Start the tenant's container while the client composes its first message.
         await services.sandbox_backend.prestart(tenant.id)

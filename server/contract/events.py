@@ -167,6 +167,25 @@ class ApprovalDecisionEvent(_Event):
     decided_at: str
 
 
+class EnvironmentBuildProgressEvent(_Event):
+    """One line of an environment build's output (fetching, `docker build`, the hardening check)."""
+
+    type: Literal["environment_build_progress"] = "environment_build_progress"
+    environment: str
+    line: str
+
+
+class EnvironmentBuildDoneEvent(_Event):
+    """The build ended: `ready` with the image, or `failed` with the build's own error (code and text)."""
+
+    type: Literal["environment_build_done"] = "environment_build_done"
+    environment: str
+    state: Literal["ready", "failed"]
+    image: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
 class ProviderFailure(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -205,7 +224,12 @@ SessionEvent = Annotated[
 ToolStreamEvent = Annotated[ToolOutputEvent | ToolResultEvent | ErrorEvent, Field(discriminator="type")]
 """What a streamed direct tool call carries (`POST /v1/tools/{name}` with `"stream": true`)."""
 
-AnyEvent = (SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
+EnvironmentBuildEvent = Annotated[EnvironmentBuildProgressEvent | EnvironmentBuildDoneEvent | ErrorEvent,
+                                  Field(discriminator="type")]
+"""What an environment's build stream carries (`GET /v1/environments/{name}/build/events`)."""
+
+AnyEvent = (EnvironmentBuildProgressEvent | EnvironmentBuildDoneEvent
+            | SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
             | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent)
 
 

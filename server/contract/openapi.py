@@ -14,7 +14,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from server.contract.events import SessionEvent, ToolStreamEvent, TurnEvent, event_name, members
+from server.contract.events import (
+    EnvironmentBuildEvent,
+    SessionEvent,
+    ToolStreamEvent,
+    TurnEvent,
+    event_name,
+    members,
+)
 from server.errors import ErrorBody
 
 REF = "#/components/schemas/{model}"
@@ -37,7 +44,7 @@ _WHY = {
 }
 
 EVENT_UNIONS: dict[str, Any] = {"SessionEvent": SessionEvent, "ChatEvent": TurnEvent,
-                                "ToolStreamEvent": ToolStreamEvent}
+                                "ToolStreamEvent": ToolStreamEvent, "EnvironmentBuildEvent": EnvironmentBuildEvent}
 """Component name → the union it documents (each member's ``type`` is its SSE ``event:`` line)."""
 
 COMMON = (400, 401, 413, 422, 431)

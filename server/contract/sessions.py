@@ -19,6 +19,8 @@ class Session(Model):
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    environment: str | None = Field(default=None, description="The environment its tool calls run in (null: "
+                                                              "the tenant's default).")
 
 
 class SessionSummary(Session):

@@ -36,16 +36,17 @@ class SessionRecord:
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    environment: str | None = None  # the environment its tool calls run in (docs/environments.md)
 
     def public(self) -> dict[str, Any]:
         return {"session_id": self.id, "title": self.title, "model": self.model,
-                "system_prompt": self.system_prompt, "metadata": self.metadata,
+                "system_prompt": self.system_prompt, "metadata": self.metadata, "environment": self.environment,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
 def _session(row: sqlite3.Row) -> SessionRecord:
     return SessionRecord(row["id"], row["tenant_id"], row["title"], row["model"], row["system_prompt"],
-                         json.loads(row["metadata"]), row["created_at"], row["updated_at"])
+                         json.loads(row["metadata"]), row["created_at"], row["updated_at"], row["environment"])
 
 
 class SessionStore:
@@ -56,12 +57,13 @@ class SessionStore:
 
     async def create(self, tenant_id: str, *, title: str | None = None, model: str | None = None,
                      system_prompt: str | None = None,
-                     metadata: dict[str, Any] | None = None, max_sessions: int | None = None) -> SessionRecord:
+                     metadata: dict[str, Any] | None = None, max_sessions: int | None = None,
+                     environment: str | None = None) -> SessionRecord:
         """A new session; past ``max_sessions`` of the tenant's (counted in the insert's transaction, so
         concurrent creates cannot pass it), 409 ``SESSION_LIMIT_REACHED``."""
         stamp = now_iso()
         record = SessionRecord(new_session_id(), tenant_id, title, model, system_prompt, metadata or {},
-                               stamp, stamp)
+                               stamp, stamp, environment)
 
         def insert(conn: sqlite3.Connection) -> None:
             if max_sessions is not None and conn.execute(
@@ -70,9 +72,9 @@ class SessionStore:
                                f"this tenant already has {max_sessions} sessions, the limit; delete some "
                                "(DELETE /sessions/{id}) before creating more")
             conn.execute("INSERT INTO sessions (id, tenant_id, title, model, system_prompt, metadata,"
-                         " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                         " created_at, updated_at, environment) VALUES (?,?,?,?,?,?,?,?,?)",
                          (record.id, tenant_id, title, model, system_prompt, json.dumps(record.metadata),
-                          stamp, stamp))
+                          stamp, stamp, environment))
 
         await self._db.write(insert)
         return record

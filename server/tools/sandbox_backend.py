@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from policies.model import Policy
@@ -54,6 +54,9 @@ class SandboxBackend:
                  egress: EgressPlumbing | None = None, caps_store: CapsStore | None = None) -> None:
         self.image_status = image_status or ImageStatus()
         self._caps_store = caps_store
+        # (tenant, session) -> the environment image a call runs in, None for the sandbox image; refusals are
+        # ApiErrors (ENVIRONMENT_BUILDING...). Set by server.wiring (docs/environments.md).
+        self.image_for: Callable[[str, str], Awaitable[str | None]] | None = None
         self._egress = egress
         self._recheck: asyncio.Task[None] | None = None
         self._rechecked_at = 0.0
@@ -153,8 +156,10 @@ class SandboxBackend:
     async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
                   timeout_s: float | None, on_chunk: ChunkCallback | None) -> CallOutcome:
         manager = await self.manager()
+        image = await self.image_for(tenant_id, session_id) if self.image_for is not None else None
         try:
-            return await manager.call(tenant_id, session_id, tool, args, timeout_s=timeout_s, on_chunk=on_chunk)
+            return await manager.call(tenant_id, session_id, tool, args, timeout_s=timeout_s, on_chunk=on_chunk,
+                                      image=image)
         except SandboxError as exc:
             if exc.code == "SANDBOX_IMAGE_UNAVAILABLE":
                 self._image_lost(exc)

@@ -37,7 +37,8 @@ TENANT = "contract-t1"
 SSE_OPERATIONS = {("post", "/sessions/{session_id}/message"): "SessionEvent",
                   ("get", "/sessions/{session_id}/events"): "SessionEvent",
                   ("post", "/v1/chat"): "ChatEvent", ("post", "/v1/query"): "ChatEvent",
-                  ("post", "/v1/tools/{name}"): "ToolStreamEvent"}
+                  ("post", "/v1/tools/{name}"): "ToolStreamEvent",
+                  ("get", "/v1/environments/{name}/build/events"): "EnvironmentBuildEvent"}
 
 
 @pytest.fixture
@@ -237,6 +238,7 @@ SEMANTIC_REFUSALS: dict[str, tuple[int, str, str]] = {
     "/v1/chat": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/v1/query": (422, "VALIDATION_ERROR", "output_schema: Value error, not a valid JSON schema"),
     "/me/auth/otp/verify": (400, "OTP_CHALLENGE_UNKNOWN", "no such challenge"),
+    "/v1/environments": (422, "ENVIRONMENT_INVALID", "the Dockerfile fragment"),
     "/v1/runs": (422, "WEBHOOK_URL_REFUSED", "the webhook URL"),
     "/me/providers/{name}": (422, "API_KEY_REQUIRED", "needs "),
 }

@@ -13,7 +13,7 @@ from typing import Any
 import docker.errors
 import pytest
 from sandbox_support import Harness, make_config, ok
-from test_environments_support import make_wheel, npm_pack, npm_registry, package_sources, simple_index
+from test_environments_support import tiny_packages
 
 from toolrunner.envbuild import (
     EnvironmentBuilder,
@@ -30,14 +30,7 @@ LABELS = {"openanalyst.test": "1"}
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     """A local PEP 503 index with the wheel ``oatiny`` and an npm registry with ``oa-tiny-js``."""
-    root = tmp_path_factory.mktemp("packages")
-    wheel = make_wheel(root, "oatiny", "1.0", "def hello():\n    return 'hello from oatiny'\n")
-    with package_sources(root / "served") as served:
-        simple_index(served.root, [wheel])
-        tgz = npm_pack(root / "js", root / "packed", "oa-tiny-js", "1.0.0",
-                       "exports.hello = () => 'hi from oa-tiny-js';\n", "oa-tiny",
-                       "console.log('cli says ' + require('./index.js').hello());\n")
-        npm_registry(served.root, tgz, "oa-tiny-js", "1.0.0", served.url)
+    with tiny_packages(tmp_path_factory.mktemp("packages")) as served:
         yield Sources(pip_index_url=served.pip_index, npm_registry=served.url)
 
 

@@ -112,7 +112,8 @@ def fetch_python(specs: tuple[str, ...], dest: Path, progress: Progress, index_u
     wheels.mkdir(parents=True)
     index = ["--index-url", index_url] if index_url else []
     argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-cache-dir",
-            "--disable-pip-version-check", "--dest", str(wheels), *index, *PY_TARGET, *specs]
+            "--disable-pip-version-check", "--retries", "2", "--timeout", "30", "--dest", str(wheels), *index,
+            *PY_TARGET, *specs]
     run_step("fetching the Python packages (pip download)", argv, progress)
     installer = pip_installer()
     (dest / installer.name).write_bytes(installer.read_bytes())

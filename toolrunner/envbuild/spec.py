@@ -26,6 +26,7 @@ NPM_RE = re.compile(r"(@[a-z0-9][a-z0-9._-]{0,99}/)?[a-z0-9][a-z0-9._-]{0,213}"
 MAX_PACKAGES = 50
 MAX_FRAGMENT = 8192
 ALLOWED_INSTRUCTIONS = frozenset({"RUN", "ENV", "LABEL"})
+FRAGMENT = "the Dockerfile fragment"  # every refusal of a fragment says so (a rule JSON Schema cannot state)
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,9 @@ def _specs(kind: str, items: list[str] | tuple[str, ...], pattern: re.Pattern[st
     if len(items) > MAX_PACKAGES:
         raise EnvironmentInvalid(f"at most {MAX_PACKAGES} {kind} packages, got {len(items)}")
     for item in items:
-        if not isinstance(item, str) or not pattern.fullmatch(item) or item != item.strip():
+        if not isinstance(item, str) or not pattern.fullmatch(item):
             raise EnvironmentInvalid(f"{kind} package {item!r} is not a plain name[version] "
-                                     f"(no URLs, paths, options or spaces around it)")
+                                     f"(no URLs, paths or options)")
     return tuple(sorted(set(items)))
 
 
@@ -78,26 +79,26 @@ def _logical_lines(text: str) -> list[str]:
         out.append((current + line).strip())
         current = ""
     if current.strip():
-        raise EnvironmentInvalid("the Dockerfile fragment ends inside a continued line")
+        raise EnvironmentInvalid(f"{FRAGMENT} ends inside a continued line")
     return out
 
 
 def check_fragment(text: str) -> tuple[str, tuple[str, ...]]:
     """The fragment with normalised line ends and its instruction keywords; anything but RUN/ENV/LABEL, a
     JSON-form RUN that names no command, a heredoc or a NUL refused."""
-    if len(text.encode()) > MAX_FRAGMENT:
-        raise EnvironmentInvalid(f"the Dockerfile fragment is over {MAX_FRAGMENT} bytes")
+    if len(text.encode(errors="surrogatepass")) > MAX_FRAGMENT:
+        raise EnvironmentInvalid(f"{FRAGMENT} is over {MAX_FRAGMENT} bytes")
     if "\0" in text:
-        raise EnvironmentInvalid("the Dockerfile fragment contains a NUL byte")
+        raise EnvironmentInvalid(f"{FRAGMENT} contains a NUL byte")
     text = "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")).strip()
     keywords: list[str] = []
     for line in _logical_lines(text):
         keyword = line.split(None, 1)[0].upper()
         if keyword not in ALLOWED_INSTRUCTIONS:
-            raise EnvironmentInvalid(f"Dockerfile instruction {keyword} is not allowed in an environment "
+            raise EnvironmentInvalid(f"{FRAGMENT} may not use the instruction {keyword!r} "
                                      f"(allowed: {', '.join(sorted(ALLOWED_INSTRUCTIONS))})")
         if "<<" in line and keyword == "RUN" and re.search(r"<<-?\s*['\"]?[A-Za-z_]", line):
-            raise EnvironmentInvalid("heredocs are not supported (the build uses the legacy builder)")
+            raise EnvironmentInvalid(f"{FRAGMENT} uses a heredoc, which the legacy builder does not support")
         if keyword == "ENV":
             _check_env(line)
         keywords.append(keyword)
@@ -113,8 +114,8 @@ def _check_env(line: str) -> None:
     names = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", body) or body.split(None, 1)[:1]
     for name in names:
         if _ENV_REFUSED.fullmatch(name):
-            raise EnvironmentInvalid(f"ENV {name} is not allowed in an environment: it decides what the "
-                                     f"runner starts or loads")
+            raise EnvironmentInvalid(f"{FRAGMENT} may not set ENV {name}: it decides what the runner starts "
+                                     f"or loads")
 
 
 def definition(*, debian: list[str] | tuple[str, ...] = (), python: list[str] | tuple[str, ...] = (),
