@@ -315,8 +315,12 @@ def main() -> None:
     asyncio.run(client_part(args, image))
     if args.api:
         with tempfile.TemporaryDirectory(prefix="oa-bench-policy-") as policy_dir:
-            for api_row in toolcall_api.run(args.n, image, bench_policy_file(Path(policy_dir)), args.tenants,
-                                            args.calls):
+            try:
+                api_rows = toolcall_api.run(args.n, image, bench_policy_file(Path(policy_dir)), args.tenants,
+                                            args.calls)
+            except Exception as exc:  # the table still comes out, with the failure in it
+                api_rows = [toolcall_api.ApiRow("HTTP API", "", note=f"failed: {exc!r}"[:160], value="n/a")]
+            for api_row in api_rows:
                 if api_row.value:
                     figure(api_row.what, api_row.value, api_row.note)
                 else:

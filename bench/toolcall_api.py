@@ -27,6 +27,9 @@ from toolrunner.quota import release_all
 
 TRUE, PY = "true", "python3 -c pass"
 TENANT = {"X-Tenant-ID": "bench-api"}
+# Below the server's idle timeout (5 s): the client drops an idle connection before the server closes it, so a
+# request is never sent on a connection the server is closing (a ReadError, as any client would see).
+KEEPALIVE_S = 2.0
 
 
 @dataclass
@@ -95,7 +98,8 @@ def _up(base: str, proc: subprocess.Popen[bytes]) -> bool:
 
 def _latency(base: str, n: int) -> list[ApiRow]:
     rows: list[ApiRow] = []
-    with httpx.Client(base_url=base, timeout=60, headers=TENANT) as client:
+    limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+    with httpx.Client(base_url=base, timeout=60, headers=TENANT, limits=limits) as client:
         first = client.post("/v1/tools/bash", json={"input": {"command": TRUE}})
         if first.status_code != 200:
             return [ApiRow("HTTP API", "", note=f"HTTP {first.status_code}: {first.text[:100]}", value="n/a")]
@@ -127,11 +131,11 @@ def _latency(base: str, n: int) -> list[ApiRow]:
 def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
     """``tenants`` x ``calls`` concurrent bash calls through HTTP (in one session per tenant, as an agent
     calls, or each in a fresh shell); every request answered must leave a ``finished`` audit record."""
-    requests = 0
+    requests = failed = 0
 
     async def go() -> tuple[list[float], float, int]:
-        nonlocal requests
-        limits = httpx.Limits(max_connections=tenants * calls)
+        nonlocal requests, failed
+        limits = httpx.Limits(max_connections=tenants * calls, keepalive_expiry=KEEPALIVE_S)
         async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
             bodies = []
             for t in range(tenants):  # start the containers first: this row measures calls, not starts
@@ -142,20 +146,25 @@ def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
                 (await client.post("/v1/tools/bash", json=body, headers=headers)).raise_for_status()
                 bodies.append((headers, body))
 
-            async def one(t: int) -> float:
-                nonlocal requests
+            async def one(t: int) -> float | None:
+                nonlocal requests, failed
                 start = time.perf_counter()
                 while True:
                     requests += 1
-                    answer = await client.post("/v1/tools/bash", json=bodies[t][1], headers=bodies[t][0])
+                    try:
+                        answer = await client.post("/v1/tools/bash", json=bodies[t][1], headers=bodies[t][0])
+                    except httpx.TransportError:  # counted and shown, not retried: it may have been recorded
+                        failed += 1
+                        return None
                     if answer.status_code != 429:  # over the per-tenant cap: retry as a client would
                         answer.raise_for_status()
                         return time.perf_counter() - start
                     await asyncio.sleep(float(answer.headers.get("Retry-After", "1")) / 100)
 
             wall = time.perf_counter()
-            samples = await asyncio.gather(*(one(t) for t in range(tenants) for _ in range(calls)))
+            timed = await asyncio.gather(*(one(t) for t in range(tenants) for _ in range(calls)))
             wall = time.perf_counter() - wall
+            samples = [s for s in timed if s is not None]
             records = 0
             for t in range(tenants):
                 page = await client.get("/v1/audit", params={"phase": "finished", "per_page": 1},
@@ -164,12 +173,14 @@ def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
             return list(samples), wall, records
 
     samples, wall, records = asyncio.run(go())
-    made = requests + tenants  # every request answered, 429 refusals included, leaves a finished record
+    # Every request answered, 429 refusals included, leaves a finished record (+ one warm-up call per tenant).
+    made = requests - failed + tenants
     rate = len(samples) / wall
     how = "in a session each" if in_session else "no session"
+    broken = f"; {failed} transport errors" if failed else ""
     return ApiRow(f"HTTP {tenants} tenants x {calls} concurrent, {how}", TRUE, samples,
-                  f"{rate:.0f} calls/s; {requests - len(samples)} 429s retried; finished audit records "
-                  f"{records} = requests {made}: {records == made}", rate=rate)
+                  f"{rate:.0f} calls/s; {requests - len(samples) - failed} 429s retried{broken}; finished audit "
+                  f"records {records} = requests answered {made}: {records == made}", rate=rate)
 
 
 async def _remove_containers(config: SandboxConfig) -> None:
