@@ -4,32 +4,18 @@ to one host's connections; the chain shows verified."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes.origin import serving
 from playwright.sync_api import Page, expect
-from test_egress_audit_e2e import _connections, _tool, _until
-from test_egress_e2e import POLICY, Hello
+from test_egress_audit_e2e import _connections, _tool, _until, server
+from test_egress_e2e import Hello
 from test_viewer_e2e import apply_filters, browser, connect, page, rows
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(180)]
-__all__ = ["browser", "page"]  # the viewer module's fixtures, used here by name
+__all__ = ["browser", "page", "server"]  # fixtures of the viewer's and the egress audit's tests, used by name
 ADA = {"X-Tenant-ID": "ada"}
-
-
-@pytest.fixture
-def server(serve: Callable[..., Any], sandbox_image: str, tmp_path: Path) -> Iterator[Any]:
-    policy = tmp_path / "allow.toml"
-    policy.write_text(POLICY)
-    started = serve(env={"OPENANALYST_TENANT_POLICIES": json.dumps({"ada": str(policy)}),
-                         "OPENANALYST_EGRESS_PRIVATE_NETWORKS": "127.0.0.1/32"})
-    yield started
-    if started.proc.poll() is None:
-        assert started.stop() == 0
 
 
 def test_connections_are_rows_and_filter_by_host(server: Any, page: Page) -> None:
