@@ -163,6 +163,31 @@ async def main_async(args: argparse.Namespace, image: str) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def sandbox_image(tag: str | None) -> str:
+    """The image to run: ``tag``, or the current one (built when the engine lacks it)."""
+    if tag:
+        return tag
+    import docker
+
+    from toolrunner.image import ensure_sandbox_image
+    client = docker.from_env(timeout=60)
+    try:
+        return str(ensure_sandbox_image(client, lambda line: print(line, file=sys.stderr)))
+    finally:
+        client.close()
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    header = ("what", "value", "note")
+    cols = list(zip(header, *rows, strict=True))
+    widths = [max(map(len, col)) for col in cols]
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*header))
+    print(fmt.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(fmt.format(*row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="calls per row (each side)")
@@ -171,20 +196,11 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (loop mounts)")
-    import docker
-
-    from toolrunner.image import ensure_sandbox_image
-    client = docker.from_env(timeout=60)
-    try:
-        image = args.image or str(ensure_sandbox_image(client, lambda line: print(line, file=sys.stderr)))
-    finally:
-        client.close()
+    image = sandbox_image(args.image)
     print(f"load before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
     asyncio.run(main_async(args, image))
     print(f"load after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    widths = [max(len(r[i]) for r in [*ROWS, ("what", "value", "note")]) for i in range(3)]
-    for line in (("what", "value", "note"), tuple("-" * w for w in widths), *ROWS):
-        print(" | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print_table(ROWS)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ ever followed, the tenant's code may swap any name for one), and the walk that b
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
@@ -11,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from server.files.safepath import openat2
+from server.files.walk import entries
 
 HASH_MAX_BYTES = 256 * 1024 * 1024  # files larger than this get no SHA-256 in a report (size and mtime only)
 SCAN_HASH_BUDGET = 1024 * 1024 * 1024  # the first index hashes at most this much; the rest: "before" unknown
@@ -48,53 +48,9 @@ def state_at(rootfd: int, rel: str, hash_max: int = HASH_MAX_BYTES) -> FileState
         os.close(fd)
 
 
-def walk(rootfd: int, start: str, on_dir: Callable[[int, str], bool], max_depth: int = 256) -> Iterator[str]:
-    """The regular files under ``start`` (relative names), depth first by fds; ``on_dir(fd, rel)`` is told of
-    each directory (the start included) and returns False to stop descending (a cap was reached)."""
-    try:
-        top = openat2(rootfd, start or ".", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    stack: list[tuple[int, str, Iterator[str]]] = []
-    if on_dir(top, start):
-        stack.append((top, start, iter(_names(top))))
-    else:
-        os.close(top)
-    try:
-        while stack:
-            fd, rel, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                os.close(fd)
-                stack.pop()
-                continue
-            child = f"{rel}/{name}" if rel else name
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield child
-            elif stat.S_ISDIR(st.st_mode) and len(stack) < max_depth:
-                try:
-                    sub = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
-                except OSError:
-                    continue
-                if on_dir(sub, child):
-                    stack.append((sub, child, iter(_names(sub))))
-                else:
-                    os.close(sub)
-    finally:
-        for fd, _, _ in stack:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _names(fd: int) -> list[str]:
-    try:
-        return os.listdir(fd)
-    except OSError:
-        return []
+def walk(rootfd: int, start: str, on_dir: Callable[[int, str], bool]) -> Iterator[str]:
+    """The regular files under ``start`` (relative names); ``on_dir`` as in ``server.files.walk.entries``."""
+    return (e.rel for e in entries(rootfd, start, on_dir) if stat.S_ISREG(e.st.st_mode))
 
 
 __all__ = ["FileState", "state_at", "walk"]

@@ -172,6 +172,10 @@ class WorkspaceWatch:
                 window.overlapping.add(rel)
 
     def _drain(self) -> None:
+        """Apply the queued events. Directory events are collected and applied once per path at the end: a
+        tenant swapping a directory back and forth in a loop costs one walk per drain, not one per event."""
+        gone: set[str] = set()
+        came: set[str] = set()
         for event in self._ino.read():
             if event.mask & ino.IN_Q_OVERFLOW:
                 self._rescan()
@@ -187,9 +191,13 @@ class WorkspaceWatch:
             if not event.mask & ino.IN_ISDIR:
                 self._touch(rel)
             elif event.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
-                self._add_tree(rel)
+                came.add(rel)
             elif event.mask & (ino.IN_MOVED_FROM | ino.IN_DELETE):
-                self._drop_tree(rel)
+                gone.add(rel)
+        for rel in sorted(gone):  # first what went, then what is there now (a path may be both)
+            self._drop_tree(rel)
+        for rel in sorted(came):
+            self._add_tree(rel)
 
     def _add_tree(self, rel: str) -> None:
         """A directory appeared (made or moved in): watch it and its subdirectories; its files are new."""

@@ -1,23 +1,24 @@
 """Reading out of a workspace: a file's bytes (a range of them), and a directory as a tar stream.
 
-Both walk by fds: a file is opened beneath the root (``O_NOFOLLOW``, non-blocking, regular files only), a
-directory's children relative to its fd with ``openat2`` (``RESOLVE_NO_SYMLINKS``), so a directory swapped
-for a link during the stream is skipped, not entered. Symlinks are sent as links, never followed. A file
+Both work by fds: a file is opened beneath the root (``O_NOFOLLOW``, non-blocking, regular files only), a
+directory is walked by ``server.files.walk``, so a directory swapped for a link during the stream is
+skipped, not entered. Symlinks are sent as links, never followed. A file
 that grows or shrinks while it is sent still gets exactly the size its header announced (cut, or padded with
 zeros), so the tar stream stays well-formed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
 
 from server.files.safepath import openat2
+from server.files.walk import entries
 
 CHUNK = 1024 * 1024
-MAX_DEPTH = 256
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -68,50 +69,18 @@ def _member(dirfd: int, name: str, arcname: str) -> Iterator[bytes]:
         os.close(fd)
 
 
-def _listing(fd: int) -> Iterator[str]:
-    try:
-        return iter(sorted(os.listdir(fd)))
-    except OSError:
-        return iter(())
-
-
 def tar_stream(dirfd: int) -> Iterator[bytes]:
-    """The tree under ``dirfd`` as an uncompressed tar (names relative to it); the caller keeps ``dirfd``.
-
-    Depth first with one open fd per level (at most ``MAX_DEPTH``), whatever the width of the tree."""
-    top = os.dup(dirfd)
-    stack: list[tuple[int, str, Iterator[str]]] = [(top, "", _listing(top))]
-    try:
-        while stack:
-            fd, prefix, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                os.close(fd)
-                stack.pop()
-                continue
-            arcname = prefix + name
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield from _member(fd, name, arcname)
-            elif stat.S_ISLNK(st.st_mode):
-                try:
-                    yield _header(arcname, st, tarfile.SYMTYPE, link=os.readlink(name, dir_fd=fd))
-                except OSError:
-                    continue
-            elif stat.S_ISDIR(st.st_mode) and len(stack) < MAX_DEPTH:
-                try:
-                    child = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
-                except OSError:
-                    continue
-                stack.append((child, arcname + "/", _listing(child)))
-                yield _header(arcname + "/", st, tarfile.DIRTYPE)
-        yield b"\0" * (2 * BLOCK)
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+    """The tree under ``dirfd`` as an uncompressed tar (names relative to it); the caller keeps ``dirfd``."""
+    for entry in entries(dirfd):
+        if stat.S_ISREG(entry.st.st_mode):
+            yield from _member(entry.parent, entry.name, entry.rel)
+        elif stat.S_ISDIR(entry.st.st_mode):
+            yield _header(entry.rel + "/", entry.st, tarfile.DIRTYPE)
+        elif stat.S_ISLNK(entry.st.st_mode):
+            with contextlib.suppress(OSError):
+                yield _header(entry.rel, entry.st, tarfile.SYMTYPE,
+                              link=os.readlink(entry.name, dir_fd=entry.parent))
+    yield b"\0" * (2 * BLOCK)
 
 
 __all__ = ["file_chunks", "tar_stream"]

@@ -8,18 +8,17 @@ is reported without a hash instead of being read through the link.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from server.changes.state import state_at
 from server.files.errors import FilesError
-from server.files.safepath import Root, describe, openat2
+from server.files.safepath import Root, describe
 
 HASH_MAX_BYTES = 256 * 1024 * 1024  # a listing hashes files up to this size; larger ones have no sha256
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,22 +34,8 @@ class Item:
 
 def sha256_at(dirfd: int, name: str, limit: int = HASH_MAX_BYTES) -> str | None:
     """SHA-256 of the regular file ``name`` under ``dirfd``, None when it is not one (any more) or too big."""
-    try:
-        fd = openat2(dirfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        digest = hashlib.sha256()
-        while data := os.read(fd, CHUNK):
-            digest.update(data)
-        return digest.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    state = state_at(dirfd, name, limit)
+    return None if state is None else state.sha256
 
 
 def _kind(mode: int) -> str:

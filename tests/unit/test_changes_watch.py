@@ -135,3 +135,23 @@ def test_the_report_is_capped_with_a_note(ws: Path) -> None:
     assert report.total == 130 and len(report.files) == 100 and report.truncated
     assert report.note is not None and "130 files changed" in report.note
     watch.close()
+
+
+def test_a_directory_swapped_with_a_link_thousands_of_times_settles_once(ws: Path, tmp_path: Path) -> None:
+    """A rename storm (a directory and a link to the host's /etc exchanged 4,000 times) ends with the tree
+    where it started: no change is reported, nothing outside was indexed, and the watch still sees writes."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.symlink("/etc", ws / "l")
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.open("c")
+    for _ in range(4000):
+        assert libc.renameat2(-100, bytes(ws / "keep"), -100, bytes(ws / "l"), 2) == 0  # RENAME_EXCHANGE
+    changes, _ = watch.finish("c")
+    assert changes == [] and set(watch.index) == {"keep/old.txt", "gone.txt"}
+    watch.open("d")
+    (ws / "keep" / "old.txt").write_bytes(b"seen")
+    assert kinds(watch.finish("d")[0]) == {"keep/old.txt": "modified"}
+    watch.close()
