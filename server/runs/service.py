@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.contract.events import MessageEvent
@@ -31,6 +32,7 @@ from server.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 RESTARTED = "the server stopped while the run was queued or running"
+RESUME_DELIVERIES_WITHIN = timedelta(days=1)  # older undelivered outcomes are not sent after a restart
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,11 @@ class RunService:
         return self.store.get(tenant_id, run_id)
 
     async def recover(self) -> int:
-        """Start-up: runs an earlier process left unfinished become failed, and their webhooks are sent."""
+        """Start-up: deliveries an earlier process left unfinished go on (same event id, the attempts left);
+        runs it left unfinished become failed, and their webhooks are sent. Returns how many runs failed."""
+        since = (datetime.now(UTC) - RESUME_DELIVERIES_WITHIN).isoformat(timespec="milliseconds")
+        for run, attempts, event_id in self.store.undelivered(self._sender.max_attempts, since.replace("+00:00", "Z")):
+            self._report(run, event_id, attempts + 1)
         rows = await self.store.fail_unfinished(now_iso(), RESTARTED)
         for run in rows:
             self._report(run)
@@ -208,16 +214,16 @@ class RunService:
         await self.store.save(run)
         self._report(run)
 
-    def _report(self, run: RunRow) -> None:
+    def _report(self, run: RunRow, event_id: str | None = None, first_attempt: int = 1) -> None:
         """Send the outcome to the run's webhook in the background (retries outlive the run's task)."""
         if run.webhook_url is None or run.webhook_secret is None:
             return
         secret = self._box.open(run.webhook_secret).decode()
-        event_id = "evt_" + secrets.token_urlsafe(12)
+        event_id = event_id or "evt_" + secrets.token_urlsafe(12)
         payload = {"id": event_id, "type": "run.finished", "created_at": int(time.time()),
                    "run": public_run(run).model_dump(mode="json")}
         task = asyncio.get_running_loop().create_task(
-            self._sender.deliver(run.id, event_id, run.webhook_url, secret, payload))
+            self._sender.deliver(run.id, event_id, run.webhook_url, secret, payload, first_attempt=first_attempt))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -106,6 +106,18 @@ class RunStore:
 
         return await self._db.write(update)
 
+    def undelivered(self, max_attempts: int, finished_since: str) -> list[tuple[RunRow, int, str | None]]:
+        """Ended runs (since ``finished_since``) whose webhook has not taken their outcome and has attempts
+        left: (run, attempts made, the event id they used)."""
+        rows = self._db.read(
+            "SELECT r.*, (SELECT COUNT(*) FROM run_deliveries d WHERE d.run_id = r.id) AS attempts,"
+            " (SELECT event_id FROM run_deliveries d WHERE d.run_id = r.id ORDER BY attempt LIMIT 1) AS event_id"
+            " FROM runs r WHERE r.webhook_url IS NOT NULL AND r.finished_at >= ?"
+            " AND r.status IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+            " AND NOT EXISTS (SELECT 1 FROM run_deliveries d WHERE d.run_id = r.id AND d.succeeded = 1)",
+            (finished_since,))
+        return [(_run(r), r["attempts"], r["event_id"]) for r in rows if r["attempts"] < max_attempts]
+
     async def add_delivery(self, row: DeliveryRow) -> None:
         values = (row.run_id, row.attempt, row.event_id, row.url, row.attempted_at, row.status_code, row.error,
                   row.duration_ms, int(row.succeeded), row.next_attempt_at)

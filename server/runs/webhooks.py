@@ -57,10 +57,16 @@ class WebhookSender:
         self._retry = retry
         self._clock = clock
 
-    async def deliver(self, run_id: str, event_id: str, url: str, secret: str, payload: dict[str, Any]) -> bool:
-        """Attempt until a 2xx or the attempts run out; True when delivered."""
+    @property
+    def max_attempts(self) -> int:
+        return self._retry.max_attempts
+
+    async def deliver(self, run_id: str, event_id: str, url: str, secret: str, payload: dict[str, Any], *,
+                      first_attempt: int = 1) -> bool:
+        """Attempt until a 2xx or the attempts run out (``first_attempt`` > 1: resuming after a restart); True
+        when delivered."""
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        for attempt in range(1, self._retry.max_attempts + 1):
+        for attempt in range(first_attempt, self._retry.max_attempts + 1):
             status, error, elapsed_ms = await self._attempt(url, event_id, secret, body)
             ok = status is not None and 200 <= status < 300
             last = ok or attempt == self._retry.max_attempts

@@ -82,7 +82,7 @@ def start(serve: Callable[..., Any], fake: FakeAnthropic, sandbox_image: str, tm
     workspace = sandbox_workspace(tmp_path / "owner-ws")
 
     def run(**extra: str) -> Any:
-        env = server_env(fake.base_url, workspace, OPENANALYST_WEBHOOK_RETRY_FIRST_DELAY_S="0.2", **extra)
+        env = server_env(fake.base_url, workspace, **({"OPENANALYST_WEBHOOK_RETRY_FIRST_DELAY_S": "0.2"} | extra))
         return serve(env=env, data_dir=tmp_path / "data")
 
     return run
@@ -205,3 +205,27 @@ def test_restart_while_running_marks_the_run_failed(start: Callable[..., Any], f
         assert after["finished_at"] is not None
         assert receiver.delivered.wait(30)
     assert receiver.seen[0][0] is True and receiver.seen[0][2]["run"]["status"] == "failed"
+
+
+def test_a_delivery_cut_by_a_restart_goes_on_after_it(start: Callable[..., Any], fake: FakeAnthropic) -> None:
+    """A webhook that failed once, with its retry a minute away when the server dies, gets the outcome from
+    the next process: the next attempt number, the same event id, both attempts recorded."""
+    server = start(OPENANALYST_ALLOW_PRIVATE_PROVIDER_URLS="1", OPENANALYST_WEBHOOK_RETRY_FIRST_DELAY_S="60")
+    fake.script([Reply.text("done before the crash")])
+    receiver = Receiver(failures=1)
+    with serving(receiver.handler()) as port:
+        run = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={
+            "message": "quick", "webhook": {"url": f"http://127.0.0.1:{port}/h", "secret": SECRET}}).json()
+        path = f"/v1/runs/{run['run_id']}/deliveries"
+        wait_until(lambda: len(httpx.get(server.base + path, headers=ACME).json()["data"]) == 1, 30,
+                   "the first, failed attempt's record")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=30)
+        again = start(OPENANALYST_ALLOW_PRIVATE_PROVIDER_URLS="1")
+        assert receiver.delivered.wait(30)
+    wait_until(lambda: len(httpx.get(again.base + path, headers=ACME).json()["data"]) == 2, 10,
+               "the resumed attempt's record")
+    attempts = httpx.get(again.base + path, headers=ACME).json()["data"]
+    assert [(a["attempt"], a["status_code"], a["succeeded"]) for a in attempts] == [(1, 500, False), (2, 200, True)]
+    assert len({a["event_id"] for a in attempts}) == 1 and receiver.seen[0][1] == receiver.seen[1][1]
+    assert all(ok for ok, _, _ in receiver.seen) and receiver.seen[1][2]["run"]["status"] == "succeeded"
