@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from asyncio import Future
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,22 +55,43 @@ def audited_fields(rec: ConnectionRecord) -> dict[str, object]:
 
 class AuditConnections:
     """The proxy's sink: each attempt to its call's tally and, queued, to the tenant's audit chain. Called on
-    the proxy's loop; never blocks (the audit writer thread commits; a record is held only until then)."""
+    the proxy's loop; never blocks (the audit writer thread commits; a record is held only until then).
 
-    def __init__(self, audit: AuditLog, calls: CallLedger) -> None:
+    ``admit`` is the proxy's hook to fail closed: while ``max_pending`` records wait for the writer (a stuck or
+    slow disk), or for ``retry_s`` after a record could not be written (disk full), new connections are refused
+    with ``limit: "audit"`` — their refusals are not queued either, so the backlog stays bounded."""
+
+    def __init__(self, audit: AuditLog, calls: CallLedger, *, max_pending: int = 10_000,
+                 retry_s: float = 1.0) -> None:
         self._audit, self._calls = audit, calls
+        self._max_pending, self._retry_s = max_pending, retry_s
+        self._pending = 0
+        self._failed_at = -retry_s
+
+    def admit(self, _tenant: str) -> str | None:
+        if self._pending >= self._max_pending or time.monotonic() - self._failed_at < self._retry_s:
+            return "audit"
+        return None
 
     def record(self, rec: ConnectionRecord) -> None:
         self._calls.recorded(rec)
+        if rec.limit == "audit":  # refused because records cannot be kept: logged, not queued
+            log.warning("egress: refused %s:%s for tenant %r: the audit log is not keeping up", rec.host, rec.port,
+                        rec.tenant)
+            return
         try:
             self._audit.connection(rec.tenant, audited_fields(rec)).add_done_callback(self._written)
         except Exception:  # the log is closed (server stopping): say so, the proxy must go on
+            self._failed_at = time.monotonic()
             log.exception("egress: the connection record of %s:%s for tenant %r could not be queued",
                           rec.host, rec.port, rec.tenant)
+            return
+        self._pending += 1
 
-    @staticmethod
-    def _written(done: Future[int]) -> None:
+    def _written(self, done: Future[int]) -> None:
+        self._pending -= 1
         if not done.cancelled() and done.exception() is not None:
+            self._failed_at = time.monotonic()
             log.error("egress: a connection record was not written: %s", done.exception())
 
 
@@ -110,9 +132,10 @@ def build_egress(settings: Settings, policies: Callable[[str], Policy], audit: A
 
     keys, tokens = SessionKeys(), CredentialRegistry()
     calls = CallLedger(keys)
-    proxy = EgressProxy(rules_for, AuditConnections(audit, calls),
-                        addresses=AddressPolicy.from_strings(settings.egress_private_networks),
-                        attribute=calls.attribute(first_attribution(keys.attribute, tokens.attribute)))
+    sink = AuditConnections(audit, calls)
+    proxy = EgressProxy(rules_for, sink, addresses=AddressPolicy.from_strings(settings.egress_private_networks),
+                        attribute=calls.attribute(first_attribution(keys.attribute, tokens.attribute)),
+                        admit=sink.admit)
     made = None
     root = settings.egress_socket_dir
     if root is None:  # outside the data directory, which is never mounted

@@ -433,3 +433,25 @@ def test_a_rebinding_name_is_checked_at_every_connection(env: Env) -> None:
     assert [(r.decision, r.address, r.rule) for r in sink.records] == [
         ("allow", ORIGIN_IP, "allow:rebind.test"), ("deny", "127.0.0.1", "address:loopback")]
     assert env.host_port.accepted == 0
+
+
+def test_a_held_audit_log_refuses_new_connections(env: Env) -> None:
+    """While the host says records cannot be kept (the audit log's backlog or a failed write), a new connection
+    gets 503 with the limit named, and nothing is dialled; when it clears, connections pass again."""
+    held: list[str | None] = ["audit"]
+    sink = MemorySink()
+    proxy = EgressProxy(lambda _t: RULES, sink, addresses=AddressPolicy.from_strings([f"{ORIGIN_IP}/32"]),
+                        resolver=StaticResolver(NAMES), admit=lambda _tenant: held[0])
+    thread = ProxyThread(proxy).start()
+    try:
+        host, port = thread.listen_tcp(Identity("t1"))
+        refused = curl("-x", f"http://{host}:{port}", "-i", f"http://allowed.test:{env.http.port}/hello")
+        held[0] = None
+        passed = curl("-x", f"http://{host}:{port}", f"http://allowed.test:{env.http.port}/hello")
+        records = wait_records(sink, 2)
+    finally:
+        thread.stop()
+    assert refused.stdout.startswith("HTTP/1.1 503") and "X-Egress-Rule: audit" in refused.stdout, refused
+    assert passed.stdout == f"hello allowed.test:{env.http.port}"
+    assert [(r.decision, r.limit) for r in records] == [("deny", "audit"), ("allow", None)]
+    assert env.http.accepted == 1

@@ -17,7 +17,7 @@ import pytest
 from server.audit.log import AuditLog
 from server.audit.records import connection_draft, record_problem, seal
 from server.audit.verify import verify_lines
-from server.egress_wiring import audited_fields
+from server.egress_wiring import AuditConnections, audited_fields
 from toolrunner.egress import ConnectionRecord, Identity, SessionKeys
 from toolrunner.egress.calls import MAX_HOSTS, CallLedger
 from toolrunner.runner.egress_env import session_credential
@@ -137,3 +137,23 @@ async def test_a_connection_that_outlives_its_call_is_counted_open() -> None:
     summary = await ledger.end("ada", "call_1", "ses_1")
     assert summary is not None and (summary.allowed, summary.denied, summary.open) == (0, 0, 1)
     assert await ledger.end("ada", "call_2", None) is None  # a call that never began, or made no attempt
+
+
+async def test_the_sink_holds_the_proxy_while_records_wait_or_fail(log: AuditLog) -> None:
+    """With one record waiting for the writer (max_pending 1) the sink refuses new connections ('audit') until
+    it is committed; after a record cannot be queued (the log closed) it refuses for retry_s; a refusal for
+    'audit' is not queued itself."""
+    sink = AuditConnections(log, CallLedger(SessionKeys()), max_pending=1, retry_s=60.0)
+    assert sink.admit("ada") is None
+    sink.record(attempt("pypi.org"))
+    assert sink.admit("ada") == "audit"
+    deadline = time.monotonic() + 10
+    while sink.admit("ada") is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the writer thread commits, then the loop runs the done callback
+    assert sink.admit("ada") is None
+    assert (await log.count("ada")) == 1
+    sink.record(attempt("pypi.org", "deny", limit="audit"))
+    assert (await log.count("ada")) == 1 and sink.admit("ada") is None
+    await log.close()
+    sink.record(attempt("pypi.org"))
+    assert sink.admit("ada") == "audit"

@@ -55,6 +55,8 @@ class Attribution:
 #: (listener identity, credential or None) → attribution, or None to refuse with 407 (credentials.py). Host
 #: code: it alone knows which credential it gave to which call. The default trusts only the listener.
 Attribute = Callable[[Identity, str | None], Attribution | None]
+#: tenant → the name of a host-side limit that refuses new connections now (the audit log cannot keep up), or None.
+Admit = Callable[[str], str | None]
 #: How a checked (address, port) is opened with the given protocol; tests pass one that also refuses anything
 #: off the loopback range, so that a check that failed could still send nothing off the machine.
 Connector = Callable[[str, int, Callable[[], Side]], Coroutine[Any, Any, Side]]
@@ -95,9 +97,10 @@ class EgressProxy:
 
     def __init__(self, rules_for: RulesFor, sink: ConnectionSink, *, addresses: AddressPolicy | None = None,
                  resolver: Resolver | None = None, attribute: Attribute | None = None,
-                 connector: Connector = open_tcp) -> None:
+                 connector: Connector = open_tcp, admit: Admit | None = None) -> None:
         self._rules_for = rules_for
         self._sink = sink
+        self._admit = admit or (lambda _tenant: None)
         self._addresses = addresses or AddressPolicy()
         self._resolver: Resolver = resolver or SystemResolver()
         self._attribute = attribute or (lambda identity, _credential: Attribution(identity.session))
@@ -154,6 +157,10 @@ class EgressProxy:
             if rules is None:
                 raise Refused(403, "Forbidden", f"egress denied: tenant {identity.tenant!r} has no allow-list",
                               rule="mode")
+            held = self._admit(identity.tenant)
+            if held is not None:  # fail closed: a connection no record could be kept of is not made
+                raise Refused(503, "Service Unavailable", f"egress refused: the audit log is not keeping up "
+                              f"(limit {held!r}); try again shortly", limit=held)
             limits = self._tenant_limits(identity.tenant, rules)
             if not limits.try_open():
                 limits = None
