@@ -57,12 +57,17 @@ def _text(fields: dict[str, Value], key: str, limit: int, *, required: bool) -> 
     return value
 
 
+_TOOL_TOKEN = re.compile(r"[^\s,()]+(?:\([^()]*\))?")
+"""One tool of a space- or comma-separated list; a Claude Code argument pattern such as ``Bash(git status:*)``
+stays with its tool, blanks and commas inside the parentheses included."""
+
+
 def _tools(value: Value | None) -> list[str] | None:
     if value is None or value == "":
         return None
     if isinstance(value, dict):
         raise FrontMatterError("'allowed-tools' must be a string or a list")
-    items = value if isinstance(value, list) else re.split(r"[\s,]+", value.strip())
+    items = value if isinstance(value, list) else _TOOL_TOKEN.findall(value)
     tools = [t.strip() for t in items if t.strip()]
     if len(tools) > MAX_ALLOWED_TOOLS:
         raise FrontMatterError(f"'allowed-tools' names {len(tools)} tools; at most {MAX_ALLOWED_TOOLS}")

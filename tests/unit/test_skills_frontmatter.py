@@ -45,6 +45,13 @@ def test_lists_in_flow_and_block_form() -> None:
     assert skill.allowed_tools == ["bash", "glob_search"]
 
 
+def test_a_claude_code_pattern_stays_one_tool() -> None:
+    """`Bash(git status:*)` is one entry, blanks and commas inside its parentheses included."""
+    skill = build("---\nname: a\ndescription: d\nallowed-tools: Bash(git status:*), Read Edit(a, b)\n---\nbody",
+                  directory="a", source="server", path="a", files=[])
+    assert skill.allowed_tools == ["Bash(git status:*)", "Read", "Edit(a, b)"]
+
+
 @pytest.mark.parametrize(("text", "reason"), [
     ("no front matter\n", "starts with a '---'"),
     ("---\nname: a\n", "no closing '---'"),
