@@ -67,6 +67,7 @@ runner = runner_pid()
 emit({"self": {"before": value(), "lower": attempt("/proc/self/oom_score_adj", b"-1000"),
                "legacy": attempt("/proc/self/oom_adj", b"-17"), "after": value()},
       "runner": None if runner is None else value(runner),
+      "runner_locked_kb": None if runner is None else int(status(runner)["VmLck"].split()[0]),
       "runner_write": None if runner is None else attempt(f"/proc/{runner}/oom_score_adj", b"1000")})
 """
 PY_CHILD = r"""
@@ -113,8 +114,8 @@ def _python_program() -> str:
 def test_tool_code_cannot_lower_its_oom_score_adj(tenants: Any) -> None:
     """bash (itself, a sibling, the session shell, the legacy file), python (itself and a child forked as its
     first act), a background process and the REPL all start at oom_score_adj 1000 and every attempt to lower
-    it is refused (EACCES), in the API's answer and the audit record alike; the runner stays below 1000 and
-    its file is not writable by tool code."""
+    it is refused (EACCES), in the API's answer and the audit record alike; the runner stays below 1000, its
+    file is not writable by tool code, and its code is locked in memory (resident.py)."""
     t: Tenant = tenants("oom")
     a, b = t.session(), t.session()
     problems: list[str] = []
@@ -135,6 +136,8 @@ def test_tool_code_cannot_lower_its_oom_score_adj(tenants: Any) -> None:
     runner_value = report.get("runner")
     if runner_value is None or int(runner_value) >= 1000:
         problems.append(f"the runner's oom_score_adj is {runner_value!r}: it must stay below its tools'")
+    if not (report.get("runner_locked_kb") or 0) >= 1024:
+        problems.append(f"the runner's code is not locked in memory: VmLck {report.get('runner_locked_kb')} kB")
     if report.get("runner_write") not in ("open EACCES", "EACCES"):
         problems.append(f"writing the runner's oom_score_adj: {report.get('runner_write')!r}")
 

@@ -19,6 +19,7 @@ from toolrunner.runner import guard
 from toolrunner.runner.egress_env import LISTEN, SOCKET
 from toolrunner.runner.identity import MODES, UMASK, Identities, IdentityError, drop_to_runner, set_tool_guard
 from toolrunner.runner.procs import REGISTRY, log
+from toolrunner.runner.resident import lock_code
 from toolrunner.runner.server import Server
 from toolrunner.runner.state import Runtime
 
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         if start_if_mounted() is None:
             log(f"egress: cannot serve {SOCKET} on {LISTEN}; tools get no network")
     server = Server(Runtime.create(args.workspace), in_fd, out_fd)
+    if args.isolation != "none":  # a container's runner: its code stays resident under memory pressure
+        try:
+            lock_code()
+        except OSError as exc:
+            log(f"could not lock the runner's code in memory: {exc}")
     try:
         return server.serve()
     finally:
