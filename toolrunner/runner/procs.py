@@ -168,18 +168,25 @@ class Registry:
             kill_all_of(uid, signal.SIGCONT)
 
     def _sweep_orphans(self, uid: int | None, rounds: int = 20) -> int:
-        """Kill untracked children of the runner (of `uid`, or of any uid) with their subtrees."""
+        """Kill untracked children of the runner (of `uid`, or of any uid) with their subtrees.
+
+        A round that found nothing alive but a zombie (or a pid already gone) is not the last: that process's
+        children were re-parented to us as it exited, possibly after this round's listing of our children (a
+        listing of several per-thread files is not atomic), so the next round looks again. Stopping at the first round
+        without a live victim let a pid-hopping leftover (fork, exit, fork, ...) survive a frozen sweep and run
+        on after its SIGCONT."""
         killed = 0
         for _ in range(rounds):
             with self._lock:
                 untracked = [pid for pid in children(self.me) if pid not in self._tracked]
             victims = [p for p in untracked if not is_zombie(p) and (uid is None or uid_of(p) == uid)]
+            exited = [p for p in untracked if p not in victims and (uid is None or uid_of(p) in (uid, None))]
             for pid in victims:
                 for p in [pid, *descendants(pid)]:
                     _kill(p)
                     killed += 1
             _waitpid_nohang(untracked)  # collects the zombies; a live child is left alone
-            if not victims:
+            if not victims and not exited:
                 break
         if killed:
             self._settle(lambda: self._untracked_children_left(uid))
