@@ -7,9 +7,11 @@ they are read by people and dashboards, and the server adds to them more often t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from openanalyst_client.models import AuditRecord, ChatAnswer, Model, PageMeta
+from pydantic import Field
+
+from openanalyst_client.models import AuditRecord, ChatAnswer, ConnectionAuditRecord, Model, PageMeta
 
 
 class Account(Model):
@@ -153,6 +155,6 @@ class InclusionProof(Model):
     seq: int
     leaf_index: int
     tree_size: int
-    record: AuditRecord
+    record: Annotated[AuditRecord | ConnectionAuditRecord, Field(discriminator="phase")]
     audit_path: list[str]
     checkpoint: str
