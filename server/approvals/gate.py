@@ -124,7 +124,7 @@ class ApprovalGate:
         await ctx.emit(ApprovalDecisionEvent(call_id=decided.call_id, status=decided.status,
                                              decided_by=decided.decided_by(), reason=decided.reason,
                                              decided_at=decided.decided_at or now_iso()))
-        if decided.status != "interrupted":
+        if decided.status != "interrupted" and not self.waiting(decided.session_id):  # others may still wait
             await ctx.emit(StateEvent(state="tool_use"))
 
     def decide(self, tenant_id: str, session_id: str, call_id: str, decision: Decision, reason: str | None,

@@ -245,3 +245,35 @@ def test_the_deciding_api_key_is_named(start: Callable[..., Any], fake: FakeAnth
     assert next(d for k, d, _ in after if k == "approval_decision")["decided_by"] == f"alice (key {key_id})"
     started = next(r for r in audit_of(server.base, auth, sid) if r["phase"] == "started")
     assert started["reason"].startswith(f"allowed by alice (key {key_id}) at ")
+
+
+def test_two_waiting_calls_of_one_turn_are_decided_apart(start: Callable[..., Any], fake: FakeAnthropic) -> None:
+    """Two calls of one model turn wait together; the session stays in requires_action until both are decided;
+    the allowed one runs and the denied one does not."""
+    server = start()
+    fake.script([Reply.tool_calls(("bash", {"command": "echo approved-one"}),
+                                  ("bash", {"command": "echo approved-two"})),
+                 Reply.text("Half done.")])
+    sid = session(server.base, ALICE)
+    with httpx.stream("POST", f"{server.base}/sessions/{sid}/message", json={"message": "both"}, headers=ALICE,
+                      timeout=60) as response:
+        first, stream = until_approval(response)
+        second = []
+        for kind, data, event_id in stream:
+            second.append((kind, data, event_id))
+            if kind == "approval_required":
+                break
+        one, two = first[-1][1], second[-1][1]
+        assert {one["arguments"]["command"], two["arguments"]["command"]} == {"echo approved-one", "echo approved-two"}
+        allowed = one if one["arguments"]["command"].endswith("one") else two
+        denied = two if allowed is one else one
+        url = f"{server.base}/sessions/{sid}/approvals/"
+        assert httpx.post(url + allowed["call_id"], json={"decision": "allow"}, headers=ALICE).status_code == 200
+        assert httpx.get(f"{server.base}/sessions/{sid}", headers=ALICE).json()["state"] == "requires_action"
+        assert httpx.post(url + denied["call_id"], json={"decision": "deny"}, headers=ALICE).status_code == 200
+        after = rest_until_idle(stream)
+    results = {d["call_id"]: d for k, d, _ in after if k == "tool_result"}
+    assert results[allowed["call_id"]]["output"] == "approved-one\n"
+    assert results[denied["call_id"]]["error"]["code"] == "APPROVAL_DENIED"
+    states = [d["state"] for k, d, _ in second + after if k == "state"]
+    assert states.count("tool_use") == 1  # only once no call waits any more
