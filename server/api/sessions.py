@@ -83,8 +83,9 @@ async def create_session(tenant: TenantDep, services: ServicesDep,
                                             system_prompt=body.system_prompt, metadata=body.metadata,
                                             max_sessions=settings.max_sessions_per_tenant,
                                             environment=body.environment)
-    if services.sandbox_backend is not None:
-        # Start the tenant's container while the client composes its first message.
+    if services.sandbox_backend is not None and body.environment is None:
+        # Start the tenant's container while the client composes its first message (not for a session in an
+        # environment: its first call may wait for the build, and a container of another image would be replaced).
         await services.sandbox_backend.prestart(tenant.id)
     return Session(**record.public())
 

@@ -17,12 +17,14 @@ from server.api.chat import SSE_HEADERS
 from server.contract.events import ErrorEvent, ToolOutputEvent, ToolResultEvent
 from server.contract.openapi import COMMON, errors, sse
 from server.contract.tools import ToolCallAnswer, ToolInfo, ToolList
+from server.environments.service import CALL_ENVIRONMENT
 from server.errors import ApiError
 from server.middleware import JSON_REFUSAL, JsonRefusal
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
 from server.tools.dispatch import new_call_id
+from toolrunner.envbuild.spec import NAME_RE as ENV_NAME
 
 router = APIRouter(tags=["tools"], responses=errors(*COMMON))
 
@@ -33,6 +35,9 @@ class ToolCallBody(BaseModel):
     input: Any = Field(default_factory=dict)  # any JSON: the dispatcher records and refuses a non-object
     session_id: str | None = Field(default=None, max_length=100)
     stream: bool = False
+    environment: str | None = Field(default=None, min_length=1, max_length=40, pattern=f"^{ENV_NAME.pattern}$",
+                                    description="The tenant environment to run in (default: the session's, else "
+                                                "the tenant's default; docs/environments.md).")
 
 
 @router.get("/v1/tools")
@@ -68,6 +73,9 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
         await dispatcher.refuse_unparsed(ToolContext(tenant_id=tenant.id, session_id=None), name, error,
                                          raw_sha256=refusal.raw_sha256, call_id=call_id)
     ctx = _tool_context(request, tenant.id, body.session_id)
+    if body.environment is not None:  # 404 ENVIRONMENT_NOT_FOUND before anything runs; then this call's image
+        request.app.state.services.environments.check_exists(tenant.id, body.environment)
+        CALL_ENVIRONMENT.set(body.environment)
     raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
     # 404 / 422 before any stream starts, recorded in the audit log like every call.
     args = await dispatcher.check(ctx, name, body.input, call_id=call_id, raw_sha256=raw_sha256)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,10 @@ from server.errors import ApiError, Conflict, NotFound, Unprocessable
 from toolrunner.envbuild import Definition, EnvironmentBuilder, EnvironmentInvalid, definition, validate_name
 from toolrunner.errors import SandboxError
 
+# A direct tool call may name its environment (``POST /v1/tools/{name}`` field ``environment``): the route sets
+# this for the request's task, and the dispatcher's call into the sandbox, made in that task or one it starts,
+# sees it without every layer between passing it on.
+CALL_ENVIRONMENT: ContextVar[str | None] = ContextVar("openanalyst_call_environment", default=None)
 BaseImage = Callable[[], Awaitable[str]]  # the sandbox image's tag, once the sandbox is up
 SessionEnvironment = Callable[[str, str], str | None]  # (tenant, session) -> the session's environment name
 RESERVED_NAMES = frozenset({"default"})
@@ -115,9 +120,11 @@ class EnvironmentService:
         self.store.get(tenant_id, name)
 
     async def image_for(self, tenant_id: str, session_id: str | None) -> str | None:
-        """The image a call runs in: its session's environment, else the tenant's default, else the sandbox
-        image (None). Refused before the call runs when that environment is gone, building or failed."""
-        name = self._session_environment(tenant_id, session_id) if session_id else None
+        """The image a call runs in: the one the call names, else its session's environment, else the tenant's
+        default, else the sandbox image (None). Refused before the call runs when that environment is gone,
+        building or failed."""
+        name = CALL_ENVIRONMENT.get()
+        name = name or (self._session_environment(tenant_id, session_id) if session_id else None)
         name = name or self.store.get_default(tenant_id)
         if name is None:
             return None

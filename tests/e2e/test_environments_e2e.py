@@ -36,7 +36,9 @@ def server(serve: Callable[..., Any], sandbox_image: str, tmp_path: Path) -> Ite
                "OPENANALYST_ENVIRONMENT_NPM_REGISTRY": served.url}
         started = serve(env=env, data_dir=tmp_path / "data")
         started.images = []
+        started.http = httpx.Client(base_url=started.base, timeout=60)  # the machine is shared: no 5 s default
         yield started
+        started.http.close()
         if started.proc.poll() is None:
             assert started.stop() == 0
         client = docker.from_env(timeout=60)
@@ -51,7 +53,7 @@ def server(serve: Callable[..., Any], sandbox_image: str, tmp_path: Path) -> Ite
 def follow_build(server: Any, name: str, headers: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
     """The progress lines and the final event of an environment's build stream, each event checked against
     the EnvironmentBuildEvent union of the server's OpenAPI document."""
-    components = httpx.get(f"{server.base}/openapi.json").json()["components"]
+    components = server.http.get("/openapi.json").json()["components"]
     union = {"$ref": "#/components/schemas/EnvironmentBuildEvent", "components": components}
     lines: list[str] = []
     with httpx.stream("GET", f"{server.base}/v1/environments/{name}/build/events", headers=headers,
@@ -67,11 +69,14 @@ def follow_build(server: Any, name: str, headers: dict[str, str]) -> tuple[list[
     raise AssertionError(f"the stream ended without environment_build_done after {lines[-5:]}")
 
 
-def bash(server: Any, headers: dict[str, str], command: str, session_id: str | None = None) -> httpx.Response:
+def bash(server: Any, headers: dict[str, str], command: str, session_id: str | None = None,
+         environment: str | None = None) -> httpx.Response:
     body: dict[str, Any] = {"input": {"command": command}}
     if session_id is not None:
         body["session_id"] = session_id
-    return httpx.post(f"{server.base}/v1/tools/bash", headers=headers, json=body, timeout=120)
+    if environment is not None:
+        body["environment"] = environment
+    return server.http.post("/v1/tools/bash", headers=headers, json=body, timeout=180)
 
 
 def test_packages_built_offline_and_used_by_a_session(server: Any) -> None:
@@ -79,7 +84,7 @@ def test_packages_built_offline_and_used_by_a_session(server: Any) -> None:
     bob's identical definition is ready at once, the same image (built once, shared)."""
     definition = {"debian": ["jq"], "python": ["oatiny==1.0"], "npm": ["oa-tiny-js@1.0.0"],
                   "dockerfile": f"RUN echo {uuid.uuid4().hex} > /etc/oa-test-marker"}
-    created = httpx.post(f"{server.base}/v1/environments", headers=ACME, json={"name": "data", **definition},
+    created = server.http.post("/v1/environments", headers=ACME, json={"name": "data", **definition},
                          timeout=60)
     assert created.status_code == 202, created.text
     assert created.json()["state"] == "building"
@@ -88,10 +93,10 @@ def test_packages_built_offline_and_used_by_a_session(server: Any) -> None:
     server.images.append(done["image"])
     assert any("apt-get" in line or "jq" in line for line in lines)
     assert any("network none" in line for line in lines)
-    view = httpx.get(f"{server.base}/v1/environments/data", headers=ACME).json()
+    view = server.http.get("/v1/environments/data", headers=ACME).json()
     assert view["state"] == "ready" and view["image"] == done["image"] and view["debian"] == ["jq"]
 
-    session = httpx.post(f"{server.base}/sessions", headers=ACME, json={"environment": "data"}).json()
+    session = server.http.post("/sessions", headers=ACME, json={"environment": "data"}).json()
     assert session["environment"] == "data"
     answer = bash(server, ACME, "echo '{\"a\": 41}' | jq '.a + 1'; python3 -c 'import oatiny; "
                   "print(oatiny.hello())'; node -e \"console.log(require('oa-tiny-js').hello())\"; oa-tiny",
@@ -100,24 +105,28 @@ def test_packages_built_offline_and_used_by_a_session(server: Any) -> None:
     assert answer.json()["output"].split("\n")[:4] == [
         "42", "hello from oatiny", "hi from oa-tiny-js", "cli says hi from oa-tiny-js"]
     assert bash(server, ACME, "command -v jq || echo none").json()["output"].strip() == "none"  # no default
+    named = bash(server, ACME, "jq -n 1+1", environment="data")  # a direct call naming its environment
+    assert named.status_code == 200 and named.json()["output"].strip() == "2", named.text
+    unknown = bash(server, ACME, "true", environment="nope")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "ENVIRONMENT_NOT_FOUND"
 
-    shared = httpx.post(f"{server.base}/v1/environments", headers=BOB, json={"name": "mine", **definition},
+    shared = server.http.post("/v1/environments", headers=BOB, json={"name": "mine", **definition},
                         timeout=60).json()
     assert shared["state"] == "ready" and shared["image"] == done["image"] and shared["hash"] == view["hash"]
-    assert httpx.get(f"{server.base}/v1/environments", headers=BOB).json()["data"][0]["name"] == "mine"
-    assert httpx.get(f"{server.base}/v1/environments/data", headers=BOB).status_code == 404  # acme's
+    assert server.http.get("/v1/environments", headers=BOB).json()["data"][0]["name"] == "mine"
+    assert server.http.get("/v1/environments/data", headers=BOB).status_code == 404  # acme's
 
 
 def test_bad_definition_fails_with_the_build_error(server: Any) -> None:
     """A package Debian lacks: the build fails with apt's words; a session in it gets 409 on a call."""
     body = {"name": "broken", "debian": ["oa-no-such-package"], "dockerfile": f"RUN echo {uuid.uuid4().hex}"}
-    assert httpx.post(f"{server.base}/v1/environments", headers=ACME, json=body, timeout=60).status_code == 202
+    assert server.http.post("/v1/environments", headers=ACME, json=body).status_code == 202
     _, done = follow_build(server, "broken", ACME)
     assert done["state"] == "failed" and done["code"] == "ENVIRONMENT_BUILD_FAILED"
     assert "Unable to locate package oa-no-such-package" in done["message"]
-    view = httpx.get(f"{server.base}/v1/environments/broken", headers=ACME).json()
+    view = server.http.get("/v1/environments/broken", headers=ACME).json()
     assert view["state"] == "failed" and "oa-no-such-package" in view["error"]
-    session = httpx.post(f"{server.base}/sessions", headers=ACME, json={"environment": "broken"}).json()
+    session = server.http.post("/sessions", headers=ACME, json={"environment": "broken"}).json()
     refused = bash(server, ACME, "true", session["session_id"])
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "ENVIRONMENT_BUILD_FAILED"
 
@@ -129,33 +138,33 @@ def test_bad_definition_fails_with_the_build_error(server: Any) -> None:
 ])
 def test_invalid_definitions_refused(server: Any, body: dict[str, Any]) -> None:
     """Specs that are not plain names, disallowed instructions and bad names: 422 before anything runs."""
-    answer = httpx.post(f"{server.base}/v1/environments", headers=ACME, json=body)
+    answer = server.http.post("/v1/environments", headers=ACME, json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] in {"ENVIRONMENT_INVALID", "VALIDATION_ERROR", "INVALID_REQUEST"}
 
 
 def test_reserved_and_duplicate_names(server: Any) -> None:
     """`default` names the tenant's default, never an environment; a name is taken once per tenant."""
-    reserved = httpx.post(f"{server.base}/v1/environments", headers=ACME, json={"name": "default"})
+    reserved = server.http.post("/v1/environments", headers=ACME, json={"name": "default"})
     assert reserved.status_code == 409 and reserved.json()["error"]["code"] == "ENVIRONMENT_NAME_RESERVED"
-    assert httpx.post(f"{server.base}/v1/environments", headers=ACME, json={"name": "plain"}).json()["state"] == "ready"
-    again = httpx.post(f"{server.base}/v1/environments", headers=ACME, json={"name": "plain"})
+    assert server.http.post("/v1/environments", headers=ACME, json={"name": "plain"}).json()["state"] == "ready"
+    again = server.http.post("/v1/environments", headers=ACME, json={"name": "plain"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "ENVIRONMENT_EXISTS"
 
 
 def test_default_environment_and_unknown_names(server: Any) -> None:
     """The tenant's default applies to calls outside a session; unknown names are ENVIRONMENT_NOT_FOUND."""
-    missing = httpx.post(f"{server.base}/sessions", headers=ACME, json={"environment": "nope"})
+    missing = server.http.post("/sessions", headers=ACME, json={"environment": "nope"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "ENVIRONMENT_NOT_FOUND"
     body = {"name": "marked", "dockerfile": f"RUN echo {uuid.uuid4().hex} > /etc/oa-test-marker"}
-    httpx.post(f"{server.base}/v1/environments", headers=ACME, json=body, timeout=60)
+    server.http.post("/v1/environments", headers=ACME, json=body)
     _, done = follow_build(server, "marked", ACME)
     server.images.append(done["image"])
-    put = httpx.put(f"{server.base}/v1/environments/default", headers=ACME, json={"environment": "marked"})
+    put = server.http.put("/v1/environments/default", headers=ACME, json={"environment": "marked"})
     assert put.status_code == 200 and put.json() == {"environment": "marked"}
     marker = body["dockerfile"].split()[2]
     assert bash(server, ACME, "cat /etc/oa-test-marker").json()["output"].strip() == marker
-    assert httpx.delete(f"{server.base}/v1/environments/marked", headers=ACME).status_code == 204
-    assert httpx.get(f"{server.base}/v1/environments/default", headers=ACME).json() == {"environment": None}
-    gone = httpx.put(f"{server.base}/v1/environments/default", headers=ACME, json={"environment": "marked"})
+    assert server.http.delete("/v1/environments/marked", headers=ACME).status_code == 204
+    assert server.http.get("/v1/environments/default", headers=ACME).json() == {"environment": None}
+    gone = server.http.put("/v1/environments/default", headers=ACME, json={"environment": "marked"})
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "ENVIRONMENT_NOT_FOUND"
