@@ -89,7 +89,7 @@ async def measure(manager: SandboxManager, tracker: ChangeTracker, n: int) -> No
         elapsed = time.perf_counter() - t
         if tenant == ON:
             hook.append(elapsed - inner)
-            assert outcome.result.changes is not None  # type: ignore[attr-defined]
+            assert outcome.result.changes is not None
         assert outcome.result.exit_code == 0, outcome.result
         return elapsed
 

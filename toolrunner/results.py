@@ -66,6 +66,35 @@ class NetworkSummary(BaseModel):
     more_hosts: int = Field(ge=0, description="Attempts to hosts beyond those listed.")
 
 
+class FileChange(BaseModel):
+    """One workspace file a call created, modified or deleted (docs/changes.md). Made by the host from inotify
+    and its own reads of the workspace, never taken from the sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Relative to the workspace.")
+    change: Literal["created", "modified", "deleted"]
+    size: int | None = Field(ge=0, description="After the call (null when deleted).")
+    sha256: str | None = Field(description="After the call (null when deleted, or larger than 256 MiB).")
+    size_before: int | None = Field(ge=0, description="Before the call (modified and deleted files).")
+    sha256_before: str | None = Field(description="Before the call, when the host had hashed it.")
+    between_calls: bool = Field(description="Changed while no call of the tenant ran (a background process); "
+                                            "reported with the next call.")
+    overlapping: bool = Field(description="Another call of the tenant ran at the same time: it may be that "
+                                          "call's change.")
+
+
+class ChangeReport(BaseModel):
+    """The workspace files a call changed, at most ``limit`` of them listed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[FileChange] = Field(description="Sorted by path; at most 100 entries.")
+    total: int = Field(ge=0, description="How many files changed, listed or not.")
+    truncated: bool = Field(description="More files changed than are listed.")
+    note: str | None = Field(description="Why the report may be incomplete (a cap reached, events lost).")
+
+
 class ToolResult(BaseModel):
     """One call's outcome; `limit` names the limit that stopped or cut it."""
 
@@ -81,6 +110,9 @@ class ToolResult(BaseModel):
     error: ToolError | None
     network: NetworkSummary | None = Field(
         default=None, description="The call's egress connections, under network = \"allowlist\" (else null).")
+    changes: ChangeReport | None = Field(
+        default=None, description="The workspace files the call changed (docs/changes.md); null when the policy "
+                                  "turns reports off, for server-side tools, and for calls that did not run.")
 
 
 def error_result(

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from openanalyst_client.models import ContentBlock, Model, NetworkSummary, ToolError
+from openanalyst_client.models import ChangeReport, ContentBlock, Model, NetworkSummary, ToolError
 
 
 class Event(Model):
@@ -74,6 +74,7 @@ class ToolResultEvent(Event):
     limit: str | None
     error: ToolError | None
     network: NetworkSummary | None = None
+    changes: ChangeReport | None = None
     id: str | None = None  # deprecated by the server: the same as call_id
 
 

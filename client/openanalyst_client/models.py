@@ -108,6 +108,28 @@ class NetworkSummary(Model):
     more_hosts: int
 
 
+class FileChange(Model):
+    """A workspace file a call created, modified or deleted."""
+
+    path: str
+    change: Literal["created", "modified", "deleted"]
+    size: int | None
+    sha256: str | None
+    size_before: int | None
+    sha256_before: str | None
+    between_calls: bool
+    overlapping: bool
+
+
+class ChangeReport(Model):
+    """The workspace files a call changed (docs/changes.md)."""
+
+    files: list[FileChange]
+    total: int
+    truncated: bool
+    note: str | None
+
+
 class ToolResult(Model):
     tool_name: str
     output: str
@@ -118,6 +140,7 @@ class ToolResult(Model):
     limit: str | None
     error: ToolError | None
     network: NetworkSummary | None = None
+    changes: ChangeReport | None = None
 
 
 class ToolCallAnswer(ToolResult):

@@ -46,6 +46,7 @@ ARCHIVE_TYPES: dict[str, Kind] = {
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 PATH_DOC_TEXT = "Relative to the workspace; `..` components are refused (400 INVALID_PATH), links are never followed."
 PathArg = Annotated[str, PathParam(description=PATH_DOC_TEXT)]
+DirArg = Annotated[str, PathParam(description=PATH_DOC_TEXT + " Empty: the workspace itself.")]
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -113,12 +114,11 @@ async def put_file(path: PathArg, tenant: TenantDep, request: Request,
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end exclusive) of a single ``bytes=`` range; None for none; ``INVALID_RANGE`` if unsatisfiable."""
-    if header is None or "," in header:
-        return None  # no range, or several: the whole file (RFC 9110 allows ignoring Range)
-    m = RANGE.fullmatch(header.strip())
+    """(start, end exclusive) of a single ``bytes=`` range; None to send it all; ``INVALID_RANGE`` (416) when
+    the range lies outside the file."""
+    m = None if header is None else RANGE.fullmatch(header.strip())
     if m is None or m.groups() == ("", ""):
-        raise FilesError("INVALID_RANGE", "Range must be bytes=START-END, bytes=START- or bytes=-SUFFIX")
+        return None  # none, several, or not one we read: the whole file (RFC 9110 lets a server ignore Range)
     first, last = m.groups()
     if first == "":
         start, end = max(0, size - int(last)), size
@@ -152,7 +152,7 @@ async def _stream(stack: AsyncExitStack, rec: Audited, chunks: Iterator[bytes]) 
           "content": {"application/octet-stream": BINARY, "application/x-tar": BINARY}},
     206: {"description": "The asked range of the file.", "content": {"application/octet-stream": BINARY}},
     **errors(416)})
-async def get_file(path: PathArg, tenant: TenantDep, request: Request,
+async def get_file(path: DirArg, tenant: TenantDep, request: Request,
                    list_: Annotated[bool, Query(alias="list", description="List the directory instead.")] = False,
                    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
                    per_page: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -2,7 +2,7 @@
 
 ``around(ctx, where, run)`` opens the call's window on the tenant's ``WorkspaceWatch`` (made on the tenant's
 first call, after its workspace is mounted: a new mount, seen by its device number, gets a new watch), runs
-the call, closes the window and puts the report on the result (``ReportedResult.changes``). A call that
+the call, closes the window and puts the report on the result (``ToolResult.changes``). A call that
 changed files also gets an audit record pair of its own, tool ``changes`` with ``call_id`` ``<call>.changes``
 (the report as the output, its SHA-256 covering the whole of it), since a ``finished`` record's fields are
 fixed by the log format; it is submitted without holding the answer, and commits in the same group commit as
@@ -23,10 +23,10 @@ from typing import Any
 
 from policies.model import Policy
 from server.changes.watch import Change, WorkspaceWatch
-from server.contract.changes import ChangeReport, FileChange, ReportedResult
 from server.tools.context import ToolContext
 from toolrunner.config import workspace_path
 from toolrunner.manager import CallOutcome
+from toolrunner.results import ChangeReport, FileChange
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100
@@ -62,10 +62,10 @@ class ChangeTracker:
         """``run()``, with its change report on the result when the policy asks for one."""
         policy = self._policy_for(ctx.tenant_id)
         if where == "server" or not policy.change_reports:
-            return await run()
+            return _with_changes(await run(), None)
         watch = await self._watch(ctx.tenant_id)
         if watch is None:
-            return await run()
+            return _with_changes(await run(), None)
         tenant, call_id = ctx.tenant_id, ctx.call_id
         self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
         try:
@@ -83,8 +83,7 @@ class ChangeTracker:
         report = report_of(changes, watch.note)
         if report.total or report.note:  # its audit record commits with the call's own (group commit)
             self._spawn(self._record(ctx, policy, report))
-        result = ReportedResult.model_validate({**dict(outcome.result), "changes": report})
-        return replace(outcome, result=result)
+        return _with_changes(outcome, report)
 
     @staticmethod
     async def _states(watch: WorkspaceWatch, before: dict[str, Any]) -> dict[str, Any]:
@@ -187,10 +186,17 @@ class ChangeTracker:
             self._drop(tenant)
 
 
+def _with_changes(outcome: CallOutcome, report: ChangeReport | None) -> CallOutcome:
+    """The result's ``changes`` is always the host's: whatever the sandbox put there is replaced."""
+    if outcome.result.changes is report:
+        return outcome
+    return replace(outcome, result=outcome.result.model_copy(update={"changes": report}))
+
+
 async def watch_changes(tracker: ChangeTracker | None, ctx: ToolContext, where: str,
                         run: Callable[[], Awaitable[CallOutcome]]) -> CallOutcome:
-    """The dispatcher's one hook: ``run()`` with its change report, or just ``run()`` without a tracker."""
-    return await run() if tracker is None else await tracker.around(ctx, where, run)
+    """The dispatcher's one hook: ``run()`` with its change report (none without a tracker)."""
+    return _with_changes(await run(), None) if tracker is None else await tracker.around(ctx, where, run)
 
 
 __all__ = ["ChangeTracker", "report_of", "watch_changes"]

@@ -20,9 +20,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from server.contract.changes import ChangeReport
 from server.providers.types import Block
-from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
+from toolrunner.results import ChangeReport, Limit, NetworkSummary, ToolError, ToolResult
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 DEPRECATED_ID = "Deprecated: the same as call_id, sent until the next release."

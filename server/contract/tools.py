@@ -6,10 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from server.contract.changes import ChangeReport
 from server.contract.common import Model
 from server.errors import ErrorDetail
-from toolrunner.results import Limit, NetworkSummary, ToolError, ToolResult
+from toolrunner.results import ChangeReport, Limit, NetworkSummary, ToolError, ToolResult
 
 
 class ToolInfo(Model):

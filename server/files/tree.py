@@ -75,7 +75,7 @@ def delete(root: Root, parts: list[str]) -> str:
     """Remove the entry ``parts`` (a directory with all it holds; a link itself, never its target); its type."""
     path = "/".join(parts)
     if not parts:
-        raise FilesError("INVALID_PATH", "the workspace itself cannot be deleted (delete its entries)")
+        raise FilesError("FILE_PATH_CONFLICT", "the workspace itself cannot be deleted (delete its entries)")
     with root.parent(parts) as dirfd:
         try:
             st = os.stat(parts[-1], dir_fd=dirfd, follow_symlinks=False)

@@ -79,7 +79,7 @@ class _Sink:
 def sink(root: Root, parts: list[str], ident: Identity, cap: int) -> Iterator[_Sink]:
     """A sink for the file ``parts`` (parents made as needed); removed unless committed."""
     if not parts:
-        raise FilesError("INVALID_PATH", "a file needs a name: the workspace itself is a directory")
+        raise FilesError("FILE_PATH_CONFLICT", "the workspace itself is a directory: a file needs a name")
     path = "/".join(parts)
     with root.parent(parts, create=True, mode=ident.dir_mode(), owner=ident.owner) as dirfd:
         try:

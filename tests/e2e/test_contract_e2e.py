@@ -241,11 +241,13 @@ SEMANTIC_REFUSALS: dict[str, tuple[int, str, str]] = {
     "/v1/environments": (422, "ENVIRONMENT_INVALID", "the Dockerfile fragment"),
     "/v1/runs": (422, "WEBHOOK_URL_REFUSED", "the webhook URL"),
     "/me/providers/{name}": (422, "API_KEY_REQUIRED", "needs "),
+    "/v1/files/{path}": (422, "INVALID_ARCHIVE", "the archive could not be read"),
 }
 """The only refusals of schema-valid requests, each by a rule JSON Schema cannot state: ``since`` after
 ``until`` (two parameters), an ``output_schema`` that is not itself a valid JSON Schema (the draft 2020-12
 meta-schema is not a document component), an OTP challenge id the account service never issued (state), a
-provider key left out where the provider named in the path needs one (path and body together). On these
+provider key left out where the provider named in the path needs one (path and body together), bytes sent with
+``unpack=tar|zip`` that are no such archive (a body's content). On these
 operations this replaces positive_data_acceptance."""
 
 REJECTION_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "431"]

@@ -241,3 +241,14 @@ def test_every_request_is_in_the_audit_log(server: ServerProcess) -> None:
     put_summary = json.loads(finished["files.put"]["output"])
     assert put_summary["sha256"] == hashlib.sha256(data).hexdigest() and put_summary["bytes"] == 1234
     assert json.loads(finished["files.get"]["output"])["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_the_owners_uploads_belong_to_the_owner(server: ServerProcess, tmp_path: Path) -> None:
+    """In the owner's workspace (a person's directory) an upload takes the directory owner's uid and gid,
+    as the owner's tools would, and no group or other write bit is added."""
+    workspace = tmp_path / "workspace"  # the serve fixture's owner workspace
+    r = httpx.put(f"{server.base}/v1/files/mine/owner.bin", content=os.urandom(64), timeout=60)
+    assert r.status_code == 200, r.text
+    st, top = (workspace / "mine" / "owner.bin").stat(), workspace.stat()
+    assert (st.st_uid, st.st_gid) == (top.st_uid, top.st_gid)
+    assert st.st_mode & 0o7022 == 0
