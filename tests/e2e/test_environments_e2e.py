@@ -76,7 +76,8 @@ def bash(server: Any, headers: dict[str, str], command: str, session_id: str | N
         body["session_id"] = session_id
     if environment is not None:
         body["environment"] = environment
-    return server.http.post("/v1/tools/bash", headers=headers, json=body, timeout=180)
+    answer: httpx.Response = server.http.post("/v1/tools/bash", headers=headers, json=body, timeout=180)
+    return answer
 
 
 def test_packages_built_offline_and_used_by_a_session(server: Any) -> None:

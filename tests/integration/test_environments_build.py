@@ -22,6 +22,7 @@ from toolrunner.envbuild import (
     Sources,
     definition,
 )
+from toolrunner.envbuild.errors import EnvironmentBusy
 
 pytestmark = pytest.mark.timeout(600)
 LABELS = {"openanalyst.test": "1"}
@@ -73,6 +74,10 @@ def test_debian_python_npm_packages_used_by_tool_calls(builder: EnvironmentBuild
         assert out.split("\n")[:4] == ["42", "hello from oatiny", "hi from oa-tiny-js", "cli says hi from oa-tiny-js"]
         plain = ok(h.bash("acme", "command -v jq || echo no jq"))  # the default image again: replaced
         assert plain.strip() == "no jq"
+        busy = h.submit(h.manager.call("acme", "s1", "bash", {"command": "sleep 3; echo slept"}))
+        with pytest.raises(EnvironmentBusy):  # a call in flight in the plain image: not replaced under it
+            h.run(h.manager.call("acme", "s2", "bash", {"command": "true"}, image=built.tag))
+        assert ok(busy.result(60)).strip() == "slept"
     finally:
         h.close()
 
