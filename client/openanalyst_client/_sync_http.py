@@ -19,7 +19,7 @@ from openanalyst_client._policy import (
     status_delay,
     transport_delay,
 )
-from openanalyst_client.config import ClientConfig
+from openanalyst_client.config import POOL_LIMITS, ClientConfig
 from openanalyst_client.errors import StreamInterrupted, TransportError
 from openanalyst_client.events import AnyEvent, parse_event
 from openanalyst_client.sse import iter_messages
@@ -31,7 +31,8 @@ class SyncHttp:
     def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         self.client = httpx.Client(base_url=config.base_url, headers=config.headers(), transport=transport,
-                                   timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+                                   timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)),
+                                   limits=POOL_LIMITS)
         self.retries = 0  # retries made so far (a figure for users and tests)
 
     def close(self) -> None:

@@ -12,7 +12,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import httpx
+
 DEFAULT_URL = "http://127.0.0.1:3080"
+POOL_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+"""Idle pooled connections are dropped after 2 s, well before the server's own idle timeout (5 s by default):
+with httpx's default of 5 s a request could be sent on a connection the server was closing at that moment,
+and a POST that fails that way is not retried (it may have run)."""
 URL_VAR, KEY_VAR, TENANT_VAR = "OPENANALYST_SERVER_URL", "OPENANALYST_SERVER_API_KEY", "OPENANALYST_TENANT"
 
 

@@ -84,7 +84,8 @@ def test_config_from_environment() -> None:
 def test_public_names() -> None:
     """`__all__` is exactly the public names the package exports, and each exists."""
     public = {name for name in vars(openanalyst_client) if not name.startswith("_")} - {
-        "async_client", "audit_verify", "client", "config", "errors", "events", "models", "sse"}
+        "async_client", "audit_verify", "client", "config", "errors", "events", "models", "sse",
+        "admin_models", "admin_resources", "run_models", "run_resources"}  # submodules, imported on the way
     assert set(openanalyst_client.__all__) == public
 
 
@@ -98,3 +99,14 @@ def test_imports_nothing_of_the_server() -> None:
     shown = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60,
                            check=True, cwd="/")
     assert shown.stdout.strip() == "[]"
+
+
+def test_pooled_connections_expire_before_the_server_closes_them() -> None:
+    """A kept-alive connection is dropped by the client before the server's default idle timeout closes it, so
+    a POST is never sent on a connection the server is closing (it would fail and, unsafe to repeat, not be
+    retried)."""
+    from server.settings import Settings
+
+    for client in (openanalyst_client.Client("http://127.0.0.1:9"), openanalyst_client.AsyncClient("http://127.0.0.1:9")):
+        pool = client._http.client._transport._pool  # httpcore's pool: where the expiry takes effect
+        assert 0 < pool._keepalive_expiry < Settings().http_idle_timeout_s / 2
