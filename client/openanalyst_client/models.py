@@ -68,6 +68,7 @@ class Session(Model):
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    environment: str | None = None  # the environment its tool calls run in (docs/environments.md)
 
 
 class SessionSummary(Session):
