@@ -8,6 +8,7 @@ client that drops this response does not stop the turn (follow it on ``/events``
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
@@ -45,15 +46,22 @@ class CreateSessionBody(BaseModel):
         return metadata
 
 
+NOT_BLANK = ("[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f"
+             "\\u3000\\ufeff]")
+"""A character that is not blank, spelled out so that Python (which also strips \\x1c-\\x1f and \\x85) and
+a JSON Schema reader (whose \\s also takes \\ufeff) agree exactly on which messages are blank."""
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    message: str = Field(min_length=1, max_length=1_000_000)
+    message: str = Field(min_length=1, max_length=1_000_000, json_schema_extra={"pattern": NOT_BLANK})
 
     @field_validator("message")
     @classmethod
     def _not_blank(cls, text: str) -> str:
-        if not text.strip():
+        if _NOT_BLANK.search(text) is None:
             raise ValueError("must not be blank")
         return text
 
