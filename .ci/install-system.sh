@@ -21,16 +21,25 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # The multi-engine tests reach an engine over SSH through a test sshd of their own on 127.0.0.1 (the package's
 # own service is not started where there is no init system, and the tests never use it).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-
-if [ "${#need[@]}" -eq 0 ]; then
-    echo "install-system: nothing to install"
-    exit 0
-fi
+# Environments are built from packages the host downloads: Debian's with apt (so its package lists must be
+# there), npm tarballs with the host's npm (the tests pack and serve one of their own).
+command -v npm >/dev/null 2>&1 || need+=(npm)
+lists_missing=0
+compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null || lists_missing=1
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
+if [ "${#need[@]}" -eq 0 ]; then
+    if [ "$lists_missing" -eq 1 ]; then
+        echo "install-system: fetching Debian's package lists (environments download packages from them)"
+        $SUDO apt-get update -qq
+    fi
+    echo "install-system: nothing to install"
+    exit 0
+fi
+
 echo "install-system: installing ${need[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
