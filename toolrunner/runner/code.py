@@ -10,11 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from functools import partial
 
 from toolrunner.runner.context import Call, ToolFailure, check_fields, require_str
 from toolrunner.runner.execute import run
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.state import Session
+from toolrunner.runner.zygote import ZYGOTES
+
+# The server's name for the throwaway session of a call made outside any session (server/tools/dispatch.py):
+# such a session is closed right after its one call, so starting a zygote for it would only cost CPU.
+ONE_SHOT_PREFIX = "oneshot-"
 
 
 def _code_file(session: Session, token: str, suffix: str, code: str) -> str | None:
@@ -34,22 +40,34 @@ def _remove(session: Session, path: str) -> None:
         os.unlink(path)
 
 
-def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str]) -> None:
-    """Run the code from a temp file (never inline in argv, where other sessions could read it)."""
+def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[str], *,
+              zygote: bool = False) -> None:
+    """Run the code from a temp file (never inline in argv, where other sessions could read it).
+    With `zygote` (python), the process is forked from the session's zygote when one is ready, and one is
+    started after the answer when none is (toolrunner.runner.zygote)."""
     check_fields(call.input, {field, "timeout_s"})
     code = require_str(call.input, field, allow_empty=False)
     token = session.token("x")
     path = _code_file(session, token, suffix, code)
     if path is None:
         raise ToolFailure("RESOURCE_LIMIT", "/tmp is full: the code cannot be written to a file to run")
+    env, cwd = session.env(), session.runtime.workspace.root
+    forked = None
+    if zygote:
+        ready = ZYGOTES.get(session.ident)
+        if ready is not None:
+            forked = partial(ready.fork, cwd, path, env)
+        elif not session.name.startswith(ONE_SHOT_PREFIX):
+            ident, python = session.ident, session.runtime.python
+            call.defer(lambda: ZYGOTES.start_later(ident, python, env))
     try:
-        run(call, [*argv, path], session=session, env=session.env(), cwd=session.runtime.workspace.root)
+        run(call, [*argv, path], session=session, env=env, cwd=cwd, forked=forked)
     finally:
         _remove(session, path)
 
 
 def python(session: Session, call: Call) -> None:
-    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"])
+    _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"], zygote=True)
 
 
 def javascript(session: Session, call: Call) -> None:

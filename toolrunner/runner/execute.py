@@ -9,11 +9,13 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree
+from toolrunner.runner.zygote import Forked
 
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
@@ -33,16 +35,20 @@ def run(
     cwd: str,
     errors: bytearray | None = None,
     pass_fds: tuple[int, ...] = (),
+    forked: Callable[[], Forked | None] | None = None,
 ) -> int:
     """Run `argv` as the session to completion (or limit); returns the exit code in shell convention.
 
     Output goes to ``call.output`` in arrival order; stderr goes to `errors` instead when one is given. The
     exit code is the kernel's; before returning, every process the call left is killed (procs.sweep).
+    `forked`, when given, is tried first: a process forked by the session's zygote (toolrunner.runner.zygote)
+    in place of starting `argv`, or None to start `argv` after all.
     """
     oom_before = stats.memory_marks()
     ident = session.ident
+    proc: subprocess.Popen[bytes] | Forked | None = forked() if forked is not None else None
     try:
-        proc = REGISTRY.spawn(
+        proc = proc or REGISTRY.spawn(
             argv,
             ident,
             stdin=subprocess.DEVNULL,

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from toolrunner.runner.identity import (
     Ident,
@@ -36,6 +37,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 SETTLE_S = 2.0  # how long a sweep waits for killed processes to be gone before answering anyway
 SPARE = "spare"  # roots of this kind do not protect their uid from a full sweep (they are restarted)
 IDLE_SHELL = "idle-shell"  # a session shell between calls: protects its uid unless something was left behind
+
+
+class Waitable(Protocol):
+    """A child of ours we wait for: a Popen, or a call's process forked by a zygote (runner.zygote.Forked)."""
+
+    pid: int
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class Registry:
@@ -60,6 +69,19 @@ class Registry:
             self._tracked.discard(pid)
             self._roots.pop(pid, None)
 
+    @contextlib.contextmanager
+    def adopting(self) -> Iterator[Callable[[int, Ident], None]]:
+        """Hold off the reaper and the sweeps while a process we did not fork becomes our child (a call's
+        process forked by a session's zygote and re-parented to us): the `track(pid, ident)` it yields records
+        the pid as a tracked root of kind "call" before anything else may reap or kill it."""
+
+        def track(pid: int, ident: Ident) -> None:
+            self._tracked.add(pid)
+            self._roots[pid] = (ident.uid, "call")
+
+        with self._lock:
+            yield track
+
     def spawn(self, argv: list[str], ident: Ident, kind: str = "call", **kwargs: object) -> subprocess.Popen[bytes]:
         """Popen as `ident` in a new session; the pid is tracked and recorded as a root of `kind`."""
         with self._lock:
@@ -76,7 +98,7 @@ class Registry:
             if pid in self._roots:
                 self._roots[pid] = (self._roots[pid][0], kind)
 
-    def finish(self, proc: subprocess.Popen[bytes]) -> int:
+    def finish(self, proc: Waitable) -> int:
         """Kill what is left of `proc`'s group, wait for it, stop tracking it; returns its return code."""
         killpg(proc.pid)
         try:
