@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from toolcall import remove_server_containers, resolve_image
+from toolcall import resolve_image
 
 from policies.loader import policy_for
 from policies.model import Policy
@@ -170,8 +170,9 @@ async def main_async(args: argparse.Namespace, image: str) -> None:
         await cold(manager, args.rounds)
     finally:
         await manager.shutdown()
+        for container in await manager.backend.list_managed(config.instance_id):
+            await manager.backend.remove(str(container["Id"]))
         manager.backend.close()
-        await remove_server_containers(config)
         release_all(config.data_dir)
         shutil.rmtree(config.data_dir, ignore_errors=True)
 
