@@ -6,8 +6,10 @@ a zygote that was tampered with or killed is replaced while calls keep working."
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -116,8 +118,8 @@ print(json.dumps({
 """
 
 
-def clean(harness: Any, tenant: str) -> dict[str, Any]:
-    state: dict[str, Any] = json.loads(out(harness, tenant, CHECK))
+def clean(harness: Any, tenant: str, session: str = "s1") -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(out(harness, tenant, CHECK, session))
     assert state == {"zmod": False, "json_ok": True, "builtins": False, "fds": [0, 1, 2, 3], "threads": 1,
                      "sigusr1": True, "env": False, "umask": 0o002, "cwd": "/workspace",
                      "nofile": state["nofile"], "path": False, "nice": 0}, state
@@ -222,3 +224,30 @@ def test_what_a_forked_call_leaves_is_killed_and_a_killed_zygote_is_replaced(har
     harness.bash(t, f"python3 -c {shlex.quote(kill)}")
     assert out(harness, t, "print(6 * 7)") == "42\n"
     wait_forked(harness, t)
+
+
+def test_session_less_python_calls_are_forked_and_share_nothing(harness: Any) -> None:
+    """Calls outside a session (a throwaway `oneshot-` session each, closed after the call, as the HTTP API
+    does) are forked from the zygote that came with the spare they adopt, and nothing of one — modules,
+    environment, signal handlers, limits, files in its private directory — reaches the next."""
+    t = "zy-none"
+
+    def once(code: str) -> str:
+        session = f"oneshot-{uuid.uuid4().hex}"
+        try:
+            return out(harness, t, code, session)
+        finally:
+            harness.run(harness.manager.close_session(t, session))
+
+    deadline = time.monotonic() + 60
+    while once("import sys; print(sys.flags.no_user_site)") != "1\n":
+        assert time.monotonic() < deadline, "no session-less python call was forked from a spare's zygote"
+    home = once(LEAK + "open(os.path.join(os.environ['HOME'], 'private.txt'), 'w').write('x')\n"
+                       "print(os.environ['HOME'])").split()[-1]
+    session = f"oneshot-{uuid.uuid4().hex}"
+    try:
+        clean(harness, t, session)
+        assert out(harness, t, f"import os; print(os.path.exists({os.path.join(home, 'private.txt')!r}))",
+                   session) == "False\n"
+    finally:
+        harness.run(harness.manager.close_session(t, session))

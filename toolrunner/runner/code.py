@@ -15,6 +15,7 @@ from functools import partial
 from toolrunner.runner.context import Call, ToolFailure, check_fields, require_str
 from toolrunner.runner.execute import run
 from toolrunner.runner.identity import IdentityError, files_as
+from toolrunner.runner.spares import SPARES
 from toolrunner.runner.state import Session
 from toolrunner.runner.zygote import ZYGOTES
 
@@ -67,6 +68,15 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
 
 
 def python(session: Session, call: Call) -> None:
+    if session.adopt_ready() and session.shell_lock.acquire(blocking=False):
+        # A new session (a session-less call's is always one): take the spare's uid, shell and, when the spare
+        # was filled after a python call, its zygote; the next spare comes with a zygote.
+        try:
+            if session.shell is None and (shell := SPARES.take(session)) is not None:
+                session.shell = shell
+        finally:
+            session.shell_lock.release()
+        call.defer(lambda: SPARES.refill(session.runtime, python=True))
     _one_shot(session, call, "code", ".py", [session.runtime.python, "-u"], zygote=True)
 
 

@@ -4,6 +4,11 @@ Starting bash and reading its boot file is most of a new session's first call, a
 a session (the direct tool API) is such a first call. The spare belongs to a placeholder session that holds
 a pool uid and a private directory; a new session that has no identity yet takes all three, so handing it
 over changes nothing but the owner's name.
+
+A new session's first `python` call takes the spare too, and asks for the next spare to come with a zygote
+of its uid (toolrunner.runner.zygote): zygotes are kept by uid, so the session that adopts that uid forks
+its `python` calls at once, a session-less call included. Only a spare refilled after a `python` call gets
+one, so a run of session-less `bash` calls does not pay for an interpreter nobody uses.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from toolrunner.runner.bashshell import Shell
 from toolrunner.runner.context import ToolFailure
 from toolrunner.runner.identity import IdentityError
 from toolrunner.runner.state import Runtime, Session
+from toolrunner.runner.zygote import ZYGOTES
 
 
 class SpareShells:
@@ -40,19 +46,22 @@ class SpareShells:
         shell.session = session
         return shell
 
-    def refill(self, runtime: Runtime) -> None:
+    def refill(self, runtime: Runtime, *, python: bool = False) -> None:
+        """Start the next spare (with a zygote when `python`: the spare was taken by a python call)."""
         with self._lock:
             if self._filling or self._spare is not None:
                 return
             self._filling = True
-        threading.Thread(target=self._fill, args=(runtime,), name="spare-shell", daemon=True).start()
+        threading.Thread(target=self._fill, args=(runtime, python), name="spare-shell", daemon=True).start()
 
-    def _fill(self, runtime: Runtime) -> None:
+    def _fill(self, runtime: Runtime, python: bool) -> None:
         shell = None
         placeholder = Session("spare", runtime)
         try:
             shell = Shell(placeholder)
             shell.prestart()
+            if python:
+                ZYGOTES.start_now(placeholder.ident, runtime.python, placeholder.env())
         except (OSError, ToolFailure, IdentityError):
             shell = None  # pids, /tmp or uids exhausted: sessions start their own shells, as without spares
             placeholder.close()

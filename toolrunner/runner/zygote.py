@@ -175,28 +175,45 @@ class Zygotes:
                 return None
             return zygote
 
-    def start_later(self, ident: Ident, python: str, env: dict[str, str]) -> None:
-        """Start a zygote for `ident` on a thread of its own, unless one lives or is starting."""
+    def _claim(self, ident: Ident) -> bool:
+        """Whether the caller should start `ident`'s zygote (none lives and none is starting)."""
         with self._lock:
             if ident.uid in self._starting or (ident.uid in self._by_uid and self._by_uid[ident.uid].alive()):
-                return
+                return False
             self._starting.add(ident.uid)
+            return True
+
+    def _started(self, ident: Ident, zygote: Zygote | None) -> None:
+        with self._lock:
+            self._starting.discard(ident.uid)
+            if zygote is not None:
+                self._by_uid[ident.uid] = zygote
+
+    def start_now(self, ident: Ident, python: str, env: dict[str, str]) -> None:
+        """Start a zygote for `ident` on this thread and wait until it is ready (a spare's filler)."""
+        if self._claim(ident):
+            zygote = None
+            try:
+                zygote = Zygote.start(ident, python, env)
+            finally:
+                self._started(ident, zygote)
+
+    def start_later(self, ident: Ident, python: str, env: dict[str, str]) -> None:
+        """Start a zygote for `ident` on a thread of its own, unless one lives or is starting."""
+        if not self._claim(ident):
+            return
 
         def start() -> None:
             zygote = None
             try:
                 zygote = Zygote.start(ident, python, env)
             finally:
-                with self._lock:
-                    self._starting.discard(ident.uid)
-                    if zygote is not None:
-                        self._by_uid[ident.uid] = zygote
+                self._started(ident, zygote)
 
         try:
             threading.Thread(target=start, name=f"zygote-start-{ident.uid}", daemon=True).start()
         except RuntimeError:  # the pids limit: no zygote, calls run as processes of their own
-            with self._lock:
-                self._starting.discard(ident.uid)
+            self._started(ident, None)
 
 
 ZYGOTES = Zygotes()
