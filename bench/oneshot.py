@@ -6,10 +6,11 @@ Rows: the host's own start-up (``/usr/bin/python3 -c pass``, ``node -e 0``, ``tr
 ``SandboxManager.call`` in a session: the `python` tool with an empty program (the first call, a process of
 its own, and the later ones, forked from the session's zygote), `javascript`, bash ``python3 -c pass`` and
 bash ``true``; the same without a session (a throwaway ``oneshot-`` session per call, closed after it, as the
-HTTP API does); and a new tenant's first call. Unless ``--no-why``: ``python3 -c pass`` in a loop inside a
-bare container of the same image, then with each of the policy's settings alone, then with all of them
-(wall and CPU per start), which says where the container's extra cost comes from (docs/speed.md).
-Every container carries ``openanalyst.test=1`` and a bench-only server id, and is removed at the end.
+HTTP API does), back to back and 0.3 s apart (the runner's spare refilled meanwhile); a new tenant's first
+call. Unless ``--no-why``: ``python3 -c pass`` in a loop inside a bare container of the same image, then with
+each of the policy's settings alone, then with all of them (wall and CPU per start), which says where the
+container's extra cost comes from (docs/speed.md). Every container carries ``openanalyst.test=1`` and a
+bench-only server id, and is removed at the end.
 """
 
 from __future__ import annotations
@@ -105,7 +106,13 @@ async def sessionless(manager: SandboxManager, n: int) -> None:
     for name, tool, inp in (("python tool `pass`, no session", "python", {"code": "pass"}),
                             ("bash `true`, no session", "bash", {"command": "true"})):
         await once(tool, inp)
-        row(name, [await once(tool, inp) for _ in range(n)], "a throwaway session per call, closed after it")
+        row(f"{name}, back to back", [await once(tool, inp) for _ in range(n)],
+            "a throwaway session per call, closed after it")
+        spaced = []
+        for _ in range(max(10, n // 4)):
+            await asyncio.sleep(0.3)  # an agent's pace: the spare (and its zygote) is refilled meanwhile
+            spaced.append(await once(tool, inp))
+        row(f"{name}, 0.3 s apart", spaced, "the same, the spare refilled between calls")
 
 
 async def cold(manager: SandboxManager, rounds: int) -> None:
