@@ -35,4 +35,7 @@ def test_killing_thread_refuses_uid_0() -> None:
     """kill_all_of(0) never switches a thread to euid 0 (which would bring CAP_KILL back into effect): it
     answers None, and the caller's forked child empties its capabilities before signalling."""
     assert kill_all_of(0) is None
-    assert "preexec_fn" in Ident(0, 0).popen_kwargs() and "preexec_fn" not in Ident(10000, 1000).popen_kwargs()
+    # Every tool child runs the setup between fork and exec (capabilities emptied for uid 0, oom_score_adj pinned
+    # and the Landlock domain entered for all); only the runner's own identity (mode "none") starts plainly.
+    assert all("preexec_fn" in Ident(uid, gid).popen_kwargs() for uid, gid in ((0, 0), (10000, 1000)))
+    assert "preexec_fn" not in Ident(0, 0, own=True).popen_kwargs()
