@@ -81,8 +81,17 @@ class Zygote:
         finally:
             theirs.close()
         zygote = cls(ident, proc, mine)
-        threading.Thread(target=zygote._reap, name=f"zygote-{proc.pid}", daemon=True).start()
-        if zygote._line(START_S) != b"ready":
+        try:
+            threading.Thread(target=zygote._reap, name=f"zygote-{proc.pid}", daemon=True).start()
+            ready = zygote._line(START_S)
+        except RuntimeError:  # no thread to reap it (the pids limit): not worth keeping
+            zygote.stop()
+            REGISTRY.finish(proc)
+            mine.close()
+            return None
+        except (OSError, ValueError):  # it died (and its socket was closed) before it was ready
+            ready = None
+        if ready != b"ready":
             zygote.stop()
             return None
         return zygote
@@ -132,7 +141,7 @@ class Zygote:
                     if reply is not None and reply.isdigit() and self._is_call(int(reply)):
                         pid = int(reply)
                         track(pid, self.ident)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the socket closed under us (the zygote was killed)
                 pid = None
             finally:
                 for fd in (out_w, err_w, null):
