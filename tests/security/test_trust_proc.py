@@ -94,3 +94,19 @@ def test_another_session_cannot_read_code_environment_or_commands_through_proc(t
     if not environs:
         problems.append(f"no environ read was refused, so A's processes were not looked at: {report}")
     check_all(problems, f"(scan: {str(report)[:2000]})")
+
+
+def test_a_session_reopens_its_own_output_but_another_session_cannot(tenants: Any) -> None:
+    """A bash call writes through /dev/stdout, /dev/stderr and /proc/self/fd/1 (reopening its output pipes, which
+    the runner made and opened to the session's group); session B, same group, cannot open A's shell's fds."""
+    t: Tenant = tenants("devstd")
+    a, b = t.session(), t.session()
+    problems = expect(t, t.bash("echo one > /dev/stdout; echo two > /proc/self/fd/1; echo three > /dev/stderr", a),
+                      exit_code=0, output="one\ntwo\nthree\n")
+    holder = t.bash("echo $$", a)
+    problems += expect(t, holder, exit_code=0)
+    shell_pid = holder.output.strip()
+    probe = t.bash(f"for fd in 0 1 2; do (echo x 2>&- >/proc/{shell_pid}/fd/$fd) 2>&- && echo opened $fd; done; "
+                   f"ls /proc/{shell_pid}/fd 2>&- || echo refused", b)
+    problems += expect(t, probe, exit_code=0, output="refused\n")
+    check_all(problems)

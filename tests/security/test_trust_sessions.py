@@ -426,7 +426,12 @@ def vm_read(pid):
 wait_for(CFG["ready"])
 me = os.getpid()
 runner = runner_pid()
+# The victim's shell announces `ready` just before it starts the marked process: wait for that to exist.
+deadline = time.monotonic() + 30
 victims = [p for p, *_ in marked(CFG["mark"])]
+while not victims and time.monotonic() < deadline:
+    time.sleep(0.01)
+    victims = [p for p, *_ in marked(CFG["mark"])]
 targets = {1: "pid1"}
 if runner is not None:
     targets[runner] = "runner"

@@ -186,6 +186,8 @@ class Shell:
         finally:
             for fd in (status_w, state_w):
                 os.close(fd)
+        if not session.ident.own:
+            _open_to_session(proc, session.ident.gid)
         return _Running(proc, status_r, state_r)
 
     def _initial_state(self) -> bytes:
@@ -271,6 +273,18 @@ class Shell:
         self._killed_all = alone
         self._swept = 0 if alone else REGISTRY.sweep(ident)
         return f"{secrets.token_hex(16)} {'K' if alone else '-'}\n".encode()
+
+
+def _open_to_session(proc: subprocess.Popen[bytes], gid: int) -> None:
+    """Let the session reopen its own output pipes, as ``echo x >/dev/stderr`` or ``>/proc/self/fd/1`` do: a
+    pipe is made by the runner, so its inode is the runner's and mode 0600, and a reopen through /proc checks
+    that. Group read/write for the session's group is safe: the only way to name the pipe is /proc/<pid>/fd of
+    a process holding it, which other uids cannot open. Done before the shell runs any command."""
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                os.fchown(stream.fileno(), -1, gid)
+                os.fchmod(stream.fileno(), 0o660)
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
