@@ -124,10 +124,17 @@ def test_bash_tool_turn_end_to_end(agent_server: Any, fake: FakeAnthropic) -> No
     assert history[3]["content"] == [{"type": "text", "text": "The file says hello-from-sandbox."}]
 
     audit = httpx.get(f"{base}/v1/audit", params={"session_id": session_id}, headers=ALICE).json()["data"]
-    assert [(r["phase"], r["tool"], r["call_id"]) for r in audit] == [("started", "bash", call["id"]),
-                                                                    ("finished", "bash", call["id"])]
-    assert audit[1]["output_sha256"] == hashlib.sha256(result["output"].encode()).hexdigest()
-    assert audit[0]["input"] == call["arguments"]
+    records = [(r["phase"], r["tool"], r["call_id"]) for r in audit]
+    assert [r for r in records if r[1] == "bash"] == [("started", "bash", call["id"]), ("finished", "bash", call["id"])]
+    # The file the call wrote is in its change report: a record pair of its own, tied to the call's id.
+    assert [r for r in records if r[1] == "changes"] == [("started", "changes", call["id"] + ".changes"),
+                                                         ("finished", "changes", call["id"] + ".changes")]
+    report = json.loads(next(r for r in audit if r["tool"] == "changes" and r["phase"] == "finished")["output"])
+    assert [(f["path"], f["change"]) for f in report["files"]] == [("note.txt", "created")]
+    assert result["changes"]["files"][0]["sha256"] == hashlib.sha256(b"hello-from-sandbox\n").hexdigest()
+    bash_records = [r for r in audit if r["tool"] == "bash"]
+    assert bash_records[1]["output_sha256"] == hashlib.sha256(result["output"].encode()).hexdigest()
+    assert bash_records[0]["input"] == call["arguments"]
     assert httpx.get(f"{base}/v1/audit/verify", headers=ALICE).json()["ok"] is True
     # The fake's key never leaks into what the server stored or streams.
     assert TEST_KEY not in json.dumps([events, history, audit])
