@@ -45,6 +45,7 @@ from openanalyst_client.models import (
     Verification,
 )
 from openanalyst_client.run_resources import AsyncApprovalsApi, AsyncRunsApi
+from openanalyst_client.workspace_resources import AsyncEnvironmentsApi, AsyncFilesApi
 
 
 class _Resource:
@@ -181,6 +182,8 @@ class AsyncClient:
         self.providers = AsyncProvidersApi(self._http)
         self.sandbox = AsyncSandboxApi(self._http)
         self.skills = AsyncSkillsApi(self._http)
+        self.files = AsyncFilesApi(self._http)
+        self.environments = AsyncEnvironmentsApi(self._http)
         self.runs = AsyncRunsApi(self._http)
         self.approvals = AsyncApprovalsApi(self._http)
 

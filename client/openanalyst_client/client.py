@@ -45,6 +45,7 @@ from openanalyst_client.models import (
     Verification,
 )
 from openanalyst_client.run_resources import ApprovalsApi, RunsApi
+from openanalyst_client.workspace_resources import EnvironmentsApi, FilesApi
 
 
 class _Resource:
@@ -180,6 +181,8 @@ class Client:
         self.providers = ProvidersApi(self._http)
         self.sandbox = SandboxApi(self._http)
         self.skills = SkillsApi(self._http)
+        self.files = FilesApi(self._http)
+        self.environments = EnvironmentsApi(self._http)
         self.runs = RunsApi(self._http)
         self.approvals = ApprovalsApi(self._http)
 

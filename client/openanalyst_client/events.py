@@ -131,23 +131,43 @@ class ApprovalDecisionEvent(Event):
     decided_at: str
 
 
+class EnvironmentBuildProgressEvent(Event):
+    type: Literal["environment_build_progress"] = "environment_build_progress"
+    environment: str
+    line: str
+
+
+class EnvironmentBuildDoneEvent(Event):
+    type: Literal["environment_build_done"] = "environment_build_done"
+    environment: str
+    state: Literal["ready", "failed"]
+    image: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
 class UnknownEvent(Event):
     """An event type this client version does not know; its fields are kept as extras."""
 
 
 KnownEvent = Annotated[SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent
                        | ToolResultEvent | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent
-                       | ApprovalDecisionEvent, Field(discriminator="type")]
+                       | ApprovalDecisionEvent | EnvironmentBuildProgressEvent | EnvironmentBuildDoneEvent,
+                       Field(discriminator="type")]
 AnyEvent = (SnapshotEvent | MessageEvent | AssistantDeltaEvent | ToolCallEvent | ToolOutputEvent | ToolResultEvent
-            | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent | UnknownEvent)
+            | UsageEvent | StateEvent | ErrorEvent | ApprovalRequiredEvent | ApprovalDecisionEvent
+            | EnvironmentBuildProgressEvent | EnvironmentBuildDoneEvent | UnknownEvent)
 
-# The server's three unions (OpenAPI `SessionEvent`, `ChatEvent`, `ToolStreamEvent`), by event type.
+# The server's unions (OpenAPI `SessionEvent`, `ChatEvent`, `ToolStreamEvent`, `EnvironmentBuildEvent`), by type.
 SESSION_EVENTS: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in (
     SnapshotEvent, MessageEvent, AssistantDeltaEvent, ToolCallEvent, ToolResultEvent, UsageEvent, StateEvent,
     ErrorEvent, ApprovalRequiredEvent, ApprovalDecisionEvent)}
 CHAT_EVENTS: dict[str, type[Event]] = {k: v for k, v in SESSION_EVENTS.items() if k != "snapshot"}
 TOOL_STREAM_EVENTS: dict[str, type[Event]] = {"tool_output": ToolOutputEvent, "tool_result": ToolResultEvent,
                                               "error": ErrorEvent}
+ENVIRONMENT_BUILD_EVENTS: dict[str, type[Event]] = {"environment_build_progress": EnvironmentBuildProgressEvent,
+                                                    "environment_build_done": EnvironmentBuildDoneEvent,
+                                                    "error": ErrorEvent}
 
 _KNOWN: TypeAdapter[Any] = TypeAdapter(KnownEvent)
 
@@ -159,7 +179,7 @@ def parse_event(name: str, data: str, event_id: str | None = None) -> AnyEvent:
         fields = {"data": fields}
     fields = {**fields, "type": name}
     seq = int(event_id) if event_id is not None and event_id.isdigit() else None
-    if name in SESSION_EVENTS or name in TOOL_STREAM_EVENTS:
+    if name in SESSION_EVENTS or name in TOOL_STREAM_EVENTS or name in ENVIRONMENT_BUILD_EVENTS:
         event: AnyEvent = _KNOWN.validate_python(fields)
     else:
         event = UnknownEvent.model_validate(fields)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openanalyst_client import admin_models, events, models, run_models
+from openanalyst_client import admin_models, events, models, run_models, workspace_models
 from openanalyst_client.models import Model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -30,6 +30,10 @@ MIRRORED: list[type[Model]] = [
     admin_models.ProviderStatusList, admin_models.SandboxInfo, admin_models.SkillInfo, admin_models.SkillProblem,
     admin_models.SkillList, admin_models.SkillMatch, admin_models.SkillMatches, admin_models.SkillRunAnswer,
     admin_models.Checkpoint, admin_models.CheckpointPage, admin_models.InclusionProof,
+    workspace_models.SkippedEntry, workspace_models.FileUpload, workspace_models.FileEntry,
+    workspace_models.DirectoryListing, workspace_models.FileDeleted, workspace_models.Environment,
+    workspace_models.EnvironmentList, workspace_models.DefaultEnvironment,
+    events.EnvironmentBuildProgressEvent, events.EnvironmentBuildDoneEvent,
     events.ApprovalRequiredEvent, events.ApprovalDecisionEvent, run_models.RunLimits, run_models.RunUsage,
     run_models.RunError, run_models.Run, run_models.RunCreated, run_models.RunList, run_models.Delivery,
     run_models.DeliveryList, run_models.Approval, run_models.ApprovalList,
@@ -72,6 +76,16 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("post", "/v1/skills/match", "200", "SkillMatches"),
     ("post", "/v1/skills/execute", "200", "SkillRunAnswer"),
     ("post", "/v1/skills/{name}/run", "200", "SkillRunAnswer"),
+    ("put", "/v1/files/{path}", "200", "FileUpload"),
+    ("get", "/v1/files/{path}", "200", "DirectoryListing"),
+    ("delete", "/v1/files/{path}", "200", "FileDeleted"),
+    ("post", "/v1/environments", "202", "Environment"),
+    ("get", "/v1/environments", "200", "EnvironmentList"),
+    ("get", "/v1/environments/{name}", "200", "Environment"),
+    ("delete", "/v1/environments/{name}", "204", None),
+    ("get", "/v1/environments/default", "200", "DefaultEnvironment"),
+    ("put", "/v1/environments/default", "200", "DefaultEnvironment"),
+    ("get", "/v1/environments/{name}/build/events", "200", None),
     ("post", "/v1/runs", "202", "RunCreated"),
     ("get", "/v1/runs", "200", "RunList"),
     ("get", "/v1/runs/{run_id}", "200", "Run"),
@@ -83,7 +97,7 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
 
 # The document's SSE unions → the client's tables of event classes.
 UNIONS = {"SessionEvent": events.SESSION_EVENTS, "ChatEvent": events.CHAT_EVENTS,
-          "ToolStreamEvent": events.TOOL_STREAM_EVENTS}
+          "ToolStreamEvent": events.TOOL_STREAM_EVENTS, "EnvironmentBuildEvent": events.ENVIRONMENT_BUILD_EVENTS}
 
 CLIENT_ONLY = {"seq"}  # the SSE id: line, not a data field
 

@@ -85,7 +85,8 @@ def test_public_names() -> None:
     """`__all__` is exactly the public names the package exports, and each exists."""
     public = {name for name in vars(openanalyst_client) if not name.startswith("_")} - {
         "async_client", "audit_verify", "client", "config", "errors", "events", "models", "sse",
-        "admin_models", "admin_resources", "run_models", "run_resources"}  # submodules, imported on the way
+        "admin_models", "admin_resources", "run_models", "run_resources", "workspace_models",
+        "workspace_resources"}  # submodules, imported on the way
     assert set(openanalyst_client.__all__) == public
 
 
