@@ -84,7 +84,9 @@ async def _connect(address: EngineAddress,
         assert address.path is not None
         return await loop.create_unix_connection(make, address.path)
     if address.scheme == "tcp":
-        assert address.tls is not None and address.host is not None and address.port is not None
+        assert address.host is not None and address.port is not None
+        if address.tls is None:  # plain, by the operator's explicit choice (toolrunner.engines)
+            return await loop.create_connection(make, address.host, address.port)
         return await loop.create_connection(make, address.host, address.port, ssl=address.tls.context(),
                                             server_hostname=address.host)
     raise ValueError(f"{address.url}: dial an ssh engine through its tunnel's local socket")

@@ -2,9 +2,10 @@
 
 One ``EngineAddress`` gives both halves of the conversation with an engine: the docker-py client for the
 request/response API, and the address ``toolrunner.engine_attach`` dials for the runner's attach stream.
-A TCP engine without TLS is refused: whoever reaches that port is root on the engine's machine, so nothing
-here will send a tenant's workload (or our credentials) over it. TLS files follow the Docker CLI's layout
-(``ca.pem``, ``cert.pem``, ``key.pem`` in one directory), and the engine's certificate is always verified.
+A TCP engine without TLS is refused unless the operator says, with ``OPENANALYST_DOCKER_PLAIN_TCP=1``, that
+the port is on a private network of its own (the compose deployment's filtering socket proxy): whoever reaches
+such a port can do what it allows. TLS files follow the Docker CLI's layout (``ca.pem``, ``cert.pem``,
+``key.pem`` in one directory), and the engine's certificate is always verified.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class EngineAddress:
                                   "version": docker.constants.MINIMUM_DOCKER_API_VERSION}
         if self.scheme == "unix":
             client = docker.DockerClient(base_url=f"unix://{self.path}", **common)
+        elif self.scheme == "tcp" and self.tls is None:  # plain, by the operator's explicit choice
+            client = docker.DockerClient(base_url=f"tcp://{self.host}:{self.port}", **common)
         elif self.scheme == "tcp":
             assert self.tls is not None
             tls = docker.tls.TLSConfig(client_cert=(str(self.tls.cert), str(self.tls.key)),
@@ -112,7 +115,8 @@ class EngineAddress:
         return [*argv, "--", self.host]
 
 
-def parse_engine(url: str, *, tls_dir: Path | None = None, ssh_config: Path | None = None) -> EngineAddress:
+def parse_engine(url: str, *, tls_dir: Path | None = None, ssh_config: Path | None = None,
+                 allow_plain_tcp: bool = False) -> EngineAddress:
     """Check an engine address; a wrong one stops the start with a message that names it."""
     parts = urlsplit(url.strip())
     if parts.scheme == "unix":
@@ -133,12 +137,13 @@ def parse_engine(url: str, *, tls_dir: Path | None = None, ssh_config: Path | No
     if parts.scheme == "tcp":
         if parts.username or parts.password:
             raise EngineAddressError(f"engine {url!r}: a tcp address carries no user")
-        if tls_dir is None:
+        if tls_dir is None and not allow_plain_tcp:
             raise EngineAddressError(f"engine {url!r}: a TCP engine needs TLS (a directory with ca.pem, cert.pem, "
-                                     "key.pem); plain TCP would give root on that machine to anyone on the network")
-        port = port or 2376
+                                     "key.pem); plain TCP gives root on that machine to anyone who reaches the port "
+                                     "(OPENANALYST_DOCKER_PLAIN_TCP=1 accepts it on a private network of its own)")
+        port = port or (2376 if tls_dir is not None else 2375)
         return EngineAddress(url=f"tcp://{shown_host}:{port}", scheme="tcp", host=host, port=port,
-                             tls=TlsFiles.in_dir(tls_dir))
+                             tls=TlsFiles.in_dir(tls_dir) if tls_dir is not None else None)
     user = parts.username
     if parts.password or (user is not None and not _USER.fullmatch(user)):
         raise EngineAddressError(f"engine {url!r}: ssh takes a user name and keys, never a password")
@@ -150,11 +155,14 @@ def parse_engine(url: str, *, tls_dir: Path | None = None, ssh_config: Path | No
 
 
 def engine_from_environment(environ: dict[str, str] | None = None) -> EngineAddress:
-    """The engine the Docker CLI would use (``DOCKER_HOST``, ``DOCKER_CERT_PATH``), else the local socket;
-    ``OPENANALYST_SSH_CONFIG`` names the ssh config file for an ``ssh://`` engine."""
+    """The engine the Docker CLI would use (``DOCKER_HOST``; TLS files from ``DOCKER_CERT_PATH``, or
+    ``~/.docker`` under ``DOCKER_TLS_VERIFY``), else the local socket. ``OPENANALYST_SSH_CONFIG`` names the ssh
+    config file for an ``ssh://`` engine; ``OPENANALYST_DOCKER_PLAIN_TCP=1`` accepts a TCP engine without TLS."""
     env = os.environ if environ is None else environ
     url = env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
     cert_path = env.get("DOCKER_CERT_PATH")
-    tls_dir = Path(cert_path) if cert_path else (Path.home() / ".docker" if url.startswith("tcp://") else None)
+    tls_dir = Path(cert_path) if cert_path else (Path.home() / ".docker" if env.get("DOCKER_TLS_VERIFY") else None)
     ssh_config = env.get("OPENANALYST_SSH_CONFIG")
-    return parse_engine(url, tls_dir=tls_dir, ssh_config=Path(ssh_config) if ssh_config else None)
+    plain = env.get("OPENANALYST_DOCKER_PLAIN_TCP", "").strip().lower() in ("1", "true", "yes")
+    return parse_engine(url, tls_dir=tls_dir, ssh_config=Path(ssh_config) if ssh_config else None,
+                        allow_plain_tcp=plain)

@@ -33,6 +33,9 @@ def test_tcp_needs_tls_files(tmp_path: Path) -> None:
     with pytest.raises(EngineAddressError):
         parse_engine("tcp://user:pw@10.0.0.5:2376", tls_dir=client)
 
+    plain = parse_engine("tcp://socket-proxy", allow_plain_tcp=True)  # the operator's explicit choice
+    assert (plain.port, plain.tls, plain.url) == (2375, None, "tcp://socket-proxy:2375")
+
 
 def test_ssh_addresses() -> None:
     engine = parse_engine("ssh://deploy@engine-3:2222")
@@ -46,6 +49,10 @@ def test_ssh_addresses() -> None:
 def test_environment_default_is_the_local_socket() -> None:
     assert engine_from_environment({}).url == "unix:///var/run/docker.sock"
     assert engine_from_environment({"DOCKER_HOST": "unix:///run/other.sock"}).path == "/run/other.sock"
+    with pytest.raises(EngineAddressError, match="OPENANALYST_DOCKER_PLAIN_TCP"):
+        engine_from_environment({"DOCKER_HOST": "tcp://socket-proxy:2375"})
+    proxied = engine_from_environment({"DOCKER_HOST": "tcp://socket-proxy:2375", "OPENANALYST_DOCKER_PLAIN_TCP": "1"})
+    assert proxied.tls is None and proxied.host == "socket-proxy"
 
 
 def test_attach_request_quotes_the_id_and_asks_for_an_upgrade() -> None:
