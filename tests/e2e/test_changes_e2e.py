@@ -87,8 +87,13 @@ def test_background_processes_during_a_call_and_between_calls(server: ServerProc
     assert files["bg.txt"]["change"] == "created" and not files["bg.txt"]["between_calls"]
     assert files["go"]["change"] == "created"
 
-    late = call(server.base, T, "printf late > late.txt", session, background=True)
+    # The write waits for a marker uploaded after the call has answered, so it happens while no call runs (a
+    # plain background printf could land before its own call answered, and be that call's change).
+    late = call(server.base, T, "while [ ! -e go2 ]; do sleep 0.01; done; printf late > late.txt", session,
+                background=True)
     assert late["error"] is None
+    assert "late.txt" not in by_path(late)
+    assert httpx.put(f"{server.base}/v1/files/go2", headers=T, content=b"", timeout=30).status_code == 200
     deadline = time.monotonic() + 30
     while httpx.get(f"{server.base}/v1/files/late.txt", headers=T, timeout=30).status_code != 200:
         assert time.monotonic() < deadline, "the background write never happened"
