@@ -52,12 +52,14 @@ class SshTunnel:
                 self._start()
             return self.local_socket
 
-    def _options(self) -> list[str]:
+    def _control_command(self, operation: str) -> list[str]:
+        """``ssh … -S CONTROL -O operation -- host``: the operation must come before ``--``, or ssh would send
+        it to the host as a remote command (and a check would never see the master, nor an exit stop it)."""
         head, host = self._argv[:-2], self._argv[-2:]
-        return [*head, "-S", str(self._control), *host]
+        return [*head, "-S", str(self._control), "-O", operation, *host]
 
     def _alive(self) -> bool:
-        check = subprocess.run([*self._options(), "-O", "check"], capture_output=True, timeout=10, check=False)
+        check = subprocess.run(self._control_command("check"), capture_output=True, timeout=10, check=False)
         return check.returncode == 0
 
     def _start(self) -> None:
@@ -82,6 +84,6 @@ class SshTunnel:
         with self._lock:
             if self._open:
                 with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                    subprocess.run([*self._options(), "-O", "exit"], capture_output=True, timeout=10, check=False)
+                    subprocess.run(self._control_command("exit"), capture_output=True, timeout=10, check=False)
                 self._open = False
             shutil.rmtree(self._dir, ignore_errors=True)

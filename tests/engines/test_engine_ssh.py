@@ -19,6 +19,19 @@ from toolrunner.errors import SandboxBackendUnavailable
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
 
+def processes_naming(path: Path) -> list[int]:
+    """Pids whose command line names ``path`` (a tunnel's master, left behind, would)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_tool_calls_run_through_an_ssh_engine(sshd: SshServer, sandbox_image: str, tmp_path: Path) -> None:
     """Calls run; after the tunnel's master is stopped, a fresh container is started through a new one."""
     engine = parse_engine("ssh://oa-engine-test", ssh_config=sshd.config)
@@ -35,6 +48,7 @@ def test_tool_calls_run_through_an_ssh_engine(sshd: SshServer, sandbox_image: st
         assert ok(harness.bash("alice", "echo again")).strip() == "again"
     finally:
         harness.close()
+    assert processes_naming(tunnel.local_socket.parent) == [], "an ssh master outlived its backend"
 
 
 def test_a_host_key_that_does_not_match_is_refused(sshd: SshServer, tmp_path: Path) -> None:
@@ -59,3 +73,4 @@ def test_docker_info_through_the_tunnel(sshd: SshServer) -> None:
     finally:
         backend.close()
     assert backend._tunnel is not None and not backend._tunnel.local_socket.exists()
+    assert processes_naming(backend._tunnel.local_socket.parent) == [], "the tunnel's ssh master outlived close()"
