@@ -57,39 +57,52 @@ class AuditConnections:
     """The proxy's sink: each attempt to its call's tally and, queued, to the tenant's audit chain. Called on
     the proxy's loop; never blocks (the audit writer thread commits; a record is held only until then).
 
-    ``admit`` is the proxy's hook to fail closed: while ``max_pending`` records wait for the writer (a stuck or
-    slow disk), or for ``retry_s`` after a record could not be written (disk full), new connections are refused
-    with ``limit: "audit"`` — their refusals are not queued either, so the backlog stays bounded."""
+    ``admit`` is the proxy's hook to fail closed: while ``max_pending`` records of all tenants, or
+    ``max_pending_per_tenant`` of this tenant, wait for the writer (a stuck or slow disk, or a tenant flooding
+    the proxy), or for ``retry_s`` after a record could not be written (disk full), new connections are refused
+    with ``limit: "audit"``. A refusal made while its tenant is held is logged, not queued, whichever check
+    refused it (the proxy answers a bad head or credential before it asks ``admit``): the backlog stays bounded
+    and one tenant cannot fill the others' share."""
 
     def __init__(self, audit: AuditLog, calls: CallLedger, *, max_pending: int = 10_000,
-                 retry_s: float = 1.0) -> None:
+                 max_pending_per_tenant: int = 1_000, retry_s: float = 1.0) -> None:
         self._audit, self._calls = audit, calls
-        self._max_pending, self._retry_s = max_pending, retry_s
-        self._pending = 0
+        self._max_pending, self._max_per_tenant, self._retry_s = max_pending, max_pending_per_tenant, retry_s
+        self._pending: dict[str, int] = {}
+        self._total = 0
         self._failed_at = -retry_s
 
-    def admit(self, _tenant: str) -> str | None:
-        if self._pending >= self._max_pending or time.monotonic() - self._failed_at < self._retry_s:
+    def admit(self, tenant: str) -> str | None:
+        if (self._total >= self._max_pending or self._pending.get(tenant, 0) >= self._max_per_tenant
+                or time.monotonic() - self._failed_at < self._retry_s):
             return "audit"
         return None
 
     def record(self, rec: ConnectionRecord) -> None:
         self._calls.recorded(rec)
-        if rec.limit == "audit":  # refused because records cannot be kept: logged, not queued
+        if rec.limit == "audit" or (rec.decision == "deny" and self.admit(rec.tenant) is not None):
+            # refused, and records cannot be kept now: logged, not queued (no connection was made)
             log.warning("egress: refused %s:%s for tenant %r: the audit log is not keeping up", rec.host, rec.port,
                         rec.tenant)
             return
         try:
-            self._audit.connection(rec.tenant, audited_fields(rec)).add_done_callback(self._written)
+            done = self._audit.connection(rec.tenant, audited_fields(rec))
         except Exception:  # the log is closed (server stopping): say so, the proxy must go on
             self._failed_at = time.monotonic()
             log.exception("egress: the connection record of %s:%s for tenant %r could not be queued",
                           rec.host, rec.port, rec.tenant)
             return
-        self._pending += 1
+        self._total += 1
+        self._pending[rec.tenant] = self._pending.get(rec.tenant, 0) + 1
+        done.add_done_callback(lambda future: self._written(rec.tenant, future))
 
-    def _written(self, done: Future[int]) -> None:
-        self._pending -= 1
+    def _written(self, tenant: str, done: Future[int]) -> None:
+        self._total -= 1
+        left = self._pending[tenant] - 1
+        if left:
+            self._pending[tenant] = left
+        else:
+            del self._pending[tenant]
         if not done.cancelled() and done.exception() is not None:
             self._failed_at = time.monotonic()
             log.error("egress: a connection record was not written: %s", done.exception())

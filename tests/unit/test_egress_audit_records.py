@@ -157,3 +157,18 @@ async def test_the_sink_holds_the_proxy_while_records_wait_or_fail(log: AuditLog
     await log.close()
     sink.record(attempt("pypi.org"))
     assert sink.admit("ada") == "audit"
+
+
+async def test_one_tenants_refusals_cannot_fill_the_backlog_or_hold_the_others(log: AuditLog) -> None:
+    """A tenant's own backlog bound holds that tenant alone, and its refusals made before the proxy asks
+    ``admit`` (a bad head, a bad credential) are not queued while it is held: the backlog stays bounded."""
+    sink = AuditConnections(log, CallLedger(SessionKeys()), max_pending=10, max_pending_per_tenant=1)
+    sink.record(attempt("pypi.org"))
+    assert sink.admit("ada") == "audit" and sink.admit("bob") is None
+    for _ in range(5):
+        sink.record(attempt("", "deny", call=None, rule="bad-request"))
+    sink.record(attempt("pypi.org", tenant="bob"))
+    deadline = time.monotonic() + 10
+    while (sink.admit("ada"), sink.admit("bob")) != (None, None) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the writer thread commits, then the loop runs the done callbacks
+    assert (await log.count("ada"), await log.count("bob")) == (1, 1)
