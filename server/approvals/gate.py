@@ -87,13 +87,19 @@ class ApprovalGate:
 
     async def _wait(self, ctx: ToolContext, row: ApprovalRow, timeout_s: float, deny: Denier) -> ApprovalRow:
         key = (row.tenant_id, row.session_id, row.call_id)
-        if key in self._waiting:  # a repeated call id in one turn: the second cannot be told apart
-            raise Conflict("APPROVAL_PENDING", f"call {row.call_id!r} already waits for a decision")
-        await self.store.add(row)
+        if key in self._waiting:  # the model chose an id that waits already: a decision could reach either call
+            reason = f"call {row.call_id!r} already waits for a decision; a call id must be unique in its turn"
+            await deny("APPROVAL_CALL_ID_REUSED", reason)
+            raise Forbidden("APPROVAL_CALL_ID_REUSED", reason)
         waiter = _Waiting(row, asyncio.get_running_loop().create_future())
-        self._waiting[key] = waiter
+        self._waiting[key] = waiter  # before the first await, so that a concurrent call with this id sees it
         decided = row
         try:
+            try:
+                await self.store.add(row)
+            except Exception:
+                self._waiting.pop(key, None)
+                raise
             await ctx.emit(StateEvent(state="requires_action"))
             await ctx.emit(ApprovalRequiredEvent(call_id=row.call_id, tool_name=row.tool, arguments=row.arguments,
                                                  reason=row.reason_asked, expires_at=row.expires_at))

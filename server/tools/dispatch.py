@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 ChunkCallback = Callable[[str, str], Awaitable[None]]
 # The codes of calls refused by `check` before any event: recorded in the audit log, but no tool_result event.
 REFUSED_BEFORE_RUNNING = frozenset({"TOOL_NOT_FOUND", "INVALID_TOOL_INPUT", "JSON_TOO_DEEP", "JSON_TOO_LARGE",
-                                    "APPROVAL_REQUIRED", "APPROVAL_DENIED", "APPROVAL_TIMEOUT"})
+                                    "APPROVAL_REQUIRED", "APPROVAL_DENIED", "APPROVAL_TIMEOUT",
+                                    "APPROVAL_CALL_ID_REUSED"})
 
 
 class AuditSink(Protocol):
