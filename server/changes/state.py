@@ -23,10 +23,13 @@ class FileState(NamedTuple):
     sha256: str | None
 
 
-def _hash_fd(fd: int) -> str:
+def _hash_fd(fd: int, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes (the size ``fstat`` gave): a file the tenant keeps extending, or
+    makes a terabyte hole after the ``fstat``, must not keep the host reading."""
     digest = hashlib.sha256()
-    while data := os.read(fd, CHUNK):
+    while size > 0 and (data := os.read(fd, min(CHUNK, size))):
         digest.update(data)
+        size -= len(data)
     return digest.hexdigest()
 
 
@@ -40,7 +43,7 @@ def state_at(rootfd: int, rel: str, hash_max: int = HASH_MAX_BYTES) -> FileState
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        digest = _hash_fd(fd) if st.st_size <= hash_max else None
+        digest = _hash_fd(fd, st.st_size) if st.st_size <= hash_max else None
         return FileState(st.st_size, st.st_mtime_ns, digest)
     except OSError:
         return None

@@ -155,3 +155,28 @@ def test_a_directory_swapped_with_a_link_thousands_of_times_settles_once(ws: Pat
     (ws / "keep" / "old.txt").write_bytes(b"seen")
     assert kinds(watch.finish("d")[0]) == {"keep/old.txt": "modified"}
     watch.close()
+
+
+def test_a_file_that_grows_while_it_is_hashed_is_hashed_to_its_stated_size(ws: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the tenant extends (sparse, to any size) right after the host's fstat is hashed only up to the
+    size fstat gave: the host's read is bounded, so a growing file cannot hold the event loop or a thread."""
+    from server.changes import state
+
+    target = ws / "grows.bin"
+    target.write_bytes(b"small")
+    real_fstat = os.fstat
+
+    def fstat_then_grow(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        os.truncate(target, 64 * 1024 * 1024)  # a hole: costs the tenant nothing, reading it costs the host
+        return st
+
+    rootfd = os.open(ws, os.O_RDONLY | os.O_DIRECTORY)
+    monkeypatch.setattr(state.os, "fstat", fstat_then_grow)
+    try:
+        got = state.state_at(rootfd, "grows.bin")
+    finally:
+        monkeypatch.undo()
+        os.close(rootfd)
+    assert got is not None and (got.size, got.sha256) == (5, sha(b"small"))
