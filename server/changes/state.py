@@ -21,6 +21,7 @@ class FileState(NamedTuple):
     size: int
     mtime_ns: int
     sha256: str | None
+    ctime_ns: int = 0  # no process can set it back (mtime it can): what tells a change when a hash is missing
 
 
 def _hash_fd(fd: int, size: int) -> str:
@@ -44,7 +45,7 @@ def state_at(rootfd: int, rel: str, hash_max: int = HASH_MAX_BYTES) -> FileState
         if not stat.S_ISREG(st.st_mode):
             return None
         digest = _hash_fd(fd, st.st_size) if st.st_size <= hash_max else None
-        return FileState(st.st_size, st.st_mtime_ns, digest)
+        return FileState(st.st_size, st.st_mtime_ns, digest, st.st_ctime_ns)
     except OSError:
         return None
     finally:

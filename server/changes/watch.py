@@ -55,7 +55,8 @@ def classify(before: FileState | None, after: FileState | None) -> ChangeKind | 
         return "deleted"
     if before.sha256 is not None and after.sha256 is not None:
         return None if (before.size, before.sha256) == (after.size, after.sha256) else "modified"
-    return None if (before.size, before.mtime_ns) == (after.size, after.mtime_ns) else "modified"
+    same = (before.size, before.mtime_ns, before.ctime_ns) == (after.size, after.mtime_ns, after.ctime_ns)
+    return None if same else "modified"
 
 
 class WorkspaceWatch:

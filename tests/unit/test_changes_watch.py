@@ -180,3 +180,21 @@ def test_a_file_that_grows_while_it_is_hashed_is_hashed_to_its_stated_size(ws: P
         monkeypatch.undo()
         os.close(rootfd)
     assert got is not None and (got.size, got.sha256) == (5, sha(b"small"))
+
+
+def test_a_file_with_no_before_hash_rewritten_and_its_mtime_set_back_is_modified(
+        ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the first index did not hash, rewritten with as many bytes and its mtime put back (``touch -d``),
+    is still reported modified: its ctime moved, and no process can set that back."""
+    from server.changes import watch as watch_mod
+
+    monkeypatch.setattr(watch_mod, "SCAN_HASH_MAX", 0)  # the index hashes nothing: every "before" is size+times
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    assert watch.index["keep/old.txt"].sha256 is None
+    st = os.stat(ws / "keep" / "old.txt")
+    watch.open("c")
+    (ws / "keep" / "old.txt").write_bytes(b"new")
+    os.utime(ws / "keep" / "old.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert kinds(watch.finish("c")[0]) == {"keep/old.txt": "modified"}
+    watch.close()
