@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,6 +79,26 @@ class AsyncHttp:
             except httpx.TransportError as exc:
                 raise TransportError(f"{method} {path}: {exc!r}") from exc
             return response
+
+    async def save(self, target: str | Path, what: str, method: str, path: str, **kwargs: Any) -> Path:
+        """A response's body streamed into ``target``, written whole or not at all: into ``target.part``,
+        renamed when the last byte is in, removed on any failure (a cut is a ``TransportError`` naming
+        ``what``)."""
+        final = Path(target)
+        partial = final.with_name(final.name + ".part")
+        try:
+            async with self.open(method, path, **kwargs) as response:
+                with partial.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise TransportError(f"{what} cut: {exc!r}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(final)
+        return final
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return (await self.request(method, path, **kwargs)).json()

@@ -28,7 +28,6 @@ from openanalyst_client.admin_resources import (
 )
 from openanalyst_client.audit_verify import verify_export
 from openanalyst_client.config import ClientConfig
-from openanalyst_client.errors import TransportError
 from openanalyst_client.models import (
     AuditKey,
     AuditPage,
@@ -134,21 +133,7 @@ class Audit(_Resource):
 
     async def export(self, path: str | Path, **filters: Any) -> Path:
         """Stream the export (JSON Lines, signed head last) into ``path``; written whole or not at all."""
-        target = Path(path)
-        partial = target.with_name(target.name + ".part")
-        try:
-            async with self._http.open("GET", "/v1/audit/export", params=rq.drop_none(**filters)) as response:
-                with partial.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        out.write(chunk)
-        except httpx.TransportError as exc:
-            partial.unlink(missing_ok=True)
-            raise TransportError(f"audit export cut: {exc!r}") from exc
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(target)
-        return target
+        return await self._http.save(path, "audit export", "GET", "/v1/audit/export", params=rq.drop_none(**filters))
 
     async def key(self) -> AuditKey:
         return AuditKey.model_validate(await self._http.json("GET", "/v1/audit/key"))

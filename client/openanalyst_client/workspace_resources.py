@@ -18,7 +18,6 @@ import httpx
 from openanalyst_client import _requests as rq
 from openanalyst_client._async_http import AsyncEventStream, AsyncHttp
 from openanalyst_client._sync_http import EventStream, SyncHttp
-from openanalyst_client.errors import TransportError
 from openanalyst_client.workspace_models import (
     DefaultEnvironment,
     DirectoryListing,
@@ -92,19 +91,6 @@ def _archive_headers(kind: ArchiveKind) -> dict[str, str]:
     return {"Content-Type": ARCHIVE_TYPES[kind]}
 
 
-def _save(target: Path, chunks: Iterator[bytes]) -> Path:
-    partial = target.with_name(target.name + ".part")
-    try:
-        with partial.open("wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(target)
-    return target
-
-
 class FilesApi:
     """``PUT``/``GET``/``DELETE /v1/files/{path}``: the tenant's workspace, binary-safe."""
 
@@ -129,11 +115,7 @@ class FilesApi:
 
     def download(self, path: str, target: str | Path) -> Path:
         """A file, or a directory as a tar archive, streamed into ``target`` (written whole or not at all)."""
-        try:
-            with self._http.open("GET", files_path(path)) as response:
-                return _save(Path(target), response.iter_bytes())
-        except httpx.TransportError as exc:
-            raise TransportError(f"download of {path} cut: {exc!r}") from exc
+        return self._http.save(target, f"download of {path}", "GET", files_path(path))
 
     def list(self, path: str = "", *, page: int = 1, per_page: int = 100, hashes: bool = True) -> DirectoryListing:
         params: dict[str, Any] = {"list": "true", "page": page, "per_page": per_page, "hash": str(hashes).lower()}
@@ -196,21 +178,7 @@ class AsyncFilesApi:
         return (await self._http.request("GET", files_path(path))).content
 
     async def download(self, path: str, target: str | Path) -> Path:
-        out = Path(target)
-        partial = out.with_name(out.name + ".part")
-        try:
-            async with self._http.open("GET", files_path(path)) as response:
-                with partial.open("wb") as handle:
-                    async for chunk in response.aiter_bytes():
-                        handle.write(chunk)
-        except httpx.TransportError as exc:
-            partial.unlink(missing_ok=True)
-            raise TransportError(f"download of {path} cut: {exc!r}") from exc
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(out)
-        return out
+        return await self._http.save(target, f"download of {path}", "GET", files_path(path))
 
     async def list(self, path: str = "", *, page: int = 1, per_page: int = 100,
                    hashes: bool = True) -> DirectoryListing:

@@ -3,8 +3,12 @@ parsing, configuration from the environment, and the public names."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openanalyst_client
@@ -111,3 +115,47 @@ def test_pooled_connections_expire_before_the_server_closes_them() -> None:
     for client in (openanalyst_client.Client("http://127.0.0.1:9"), openanalyst_client.AsyncClient("http://127.0.0.1:9")):
         pool = client._http.client._transport._pool  # httpcore's pool: where the expiry takes effect
         assert 0 < pool._keepalive_expiry < Settings().http_idle_timeout_s / 2
+
+
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body of two chunks, cut after the first when ``cut``."""
+
+    def __init__(self, cut: bool) -> None:
+        self.cut = cut
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first "
+        if self.cut:
+            raise httpx.ReadError("connection reset mid-body")
+        yield b"second"
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
+
+
+def test_downloads_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A file download and an audit export, blocking and asyncio: a body cut mid-way is a TransportError and
+    leaves the target as it was and no ``.part`` file; a whole body replaces the target."""
+    cut = True
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=_Body(cut)))
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with openanalyst_client.Client("http://server", transport=transport) as oa:
+        saves: list[Callable[[], Any]] = [lambda: oa.files.download("a/b.bin", target),
+                                          lambda: oa.audit.export(target)]
+
+        async def in_async(which: str) -> Path:
+            async with openanalyst_client.AsyncClient("http://server", transport=transport) as aoa:
+                if which == "files":
+                    return await aoa.files.download("a/b.bin", target)
+                return await aoa.audit.export(target)
+        saves += [lambda: asyncio.run(in_async("files")), lambda: asyncio.run(in_async("audit"))]
+        for save in saves:
+            cut = True
+            with pytest.raises(openanalyst_client.TransportError, match="cut"):
+                save()
+            assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+            cut = False
+            assert save() == target and target.read_bytes() == b"first second"
+            target.write_bytes(b"old")
