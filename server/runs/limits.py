@@ -18,6 +18,7 @@ def reset_max_turns(token: contextvars.Token[int | None]) -> None:
 
 
 def run_max_turns(default: int) -> int:
-    """The running run's ``max_turns``, else ``default`` (the server's setting)."""
+    """The running run's ``max_turns``, else ``default`` (the server's setting, which a run can lower, never
+    raise: it is the owner's bound on model turns per message)."""
     value = _MAX_TURNS.get()
-    return default if value is None else value
+    return default if value is None else min(value, default)
