@@ -166,8 +166,7 @@ class ToolDispatcher:
                   if not policy.allows(name) else out_of_scope(name, ctx.skill_scope))
         if denial is not None:
             code, reason = denial
-            await self._started(rec, args, "denied", reason)
-            await self._finished(rec, CallOutcome(error_result(name, code, reason), None, None), "denied")
+            await self._record_denial(rec, args, code, reason)
             raise Forbidden(code, reason)
 
         approval = None if self.approvals is None else await self.approvals.gate(
