@@ -195,8 +195,7 @@ class WorkspaceWatch:
                 came.add(rel)
             elif event.mask & (ino.IN_MOVED_FROM | ino.IN_DELETE):
                 gone.add(rel)
-        for rel in sorted(gone):  # first what went, then what is there now (a path may be both)
-            self._drop_tree(rel)
+        self._drop_trees(gone)  # first what went, then what is there now (a path may be both)
         for rel in sorted(came):
             self._add_tree(rel)
 
@@ -206,14 +205,17 @@ class WorkspaceWatch:
             for child in walk(root, rel, self._on_dir):
                 self._touch(child)
 
-    def _drop_tree(self, rel: str) -> None:
-        """A directory went (removed or moved away): its watches go, its indexed files are touched."""
-        prefix = rel + "/"
+    def _drop_trees(self, gone: set[str]) -> None:
+        """Directories went (removed or moved away): their watches go, their indexed files are touched. One
+        pass over the watches and the index for all of them, by each path's ancestors: a pass per directory
+        let a tenant removing thousands of directories hold the event loop for seconds."""
+        if not gone:
+            return
         for wd, path in list(self._dirs.items()):
-            if path == rel or path.startswith(prefix):
+            if path in gone or _under(path, gone):
                 del self._dirs[wd]
                 self._ino.remove(wd)
-        for path in [p for p in self.index if p.startswith(prefix)]:
+        for path in [p for p in self.index if _under(p, gone)]:
             self._touch(path)
 
     def _rescan(self) -> None:
@@ -223,6 +225,16 @@ class WorkspaceWatch:
         for rel in seen | set(self.index):
             self._touch(rel)
         self.note = "inotify events were lost (queue overflow): changes since were found by a full rescan"
+
+
+def _under(path: str, dirs: set[str]) -> bool:
+    """Whether one of ``path``'s ancestor directories is in ``dirs``."""
+    cut = path.find("/")
+    while cut != -1:
+        if path[:cut] in dirs:
+            return True
+        cut = path.find("/", cut + 1)
+    return False
 
 
 class _Fd:

@@ -198,3 +198,30 @@ def test_a_file_with_no_before_hash_rewritten_and_its_mtime_set_back_is_modified
     os.utime(ws / "keep" / "old.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert kinds(watch.finish("c")[0]) == {"keep/old.txt": "modified"}
     watch.close()
+
+
+def test_many_directories_moved_away_at_once_cost_one_pass_over_the_index(ws: Path, tmp_path: Path) -> None:
+    """Directories moved out of the workspace in one call make their files deleted, reading the index once
+    per drain, not once per directory (that was seconds on the event loop for a few thousand directories)."""
+
+    class CountingDict(dict):  # type: ignore[type-arg]
+        passes = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            CountingDict.passes += 1
+            return super().__iter__()
+
+    for i in range(50):
+        (ws / f"d{i}").mkdir()
+        (ws / f"d{i}" / "f.txt").write_bytes(b"f")
+    (tmp_path / "away").mkdir()
+    watch = WorkspaceWatch(ws)
+    watch.start()
+    watch.index = CountingDict(watch.index)
+    watch.open("c")
+    for i in range(50):
+        os.rename(ws / f"d{i}", tmp_path / "away" / f"d{i}")
+    changes, _ = watch.finish("c")
+    assert kinds(changes) == {f"d{i}/f.txt": "deleted" for i in range(50)}
+    assert CountingDict.passes <= 2
+    watch.close()
