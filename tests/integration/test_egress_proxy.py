@@ -250,6 +250,40 @@ def test_connection_limit_refuses_the_next_and_recovers(env: Env) -> None:
     assert [r.limit for r in recs if r.limit] == ["connections"]
 
 
+def test_connections_without_a_request_are_bounded_per_tenant(env: Env) -> None:
+    """Past max_headless connections of a tenant that have not sent their request head, the next is refused at
+    once with 429 naming the limit (not held for the head timeout); another tenant is served meanwhile, and the
+    tenant again once the silent ones left."""
+    sink = MemorySink()
+    proxy = EgressProxy(lambda _t: RULES, sink, addresses=AddressPolicy.from_strings([f"{ORIGIN_IP}/32"]),
+                        resolver=StaticResolver(NAMES), max_headless=2)
+    thread = ProxyThread(proxy).start()
+    url = f"http://allowed.test:{env.http.port}/hello"
+    try:
+        mine = [thread.listen_tcp(Identity("t1")), thread.listen_tcp(Identity("t1"))]
+        other = "http://{}:{}".format(*thread.listen_tcp(Identity("t2")))
+        silent = [socket.create_connection(address, timeout=10) for address in mine]
+        deadline = time.monotonic() + 10
+        while proxy.headless_connections("t1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        over = _connect("http://{}:{}".format(*mine[0]), f"allowed.test:{env.http.port}")
+        refused = _status(over)
+        over.close()
+        served = curl("-x", other, url)
+        for sock in silent:
+            sock.close()
+        while proxy.headless_connections("t1") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        again = curl("-x", "http://{}:{}".format(*mine[1]), url)
+        records = wait_records(sink, 3)
+    finally:
+        thread.stop()
+    assert refused.startswith(b"HTTP/1.1 429"), refused
+    assert served.stdout == again.stdout == f"hello allowed.test:{env.http.port}", (served, again)
+    assert sorted((r.tenant, r.decision, r.limit) for r in records) == [
+        ("t1", "allow", None), ("t1", "deny", "connections"), ("t2", "allow", None)]
+
+
 def test_duration_limit_ends_a_long_connection(env: Env) -> None:
     """A tunnel open longer than max_connection_s is closed by the proxy and its record says 'duration'."""
     env.rules["t5"] = EgressRules(allow=("allowed.test",), max_connection_s=0.5)

@@ -31,6 +31,10 @@ from toolrunner.egress.relay import HeadTooLarge, Side, relay
 from toolrunner.egress.resolver import ResolveError, Resolver, SystemResolver
 
 HEAD_TIMEOUT_S = 10.0
+#: Connections of one tenant still sending their request head at once. The connection limit is counted from
+#: the decision on, so without this bound a tenant could hold any number of silent connections (each a task and
+#: a descriptor of the server) for HEAD_TIMEOUT_S; a client sends its head at once, so a few suffice.
+MAX_HEADLESS = 64
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class EgressProxy:
 
     def __init__(self, rules_for: RulesFor, sink: ConnectionSink, *, addresses: AddressPolicy | None = None,
                  resolver: Resolver | None = None, attribute: Attribute | None = None,
-                 connector: Connector = open_tcp, admit: Admit | None = None) -> None:
+                 connector: Connector = open_tcp, admit: Admit | None = None,
+                 max_headless: int = MAX_HEADLESS) -> None:
         self._rules_for = rules_for
         self._sink = sink
         self._admit = admit or (lambda _tenant: None)
@@ -107,6 +112,8 @@ class EgressProxy:
         self._connector = connector
         self._matchers: dict[EgressRules, Matcher] = {}
         self._limits: dict[str, TenantLimits] = {}
+        self._max_headless = max_headless
+        self._headless: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve_tcp(self, identity: Identity, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
@@ -140,6 +147,10 @@ class EgressProxy:
         limits = self._limits.get(tenant)
         return limits.open if limits else 0
 
+    def headless_connections(self, tenant: str) -> int:
+        """The tenant's connections still sending their request head (bounded by ``max_headless``)."""
+        return self._headless.get(tenant, 0)
+
     async def handle(self, identity: Identity, client: Side) -> None:
         """Serve one client connection: one attempt, one record."""
         started, wall = time.monotonic(), time.time()
@@ -147,7 +158,7 @@ class EgressProxy:
         limits: TenantLimits | None = None
         upstream: Side | None = None
         try:
-            request, rest = await self._read_request(client, rec)
+            request, rest = await self._read_request(identity.tenant, client, rec)
             who = self._attribute(identity, request.credential)
             if who is None:
                 raise Refused(407, "Proxy Authentication Required", "egress refused: no valid proxy credential "
@@ -191,11 +202,18 @@ class EgressProxy:
                 if side is not None:
                     side.close()
             rec.duration_ms = round((time.monotonic() - started) * 1000, 3)
-            if rec.method or rec.rule:
+            if rec.method or rec.rule or rec.limit:
                 self._sink.record(rec)
 
-    async def _read_request(self, client: Side, rec: ConnectionRecord) -> tuple[ProxyRequest, bytes]:
+    async def _read_request(self, tenant: str, client: Side, rec: ConnectionRecord) -> tuple[ProxyRequest, bytes]:
         assert client.head is not None
+        headless = self._headless.get(tenant, 0)
+        if headless >= self._max_headless:
+            client.head.cancel()  # never read
+            await asyncio.sleep(0)  # the transport is attached a turn after this task starts, then it can answer
+            raise Refused(429, "Too Many Requests", f"egress refused: {headless} connections of this tenant have "
+                          "not sent their request yet (limit 'connections')", limit="connections")
+        self._headless[tenant] = headless + 1
         try:
             head, rest = await asyncio.wait_for(asyncio.shield(client.head), HEAD_TIMEOUT_S)
         except ConnectionError as exc:
@@ -204,6 +222,12 @@ class EgressProxy:
             raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
         except (HeadTooLarge, TimeoutError) as exc:
             raise Refused(400, "Bad Request", "egress: no complete request head", rule="bad-request") from exc
+        finally:
+            left = self._headless[tenant] - 1
+            if left:
+                self._headless[tenant] = left
+            else:
+                del self._headless[tenant]
         try:
             request = parse_head(head)
         except BadRequest as exc:
