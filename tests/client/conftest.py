@@ -16,9 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))  # server_process, agent_support
 
 from agent_support import remove_server_containers
-from server_process import PROVIDER_VARS, ServerProcess, free_port, openanalyst_cmd, serve
+from server_process import PROVIDER_VARS, ServerProcess, account, fake, free_port, openanalyst_cmd, serve
 
-__all__ = ["openanalyst_cmd", "serve", "serve_module"]
+__all__ = ["account", "fake", "openanalyst_cmd", "serve", "serve_module"]
 
 
 @pytest.fixture(scope="module")

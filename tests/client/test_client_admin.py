@@ -5,7 +5,7 @@ what the server documents and returns its typed model, blocking and asyncio alik
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,6 @@ from openanalyst_client.audit_verify import verify_export
 from openanalyst_client.events import StateEvent
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def account() -> Iterator[FakeAccountService]:
-    with FakeAccountService() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
 
 
 @pytest.fixture

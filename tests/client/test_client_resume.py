@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as anthropic:
-        yield anthropic
-
-
-@pytest.fixture
 def server(serve: Callable[..., Any], sandbox_image: str, fake: FakeAnthropic, tmp_path: Path) -> Any:
     return serve(env=server_env(fake.base_url, sandbox_workspace(tmp_path / "owner-ws"),
                                 OPENANALYST_PROVIDER_MAX_RETRIES="0"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(150)]
 CI = Path(__file__).resolve().parents[2] / "policies" / "presets" / "ci.toml"
 ASKING = "".join(line for line in CI.read_text().splitlines(keepends=True) if not line.startswith("disk_")) + \
     'always_ask = ["bash"]\n'
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as anthropic:
-        yield anthropic
 
 
 @pytest.fixture

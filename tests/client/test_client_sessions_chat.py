@@ -5,7 +5,7 @@ chat answered whole and streamed, and a provider failure as a typed error."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,6 @@ from openanalyst_client.events import (
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as anthropic:
-        yield anthropic
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import docker
 import httpx
 import pytest
 from agent_support import remove_server_containers
+from fakes.account import FakeAccountService
+from fakes.anthropic import FakeAnthropic
 
 from toolrunner.quota import release_all
 
@@ -124,3 +126,17 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def openanalyst_cmd() -> list[str]:
     """The argv prefix that runs the ``openanalyst`` console script (conftest modules are not importable)."""
     return openanalyst_command()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic on loopback (real HTTP), for ``server_env(fake.base_url, …)``; script its replies."""
+    with FakeAnthropic() as anthropic:
+        yield anthropic
+
+
+@pytest.fixture
+def account() -> Iterator[FakeAccountService]:
+    """A fake account service on loopback (real HTTP), for ``OPENANALYST_ACCOUNT_SERVICE_URL``."""
+    with FakeAccountService() as service:
+        yield service

@@ -50,13 +50,6 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def account() -> Iterator[FakeAccountService]:
-    """The account service the email sign-in talks to, faked over real HTTP."""
-    with FakeAccountService() as service:
-        yield service
-
-
-@pytest.fixture
 def backends(fake: FakeAnthropic, account: FakeAccountService, tmp_path: Path) -> dict[str, str]:
     """A server with every backend it can be given: a provider, the account service, and model substitution
     (so a model name no provider serves is answered, not a configuration-dependent 400), so that a 5xx or

@@ -36,12 +36,6 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def account() -> Iterator[FakeAccountService]:
-    with FakeAccountService() as service:
-        yield service
-
-
-@pytest.fixture
 def server(serve: Callable[..., ServerProcess], fake: FakeAnthropic, account: FakeAccountService,
            sandbox_image: str, tmp_path: Path) -> ServerProcess:
     """Every backend configured (a provider, the account service, model substitution), so that a 5xx is the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +83,6 @@ SPEC_TOOLS = {"read_file", "write_file", "edit_file", "grep_search", "glob_searc
               "web_search", "web_fetch", "python", "javascript", "agent", "todo_write", "notebook_edit", "skill",
               "tool_search", "config", "structured_output", "sleep", "send_user_message"}
 SSE_EVENTS = {"snapshot", "message", "assistant_delta", "tool_call", "tool_result", "usage", "state", "error"}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-def account() -> Iterator[FakeAccountService]:
-    with FakeAccountService() as service:
-        yield service
 
 
 @pytest.fixture
