@@ -6,6 +6,7 @@ under the default policy has neither the mount nor the variables."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,27 @@ def test_the_inspected_container_proves_the_plumbing(wired: tuple[Any, MemorySin
     assert {m["Destination"] for m in bob.attrs["Mounts"]} == {"/workspace"}
     env = harness.bash("bob", "echo \"[${HTTP_PROXY:-}${https_proxy:-}]\"")
     assert env.result.output.strip() == "[]"
+
+
+# Prints whether the call was forked from a zygote, then every proxy URL of the process's start environment
+# (/proc/self/environ: for a forked call, the zygote's) that is not the session's own.
+FOREIGN_PROXY = """
+import os, sys
+start = open('/proc/self/environ', 'rb').read().split(b'\\0')
+urls = {v.partition(b'=')[2].decode() for v in start if v.partition(b'=')[0].upper() in (b'HTTP_PROXY', b'HTTPS_PROXY')}
+print(sys.flags.no_user_site, sorted(urls - {os.environ['HTTP_PROXY']}))
+"""
+
+
+def test_a_forked_python_call_holds_no_other_sessions_credential(wired: tuple[Any, MemorySink, int]) -> None:
+    """A new session's python call forked from a spare's zygote finds no proxy credential but its own session's
+    in its start environment, so it cannot make its connections another session's (the spare's)."""
+    harness, _sink, _port = wired
+    deadline = time.monotonic() + 60
+    for i in itertools.count():
+        result = harness.call("ada", "python", {"code": FOREIGN_PROXY}, session=f"ses_fork{i}").result
+        flag, foreign = result.output.strip().split(" ", 1)
+        assert foreign == "[]", result
+        if flag == "1":  # forked from the spare's zygote: the case that holds another name's environment
+            break
+        assert time.monotonic() < deadline, "no new session's python call was forked from a spare's zygote"

@@ -59,8 +59,8 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
         if ready is not None:
             forked = partial(ready.fork, cwd, path, env)
         elif not session.name.startswith(ONE_SHOT_PREFIX):
-            ident, python = session.ident, session.runtime.python
-            call.defer(lambda: ZYGOTES.start_later(ident, python, env))
+            ident, python, start_env = session.ident, session.runtime.python, session.env_without_credential()
+            call.defer(lambda: ZYGOTES.start_later(ident, python, start_env))
     try:
         run(call, [*argv, path], session=session, env=env, cwd=cwd, forked=forked)
     finally:

@@ -61,7 +61,7 @@ class SpareShells:
             shell = Shell(placeholder)
             shell.prestart()
             if python:
-                ZYGOTES.start_now(placeholder.ident, runtime.python, placeholder.env())
+                ZYGOTES.start_now(placeholder.ident, runtime.python, placeholder.env_without_credential())
         except (OSError, ToolFailure, IdentityError):
             shell = None  # pids, /tmp or uids exhausted: sessions start their own shells, as without spares
             placeholder.close()

@@ -142,10 +142,16 @@ class Session:
 
     def env(self) -> dict[str, str]:
         """The base environment with this session's HOME (and, under allowlist, its proxy variables)."""
-        env = {**self.runtime.base_env, "HOME": self.home}
+        env = self.env_without_credential()
         if self.runtime.egress_key is not None:
             env.update(session_proxy_env(self.runtime.egress_key, self.name))
         return env
+
+    def env_without_credential(self) -> dict[str, str]:
+        """The environment of a process the runner keeps for the session and forks calls from (its zygote):
+        without the proxy variables, since every forked call can read its parent's start environment back
+        from its own memory (/proc/self/environ), and a spare's zygote serves a session with another name."""
+        return {**self.runtime.base_env, "HOME": self.home}
 
     def adopt_ready(self) -> bool:
         """Whether this session may still take another's identity (it has none of its own yet)."""
