@@ -178,6 +178,21 @@ def test_the_sessions_own_code_cannot_take_over_its_zygote(harness: Any) -> None
     assert state["nice"] == 0
 
 
+def test_a_changed_scheduling_policy_does_not_reach_later_calls(harness: Any) -> None:
+    """A call that moves its zygote to SCHED_IDLE (any process of the uid may) only retires it: the later
+    calls, the one after it and those forked from the next zygote, run under the normal policy."""
+    t = "zy-sched"
+    out(harness, t, "pass")
+    wait_forked(harness, t)
+    idle = FIND + ("import os\nfor p, uid in zygotes():\n    if uid == os.getuid():\n"
+                   "        os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))\nprint('idle')")
+    assert out(harness, t, idle) == "idle\n"
+    policy = "import os; print(os.sched_getscheduler(0))"
+    assert out(harness, t, policy) == f"{os.SCHED_OTHER}\n"
+    wait_forked(harness, t)
+    assert out(harness, t, policy) == f"{os.SCHED_OTHER}\n"
+
+
 def test_another_session_cannot_reach_a_zygote(harness: Any) -> None:
     """A session cannot signal another session's zygote or open its /proc entries; the owner's calls go on."""
     t = "zy-cross"

@@ -11,8 +11,8 @@ here, ``__main__``, ``sys.argv``, ``sys.path[0]``, user site-packages), becomes 
 the file as ``__main__``.
 
 Before each fork it checks what another process of its uid could have changed from outside (resource
-limits, nice value, CPU affinity); if anything differs it answers ``tainted`` and exits, and the runner
-starts a new one. Standard library only; it must not import the runner's package.
+limits, nice value, CPU affinity, scheduling policy); if anything differs it answers ``tainted`` and exits,
+and the runner starts a new one. Standard library only; it must not import the runner's package.
 """
 
 import sys
@@ -44,7 +44,8 @@ _KEEP = (_signal.SIGCHLD, _signal.SIGKILL, _signal.SIGSTOP)
 def _facts() -> tuple[object, ...]:
     """What another process of this uid may change about this one, and children inherit."""
     limits = tuple(resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
-    return limits, os.getpriority(os.PRIO_PROCESS, 0), frozenset(os.sched_getaffinity(0))
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), frozenset(os.sched_getaffinity(0)),
+            os.sched_getscheduler(0))
 
 
 def _fresh_signals() -> None:
