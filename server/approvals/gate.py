@@ -60,8 +60,10 @@ class ApprovalGate:
 
     def refuse_outside_turn(self, ctx: ToolContext, policy: Policy, name: str, args: dict[str, Any]) -> None:
         """403 ``APPROVAL_REQUIRED`` for a call that needs a person where nobody can be asked."""
+        if _INTERACTIVE.get() and ctx.session_id is not None:
+            return  # a person can be asked: ``gate`` decides, once, after the policy check
         asked = policy.ask_reason(name, args)
-        if asked is not None and not (_INTERACTIVE.get() and ctx.session_id is not None):
+        if asked is not None:
             raise Forbidden("APPROVAL_REQUIRED", f"{asked}; such a call runs only in a session's agent turn, "
                                                  "where a person approves it (POST /sessions/{id}/approvals/"
                                                  "{call_id})")
