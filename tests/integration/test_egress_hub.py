@@ -56,18 +56,27 @@ def test_tokens_attribute_calls_and_sessions_and_never_cross_tenants(
     """A call's token names its session and call; after the call, only the session; after the session, nothing
     (407). No token, a made-up token, or another tenant's token on this tenant's socket: 407."""
     egress_hub, registry, sink, origin = hub
+
+    def get(sock_dir: Path, port: int, token: str | None) -> bytes:
+        """``_get``, then its record: the proxy records a connection when it sees the close, so the next
+        request's record could otherwise come first."""
+        before = len(sink.records)
+        reply = _get(sock_dir, port, token)
+        wait_records(sink, before + 1)
+        return reply
+
     a_dir, b_dir = egress_hub.ensure("tenant-a"), egress_hub.ensure("tenant-b")
     token = registry.issue("tenant-a", "sess-1", "call-1")
     other = registry.issue("tenant-b", "sess-9", "call-9")
-    assert _get(a_dir, origin.port, token).endswith(b"hello allowed.test:" + str(origin.port).encode())
+    assert get(a_dir, origin.port, token).endswith(b"hello allowed.test:" + str(origin.port).encode())
     registry.end_call(token)
-    assert _get(a_dir, origin.port, token).startswith(b"HTTP/1.1 200")
+    assert get(a_dir, origin.port, token).startswith(b"HTTP/1.1 200")
     for bad in (None, "made-up", other):
-        reply = _get(a_dir, origin.port, bad)
+        reply = get(a_dir, origin.port, bad)
         assert reply.startswith(b"HTTP/1.1 407") and b'Proxy-Authenticate: Basic realm="openanalyst-egress"' in reply
-    assert _get(b_dir, origin.port, other).startswith(b"HTTP/1.1 200")
+    assert get(b_dir, origin.port, other).startswith(b"HTTP/1.1 200")
     registry.end_session("tenant-a", "sess-1")
-    assert _get(a_dir, origin.port, token).startswith(b"HTTP/1.1 407")
+    assert get(a_dir, origin.port, token).startswith(b"HTTP/1.1 407")
     recs = wait_records(sink, 7)
     assert [(r.tenant, r.session, r.call_id, r.decision) for r in recs] == [
         ("tenant-a", "sess-1", "call-1", "allow"), ("tenant-a", "sess-1", None, "allow"),
