@@ -56,6 +56,7 @@ def test_account_sign_in_status_preference_and_sign_out(server: Any, account: Fa
             assert other.account.status().signed_in is False  # per tenant
         oa.account.sign_out()
         assert oa.account.status().signed_in is False
+    assert account.tokens()  # the sign-in issued tokens: the leak check below has something to look for
     leaked = [t for t in account.tokens() if t in repr(status)]
     assert leaked == []
 
