@@ -66,21 +66,9 @@ class ChangeTracker:
         watch = await self._watch(ctx.tenant_id)
         if watch is None:
             return _with_changes(await run(), None)
-        tenant, call_id = ctx.tenant_id, ctx.call_id
-        self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
-        try:
-            idle = watch.begin(call_id)
-            try:
-                if idle:  # changed while no call ran: the index must hold them before this call's "before"
-                    watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
-                outcome = await run()
-            finally:
-                before, overlapping = watch.end(call_id)
-                now = await asyncio.shield(self._states(watch, before))
-                changes = watch.take_between() + watch.settle(before, now, overlapping=overlapping)
-        finally:
-            self._in_flight[tenant] -= 1
-        report = report_of(changes, watch.note)
+        async with self._window(ctx.tenant_id, watch, ctx.call_id) as changed:
+            outcome = await run()
+        report = report_of(watch.take_between() + changed, watch.note)
         if report.total or report.note:  # its audit record commits with the call's own (group commit)
             self._spawn(self._record(ctx, policy, report))
         return _with_changes(outcome, report)
@@ -108,20 +96,33 @@ class ChangeTracker:
     async def absorbing(self, tenant: str, request_id: str) -> AsyncIterator[list[Change]]:
         """A window for a files API request: its writes are its own (listed in the yielded list after the
         block), not a background change for the next tool call."""
-        out: list[Change] = []
         watch = await self._watch(tenant) if self._policy_for(tenant).change_reports else None
         if watch is None:
-            yield out
+            yield []
             return
-        idle = watch.begin(request_id)
+        async with self._window(tenant, watch, request_id) as changed:
+            yield changed
+
+    @asynccontextmanager
+    async def _window(self, tenant: str, watch: WorkspaceWatch, window_id: str) -> AsyncIterator[list[Change]]:
+        """One window on the tenant's watch, a call's or a files request's: what changed while no call ran is
+        settled first (the index must hold it before this window's "before"), the window's own changes fill
+        the yielded list after the block. Counted in flight while open, so eviction never closes the watch
+        under it."""
+        out: list[Change] = []
+        self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
         try:
-            if idle:
-                watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
-            yield out
+            idle = watch.begin(window_id)
+            try:
+                if idle:
+                    watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
+                yield out
+            finally:
+                before, overlapping = watch.end(window_id)
+                now = await asyncio.shield(self._states(watch, before))
+                out.extend(watch.settle(before, now, overlapping=overlapping))
         finally:
-            before, overlapping = watch.end(request_id)
-            now = await asyncio.shield(self._states(watch, before))
-            out.extend(watch.settle(before, now, overlapping=overlapping))
+            self._in_flight[tenant] -= 1
 
     async def _watch(self, tenant: str) -> WorkspaceWatch | None:
         """The tenant's watch on its mounted workspace; None (logged) when it cannot be had."""
@@ -155,7 +156,7 @@ class ChangeTracker:
             watch.close()
 
     def _evict(self) -> None:
-        for tenant in list(self._watches):
+        for tenant in list(self._watches)[:-1]:  # the last is the one just added, for the call asking now
             if len(self._watches) <= MAX_TENANTS:
                 return
             if not self._in_flight.get(tenant):

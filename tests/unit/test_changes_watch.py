@@ -225,3 +225,39 @@ def test_many_directories_moved_away_at_once_cost_one_pass_over_the_index(ws: Pa
     assert kinds(changes) == {f"d{i}/f.txt": "deleted" for i in range(50)}
     assert CountingDict.passes <= 2
     watch.close()
+
+
+def test_a_files_request_holds_its_watch_while_other_tenants_evict(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A files API request's window counts as in flight: tenants arriving past the watch cap evict idle
+    watches only, so the request's own watch is not closed under it and its upload is still its change."""
+    import asyncio
+
+    from policies.loader import load_policy
+    from server.changes import tracker as tracker_mod
+    from toolrunner.config import SandboxConfig, workspace_path
+
+    config = SandboxConfig(data_dir=tmp_path / "data", image="unused", owner_workspace=tmp_path / "owner")
+
+    class Manager:
+        def __init__(self) -> None:
+            self.config = config
+
+        async def ensure_started(self, tenant: str) -> None:
+            workspace_path(config, tenant).mkdir(parents=True, exist_ok=True)
+
+    class Backend:
+        async def manager(self) -> Manager:
+            return Manager()
+
+    monkeypatch.setattr(tracker_mod, "MAX_TENANTS", 1)
+    tracker = tracker_mod.ChangeTracker(Backend(), None, lambda tenant: load_policy("default"))
+
+    async def main() -> list[str]:
+        async with tracker.absorbing("a", "upload") as changed:
+            assert await tracker._watch("b") is not None  # the cap is 1: an idle watch would go now
+            (workspace_path(config, "a") / "up.txt").write_bytes(b"uploaded")
+        await tracker.close()
+        return [c.path for c in changed]
+
+    assert asyncio.run(main()) == ["up.txt"]
