@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 MIRRORED: list[type[Model]] = [
     models.PageMeta, models.TextBlock, models.ToolUseBlock, models.ToolResultBlock, models.StoredMessage,
     models.TodoItem, models.Session, models.SessionSummary, models.SessionDetail, models.SessionPage,
-    models.Interrupted, models.ToolError, models.ToolResult, models.ToolCallAnswer, models.ToolInfo,
+    models.Interrupted, models.ToolError, models.FileChange, models.ChangeReport, models.ToolResult,
+    models.ToolCallAnswer, models.ToolInfo,
     models.ToolList, models.ChatUsage, models.ChatToolCall, models.ErrorDetail, models.ChatAnswer,
     models.AuditRecord, models.ConnectionAuditRecord, models.NetworkSummary,
     models.AuditPage, models.AuditKey, models.Verification, models.Health, models.Me,
@@ -38,6 +39,19 @@ MIRRORED: list[type[Model]] = [
     run_models.RunError, run_models.Run, run_models.RunCreated, run_models.RunList, run_models.Delivery,
     run_models.DeliveryList, run_models.Approval, run_models.ApprovalList,
 ]
+
+NOT_MIRRORED = {models.Model, events.Event, events.UnknownEvent}
+"""The client's own bases and its catch-all for event types it does not know: no schema of the document."""
+
+
+def test_every_model_is_mirrored() -> None:
+    """Each model the client defines is held to a schema above (or is one of its own bases): a model added to
+    the client but not to MIRRORED would otherwise drift unchecked."""
+    defined = {obj for module in (models, events, admin_models, run_models, workspace_models)
+               for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, Model) and obj.__module__ == module.__name__}
+    assert defined - NOT_MIRRORED - set(MIRRORED) == set()
+
 
 # (method, path, success status, schema of the JSON answer or None) for every route the client calls.
 ROUTES: list[tuple[str, str, str, str | None]] = [
