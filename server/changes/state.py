@@ -13,7 +13,6 @@ from server.files.safepath import openat2
 from server.files.walk import entries
 
 HASH_MAX_BYTES = 256 * 1024 * 1024  # files larger than this get no SHA-256 in a report (size and mtime only)
-SCAN_HASH_BUDGET = 1024 * 1024 * 1024  # the first index hashes at most this much; the rest: "before" unknown
 CHUNK = 1024 * 1024
 
 

@@ -14,11 +14,9 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from server.changes.state import state_at
+from server.changes.state import HASH_MAX_BYTES, state_at
 from server.files.errors import FilesError
 from server.files.safepath import Root, describe
-
-HASH_MAX_BYTES = 256 * 1024 * 1024  # a listing hashes files up to this size; larger ones have no sha256
 
 
 @dataclass(frozen=True)
