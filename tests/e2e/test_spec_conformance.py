@@ -310,6 +310,9 @@ def test_sandbox_and_security(server: Any, tmp_path: Path) -> None:
                        json={"input": {"path": "owner.txt", "content": "mine"}}).json()
     assert owner["error"] is None
     assert (tmp_path / "owner-ws" / "owner.txt").read_text() == "mine"  # OPENANALYST_OWNER_WORKSPACE
+    alpha = httpx.post(f"{server.base}/v1/tools/write_file", headers={"X-Tenant-ID": "team-alpha"}, timeout=120,
+                       json={"input": {"path": "alpha.txt", "content": "alpha's"}}).json()
+    assert alpha["error"] is None  # another tenant's directory exists, so the listing below could show it
     gamma = {"X-Tenant-ID": "team-gamma"}
     for path in ("/etc/owned", "../escape.txt", str(server.data_dir / "server.db")):
         denied = httpx.post(f"{server.base}/v1/tools/write_file", headers=gamma, timeout=120,
@@ -318,7 +321,7 @@ def test_sandbox_and_security(server: Any, tmp_path: Path) -> None:
     system = httpx.post(f"{server.base}/v1/tools/bash", headers=gamma, timeout=120,
                         json={"input": {"command": "echo x > /usr/owned; ls /workspace/.. ; id -u"}}).json()
     assert "Read-only file system" in system["output"] or "Permission denied" in system["output"]
-    assert "team-alpha" not in system["output"] and "owner.txt" not in system["output"]
+    assert not [name for name in ("team-alpha", "alpha.txt", "owner.txt") if name in system["output"]], system
     wrote = httpx.post(f"{server.base}/v1/tools/write_file", headers=gamma, timeout=120,
                        json={"input": {"path": "g.txt", "content": "gamma"}}).json()
     assert wrote["error"] is None
