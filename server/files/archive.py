@@ -88,11 +88,15 @@ def _safe_parts(name: str) -> list[str] | None:
     return parts
 
 
+def _too_large(total: int, cap: int) -> FilesError:
+    return FilesError("ARCHIVE_TOO_LARGE", f"the archive unpacks to {total} bytes or more, over the policy's "
+                                           f"limit of {cap} bytes; nothing was written")
+
+
 def _check_totals(entries: list[Entry], cap: int) -> None:
     total = sum(e.size for e in entries)
     if total > cap:
-        raise FilesError("ARCHIVE_TOO_LARGE", f"the archive unpacks to {total} bytes, over the policy's limit "
-                                              f"of {cap} bytes; nothing was written")
+        raise _too_large(total, cap)
 
 
 def unpack(root: Root, base: list[str], spool: BinaryIO, kind: Kind, ident: Identity, cap: int) -> Unpacked:
@@ -101,8 +105,7 @@ def unpack(root: Root, base: list[str], spool: BinaryIO, kind: Kind, ident: Iden
     try:
         if kind == "tar":
             with tarfile.open(fileobj=spool, mode="r:*") as tf:
-                members = _take(_tar_entries(tf))
-                _check_totals([e for e, _ in members], cap)
+                members = _take(_tar_entries(tf), cap)
                 return _write_all(root, base, [(e, partial(tf.extractfile, m)) for e, m in members],
                                   ident, cap)
         with zipfile.ZipFile(spool) as zf:
@@ -118,12 +121,19 @@ def unpack(root: Root, base: list[str], spool: BinaryIO, kind: Kind, ident: Iden
         raise FilesError("INVALID_ARCHIVE", f"the archive could not be read: {exc}") from None
 
 
-def _take(entries: Iterator[tuple[Entry, tarfile.TarInfo]]) -> list[tuple[Entry, tarfile.TarInfo]]:
-    out = []
+def _take(entries: Iterator[tuple[Entry, tarfile.TarInfo]], cap: int) -> list[tuple[Entry, tarfile.TarInfo]]:
+    """A tar's members, refused as soon as their count or declared total passes the caps: listing a
+    compressed tar decompresses every member's data on the way, so a gzip bomb must stop at its first
+    oversized header, not after terabytes of zeros."""
+    out: list[tuple[Entry, tarfile.TarInfo]] = []
+    total = 0
     for pair in entries:
         out.append(pair)
         if len(out) > MAX_ENTRIES:
             raise FilesError("ARCHIVE_TOO_LARGE", f"the archive has more than {MAX_ENTRIES} entries")
+        total += pair[0].size
+        if total > cap:
+            raise _too_large(total, cap)
     return out
 
 
