@@ -198,29 +198,26 @@ class Zygotes:
             if zygote is not None:
                 self._by_uid[ident.uid] = zygote
 
+    def _start(self, ident: Ident, python: str, env: dict[str, str]) -> None:
+        """Start the zygote the caller claimed and record it (or that none came)."""
+        zygote = None
+        try:
+            zygote = Zygote.start(ident, python, env)
+        finally:
+            self._started(ident, zygote)
+
     def start_now(self, ident: Ident, python: str, env: dict[str, str]) -> None:
         """Start a zygote for `ident` on this thread and wait until it is ready (a spare's filler)."""
         if self._claim(ident):
-            zygote = None
-            try:
-                zygote = Zygote.start(ident, python, env)
-            finally:
-                self._started(ident, zygote)
+            self._start(ident, python, env)
 
     def start_later(self, ident: Ident, python: str, env: dict[str, str]) -> None:
         """Start a zygote for `ident` on a thread of its own, unless one lives or is starting."""
         if not self._claim(ident):
             return
-
-        def start() -> None:
-            zygote = None
-            try:
-                zygote = Zygote.start(ident, python, env)
-            finally:
-                self._started(ident, zygote)
-
         try:
-            threading.Thread(target=start, name=f"zygote-start-{ident.uid}", daemon=True).start()
+            threading.Thread(target=self._start, args=(ident, python, env), name=f"zygote-start-{ident.uid}",
+                             daemon=True).start()
         except RuntimeError:  # the pids limit: no zygote, calls run as processes of their own
             self._started(ident, None)
 
