@@ -67,6 +67,7 @@ class Zygote:
         self.proc = proc
         self.sock = sock
         self._lock = threading.Lock()
+        self._reaping = threading.Lock()  # held to reap the zygote, and to signal it (_signal)
 
     @classmethod
     def start(cls, ident: Ident, python: str, env: dict[str, str]) -> Zygote | None:
@@ -98,13 +99,17 @@ class Zygote:
 
     def _reap(self) -> None:
         """Wait for the zygote from the start, so that once killed (a sweep, a session close) it is reaped
-        at once and its uid is free of it."""
-        self.proc.wait()
+        at once and its uid is free of it. It is reaped under `_reaping`, after a wait that leaves it a
+        zombie, so that `_signal` never reaches a pid that was freed (and perhaps given to another session)."""
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        with self._reaping:
+            self.proc.wait()
         REGISTRY.untrack(self.proc.pid)
         self.sock.close()
 
     def alive(self) -> bool:
-        return self.proc.returncode is None and self.proc.poll() is None
+        return self.proc.returncode is None  # set once _reap has reaped it (a poll here could reap it first)
 
     def _line(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -132,8 +137,7 @@ class Zygote:
             null = os.open(os.devnull, os.O_RDONLY)
             pid = None
             try:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGCONT)  # a process of the session may have stopped it
+                self._signal(signal.SIGCONT)  # a process of the session may have stopped it
                 with REGISTRY.adopting() as track:
                     fds = array.array("i", [null, out_w, err_w])
                     self.sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
@@ -158,9 +162,17 @@ class Zygote:
         return pid > 1 and ppid(pid) == os.getpid() and uid_of(pid) == self.ident.uid
 
     def stop(self) -> None:
-        killpg(self.proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL, group=True)
+
+    def _signal(self, sig: int, *, group: bool = False) -> None:
+        """Send `sig` to the zygote (and its process group) unless it was reaped: its pid is its own till then."""
+        with self._reaping:
+            if self.proc.returncode is not None:
+                return
+            if group:
+                killpg(self.proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
 
 
 def _env_block(env: dict[str, str]) -> str:
