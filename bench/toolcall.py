@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import toolcall_api
 from bench.peers import env as peer_env
-from policies.loader import policy_for
+from policies.loader import load_policy
 from policies.model import Policy
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
@@ -174,23 +174,20 @@ async def idle_memory(manager: SandboxManager, names: list[str]) -> None:
            "cgroup total_rss")
 
 
-def bench_policy() -> Policy:
-    base = policy_for("default")
-    return Policy.model_validate({**base.model_dump(), "name": "bench", "max_concurrent_calls": BENCH_CAP})
-
-
 def bench_policy_file(directory: Path) -> Path:
-    """The default preset with the bench's cap, as a file for the API server (``OPENANALYST_SANDBOX_POLICY``)."""
+    """The default preset with the bench's cap, as a file: the API server reads it (``OPENANALYST_SANDBOX_POLICY``)
+    and the client rows load it, so both run under one policy."""
     text = (Path(__file__).resolve().parents[1] / "policies" / "presets" / "default.toml").read_text()
     text = re.sub(r"(?m)^name = .*$", 'name = "bench"', text)
     text = re.sub(r"(?m)^max_concurrent_calls = .*$", f"max_concurrent_calls = {BENCH_CAP}", text)
     path = directory / "bench.toml"
     path.write_text(text)
+    if load_policy(path).max_concurrent_calls != BENCH_CAP:  # the preset's line moved: fail, not compare unlike
+        raise RuntimeError(f"{path}: the bench's cap did not replace the preset's max_concurrent_calls")
     return path
 
 
-async def client_part(args: argparse.Namespace, image: str) -> None:
-    policy = bench_policy()
+async def client_part(args: argparse.Namespace, image: str, policy: Policy) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="oa-bench-"))
     config = SandboxConfig(data_dir=data_dir, image=image, server_id=f"bench-{uuid.uuid4().hex[:8]}",
                            extra_labels={"openanalyst.test": "1"}, owner_workspace=data_dir / "owner")
@@ -312,12 +309,12 @@ def main() -> None:
     load_before = os.getloadavg()
     image = resolve_image(args.image)
     host_rows(args.n)
-    asyncio.run(client_part(args, image))
-    if args.api:
-        with tempfile.TemporaryDirectory(prefix="oa-bench-policy-") as policy_dir:
+    with tempfile.TemporaryDirectory(prefix="oa-bench-policy-") as policy_dir:
+        policy_file = bench_policy_file(Path(policy_dir))
+        asyncio.run(client_part(args, image, load_policy(policy_file)))
+        if args.api:
             try:
-                api_rows = toolcall_api.run(args.n, image, bench_policy_file(Path(policy_dir)), args.tenants,
-                                            args.calls)
+                api_rows = toolcall_api.run(args.n, image, policy_file, args.tenants, args.calls)
             except Exception as exc:  # the table still comes out, with the failure in it
                 api_rows = [toolcall_api.ApiRow("HTTP API", "", note=f"failed: {exc!r}"[:160], value="n/a")]
             for api_row in api_rows:
