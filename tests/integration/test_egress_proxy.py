@@ -428,6 +428,62 @@ def test_an_upstream_that_speaks_first_is_relayed(env: Env, relay_mode: str) -> 
     assert rec.bytes_up == 4 and rec.bytes_down == len(b"220 banner\r\nPING")
 
 
+def _echo_once(data: bytes, answer: bytes | None = None) -> tuple[int, threading.Thread, socket.socket]:
+    """An origin on ORIGIN_IP that reads ``len(data)`` bytes, answers ``answer`` (default: them upper-cased)
+    and closes."""
+    listener = socket.create_server((ORIGIN_IP, 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got = b""
+            while len(got) < len(data) and (chunk := conn.recv(65536)):
+                got += chunk
+            conn.sendall(got.upper() if answer is None else answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread, listener
+
+
+def _tunnel_with_payload(proxy: str, port: int, payload: bytes) -> bytes:
+    """CONNECT and ``payload`` in one write (so the proxy reads them together); everything the client gets."""
+    host, proxy_port = proxy.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(proxy_port)), timeout=10) as sock:
+        sock.sendall(f"CONNECT allowed.test:{port} HTTP/1.1\r\n\r\n".encode() + payload)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_bytes_sent_with_the_head_are_counted(env: Env, relay_mode: str) -> None:
+    """Bytes a client sends behind its CONNECT head in the same write reach the origin and count in bytes_up,
+    through every relay: a tunnel cannot carry them unrecorded."""
+    payload = b"x" * 20_000
+    port, thread, listener = _echo_once(payload)
+    data = _tunnel_with_payload(env.listen(), port, payload)
+    thread.join(10)
+    listener.close()
+    assert data.endswith(payload.upper()), data[:200]
+    (rec,) = env.wait_records(1)
+    assert rec.bytes_up == len(payload) and rec.bytes_down == len(payload)
+
+
+def test_bytes_sent_with_the_head_pass_the_bandwidth_bucket(env: Env) -> None:
+    """At 400 kbit/s (50 kB/s, one second of burst) 100 kB sent with the head (one read) are held back about a
+    second: a new connection per burst does not lift the tenant's bandwidth limit."""
+    env.rules["t9"] = EgressRules(allow=("allowed.test",), bandwidth_kbps=400)
+    payload = b"x" * 100_000
+    port, thread, listener = _echo_once(payload, b"ok")
+    data = _tunnel_with_payload(env.listen("t9"), port, payload)
+    thread.join(10)
+    listener.close()
+    assert data.endswith(b"\r\n\r\nok"), data
+    (rec,) = env.wait_records(1)
+    assert rec.throttled_ms > 500 and rec.bytes_up == len(payload)
+
+
 def test_a_silent_connection_is_not_an_attempt(env: Env) -> None:
     """Connecting and leaving without a byte (a readiness probe) leaves no record; leaving in the middle of a
     request head is a bad request, recorded."""

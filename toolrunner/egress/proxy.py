@@ -181,13 +181,16 @@ class EgressProxy:
             rec.decision = "allow"
             if request.method == "CONNECT":
                 client.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            first = request.upstream_head + rest
+            first = request.upstream_head + rest  # rest: what the client sent behind its head, in the same read
+            waited = limits.bucket.spend(len(first)) if limits.bucket else 0.0  # they pass the bucket too
+            if waited:
+                await asyncio.sleep(waited)
             if not await relay(client, upstream, limits.bucket, first,
                                rules.max_connection_s - (time.monotonic() - started)):
                 rec.limit = "duration"
-            rec.bytes_up = client.received + len(request.upstream_head)
+            rec.bytes_up = client.received + len(first)
             rec.bytes_down = upstream.received
-            rec.throttled_ms = round((client.throttled_s + upstream.throttled_s) * 1000, 3)
+            rec.throttled_ms = round((waited + client.throttled_s + upstream.throttled_s) * 1000, 3)
         except Refused as exc:
             rec.rule, rec.limit, rec.error = rec.rule or exc.rule, exc.limit, exc.error
             client.write(_refusal(exc, rec))
