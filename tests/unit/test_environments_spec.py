@@ -59,6 +59,9 @@ def test_too_many_packages() -> None:
     "ENTRYPOINT [\"sh\"]", "CMD sh", "SHELL [\"/bin/sh\"]", "ONBUILD RUN x", "ARG X", "VOLUME /x",
     "RUN true \\\n&& true\nuser nobody", "ENV PATH=/evil:$PATH", "ENV LD_PRELOAD /x.so",
     "ENV A=1 PYTHONPATH=/x", "RUN cat <<EOF\nx\nEOF", "RUN x \\",
+    # the builder expands an ENV name like a word: quotes, escapes and variables would spell a refused one
+    'ENV "LD_PRELOAD"=/x.so', "ENV LD_PRE\\LOAD=/x.so", "ENV ${NOTHING}PATH=/evil", "ENV 'PATH' /evil",
+    "ENV A=1 \"PYTHONPATH\"=/x",
 ])
 def test_fragment_refused(fragment: str) -> None:
     """Only RUN, ENV and LABEL; no ENV that decides what the runner loads; no heredoc or dangling line."""
@@ -69,6 +72,7 @@ def test_fragment_refused(fragment: str) -> None:
 def test_fragment_allowed_and_normalised() -> None:
     """Comments, continuations and CRLF are fine; the stored text has LF line ends and no trailing spaces."""
     defn = definition(dockerfile="# setup\r\nRUN echo a \\\r\n  && echo b   \r\nENV FOO=bar\r\nLABEL x=y\r\n")
+    assert definition(dockerfile="ENV JAVA_OPTS=\"-Xmx1g -Dfoo=bar\" B='x =y' C=a\\ b=c").dockerfile
     assert defn.dockerfile == "# setup\nRUN echo a \\\n  && echo b\nENV FOO=bar\nLABEL x=y"
     assert defn.instructions == ("RUN", "ENV", "LABEL")
 

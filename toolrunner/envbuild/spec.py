@@ -106,13 +106,45 @@ def check_fragment(text: str) -> tuple[str, tuple[str, ...]]:
 
 
 _ENV_REFUSED = re.compile(r"PATH|LD_[A-Z_]*|PYTHON[A-Z_]*|NODE_OPTIONS|OPENANALYST_[A-Z_]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _words(text: str) -> list[str]:
+    """ENV's arguments split as the builder's parser splits them (moby ``parseWords``): on whitespace outside
+    quotes, a backslash keeping the next character with it except inside single quotes; quotes are kept."""
+    words: list[str] = []
+    word, quote, i = "", "", 0
+    while i < len(text):
+        ch = text[i]
+        if not quote and ch.isspace():
+            if word:
+                words.append(word)
+            word, i = "", i + 1
+            continue
+        if ch == "\\" and quote != "'" and i + 1 < len(text):
+            word, i = word + text[i:i + 2], i + 2
+            continue
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        word, i = word + ch, i + 1
+    return [*words, word] if word else words
 
 
 def _check_env(line: str) -> None:
-    """``ENV`` may not set what decides which program starts as the runner or what it loads."""
+    """``ENV`` may not set what decides which program starts as the runner or what it loads. Every name must
+    be plain: the builder expands a name like a word, so ``"PATH"``, ``PA\\TH`` or ``${X}PATH`` set PATH."""
     body = line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else ""
-    names = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", body) or body.split(None, 1)[:1]
+    words = _words(body)
+    if words and "=" not in words[0]:  # the old form, ENV name value
+        names = re.split(r"[\t\v\f\r ]+", body, maxsplit=1)[:1]
+    else:
+        names = [word.split("=", 1)[0] for word in words]
     for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise EnvironmentInvalid(f"{FRAGMENT}: ENV name {name!r} is not a plain name (no quotes, escapes "
+                                     f"or variables: the builder would expand them)")
         if _ENV_REFUSED.fullmatch(name):
             raise EnvironmentInvalid(f"{FRAGMENT} may not set ENV {name}: it decides what the runner starts "
                                      f"or loads")
