@@ -1,11 +1,11 @@
 """The approval gate binds a person's decision to the one call it showed: two calls of one turn that share a
-call id (the model chooses call ids) cannot both wait, and the refused one is recorded as denied."""
+call id (ids come from the provider's answer; some servers repeat them) cannot both wait, and the refused one
+is recorded as denied."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -47,7 +47,7 @@ def test_a_repeated_call_id_cannot_take_over_the_decision(tmp_path: Path) -> Non
 
     try:
         asyncio.run(scenario())
-        rows: list[Any] = gate.store.for_session("alice", "s1")
+        rows = gate.store.for_session("alice", "s1")
         assert [(r.arguments["command"], r.status) for r in rows] == [("echo harmless", "allowed")]
     finally:
         db.close()
