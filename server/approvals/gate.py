@@ -89,7 +89,7 @@ class ApprovalGate:
 
     async def _wait(self, ctx: ToolContext, row: ApprovalRow, timeout_s: float, deny: Denier) -> ApprovalRow:
         key = (row.tenant_id, row.session_id, row.call_id)
-        if key in self._waiting:  # the model chose an id that waits already: a decision could reach either call
+        if key in self._waiting:  # a provider repeated an id that waits: a decision could reach either call
             reason = f"call {row.call_id!r} already waits for a decision; a call id must be unique in its turn"
             await deny("APPROVAL_CALL_ID_REUSED", reason)
             raise Forbidden("APPROVAL_CALL_ID_REUSED", reason)
