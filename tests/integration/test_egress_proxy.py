@@ -484,6 +484,20 @@ def test_bytes_sent_with_the_head_pass_the_bandwidth_bucket(env: Env) -> None:
     assert rec.throttled_ms > 500 and rec.bytes_up == len(payload)
 
 
+def test_a_bandwidth_below_one_read_still_flows(env: Env) -> None:
+    """At 80 kbit/s (10 kB/s, less than the loop-driven splice's smallest read) a tunnel's 15 kB arrive,
+    throttled, instead of stalling until the connection's time limit."""
+    env.rules["t10"] = EgressRules(allow=("allowed.test",), bandwidth_kbps=80)
+    answer = b"y" * 15_000
+    port, thread, listener = _echo_once(b"hi", answer)
+    data = _tunnel_with_payload(env.listen("t10"), port, b"hi")
+    thread.join(10)
+    listener.close()
+    assert data.endswith(b"\r\n\r\n" + answer), len(data)
+    (rec,) = env.wait_records(1)
+    assert rec.bytes_down == len(answer) and rec.throttled_ms > 200
+
+
 def test_a_silent_connection_is_not_an_attempt(env: Env) -> None:
     """Connecting and leaving without a byte (a readiness probe) leaves no record; leaving in the middle of a
     request head is a bad request, recorded."""

@@ -68,8 +68,9 @@ class _Direction:
         size = PIPE_SIZE
         if self.bucket is not None:  # read no more than the bucket holds, so the rate holds for the client too
             allowed = self.bucket.available()
-            if allowed < MIN_READ:
-                wait = (MIN_READ - allowed) / self.bucket.rate
+            need = min(MIN_READ, self.bucket.rate)  # the bucket never holds more than a second's worth
+            if allowed < need:
+                wait = (need - allowed) / self.bucket.rate
                 self.throttled_s += wait
                 self._read_off()
                 self.loop.call_later(wait, self._read_on)
