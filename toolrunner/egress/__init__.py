@@ -7,7 +7,7 @@ from toolrunner.egress.addresses import AddressPolicy, address_kind
 from toolrunner.egress.credentials import CredentialRegistry, SessionKeys
 from toolrunner.egress.hub import EgressHub, proxy_env
 from toolrunner.egress.proxy import Attribution, EgressProxy, Identity
-from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink, RecentSink
+from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink
 from toolrunner.egress.resolver import ResolveError, Resolver, StaticResolver, SystemResolver
 from toolrunner.egress.thread import ProxyThread
 
@@ -22,7 +22,6 @@ __all__ = [
     "Identity",
     "MemorySink",
     "ProxyThread",
-    "RecentSink",
     "ResolveError",
     "Resolver",
     "SessionKeys",

@@ -1,13 +1,12 @@
 """One structured record per connection attempt, and where records go.
 
-``ConnectionSink`` is the interface the audit log will implement (issue 9, point 3); ``MemorySink`` keeps
+``ConnectionSink`` is the interface the server's audit log implements (``server.egress_wiring``); ``MemorySink`` keeps
 records in a list for tests and the bench. ``record`` is called once per attempt, allowed or denied, from the
 proxy's event loop, so an implementation must not block (queue and write elsewhere).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
@@ -55,16 +54,3 @@ class MemorySink:
     def record(self, rec: ConnectionRecord) -> None:
         self.records.append(rec)
 
-
-class RecentSink:
-    """The last ``maxlen`` records in memory: the server's sink until the audit log takes them (issue 9,
-    point 3). Bounded, so a tenant opening connections in a loop cannot grow the server."""
-
-    def __init__(self, maxlen: int = 10_000) -> None:
-        self._records: deque[ConnectionRecord] = deque(maxlen=maxlen)
-
-    def record(self, rec: ConnectionRecord) -> None:
-        self._records.append(rec)
-
-    def recent(self, tenant: str | None = None) -> list[ConnectionRecord]:
-        return [r for r in self._records if tenant is None or r.tenant == tenant]
