@@ -8,7 +8,6 @@ does not know, so tool schemas are reduced to the subset it accepts.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -23,6 +22,7 @@ from server.providers.types import (
     ToolCall,
     ToolUseBlock,
     Usage,
+    fallback_call_id,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -141,7 +141,7 @@ class _Parser:
                 elif "functionCall" in part:
                     call = part["functionCall"]
                     self._called = True
-                    out.append(ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}",
+                    out.append(ToolCall(id=call.get("id") or fallback_call_id(),
                                         name=call.get("name", ""), arguments=call.get("args") or {}))
             self._finish = cand.get("finishReason") or self._finish
         return out

@@ -7,7 +7,6 @@ Tool calls come whole with object arguments and no ids (ids are made up here); t
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -22,6 +21,7 @@ from server.providers.types import (
     ToolCall,
     ToolUseBlock,
     Usage,
+    fallback_call_id,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
@@ -117,7 +117,7 @@ class _Parser:
                 except ValueError:
                     raise self._adapter.error("retryable", "malformed tool call arguments") from None
             self._called = True
-            out.append(ToolCall(id=call.get("id") or f"call_{secrets.token_hex(8)}", name=fn.get("name", ""),
+            out.append(ToolCall(id=call.get("id") or fallback_call_id(), name=fn.get("name", ""),
                                 arguments=args if isinstance(args, dict) else {}))
         if obj.get("done"):
             self.done = True

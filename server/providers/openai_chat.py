@@ -25,6 +25,7 @@ from server.providers.types import (
     ToolCall,
     ToolUseBlock,
     Usage,
+    fallback_call_id,
 )
 
 REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(?:o1|o3|o4|gpt-5)")
@@ -149,7 +150,7 @@ class _Parser:
             args = parse_json_object("".join(slot["args"]))
             if args is None:
                 raise self._adapter.error("retryable", f"malformed arguments for tool call {slot['name']!r}")
-            out.append(ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=args))
+            out.append(ToolCall(id=slot["id"] or fallback_call_id(), name=slot["name"], arguments=args))
         self._calls.clear()
         return out
 

@@ -6,6 +6,7 @@ format. Blocks carry a ``type`` tag so that stored messages can be read back int
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,6 +73,13 @@ class ToolCall(_Frozen):
     id: str
     name: str
     arguments: dict[str, Any]
+
+
+def fallback_call_id() -> str:
+    """An id for a tool call whose provider sent none. It must never repeat: approvals, audit records and
+    tool results are matched by call id, and an index-based id (``call_0``) repeats in every turn and in
+    every sub-agent, so a decision meant for one call could settle another."""
+    return f"call_{secrets.token_hex(8)}"
 
 
 class Usage(_Frozen):

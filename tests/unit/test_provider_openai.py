@@ -95,3 +95,21 @@ def test_malformed_tool_arguments_are_an_error() -> None:
         fake.script([Reply(raw_body=raw)])
         _, err = send(CASE, fake, request("gpt-4o"))
     assert err is not None and err.kind == "retryable" and "bash" in err.message
+
+
+def test_a_tool_call_without_an_id_gets_one_that_never_repeats() -> None:
+    """A gateway that sends no tool-call id: the adapter makes one, different in every answer (an index such as
+    ``call_0`` would repeat, and approvals and audit records are matched by call id)."""
+    from server.providers.openai_chat import OpenAIChatAdapter, _Parser
+    from server.providers.types import ToolCall
+
+    chunk = {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "bash",
+                                                                                 "arguments": '{"command": "ls"}'}}]},
+                          "finish_reason": "tool_calls"}]}
+    ids = []
+    for _ in range(2):
+        parser = _Parser(OpenAIChatAdapter.__new__(OpenAIChatAdapter))
+        (call,) = [e for e in parser.feed(("", json.dumps(chunk))) if isinstance(e, ToolCall)]
+        assert (call.name, call.arguments) == ("bash", {"command": "ls"})
+        ids.append(call.id)
+    assert ids[0] != ids[1] and all(i.startswith("call_") and len(i) > len("call_0") for i in ids)
