@@ -19,7 +19,6 @@ from toolrunner.egress import (
     EgressProxy,
     MemorySink,
     StaticResolver,
-    proxy_env,
 )
 
 ORIGIN_IP = "127.0.0.2"
@@ -102,14 +101,6 @@ def test_socket_directories_are_per_tenant_and_released(
     assert not a_dir.exists() and egress_hub.tenants() == []
     with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(a_dir / "proxy.sock"))
-
-
-def test_proxy_env_sets_every_spelling() -> None:
-    """A call gets HTTP(S)_PROXY in both cases pointing at the container's forwarder with its token, and an
-    empty NO_PROXY so nothing is exempted."""
-    env = proxy_env("tok")
-    assert env["HTTP_PROXY"] == env["https_proxy"] == "http://tok:x@127.0.0.1:3128"
-    assert env["NO_PROXY"] == env["no_proxy"] == ""
 
 
 def test_a_socket_directory_too_long_for_unix_sockets_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Host side only, like the rest of toolrunner outside ``runner/``: it never ships 
 
 from toolrunner.egress.addresses import AddressPolicy, address_kind
 from toolrunner.egress.credentials import CredentialRegistry, SessionKeys
-from toolrunner.egress.hub import EgressHub, proxy_env
+from toolrunner.egress.hub import EgressHub
 from toolrunner.egress.proxy import Attribution, EgressProxy, Identity
 from toolrunner.egress.records import ConnectionRecord, ConnectionSink, MemorySink
 from toolrunner.egress.resolver import ResolveError, Resolver, StaticResolver, SystemResolver
@@ -28,5 +28,4 @@ __all__ = [
     "StaticResolver",
     "SystemResolver",
     "address_kind",
-    "proxy_env",
 ]

@@ -23,15 +23,7 @@ from toolrunner.egress.thread import ProxyThread
 
 CONTAINER_DIR = "/run/openanalyst/egress"
 SOCKET_NAME = "proxy.sock"
-FORWARD_LISTEN = "127.0.0.1:3128"
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
-
-
-def proxy_env(token: str) -> dict[str, str]:
-    """The environment a call under ``allowlist`` gets: every spelling of the proxy variables, no exceptions."""
-    url = f"http://{token}:x@{FORWARD_LISTEN}"
-    return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-            "NO_PROXY": "", "no_proxy": ""}
 
 
 class EgressPlumbing(Protocol):
@@ -74,7 +66,7 @@ class EgressHub:
             path = directory / SOCKET_NAME
             self._servers[tenant] = self._thread.serve_unix(Identity(tenant), str(path))
             # The container's forwarder (its own uid) connects; only that container mounts the directory, the root
-            # is 0711, and without a token issued for this tenant a connection gets a 407.
+            # is 0711, and without a credential of this tenant a connection gets a 407.
             os.chmod(path, 0o666)  # noqa: S103
             return directory
 
