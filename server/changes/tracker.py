@@ -19,9 +19,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from policies.model import Policy
+from server.changes.state import FileState
 from server.changes.watch import Change, WorkspaceWatch
 from server.tools.context import ToolContext
 from toolrunner.config import workspace_path
@@ -29,6 +30,7 @@ from toolrunner.manager import CallOutcome
 from toolrunner.results import ChangeReport, FileChange
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_LISTED = 100
 INLINE_PATHS = 32  # a call that touched at most this many files is settled on the event loop...
 INLINE_HASH_MAX = 1024 * 1024  # ...hashing files up to this size there; larger ones in a worker thread
@@ -68,7 +70,8 @@ class ChangeTracker:
             return _with_changes(await run(), None)
         async with self._window(ctx.tenant_id, watch, ctx.call_id) as changed:
             outcome = await run()
-        report = report_of(watch.take_between() + changed, watch.note)
+        changes = watch.take_between() + changed
+        report = await _off_loop(len(changes) > INLINE_PATHS, report_of, changes, watch.note)
         if report.total or report.note:  # its audit record commits with the call's own (group commit)
             self._spawn(self._record(ctx, policy, report))
         return _with_changes(outcome, report)
@@ -108,21 +111,37 @@ class ChangeTracker:
         """One window on the tenant's watch, a call's or a files request's: what changed while no call ran is
         settled first (the index must hold it before this window's "before"), the window's own changes fill
         the yielded list after the block. Counted in flight while open, so eviction never closes the watch
-        under it."""
+        under it. Opening and closing run to their end even when the caller is cancelled: the watch's lock
+        is then never released while a worker thread still applies a drain."""
         out: list[Change] = []
         self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        opening = asyncio.ensure_future(self._open(watch, window_id))
         try:
-            idle = watch.begin(window_id)
             try:
-                if idle:
-                    watch.hold_between(watch.settle(idle, await self._states(watch, idle), between=True))
+                await asyncio.shield(opening)
                 yield out
             finally:
-                before, overlapping = watch.end(window_id)
-                now = await asyncio.shield(self._states(watch, before))
-                out.extend(watch.settle(before, now, overlapping=overlapping))
+                await asyncio.wait({opening})
+                out.extend(await asyncio.shield(self._close(watch, window_id)))
         finally:
             self._in_flight[tenant] -= 1
+
+    async def _open(self, watch: WorkspaceWatch, window_id: str) -> None:
+        async with watch.lock:
+            idle = await _off_loop(watch.collect(), watch.begin, window_id, collected=True)
+            if idle:
+                watch.hold_between(await self._settle(watch, idle, between=True))
+
+    async def _close(self, watch: WorkspaceWatch, window_id: str) -> list[Change]:
+        async with watch.lock:
+            before, overlapping = await _off_loop(watch.collect(), watch.end, window_id, collected=True)
+            return await self._settle(watch, before, overlapping=overlapping)
+
+    async def _settle(self, watch: WorkspaceWatch, before: dict[str, FileState | None], *, between: bool = False,
+                      overlapping: set[str] | None = None) -> list[Change]:
+        now = await self._states(watch, before)
+        return await _off_loop(len(before) > INLINE_PATHS, watch.settle, before, now, between=between,
+                               overlapping=overlapping)
 
     async def _watch(self, tenant: str) -> WorkspaceWatch | None:
         """The tenant's watch on its mounted workspace; None (logged) when it cannot be had."""
@@ -185,6 +204,12 @@ class ChangeTracker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for tenant in list(self._watches):
             self._drop(tenant)
+
+
+async def _off_loop(heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn`` in a worker thread when its work is heavy (a tree walk, thousands of paths), else right here: a
+    thread hop costs milliseconds under load, which the common call must not pay."""
+    return await asyncio.to_thread(fn, *args, **kwargs) if heavy else fn(*args, **kwargs)
 
 
 def _with_changes(outcome: CallOutcome, report: ChangeReport | None) -> CallOutcome:

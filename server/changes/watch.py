@@ -10,11 +10,14 @@ Attribution. A change drained while calls of the tenant are in flight goes to ea
 ``overlapping`` when there were several; one drained while none is in flight (a background process between
 calls) is resolved when the next call opens and reported with that call as ``between_calls``.
 
-Everything but ``start`` (before the watch is shared) and ``states`` (a pure read) runs on the event loop.
+The tracker holds ``lock`` around each begin/end and settle, so they may run in a worker thread: applying a
+drain that has directory events or an overflow walks a tree (``collect`` says so), settling many paths is long;
+both stay off the event loop, which the tenant's process must not be able to hold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from typing import Literal
 from server.changes import inotify as ino
 from server.changes.state import HASH_MAX_BYTES, FileState, state_at, walk
 
+HEAVY = ino.IN_Q_OVERFLOW | ino.IN_ISDIR  # applying these walks a tree or the index: a worker thread's work
 MAX_DIRS = 20_000  # watches per workspace (the host's max_user_watches is shared by every tenant)
 SCAN_HASH_MAX = 16 * 1024 * 1024  # the first index hashes files up to this size...
 SCAN_HASH_BUDGET = 256 * 1024 * 1024  # ...and this much in all; past it a modified file's "before" has no hash
@@ -72,6 +76,8 @@ class WorkspaceWatch:
         self.dead = False  # unmounted or the root went away: the tracker builds a new watch
         self.dev = -1
         self._hashed = 0
+        self._queued: list[ino.Event] = []  # read by collect, applied by the next begin/end
+        self.lock = asyncio.Lock()  # the tracker's: one begin/end/settle at a time, wherever it runs
 
     # ---- building ---------------------------------------------------------------------------------
 
@@ -103,20 +109,26 @@ class WorkspaceWatch:
         self._ino.close()
 
     # ---- calls --------------------------------------------------------------------------------------
-    # The tracker drives a call as begin → states (maybe in a thread: hashing) → settle, ..., end → states →
-    # settle, all on the event loop but ``states``, which touches nothing shared. ``open``/``finish`` do the
-    # same in one step (tests, small tools).
+    # The tracker drives a call as collect → begin → states → settle, ..., collect → end → states → settle,
+    # under ``lock``; each step but collect may run in a worker thread. ``open``/``finish`` do the same in one
+    # step (tests, small tools).
 
-    def begin(self, call_id: str) -> dict[str, FileState | None]:
+    def collect(self) -> bool:
+        """Take the queued events (the next begin/end applies exactly these); True when applying them walks a
+        tree or the index (a directory came or went, or events were lost)."""
+        self._queued.extend(self._ino.read())
+        return any(event.mask & HEAVY for event in self._queued)
+
+    def begin(self, call_id: str, *, collected: bool = False) -> dict[str, FileState | None]:
         """A call starts: its window opens; returns the changes seen while no call ran, still to settle."""
-        self._drain()
+        self._drain(collected)
         idle, self._idle = self._idle, {}
         self._windows[call_id] = _Window()
         return idle
 
-    def end(self, call_id: str) -> tuple[dict[str, FileState | None], set[str]]:
+    def end(self, call_id: str, *, collected: bool = False) -> tuple[dict[str, FileState | None], set[str]]:
         """A call ended: the before-states of the paths touched while it ran, and those touched in overlap."""
-        self._drain()
+        self._drain(collected)
         window = self._windows.pop(call_id, _Window())
         return window.before, window.overlapping
 
@@ -172,12 +184,16 @@ class WorkspaceWatch:
             if len(self._windows) > 1:
                 window.overlapping.add(rel)
 
-    def _drain(self) -> None:
-        """Apply the queued events. Directory events are collected and applied once per path at the end: a
-        tenant swapping a directory back and forth in a loop costs one walk per drain, not one per event."""
+    def _drain(self, collected: bool) -> None:
+        """Apply the queued events (those ``collect`` took, or all queued now). Directory events are gathered
+        and applied once per path at the end: a tenant swapping a directory back and forth in a loop costs one
+        walk per drain, not one per event."""
+        if not collected:
+            self.collect()
+        events, self._queued = self._queued, []
         gone: set[str] = set()
         came: set[str] = set()
-        for event in self._ino.read():
+        for event in events:
             if event.mask & ino.IN_Q_OVERFLOW:
                 self._rescan()
                 continue

@@ -4,9 +4,12 @@ and a link swapped in never followed."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,14 +230,10 @@ def test_many_directories_moved_away_at_once_cost_one_pass_over_the_index(ws: Pa
     watch.close()
 
 
-def test_a_files_request_holds_its_watch_while_other_tenants_evict(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A files API request's window counts as in flight: tenants arriving past the watch cap evict idle
-    watches only, so the request's own watch is not closed under it and its upload is still its change."""
-    import asyncio
-
+def _tracker(tmp_path: Path) -> tuple[Any, Path]:
+    """A ChangeTracker over a fake manager whose tenants' workspaces are plain directories; the data dir."""
     from policies.loader import load_policy
-    from server.changes import tracker as tracker_mod
+    from server.changes.tracker import ChangeTracker
     from toolrunner.config import SandboxConfig, workspace_path
 
     config = SandboxConfig(data_dir=tmp_path / "data", image="unused", owner_workspace=tmp_path / "owner")
@@ -250,14 +249,50 @@ def test_a_files_request_holds_its_watch_while_other_tenants_evict(tmp_path: Pat
         async def manager(self) -> Manager:
             return Manager()
 
+    return ChangeTracker(Backend(), None, lambda tenant: load_policy("default")), config.data_dir / "workspaces"
+
+
+def test_a_files_request_holds_its_watch_while_other_tenants_evict(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A files API request's window counts as in flight: tenants arriving past the watch cap evict idle
+    watches only, so the request's own watch is not closed under it and its upload is still its change."""
+    from server.changes import tracker as tracker_mod
+
     monkeypatch.setattr(tracker_mod, "MAX_TENANTS", 1)
-    tracker = tracker_mod.ChangeTracker(Backend(), None, lambda tenant: load_policy("default"))
+    tracker, workspaces = _tracker(tmp_path)
 
     async def main() -> list[str]:
         async with tracker.absorbing("a", "upload") as changed:
             assert await tracker._watch("b") is not None  # the cap is 1: an idle watch would go now
-            (workspace_path(config, "a") / "up.txt").write_bytes(b"uploaded")
+            (workspaces / "a" / "up.txt").write_bytes(b"uploaded")
         await tracker.close()
         return [c.path for c in changed]
 
     assert asyncio.run(main()) == ["up.txt"]
+
+
+def test_a_directory_tree_that_appears_is_walked_off_the_event_loop(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window whose drain holds directory events applies them in a worker thread (the walk of a moved tree
+    of 50,000 files held the event loop 0.6 s), a plain file write is applied on the loop, and both report."""
+    walked_on: list[bool] = []
+    add_tree = WorkspaceWatch._add_tree
+
+    def recording(self: WorkspaceWatch, rel: str) -> None:
+        walked_on.append(threading.current_thread() is threading.main_thread())
+        add_tree(self, rel)
+
+    monkeypatch.setattr(WorkspaceWatch, "_add_tree", recording)
+    tracker, workspaces = _tracker(tmp_path)
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with tracker.absorbing("a", "one") as first:
+            (workspaces / "a" / "d" / "e").mkdir(parents=True)
+            (workspaces / "a" / "d" / "e" / "f.txt").write_bytes(b"f")
+        async with tracker.absorbing("a", "two") as second:
+            (workspaces / "a" / "g.txt").write_bytes(b"g")
+        await tracker.close()
+        return [c.path for c in first], [c.path for c in second]
+
+    assert asyncio.run(main()) == (["d/e/f.txt"], ["g.txt"])
+    assert walked_on and not any(walked_on)
