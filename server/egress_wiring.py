@@ -34,6 +34,7 @@ from toolrunner.egress import (
 from toolrunner.egress.calls import CallLedger
 from toolrunner.egress.credentials import first_attribution
 from toolrunner.egress.hub import SOCKET_NAME
+from toolrunner.egress.limits import TokenBucket
 from toolrunner.egress.records import ConnectionRecord
 
 log = logging.getLogger(__name__)
@@ -60,31 +61,59 @@ class AuditConnections:
     ``admit`` is the proxy's hook to fail closed: while ``max_pending`` records of all tenants, or
     ``max_pending_per_tenant`` of this tenant, wait for the writer (a stuck or slow disk, or a tenant flooding
     the proxy), or for ``retry_s`` after a record could not be written (disk full), new connections are refused
-    with ``limit: "audit"``. A refusal made while its tenant is held is logged, not queued, whichever check
-    refused it (the proxy answers a bad head or credential before it asks ``admit``): the backlog stays bounded
-    and one tenant cannot fill the others' share."""
+    with ``limit: "audit"``. A refusal made while its tenant is held is not queued, whichever check refused it
+    (the proxy answers a bad head or credential before it asks ``admit``): the backlog stays bounded and one
+    tenant cannot fill the others' share.
+
+    Refused attempts are also recorded one by one only up to ``refusals_per_s`` per tenant (a burst of one
+    second's worth): code in a sandbox can refuse itself in a loop far faster (about 800 a second from a
+    Python client on two loaded cores, some 2.4 GB of audit log an hour), and the audit disk is everyone's.
+    Past that rate the refusal is not queued and the tenant is held for ``retry_s``. Refusals not queued are
+    counted in the call's summary and in one log line per hold, not one per attempt."""
 
     def __init__(self, audit: AuditLog, calls: CallLedger, *, max_pending: int = 10_000,
-                 max_pending_per_tenant: int = 1_000, retry_s: float = 1.0) -> None:
+                 max_pending_per_tenant: int = 1_000, refusals_per_s: float = 50.0, retry_s: float = 1.0) -> None:
         self._audit, self._calls = audit, calls
         self._max_pending, self._max_per_tenant, self._retry_s = max_pending, max_pending_per_tenant, retry_s
+        self._refusal_rate = refusals_per_s
         self._pending: dict[str, int] = {}
         self._total = 0
         self._failed_at = -retry_s
+        self._refusals: dict[str, TokenBucket] = {}  # tenant -> its budget of refusal records
+        self._held_until: dict[str, float] = {}  # tenant -> end of its hold for refusing itself too fast
+        self._unrecorded: dict[str, int] = {}  # tenant -> refusals not queued since its last log line
 
     def admit(self, tenant: str) -> str | None:
+        now = time.monotonic()
         if (self._total >= self._max_pending or self._pending.get(tenant, 0) >= self._max_per_tenant
-                or time.monotonic() - self._failed_at < self._retry_s):
+                or now - self._failed_at < self._retry_s or self._held_until.get(tenant, 0.0) > now):
             return "audit"
         return None
 
+    def _keeps_refusal(self, rec: ConnectionRecord) -> bool:
+        """Whether a refused attempt is queued (see the class); if not, it is counted and logged once a hold."""
+        if rec.limit != "audit" and self.admit(rec.tenant) is None:
+            bucket = self._refusals.get(rec.tenant)
+            if bucket is None:
+                bucket = self._refusals[rec.tenant] = TokenBucket(self._refusal_rate)
+            if bucket.available() >= 1:
+                bucket.spend(1)
+                return True
+            self._held_until[rec.tenant] = time.monotonic() + self._retry_s
+        unrecorded = self._unrecorded[rec.tenant] = self._unrecorded.get(rec.tenant, 0) + 1
+        if unrecorded == 1:
+            log.warning("egress: tenant %r's refused attempts are not recorded one by one for now (the audit log "
+                        "is not keeping up, or more than %g a second)", rec.tenant, self._refusal_rate)
+        return False
+
     def record(self, rec: ConnectionRecord) -> None:
         self._calls.recorded(rec)
-        if rec.limit == "audit" or (rec.decision == "deny" and self.admit(rec.tenant) is not None):
-            # refused, and records cannot be kept now: logged, not queued (no connection was made)
-            log.warning("egress: refused %s:%s for tenant %r: the audit log is not keeping up", rec.host, rec.port,
-                        rec.tenant)
+        if rec.decision == "deny" and not self._keeps_refusal(rec):
             return
+        unrecorded = self._unrecorded.pop(rec.tenant, 0)
+        if unrecorded:
+            log.warning("egress: %d refused attempts of tenant %r were not recorded one by one", unrecorded,
+                        rec.tenant)
         try:
             done = self._audit.connection(rec.tenant, audited_fields(rec))
         except Exception:  # the log is closed (server stopping): say so, the proxy must go on

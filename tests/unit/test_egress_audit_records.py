@@ -172,3 +172,16 @@ async def test_one_tenants_refusals_cannot_fill_the_backlog_or_hold_the_others(l
     while (sink.admit("ada"), sink.admit("bob")) != (None, None) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # the writer thread commits, then the loop runs the done callbacks
     assert (await log.count("ada"), await log.count("bob")) == (1, 1)
+
+
+async def test_a_tenant_refusing_itself_in_a_loop_is_recorded_at_a_bounded_rate(log: AuditLog) -> None:
+    """Past refusals_per_s (one second's burst) a tenant's refused attempts are not queued and it is held for
+    retry_s, so a loop of refusals cannot grow the shared audit log at the proxy's speed; another tenant is
+    neither held nor unrecorded."""
+    sink = AuditConnections(log, CallLedger(SessionKeys()), refusals_per_s=3, retry_s=60.0)
+    for _ in range(10):
+        sink.record(attempt("", "deny", call=None, rule="credential"))
+    assert sink.admit("ada") == "audit" and sink.admit("bob") is None
+    sink.record(attempt("evil.test", "deny", tenant="bob"))
+    await log.connection("zed", audited_fields(attempt("pypi.org", tenant="zed")))  # after all queued before it
+    assert (await log.count("ada"), await log.count("bob")) == (3, 1)
