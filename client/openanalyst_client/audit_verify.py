@@ -1,8 +1,9 @@
-"""Offline verification of an audit export (log format v2, ``server/audit/FORMAT.md``), written again here
+"""Offline verification of an audit export (log format 3, ``server/audit/FORMAT.md``), written again here
 from the format document with the standard library and ``cryptography`` only, so a user checks the server's
 log without trusting (or installing) the server's code.
 
-Checked, in order: every record has exactly the v1 fields, ``v == 1``, one tenant, ``seq`` 1, 2, 3, … with
+Checked, in order: every record has exactly the fields of its version (``v`` 1: a call's ``started`` or
+``finished``; ``v`` 2: an egress ``connection``, the only phase it may have), one tenant, ``seq`` 1, 2, 3, … with
 no gap, ``hash`` = sha256 of the record's canonical JSON without ``hash``, ``prev_hash`` = the previous
 record's hash (the tenant's genesis hash for seq 1); then the head: same tenant, ends at the last record's
 seq and hash, its ``root`` is the RFC 6962 Merkle root over the records, and its Ed25519 ``sig`` verifies
@@ -30,6 +31,11 @@ FIELDS = frozenset({"v", "seq", "ts", "tenant", "session_id", "call_id", "phase"
                     "reason", "input", "input_truncated", "input_sha256", "exit_code", "timed_out", "oom_killed",
                     "truncated", "limit", "duration_ms", "error_code", "error_message", "output",
                     "output_truncated", "output_sha256", "container_id", "image_id", "prev_hash", "hash"})
+CONNECTION_VERSION = 2  # a connection record: one egress attempt through the tenant's proxy
+CONNECTION_FIELDS = frozenset({"v", "seq", "ts", "tenant", "session_id", "call_id", "phase", "tool", "decision",
+                               "reason", "started_at", "method", "host", "port", "address", "rule", "limit",
+                               "error", "bytes_up", "bytes_down", "duration_ms", "throttled_ms", "prev_hash",
+                               "hash"})
 
 
 def canonical_json(value: Any) -> bytes:
@@ -96,10 +102,13 @@ class _Chain:
     def _problem(self, record: Any, expected: int) -> str | None:
         if not isinstance(record, dict):
             return "not a JSON object"
-        if set(record) != FIELDS:
-            return f"wrong fields (missing {sorted(FIELDS - set(record))}, extra {sorted(set(record) - FIELDS)})"
-        if record["v"] != 1:
-            return f"unknown record version {record['v']!r}"
+        if record.get("v") not in (1, CONNECTION_VERSION):
+            return f"unknown record version {record.get('v')!r}"
+        fields = CONNECTION_FIELDS if record["v"] == CONNECTION_VERSION else FIELDS
+        if set(record) != fields:
+            return f"wrong fields (missing {sorted(fields - set(record))}, extra {sorted(set(record) - fields)})"
+        if (record["phase"] == "connection") != (record["v"] == CONNECTION_VERSION):
+            return f"phase {record['phase']!r} in a record of version {record['v']!r}"
         if self.tenant is None:
             self.tenant = record["tenant"]
             self.last_hash = genesis_hash(str(self.tenant))

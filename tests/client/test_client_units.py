@@ -159,3 +159,40 @@ def test_downloads_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
             cut = False
             assert save() == target and target.read_bytes() == b"first second"
             target.write_bytes(b"old")
+
+
+def test_offline_verifier_takes_connection_records(tmp_path: Path) -> None:
+    """An export whose chain holds an egress ``connection`` record (v2, fields of its own) verifies offline
+    with the client as it does with the server's verifier; the record edited, both find it at its seq."""
+    from openanalyst_client.audit_verify import verify_lines as client_verify_lines
+
+    from server.audit.log import AuditLog
+    from server.audit.signing import parse_vkey
+    from server.audit.verify import verify_lines as server_verify_lines
+
+    async def export() -> tuple[list[str], dict[str, str]]:
+        log = AuditLog(tmp_path / "audit.db")
+        await log.open()
+        try:
+            await log.started("t1", call_id="call_1", session_id=None, tool="bash", input={"command": "curl x"},
+                              policy="default", decision="allowed")
+            await log.connection("t1", {"time": 1_700_000_000.0, "decision": "allow", "method": "CONNECT",
+                                        "host": "pypi.org", "port": 443, "address": "151.101.0.223",
+                                        "rule": "pypi.org", "call_id": "call_1", "bytes_up": 10,
+                                        "bytes_down": 20, "duration_ms": 5.0})
+            await log.finished("t1", call_id="call_1", session_id=None, tool="bash",
+                               result={"tool_name": "bash", "output": "ok", "exit_code": 0}, oom_killed=False,
+                               container_id=None, image_id=None, policy="default", decision="allowed")
+            return list(log.iter_export("t1")), log.key_info("t1")
+        finally:
+            await log.close()
+
+    lines, key = asyncio.run(export())
+    public_key, vkey = key["public_key"], parse_vkey(key["vkey"])
+    assert '"phase":"connection"' in lines[2]  # after the export line and the started record
+    ours = client_verify_lines(lines, public_key)
+    assert (ours.ok, ours.records, ours.first_bad_seq) == (True, 3, None)
+    assert server_verify_lines(lines, vkey).ok
+    edited = [*lines[:2], lines[2].replace("pypi.org", "evil.org", 1), *lines[3:]]
+    assert (client_verify_lines(edited, public_key).first_bad_seq,
+            server_verify_lines(edited, vkey).first_bad_seq) == (2, 2)
