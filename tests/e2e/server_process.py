@@ -83,7 +83,9 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-            raise AssertionError(f"server did not stop within {timeout:.0f} s of SIGTERM") from None
+            self._reader.join(timeout=5)
+            raise AssertionError(f"server did not stop within {timeout:.0f} s of SIGTERM; its last output:\n"
+                                 + "\n".join(self.output[-40:])) from None
         self._reader.join(timeout=5)
         return code
 
