@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolrunner.mounts import mounted_at
@@ -106,36 +107,72 @@ def strip_setid(path: Path) -> int:
 
     The walk goes from directory fd to directory fd (``openat`` with ``O_NOFOLLOW``), never by path: a
     directory the sandbox swaps for a link to ``/usr/bin`` while the walk runs is refused, not entered, so
-    nothing outside the workspace can lose (or be handed) its bits."""
+    nothing outside the workspace can lose (or be handed) its bits. It holds at most ``MAX_OPEN_DIRS`` fds
+    whatever the depth: a chain of directories deeper than the server's fd limit would otherwise fail the
+    strip (and with it the guard). Deeper, the oldest level's fd is closed and the walk comes back to it
+    through ``..``, checked to be the same directory; a tree moved meanwhile stops the walk (``OSError``)."""
     changed = 0
     try:
         root = os.open(path, _DIR_FLAGS)
     except OSError:
         return 0
     device = os.fstat(root).st_dev
-    # Depth first, one open fd per level (a wide tree cannot run the server out of fds and so hide a file).
-    stack: list[tuple[int, list[str]]] = [(root, [])]
+    # Depth first. stack[0] (the root) and stack[oldest:] hold open fds; the levels between were closed.
+    stack = [_Level(root, os.fstat(root).st_ino)]
+    oldest = 1
     try:
-        subdirs, changed = _strip_files(root)
-        stack[0] = (root, subdirs)
+        stack[0].subdirs, changed = _strip_files(root)
         while stack:
-            parent, subdirs = stack[-1]
+            top = stack[-1]
             fd = None
-            while subdirs and fd is None:
-                fd = _open_dir(subdirs.pop(), parent, device)
-            if fd is None:
-                os.close(stack.pop()[0])
+            while top.subdirs and fd is None:
+                fd = _open_dir(top.subdirs.pop(), top.fd, device)
+            if fd is not None:
+                level = _Level(fd, os.fstat(fd).st_ino)
+                stack.append(level)
+                level.subdirs, stripped = _strip_files(fd)
+                changed += stripped
+                if len(stack) - oldest > MAX_OPEN_DIRS:
+                    os.close(stack[oldest].fd)
+                    stack[oldest].fd = -1
+                    oldest += 1
                 continue
-            stack.append((fd, []))
-            names, stripped = _strip_files(fd)
-            stack[-1] = (fd, names)
-            changed += stripped
+            stack.pop()
+            try:
+                if stack and stack[-1].fd < 0:
+                    stack[-1].fd = _parent(top.fd, stack[-1].ino, device)
+                    oldest = len(stack) - 1
+            finally:
+                os.close(top.fd)
     finally:
-        for fd_left, _ in stack:
-            os.close(fd_left)
+        for left in stack:
+            if left.fd >= 0:
+                os.close(left.fd)
     if changed:
         log.warning("stripped set-id bits from %d root-owned file(s) in %s", changed, path)
     return changed
+
+
+MAX_OPEN_DIRS = 64
+
+
+@dataclass
+class _Level:
+    """A directory of the walk: its fd (-1 while closed for depth), its inode, its subdirectories to visit."""
+
+    fd: int
+    ino: int
+    subdirs: list[str] = field(default_factory=list)
+
+
+def _parent(fd: int, ino: int, device: int) -> int:
+    """``..`` of directory ``fd``, if it is still the directory (``ino``) the walk came down from."""
+    parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    st = os.fstat(parent)
+    if (st.st_dev, st.st_ino) != (device, ino):
+        os.close(parent)
+        raise OSError("the directory tree changed while its set-id bits were stripped")
+    return parent
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,38 @@ def test_the_strip_walks_every_real_directory_and_never_follows_a_link(tmp_path:
     assert nosuid.strip_setid(workspace) == len(inside_files)
     assert all(not file.stat().st_mode & stat.S_ISUID for file in inside_files)
     assert target.stat().st_mode & stat.S_ISUID
+
+
+_DEEP_STRIP = """
+import os, resource, sys
+from pathlib import Path
+from toolrunner import nosuid
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(nosuid.strip_setid(Path(sys.argv[1])))
+"""
+
+
+def test_a_tree_deeper_than_the_fd_limit_is_stripped_whole(tmp_path: Path) -> None:
+    """A chain of directories deeper than the server's fd limit (what a uid-0 tool can make to fail the strip,
+    and with it the next start's guard) is stripped at every depth, side branches on the way back up too."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(300):
+        os.mkdir("d", dir_fd=fd)
+        os.mkdir("side", dir_fd=fd)
+        side = os.open("side/f", os.O_CREAT | os.O_WRONLY, 0o755, dir_fd=fd)
+        os.fchmod(side, 0o4755)
+        os.close(side)
+        fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    try:
+        bottom = os.open("bottom", os.O_CREAT | os.O_WRONLY, 0o755, dir_fd=fd)
+        os.fchmod(bottom, 0o4755)
+        os.close(bottom)
+        done = subprocess.run([sys.executable, "-c", _DEEP_STRIP, str(workspace)], capture_output=True, text=True,
+                              timeout=120, check=False, cwd=Path(__file__).parents[2])
+        assert (done.returncode, done.stdout.strip()) == (0, "301"), done.stderr[-2000:]
+        assert not os.stat("bottom", dir_fd=fd).st_mode & stat.S_ISUID
+    finally:
+        os.close(fd)
