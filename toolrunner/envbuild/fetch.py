@@ -3,14 +3,16 @@
 Debian: ``apt-get install --download-only`` with the *base image's* dpkg status as the state, into a private
 archive directory: apt resolves exactly what the base lacks. Python: ``pip download --only-binary=:all:`` for
 the image's interpreter (wheels only, so no package code runs on the host) plus the host's ``ensurepip`` pip
-wheel as the installer. npm: ``npm install --global --prefix <dir> --ignore-scripts`` on the host (no
-lifecycle script runs anywhere); the laid-out tree is copied into the image. Each command's output goes to
+wheel as the installer. npm: resolved to a lockfile, checked to hold registry tarballs only, fetched exactly
+(``npm ci``) and laid out offline with ``npm install --global --prefix <dir> --ignore-scripts`` (no package
+code runs on the host: ``fetch_npm``); the laid-out tree is copied into the image. Each command's output goes to
 ``progress``; a failure raises ``EnvironmentBuildFailed`` with the tail of that output.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -120,11 +122,58 @@ def fetch_python(specs: tuple[str, ...], dest: Path, progress: Progress, index_u
     (dest / "requirements.txt").write_text("".join(f"{s}\n" for s in specs))
 
 
+def npm_registry_of_host() -> str:
+    """The registry the host's npm is configured with (its .npmrc, or npm's default)."""
+    try:
+        done = subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentBuildFailed(f"cannot ask npm for its registry: {exc}") from exc
+    if done.returncode != 0 or not done.stdout.strip().startswith(("https://", "http://")):
+        raise EnvironmentBuildFailed(f"npm names no usable registry: {tail(done.stdout + done.stderr)}")
+    return done.stdout.strip()
+
+
 def fetch_npm(specs: tuple[str, ...], dest: Path, progress: Progress, registry: str | None) -> None:
-    """The packages laid out as ``npm install --global`` would under ``/usr/local``, no script run."""
+    """The packages laid out as ``npm install --global`` would under ``/usr/local``, no package code run.
+
+    ``--ignore-scripts`` alone does not keep package code off the host: npm (pacote) still runs the ``prepare``
+    script of a git or directory dependency while packing it. So the tree is first resolved into a lockfile
+    only (no package is packed), every entry of it must be a tarball from the registry itself with an
+    integrity hash (a git, file, link or foreign-URL dependency is refused), then exactly that lockfile is
+    fetched (``npm ci``) into the cache, and the global layout is made from the cache alone (``--offline``),
+    so nothing is resolved twice.
+    """
+    registry = registry or npm_registry_of_host()
     cache = dest.parent / "npm-cache"
-    reg = ["--registry", registry] if registry else []
-    argv = ["npm", "install", "--global", "--prefix", str(dest), "--ignore-scripts", "--no-audit", "--no-fund",
-            "--no-update-notifier", "--cache", str(cache), *reg, *specs]
-    run_step("fetching the npm packages (npm install --ignore-scripts)", argv, progress,
-             env={**os.environ, "npm_config_loglevel": "warn"}, cwd=dest.parent)
+    scratch = dest.parent / "npm-resolve"
+    scratch.mkdir(parents=True)
+    (scratch / "package.json").write_text(json.dumps({"name": "oa-environment", "version": "0.0.0", "private": True}))
+    common = ["--ignore-scripts", "--no-audit", "--no-fund", "--no-update-notifier", "--cache", str(cache),
+              "--registry", registry]
+    env = {**os.environ, "npm_config_loglevel": "warn"}
+    run_step("resolving the npm packages (npm install --package-lock-only)",
+             ["npm", "install", "--package-lock-only", *common, *specs], progress, env=env, cwd=scratch)
+    registry_only(scratch / "package-lock.json", registry)
+    run_step("fetching the npm packages (npm ci)", ["npm", "ci", *common], progress, env=env, cwd=scratch)
+    run_step("laying out the npm packages (npm install --global --offline)",
+             ["npm", "install", "--global", "--offline", "--prefix", str(dest), *common, *specs], progress,
+             env=env, cwd=dest.parent)
+
+
+def registry_only(lockfile: Path, registry: str) -> None:
+    """Refuse a resolved tree with any package that is not a tarball of ``registry`` with an integrity hash."""
+    try:
+        packages = json.loads(lockfile.read_text())["packages"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EnvironmentBuildFailed(f"npm left no readable lockfile ({exc})") from exc
+    prefix = registry.rstrip("/") + "/"
+    refused = [f"{where.removeprefix('node_modules/')} ({entry.get('resolved') or 'a link'})"
+               for where, entry in packages.items()
+               if where and (entry.get("link") or not str(entry.get("resolved", "")).startswith(prefix)
+                             or not entry.get("integrity"))]
+    if refused:
+        raise EnvironmentBuildFailed(
+            "npm packages may come only from the registry, as tarballs with an integrity hash (a git, file or "
+            "URL dependency would run its prepare script on the host while npm packs it); refused: "
+            + ", ".join(refused[:10]) + (f" and {len(refused) - 10} more" if len(refused) > 10 else ""))
