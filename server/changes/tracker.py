@@ -96,15 +96,24 @@ class ChangeTracker:
         task.add_done_callback(self._tasks.discard)
 
     @asynccontextmanager
-    async def absorbing(self, tenant: str, request_id: str) -> AsyncIterator[list[Change]]:
-        """A window for a files API request: its writes are its own (listed in the yielded list after the
-        block), not a background change for the next tool call."""
+    async def absorbing(self, tenant: str, request_id: str, owns: str | None) -> AsyncIterator[list[Change]]:
+        """A window for a files API request: its writes (``owns``, a workspace-relative path, and what is
+        beneath it; None for nothing) are its own, listed in the yielded list after the block, not a
+        background change for the next tool call. Anything else that changed meanwhile was a background
+        process's: it goes to the next tool call as ``between_calls``, unless a call's window saw it too."""
         watch = await self._watch(tenant) if self._policy_for(tenant).change_reports else None
         if watch is None:
             yield []
             return
-        async with self._window(tenant, watch, request_id) as changed:
-            yield changed
+        changed: list[Change] = []
+        try:
+            async with self._window(tenant, watch, request_id) as changed:
+                yield changed
+        finally:  # a failed or cancelled request's window still closed: the others' changes are kept
+            theirs = [c for c in changed if not _beneath(c.path, owns)]
+            changed[:] = [c for c in changed if _beneath(c.path, owns)]
+            # overlapping: a tool call's window saw it as well, and reports it
+            watch.hold_between([replace(c, between_calls=True) for c in theirs if not c.overlapping])
 
     @asynccontextmanager
     async def _window(self, tenant: str, watch: WorkspaceWatch, window_id: str) -> AsyncIterator[list[Change]]:
@@ -210,6 +219,13 @@ async def _off_loop(heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any
     """``fn`` in a worker thread when its work is heavy (a tree walk, thousands of paths), else right here: a
     thread hop costs milliseconds under load, which the common call must not pay."""
     return await asyncio.to_thread(fn, *args, **kwargs) if heavy else fn(*args, **kwargs)
+
+
+def _beneath(path: str, owned: str | None) -> bool:
+    """Whether ``path`` is ``owned`` or inside it ("" owns the whole workspace, None nothing)."""
+    if owned is None:
+        return False
+    return owned == "" or path == owned or path.startswith(owned + "/")
 
 
 def _with_changes(outcome: CallOutcome, report: ChangeReport | None) -> CallOutcome:

@@ -21,7 +21,7 @@ from server.changes.tracker import ChangeTracker
 from server.errors import ApiError
 from server.files.errors import FilesError
 from server.files.identity import Identity
-from server.files.safepath import Root
+from server.files.safepath import Root, parts_of
 from server.tools.dispatch import new_call_id
 from server.tools.sandbox_backend import api_error
 from toolrunner.config import owner_tools_identity, workspace_path
@@ -71,7 +71,7 @@ class FilesService:
             if self.changes is None or op not in ("put", "delete"):
                 yield rec
             else:
-                async with self.changes.absorbing(tenant, call_id) as changed:
+                async with self.changes.absorbing(tenant, call_id, _owned(input.get("path"))) as changed:
                     yield rec
                 rec.summary["changed_files"] = len(changed)
         except FilesError as exc:
@@ -91,6 +91,16 @@ class FilesService:
             await asyncio.shield(self._audit.finished(tenant, call_id=call_id, session_id=None, tool=tool,
                                                       result=result, oom_killed=False, container_id=None,
                                                       image_id=None, policy=policy, decision="allowed"))
+
+
+def _owned(path: object) -> str | None:
+    """The workspace path a put or delete writes (None when it names none: such a request writes nothing)."""
+    if not isinstance(path, str):
+        return None
+    try:
+        return "/".join(parts_of(path))
+    except FilesError:
+        return None
 
 
 __all__ = ["Audited", "FilesService"]

@@ -262,13 +262,35 @@ def test_a_files_request_holds_its_watch_while_other_tenants_evict(tmp_path: Pat
     tracker, workspaces = _tracker(tmp_path)
 
     async def main() -> list[str]:
-        async with tracker.absorbing("a", "upload") as changed:
+        async with tracker.absorbing("a", "upload", "up.txt") as changed:
             assert await tracker._watch("b") is not None  # the cap is 1: an idle watch would go now
             (workspaces / "a" / "up.txt").write_bytes(b"uploaded")
         await tracker.close()
         return [c.path for c in changed]
 
     assert asyncio.run(main()) == ["up.txt"]
+
+
+def test_a_background_write_during_a_files_request_goes_to_the_next_call(tmp_path: Path) -> None:
+    """A files request owns only the path it names: another file written while it ran (a background
+    process) is not absorbed as the request's, but reported with the next tool call as between_calls."""
+    tracker, workspaces = _tracker(tmp_path)
+    watch = None
+
+    async def main() -> tuple[list[str], list[tuple[str, bool]]]:
+        nonlocal watch
+        async with tracker.absorbing("a", "upload", "in/up.txt") as changed:
+            (workspaces / "a" / "in").mkdir()
+            (workspaces / "a" / "in" / "up.txt").write_bytes(b"uploaded")
+            (workspaces / "a" / "late.txt").write_bytes(b"background")
+        watch = await tracker._watch("a")
+        assert watch is not None
+        watch.open("next")
+        following, _ = watch.finish("next")
+        await tracker.close()
+        return [c.path for c in changed], [(c.path, c.between_calls) for c in following]
+
+    assert asyncio.run(main()) == (["in/up.txt"], [("late.txt", True)])
 
 
 def test_a_directory_tree_that_appears_is_walked_off_the_event_loop(tmp_path: Path,
@@ -286,10 +308,10 @@ def test_a_directory_tree_that_appears_is_walked_off_the_event_loop(tmp_path: Pa
     tracker, workspaces = _tracker(tmp_path)
 
     async def main() -> tuple[list[str], list[str]]:
-        async with tracker.absorbing("a", "one") as first:
+        async with tracker.absorbing("a", "one", "d") as first:
             (workspaces / "a" / "d" / "e").mkdir(parents=True)
             (workspaces / "a" / "d" / "e" / "f.txt").write_bytes(b"f")
-        async with tracker.absorbing("a", "two") as second:
+        async with tracker.absorbing("a", "two", "") as second:
             (workspaces / "a" / "g.txt").write_bytes(b"g")
         await tracker.close()
         return [c.path for c in first], [c.path for c in second]
