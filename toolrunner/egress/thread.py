@@ -56,12 +56,16 @@ class ProxyThread:
             self._servers.remove(server)
 
     def stop(self) -> None:
+        """Close every listener, cancel the open connections and wait (5 s at most) for them to close their
+        sockets: a loop closed under a pending connection leaves it half torn down."""
         async def close_all() -> None:
             for server in self._servers:
                 server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:  # let each connection's finally close its sockets while the loop still runs
+                await asyncio.wait(tasks, timeout=5)
         if self._thread.is_alive():
             self._run(close_all())
             self._loop.call_soon_threadsafe(self._loop.stop)
