@@ -158,8 +158,12 @@ class Egress:
 
     def prepare(self, tenant: str) -> tuple[Path, str]:
         """The manager's call for a new allowlist container: its socket directory, and a fresh key (the old
-        container's session credentials stop working)."""
+        container's call credentials stop working)."""
         return self.hub.ensure(tenant), self.keys.new_key(tenant).hex()
+
+    def session_closed(self, tenant: str, session: str) -> None:
+        """The manager closed a sandbox session: its calls' credentials name nothing any more."""
+        self.keys.end_session(tenant, session)
 
     async def close(self) -> None:
         self.hub.stop()

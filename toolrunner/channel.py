@@ -117,8 +117,11 @@ class RunnerChannel:
         timeout_s: float,
         output_cap: int,
         on_chunk: ChunkCallback | None = None,
+        call_id: str | None = None,
     ) -> ToolResult:
-        """Run one tool call; always returns a result (errors included) unless the caller is cancelled."""
+        """Run one tool call; always returns a result (errors included) unless the caller is cancelled.
+        ``call_id``, the host's id of the call, is sent with it: the runner names it in the call's proxy
+        credential (docs/egress.md)."""
         started = time.perf_counter()
         output_cap = max(0, min(output_cap, MAX_OUTPUT_CAP))
         if self.broken is not None:
@@ -142,6 +145,8 @@ class RunnerChannel:
             "output_cap": output_cap,
             "stream": on_chunk is not None,
         }
+        if call_id is not None:
+            frame["call_id"] = call_id
         try:
             # The deadline covers the send too: a runner that stopped reading fills the pipe and blocks drain().
             async with asyncio.timeout(timeout_s + self.grace_s):

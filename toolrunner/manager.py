@@ -124,9 +124,10 @@ class SandboxManager:
 
     async def call(self, tenant: str, session: str, tool: str, input: dict[str, Any], *,
                    timeout_s: float | None = None, on_chunk: ChunkCallback | None = None,
-                   image: str | None = None) -> CallOutcome:
+                   image: str | None = None, call_id: str | None = None) -> CallOutcome:
         """Run one tool call in the tenant's container (from ``image``, an environment's, else the sandbox
-        image); failures inside the call come back as results."""
+        image); failures inside the call come back as results. ``call_id`` (the audit's id of the call) goes
+        to the runner, which names it in the proxy credential of every process the call starts."""
         policy = self._policy_for(validate_tenant(tenant))
         if not policy.allows(tool):
             raise ToolDenied(f"tool {tool!r} is not allowed by policy {policy.name!r}")
@@ -150,7 +151,8 @@ class SandboxManager:
                 async with asyncio.timeout(timeout + 2 * self.config.call_grace_s
                                            + 2 * self.config.unresponsive_after_s + 1):
                     result = await sandbox.channel.call(session, tool, input, timeout_s=timeout,
-                                                        output_cap=policy.output_cap_bytes, on_chunk=on_chunk)
+                                                        output_cap=policy.output_cap_bytes, on_chunk=on_chunk,
+                                                        call_id=call_id)
             except (ConnectionError, OSError, EOFError) as exc:
                 result = error_result(tool, "SANDBOX_DIED", f"the sandbox connection broke: {exc}")
             except TimeoutError:
@@ -173,12 +175,16 @@ class SandboxManager:
         """End a session's shell, REPL and background processes (nothing to do if no container runs)."""
         sandbox = self._sandboxes.get(validate_tenant(tenant))
         self.losses.closed(tenant, session)
-        if sandbox is None or not sandbox.alive:
-            return
         try:
-            await asyncio.wait_for(sandbox.channel.close_session(session), 10)
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            log.warning("close_session %s/%s failed: %s", tenant, session, exc)
+            if sandbox is None or not sandbox.alive:
+                return
+            try:
+                await asyncio.wait_for(sandbox.channel.close_session(session), 10)
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                log.warning("close_session %s/%s failed: %s", tenant, session, exc)
+        finally:  # after the close: its processes are gone, and its calls' credentials name nothing any more
+            if self._egress is not None:
+                self._egress.session_closed(tenant, session)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 

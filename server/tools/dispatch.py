@@ -55,7 +55,8 @@ class AuditSink(Protocol):
 
 class SandboxBackend(Protocol):
     async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
-                  timeout_s: float | None, on_chunk: ChunkCallback | None) -> CallOutcome: ...
+                  timeout_s: float | None, on_chunk: ChunkCallback | None,
+                  call_id: str | None = None) -> CallOutcome: ...
 
     async def close_session(self, tenant_id: str, session_id: str) -> None: ...
 
@@ -230,13 +231,13 @@ class ToolDispatcher:
             return CallOutcome(await handler(ctx, args), None, None)
         if ctx.session_id is not None:
             return await self._sandbox.run(ctx.tenant_id, ctx.session_id, name, args,
-                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
+                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk, call_id=ctx.call_id)
         # A call outside any session gets a throwaway runner session (its own uid, shell, REPL, private
         # directory), closed after it off the response path: the close kills what it left and frees the uid.
         session = f"oneshot-{ctx.call_id}"
         try:
             return await self._sandbox.run(ctx.tenant_id, session, name, args,
-                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk)
+                                           timeout_s=args.get("timeout_s"), on_chunk=on_chunk, call_id=ctx.call_id)
         finally:
             task = asyncio.create_task(self._sandbox.close_session(ctx.tenant_id, session))
             self._background.add(task)

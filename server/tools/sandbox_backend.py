@@ -154,12 +154,13 @@ class SandboxBackend:
         return self._manager
 
     async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
-                  timeout_s: float | None, on_chunk: ChunkCallback | None) -> CallOutcome:
+                  timeout_s: float | None, on_chunk: ChunkCallback | None,
+                  call_id: str | None = None) -> CallOutcome:
         manager = await self.manager()
         image = await self.image_for(tenant_id, session_id) if self.image_for is not None else None
         try:
             return await manager.call(tenant_id, session_id, tool, args, timeout_s=timeout_s, on_chunk=on_chunk,
-                                      image=image)
+                                      image=image, call_id=call_id)
         except SandboxError as exc:
             if exc.code == "SANDBOX_IMAGE_UNAVAILABLE":
                 self._image_lost(exc)

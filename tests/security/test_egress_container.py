@@ -30,10 +30,10 @@ ORIGIN_IP = "127.0.0.2"
 
 PROBE = r'''
 import json, os, socket, subprocess, sys, time, urllib.request, ssl
-from toolrunner.runner.egress_env import KEY_VARIABLE, session_proxy_env
+from toolrunner.runner.egress_env import KEY_VARIABLE, call_proxy_env
 port, tls_port = int(os.environ["PORT"]), int(os.environ["TLS_PORT"])
-# What the runner will do for a session: its proxy variables, from the container's key (then dropped).
-proxy_env = session_proxy_env(bytes.fromhex(os.environ.pop(KEY_VARIABLE)), "sess-1")
+# What the runner does for a call: its proxy variables, from the container's key (then dropped) and its id.
+proxy_env = call_proxy_env(bytes.fromhex(os.environ.pop(KEY_VARIABLE)), "sess-1", "call-1")
 out = {}
 deadline = time.monotonic() + 20
 while True:
@@ -72,7 +72,7 @@ opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
 out["urllib_https"] = opener.open(f"https://allowed.test:{tls_port}/hello", timeout=10).read().decode()
 out["curl_denied"] = curl("-i", f"http://denied.test:{port}/hello")
 out["curl_host_loopback_name"] = curl("-i", f"http://hostport.test:{port}/hello")
-out["curl_forged_session"] = curl("-i", "-x", "http://sess-2.AAAAAAAAAAAAAAAAAAAAAA:x@127.0.0.1:3128",
+out["curl_forged_session"] = curl("-i", "-x", "http://sess-2.call-1.AAAAAAAAAAAAAAAAAAAAAA:x@127.0.0.1:3128",
                                   f"http://allowed.test:{port}/hello")
 for name in list(proxy_env):
     del os.environ[name]
@@ -122,9 +122,9 @@ def proxy_dir(tmp_path: Path) -> Iterator[tuple[Path, MemorySink, int, int, byte
 
 def test_allowlist_container_reaches_only_the_proxy(docker_client: Any, sandbox_image: str,
                                                     proxy_dir: tuple[Path, MemorySink, int, int, bytes]) -> None:
-    """With the session's proxy variables derived from the container's key (as the runner will), allowed names
-    pass through the mounted socket and are attributed to the session's call; a forged session credential
-    gets 407; every other way out fails inside the container."""
+    """With a call's proxy variables derived from the container's key (as the runner does), allowed names pass
+    through the mounted socket and are attributed to that call; a forged credential gets 407; every other way
+    out fails inside the container."""
     sock_dir, sink, port, tls_port, key = proxy_dir
     container = docker_client.containers.create(
         sandbox_image, entrypoint=["sh", "-c",

@@ -117,7 +117,7 @@ class UnresponsiveSandbox:
     """A sandbox whose runner was declared unresponsive mid-call, as the manager reports it."""
 
     async def run(self, tenant_id: str, session_id: str, tool: str, args: dict[str, Any], *,
-                  timeout_s: float | None, on_chunk: Any) -> CallOutcome:
+                  timeout_s: float | None, on_chunk: Any, call_id: str | None = None) -> CallOutcome:
         result = error_result(tool, "SANDBOX_UNRESPONSIVE", "the sandbox's runner stopped answering")
         return CallOutcome(result, "c0ffee", "sha256:feed")
 

@@ -20,7 +20,7 @@ from server.audit.verify import verify_lines
 from server.egress_wiring import AuditConnections, audited_fields
 from toolrunner.egress import ConnectionRecord, Identity, SessionKeys
 from toolrunner.egress.calls import MAX_HOSTS, CallLedger
-from toolrunner.runner.egress_env import session_credential
+from toolrunner.runner.egress_env import call_credential
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -95,14 +95,15 @@ def test_a_oneshot_session_is_no_session_and_its_leftovers_its_calls() -> None:
     assert audited_fields(attempt("pypi.org", session=""))["session"] is None
 
 
-async def test_the_ledger_names_a_call_only_while_it_runs_and_sums_it() -> None:
-    """While a call runs, its session's credential names it; its records fold into a summary with at most
-    MAX_HOSTS names of each kind; after it ended the same credential names the session alone."""
+async def test_the_ledger_names_a_call_and_sums_it_while_it_runs() -> None:
+    """A call's credential names it; its records fold into a summary with at most MAX_HOSTS names of each kind;
+    after it ended the same credential still names the call (a process it left), outside any summary."""
     keys = SessionKeys()
     key = keys.new_key("ada")
     ledger = CallLedger(keys, settle_s=5.0)
     attribute = ledger.attribute(keys.attribute)
-    credential = session_credential(key, "ses_1")
+    credential = call_credential(key, "ses_1", "call_1")
+    assert credential is not None
     ledger.begin("ada", "call_1", "ses_1")
     hosts = [f"h{i}.test" for i in range(MAX_HOSTS + 3)]
     for _host in hosts:
@@ -123,7 +124,7 @@ async def test_the_ledger_names_a_call_only_while_it_runs_and_sums_it() -> None:
     assert summary.more_hosts == 2 and summary.bytes_down == 4096 * (len(hosts) - 1)
     assert len(json.dumps(summary.model_dump())) < 1024
     after = attribute(Identity("ada"), credential)
-    assert after is not None and (after.session, after.call_id) == ("ses_1", None)
+    assert after is not None and (after.session, after.call_id) == ("ses_1", "call_1")
     assert len(ledger) == 0
 
 
@@ -133,7 +134,7 @@ async def test_a_connection_that_outlives_its_call_is_counted_open() -> None:
     key = keys.new_key("ada")
     ledger = CallLedger(keys, settle_s=0.05)
     ledger.begin("ada", "call_1", "ses_1")
-    assert ledger.attribute(keys.attribute)(Identity("ada"), session_credential(key, "ses_1")) is not None
+    assert ledger.attribute(keys.attribute)(Identity("ada"), call_credential(key, "ses_1", "call_1")) is not None
     summary = await ledger.end("ada", "call_1", "ses_1")
     assert summary is not None and (summary.allowed, summary.denied, summary.open) == (0, 0, 1)
     assert await ledger.end("ada", "call_2", None) is None  # a call that never began, or made no attempt

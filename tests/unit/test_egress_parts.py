@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import ipaddress
+import re
 import time
 
 import pytest
@@ -14,7 +17,7 @@ from toolrunner.egress.addresses import AddressPolicy, address_kind
 from toolrunner.egress.credentials import first_attribution
 from toolrunner.egress.httphead import BadRequest, parse_head
 from toolrunner.egress.limits import TokenBucket
-from toolrunner.runner.egress_env import session_credential, session_proxy_env
+from toolrunner.runner.egress_env import call_credential, call_proxy_env, parse_credential
 
 
 def test_public_names_match_all() -> None:
@@ -101,46 +104,122 @@ def test_token_bucket_holds_the_rate() -> None:
     assert 1.9 < debt <= 2.0, debt
 
 
-def test_session_keys_attribute_sessions_and_their_one_call() -> None:
-    """A credential the runner derives (forward.session_credential) names its session; the call is the
-    session's only call in flight; a forged MAC, another tenant's key, or a retired key names nothing."""
+def test_session_keys_name_the_call_of_the_credential() -> None:
+    """A credential the runner derives for a call (egress_env.call_credential) names that session and that call,
+    while it runs and after it ended, and whichever other calls of the session run meanwhile."""
+    keys = SessionKeys()
+    key = keys.new_key("tenant-a")
+    a = Identity("tenant-a")
+    one, two = call_credential(key, "ses_1", "call-1"), call_credential(key, "ses_1", "call-2")
+    assert one is not None and two is not None and one != two
+    assert keys.attribute(a, one) is None  # not begun yet
+    keys.begin_call("tenant-a", "ses_1", "call-1")
+    assert keys.attribute(a, one) == Attribution("ses_1", "call-1")
+    keys.begin_call("tenant-a", "ses_1", "call-2")
+    # call 1's process (a leftover background job) connecting while call 2 runs is call 1's, and call 2's its own
+    assert keys.attribute(a, one) == Attribution("ses_1", "call-1")
+    assert keys.attribute(a, two) == Attribution("ses_1", "call-2")
+
+
+def test_session_keys_refuse_forged_and_foreign_credentials() -> None:
+    """A wrong MAC, another tenant's key, another session's call named with this session, a call id never
+    begun, a non-canonical spelling, a retired key, the old session-only credential: each names nothing."""
     keys = SessionKeys()
     key_a, key_b = keys.new_key("tenant-a"), keys.new_key("tenant-b")
-    cred = session_credential(key_a, "ses_1")
     a = Identity("tenant-a")
-    assert keys.attribute(a, cred) == Attribution("ses_1", None)
     keys.begin_call("tenant-a", "ses_1", "call-1")
-    assert keys.attribute(a, cred) == Attribution("ses_1", "call-1")
-    keys.begin_call("tenant-a", "ses_1", "call-2")
-    assert keys.attribute(a, cred) == Attribution("ses_1", None)  # two at once: only the session is sure
-    keys.end_call("tenant-a", "ses_1", "call-1")
-    assert keys.attribute(a, cred) == Attribution("ses_1", "call-2")
-    keys.end_call("tenant-a", "ses_1", "call-2")
-    assert keys.attribute(a, cred) == Attribution("ses_1", None)  # a background process after its call
-    forged = cred[:-2] + ("AA" if not cred.endswith("AA") else "BB")
-    truncated = session_credential(key_a, "ses_2")[:-1]
-    for bad in (None, "", "ses_1", forged, session_credential(key_b, "ses_1"), truncated):
+    keys.begin_call("tenant-a", "ses_2", "call-9")
+    keys.begin_call("tenant-b", "ses_1", "call-1")
+    cred = call_credential(key_a, "ses_1", "call-1")
+    assert cred is not None and keys.attribute(a, cred) == Attribution("ses_1", "call-1")
+    session, call, mac = cred.split(".")
+    forged = f"{session}.{call}.{'A' * 22 if mac != 'A' * 22 else 'B' * 22}"
+    old_mac = base64.urlsafe_b64encode(hmac.new(key_a, b"ses_1", hashlib.sha256).digest()[:16]).decode().rstrip("=")
+    plain_b64 = "~" + base64.urlsafe_b64encode(b"ses_1").decode().rstrip("=")
+    for bad in (None, "", "ses_1", forged, cred[:-1], cred + "A", f"{session}.{old_mac}",  # the old form
+                call_credential(key_b, "ses_1", "call-1"),  # tenant-b's key on tenant-a's socket
+                call_credential(key_a, "ses_1", "call-9"),  # ses_2's call, claimed by ses_1
+                call_credential(key_a, "ses_1", "call-never"),  # MAC right, call never begun
+                f"{plain_b64}.{call}.{mac}",  # another spelling of the same ids
+                f"ses_1.call-1.call-1.{mac}", f"ses_1..{mac}"):
         assert keys.attribute(a, bad) is None, bad
-    assert keys.attribute(Identity("tenant-b"), cred) is None
-    keys.new_key("tenant-a")  # a new container: the old one's credentials stop working
+    assert keys.attribute(Identity("tenant-b"), cred) is None  # tenant-a's credential on tenant-b's socket
+    keys.new_key("tenant-a")  # a new container: the old one's credentials stop working, its calls are forgotten
     assert keys.attribute(a, cred) is None
     keys.forget("tenant-b")
-    assert keys.attribute(Identity("tenant-b"), session_credential(key_b, "ses_9")) is None
+    assert keys.attribute(Identity("tenant-b"), call_credential(key_b, "ses_1", "call-1")) is None
 
 
-def test_session_proxy_env_carries_the_derived_credential() -> None:
-    """The runner's session environment points every proxy variable at the forwarder with the credential."""
-    env = session_proxy_env(b"k" * 32, "ses_1")
-    assert env["https_proxy"] == f"http://{session_credential(b'k' * 32, 'ses_1')}:x@127.0.0.1:3128"
-    assert env["NO_PROXY"] == "" and len(env) == 6
+def test_session_keys_forget_a_closed_session_and_stay_bounded() -> None:
+    """A closed session's calls name nothing; at most max_calls calls are kept per tenant, the least recently
+    begun or used dropped first."""
+    keys = SessionKeys(max_calls=2)
+    key = keys.new_key("t")
+    t = Identity("t")
+
+    def cred(session: str, call: str) -> str:
+        made = call_credential(key, session, call)
+        assert made is not None
+        return made
+
+    keys.begin_call("t", "ses_1", "c1")
+    keys.begin_call("t", "ses_2", "c2")
+    keys.end_session("t", "ses_1")
+    assert keys.attribute(t, cred("ses_1", "c1")) is None
+    assert keys.attribute(t, cred("ses_2", "c2")) == Attribution("ses_2", "c2")
+    keys.begin_call("t", "ses_2", "c3")
+    assert keys.attribute(t, cred("ses_2", "c2")) is not None  # used: now c3 is the oldest
+    keys.begin_call("t", "ses_2", "c4")
+    assert keys.attribute(t, cred("ses_2", "c3")) is None
+    assert [keys.attribute(t, cred("ses_2", c)) is not None for c in ("c2", "c4")] == [True, True]
+
+
+def test_a_new_key_keeps_only_the_calls_still_running() -> None:
+    """A call is begun before its container (and so the key) is made: a new key keeps the calls running then,
+    under the new key, and forgets the ended ones."""
+    keys = SessionKeys()
+    keys.new_key("t")
+    keys.begin_call("t", "ses_1", "ended")
+    keys.end_call("t", "ses_1", "ended")
+    keys.begin_call("t", "ses_1", "running")
+    key = keys.new_key("t")
+    for call, named in (("ended", False), ("running", True)):
+        cred = call_credential(key, "ses_1", call)
+        assert (keys.attribute(Identity("t"), cred) is not None) is named, call
+
+
+def test_call_credentials_are_url_safe_for_any_ids() -> None:
+    """Ids that are not plain (dots, colons, spaces, non-ASCII: a model provider's tool-use id) are encoded, so
+    the credential fits a URL's userinfo and Basic authentication and splits back into the same ids; a NUL
+    (which would blur the MAC's separator), an empty or an overlong id gets no credential."""
+    key = b"k" * 32
+    for session, call in (("sess_AbC-9", "call_x1"), ("a.b:c/d", "toolu 01 ü"), ("~x", "=")):
+        cred = call_credential(key, session, call)
+        assert cred is not None and re.fullmatch(r"[A-Za-z0-9_~-]+\.[A-Za-z0-9_~-]+\.[A-Za-z0-9_-]{22}", cred), cred
+        assert parse_credential(cred) == (session, call, cred.rsplit(".", 1)[1])
+    assert call_credential(key, "sess_1", "call_1") == (
+        "sess_1.call_1." + base64.urlsafe_b64encode(
+            hmac.new(key, b"sess_1\0call_1", hashlib.sha256).digest()[:16]).decode().rstrip("="))
+    for session, call in (("a\0b", "c"), ("a", "b\0c"), ("", "c"), ("s", "x" * 257)):
+        assert call_credential(key, session, call) is None
+
+
+def test_call_proxy_env_carries_the_calls_credential() -> None:
+    """Every proxy variable points at the forwarder with the call's credential; without a call id, with none
+    (the proxy answers 407)."""
+    env = call_proxy_env(b"k" * 32, "ses_1", "call_1")
+    assert env["https_proxy"] == f"http://{call_credential(b'k' * 32, 'ses_1', 'call_1')}:x@127.0.0.1:3128"
+    assert env["NO_PROXY"] == "" and len(env) == 6 and len(set(env.values())) == 2
+    assert call_proxy_env(b"k" * 32, "ses_1", None)["HTTP_PROXY"] == "http://127.0.0.1:3128"
 
 
 def test_first_attribution_tries_each_source() -> None:
     """Session credentials and per-call tokens on one proxy: each is recognised by its own registry."""
     keys, registry = SessionKeys(), CredentialRegistry()
     key = keys.new_key("t")
+    keys.begin_call("t", "ses_1", "call-1")
     token = registry.issue("t", "ses_web", "call-web")
     attribute = first_attribution(keys.attribute, registry.attribute)
-    assert attribute(Identity("t"), session_credential(key, "ses_1")) == Attribution("ses_1", None)
+    assert attribute(Identity("t"), call_credential(key, "ses_1", "call-1")) == Attribution("ses_1", "call-1")
     assert attribute(Identity("t"), token) == Attribution("ses_web", "call-web")
     assert attribute(Identity("t"), "nothing") is None

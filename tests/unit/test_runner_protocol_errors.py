@@ -112,6 +112,8 @@ def test_garbage_frame_gets_protocol_error_and_runner_lives(raw: RawRunner, body
             "timeout_s": 5,
             "output_cap": 10**9,
         },
+        *({"type": "call", "id": 5, "session": "s", "tool": "bash", "input": {"command": "true"}, "timeout_s": 5,
+           "output_cap": 10, "call_id": bad} for bad in (3, "", "c" * 257)),
         {"type": "teleport", "id": 5},
         {"type": "close_session", "id": 5, "session": 3},
     ],

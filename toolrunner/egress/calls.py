@@ -1,12 +1,14 @@
 """Which tool call a connection belongs to, and the short ``network`` summary each call's result carries.
 
-The dispatcher brackets every tool call with ``begin``/``end``. ``begin`` tells ``SessionKeys`` that the call is
-in flight in its sandbox session (so the proxy can name it from the session's credential) and opens a tally;
-the proxy's ``attribute`` hook, wrapped by ``attribute``, counts each attempt attributed to a call the moment
-it is attributed (an attributed attempt always ends in exactly one record); ``recorded`` folds each finished
-record into its call's tally. ``end`` stops new attribution first, waits a bounded moment for the call's
-attempts whose records have not arrived (the proxy sees the client's close a moment after the tool does), and
-returns the summary; what is still open then is counted as ``open`` (its record comes later, in the audit log).
+The dispatcher brackets every tool call with ``begin``/``end``. ``begin`` tells ``SessionKeys`` that the call was
+begun in its sandbox session (so the proxy accepts the call's own credential, during the call and after it:
+a process the call left that connects later is still the call's, in its record) and opens a tally; the
+proxy's ``attribute`` hook, wrapped by ``attribute``, counts each attempt attributed to a call the moment it
+is attributed (an attributed attempt always ends in exactly one record); ``recorded`` folds each finished
+record into its call's tally. ``end`` waits a bounded moment for the call's attempts whose records have not
+arrived (the proxy sees the client's close a moment after the tool does), returns the summary and drops the
+tally; what is still open then is counted as ``open`` (its record comes later, in the audit log), and what
+the call's processes do afterwards is in the audit log only.
 
 Memory is bounded per call (counts and at most ``MAX_HOSTS`` names of each kind) and a tally lives only while
 its call runs. Thread-safe: ``begin``/``end`` run on the server's loop, ``attribute``/``recorded`` on the
@@ -91,7 +93,7 @@ class CallLedger:
         """The call returned: its summary (None when it made no attempt), once its attempts' records are in or
         ``settle_s`` passed."""
         if sandbox_session is not None:
-            self._keys.end_call(tenant, sandbox_session, call_id)  # from now on, the session's
+            self._keys.end_call(tenant, sandbox_session, call_id)  # no longer running; its credential still works
         with self._lock:
             tally = self._tallies.get((tenant, call_id))
             if tally is not None and tally.pending > 0:

@@ -1,7 +1,7 @@
 """Proxy credentials: which session and call a connection belongs to. Two registries with one interface
-(``attribute``): ``CredentialRegistry``, a random token per call that the host hands to the runner with the
-call, and ``SessionKeys``, a credential per session that the runner derives itself from a per-container key,
-so that no frame of the protocol has to change (docs/egress.md says which the wiring uses and why).
+(``attribute``): ``CredentialRegistry``, a random token per call that the host hands over with the call (the
+server's own web_fetch), and ``SessionKeys``, a credential per call that the runner derives itself from a
+per-container key and the call's id (docs/egress.md says which the wiring uses and why).
 
 ``CredentialRegistry``, in detail:
 
@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from toolrunner.egress.proxy import Attribute, Attribution, Identity
-from toolrunner.runner.egress_env import session_credential
+from toolrunner.runner.egress_env import call_credential, parse_credential
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,27 @@ class CredentialRegistry:
 
 class SessionKeys:
     """Credentials without a per-call message to the runner: each tenant container gets a random key (in its
-    environment, ``egress_env.KEY_VARIABLE``), the runner derives each session's credential from it
-    (``egress_env.session_credential``), and this side checks the MAC and names the session. The call is the
-    session's one call in flight, if there is exactly one; otherwise (none: a background process after its
-    call; several at once) the connection is the session's. Thread-safe.
+    environment, ``egress_env.KEY_VARIABLE``), the runner derives each call's credential from it and the call's
+    id (``egress_env.call_credential``: ``<session>.<call>.<MAC>``) and puts it in the environment of every
+    process that call starts; this side checks the MAC (constant-time) and names the session and the call the
+    credential names: the call whose process connects, whether or not that call still runs.
+
+    A credential is refused (None, hence 407) unless its MAC is right for the tenant's current key and its call
+    was begun (``begin_call``) for that session: so a session cannot name a call of another session, nor a
+    call id it made up. The calls begun are kept per tenant, at most ``max_calls`` (the least recently begun or
+    used go first), and forgotten when their session ends (``end_session``) or the tenant's key changes, but
+    for the calls still running then (between ``begin_call`` and ``end_call``): a call is begun before its
+    container is made, and a new container is what brings a new key. The
+    old session-only credential (``<session>.<MAC>``) is refused: it could not say which call connected.
+    Thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_calls: int = 16384) -> None:
         self._keys: dict[str, bytes] = {}
-        self._calls: dict[tuple[str, str], list[str]] = {}
+        # tenant -> {(session, call id): None}, oldest first (a dict keeps insertion order)
+        self._calls: dict[str, dict[tuple[str, str], None]] = {}
+        self._running: dict[tuple[str, str, str], int] = {}  # (tenant, session, call id) -> begun, not ended
+        self._max_calls = max_calls
         self._lock = threading.Lock()
 
     def new_key(self, tenant: str) -> bytes:
@@ -97,37 +109,68 @@ class SessionKeys:
         key = secrets.token_bytes(32)
         with self._lock:
             self._keys[tenant] = key
+            calls = self._calls.pop(tenant, {})
+            kept = {pair: None for pair in calls if (tenant, *pair) in self._running}
+            if kept:
+                self._calls[tenant] = kept
         return key
 
     def forget(self, tenant: str) -> None:
         with self._lock:
             self._keys.pop(tenant, None)
-            for pair in [p for p in self._calls if p[0] == tenant]:
-                del self._calls[pair]
+            self._calls.pop(tenant, None)
+            for running in [r for r in self._running if r[0] == tenant]:
+                del self._running[running]
 
     def begin_call(self, tenant: str, session: str, call_id: str) -> None:
+        """``call_id`` runs in ``session`` from now on: its credential names it (also after it ended)."""
         with self._lock:
-            self._calls.setdefault((tenant, session), []).append(call_id)
+            calls = self._calls.setdefault(tenant, {})
+            calls.pop((session, call_id), None)
+            calls[(session, call_id)] = None
+            while len(calls) > self._max_calls:
+                del calls[next(iter(calls))]
+            self._running[(tenant, session, call_id)] = self._running.get((tenant, session, call_id), 0) + 1
 
     def end_call(self, tenant: str, session: str, call_id: str) -> None:
+        """The call returned. Its credential still names it (a process it left may connect later)."""
         with self._lock:
-            calls = self._calls.get((tenant, session), [])
-            if call_id in calls:
-                calls.remove(call_id)
+            left = self._running.get((tenant, session, call_id), 0) - 1
+            if left > 0:
+                self._running[(tenant, session, call_id)] = left
+            else:
+                self._running.pop((tenant, session, call_id), None)
+
+    def end_session(self, tenant: str, session: str) -> None:
+        """The session is closed (its processes killed): its calls' credentials name nothing any more."""
+        with self._lock:
+            calls = self._calls.get(tenant)
+            if calls is None:
+                return
+            for pair in [p for p in calls if p[0] == session]:
+                del calls[pair]
             if not calls:
-                self._calls.pop((tenant, session), None)
+                del self._calls[tenant]
 
     def attribute(self, identity: Identity, credential: str | None) -> Attribution | None:
-        """The session whose credential this is (MAC checked with the tenant's key) and its call, or None."""
-        if not credential or "." not in credential:
+        """The session and call a credential names (MAC checked with the tenant's key, call begun in that
+        session), or None."""
+        parsed = parse_credential(credential) if credential else None
+        if parsed is None:
             return None
-        session = credential.rpartition(".")[0]
+        session, call_id, _mac = parsed
         with self._lock:
             key = self._keys.get(identity.tenant)
-            calls = list(self._calls.get((identity.tenant, session), []))
-        if key is None or not hmac.compare_digest(session_credential(key, session), credential):
+        expected = call_credential(key, session, call_id) if key is not None else None
+        # compare_digest on the whole credential: one spelling per (session, call), MAC checked in constant time
+        if expected is None or not hmac.compare_digest(expected.encode(), (credential or "").encode()):
             return None
-        return Attribution(session, calls[0] if len(calls) == 1 else None)
+        with self._lock:
+            calls = self._calls.get(identity.tenant)
+            if calls is None or (session, call_id) not in calls or self._keys.get(identity.tenant) != key:
+                return None
+            calls[(session, call_id)] = calls.pop((session, call_id))  # used: the last to be dropped
+        return Attribution(session, call_id)
 
 
 def first_attribution(*sources: Attribute) -> Attribute:

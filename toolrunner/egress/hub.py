@@ -28,9 +28,12 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 class EgressPlumbing(Protocol):
     """What the sandbox manager needs for an allowlist tenant's new container: the socket directory to mount
-    and a fresh key (hex) for its sessions' proxy credentials."""
+    and a fresh key (hex) for its calls' proxy credentials; and to hear that a session was closed (its calls'
+    credentials then name nothing)."""
 
     def prepare(self, tenant: str) -> tuple[Path, str]: ...
+
+    def session_closed(self, tenant: str, session: str) -> None: ...
 
 
 class EgressHub:

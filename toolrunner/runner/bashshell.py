@@ -156,7 +156,7 @@ class Shell:
         session, rt = self.session, self.session.runtime
         if session.closed:
             raise ToolFailure("CANCELLED", "the session was closed")
-        base = session.env()
+        base = session.env_without_credential()
         locale = next((base[k] for k in _LOCALE_VARS if base.get(k)), "C")
         status_r, status_w = os.pipe()
         state_r, state_w = os.pipe()
@@ -192,7 +192,8 @@ class Shell:
 
     def _initial_state(self) -> bytes:
         """A first call's state: the session's base environment, from the workspace root."""
-        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.session.env().items() if _NAME.match(k)]
+        env = self.session.env_without_credential()
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items() if _NAME.match(k)]
         lines.append(f"builtin cd -- {shlex.quote(self.session.runtime.workspace.root)}")
         return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
@@ -235,7 +236,9 @@ class Shell:
             os.kill(sh.proc.pid, signal.SIGCONT)
         call.on_cancel(lambda: self.kill() if self.sh is sh else None)
         oom_before = stats.memory_marks()
-        state = self.state or self._initial_state()
+        # The call's own proxy credential, exported after the saved state (which holds the previous call's) and
+        # before the command, so every process the command starts carries this call's.
+        state = (self.state or self._initial_state()) + proxy_exports(self.session.proxy_env(call.call_id)).encode()
         turn = _Turn(call, sh, f"{len(state)} {len(data)}\n".encode() + state + data)
         turn.pump(lambda: self._end(sh))
         if turn.status is None:
@@ -288,6 +291,13 @@ def _open_to_session(proc: subprocess.Popen[bytes], gid: int) -> None:
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def proxy_exports(env: dict[str, str]) -> str:
+    """Shell text exporting a call's proxy variables (nothing without any)."""
+    if not env:
+        return ""
+    return "builtin export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + "\n"
 
 
 def _usable_state(saved: bytearray) -> bool:

@@ -52,7 +52,7 @@ def _one_shot(session: Session, call: Call, field: str, suffix: str, argv: list[
     path = _code_file(session, token, suffix, code)
     if path is None:
         raise ToolFailure("RESOURCE_LIMIT", "/tmp is full: the code cannot be written to a file to run")
-    env, cwd = session.env(), session.runtime.workspace.root
+    env, cwd = session.env(call.call_id), session.runtime.workspace.root
     forked = None
     if zygote:
         ready = ZYGOTES.get(session.ident)

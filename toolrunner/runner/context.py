@@ -86,6 +86,7 @@ class Call:
     input: dict[str, Any]
     timeout_s: float
     output: Output
+    call_id: str | None = None  # the host's id of the call (its audit records'), named by its proxy credential
     started: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     reported: threading.Event = field(default_factory=threading.Event)  # its result has been sent

@@ -5,8 +5,8 @@ tenant's proxy socket. The runner starts this forwarder on a thread of its own (
 listens on ``127.0.0.1:3128`` and copies each accepted connection to that socket, so that
 ``HTTP(S)_PROXY=http://127.0.0.1:3128`` works for curl, pip, npm and urllib. It is not a security boundary:
 tool code could talk to the socket itself, and the socket only ever reaches the proxy, which knows the tenant
-from the socket and the session from the credential in the session's proxy variables
-(``session_proxy_env``, derived from the container's key, docs/egress.md).
+from the socket and the session and call from the credential in each call's proxy variables
+(``egress_env.call_proxy_env``, derived from the container's key, docs/egress.md).
 
 Standard library only (it runs with the image's python3); ``python3 egress_forward.py [--listen HOST:PORT]
 [--socket PATH]`` runs it on its own.

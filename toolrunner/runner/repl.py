@@ -48,7 +48,7 @@ class Repl:
                 stderr=subprocess.PIPE,
                 pass_fds=(req_r, rep_w),
                 cwd=session.runtime.workspace.root,
-                env=session.env(),
+                env=session.env_without_credential(),  # each call sends its own proxy variables
             )
         except OSError as exc:
             for fd in (self._req_w, self._rep_r):
@@ -78,7 +78,11 @@ class Repl:
 
     def execute(self, call: Call, code: str) -> dict[str, object] | None:
         """Run `code`; the reply ({ok, value}), or None if the interpreter had to be killed or died."""
-        body = json.dumps({"code": code}).encode("utf-8", "surrogatepass")
+        # The call's proxy variables go into the interpreter's os.environ before its code runs, so what the
+        # code starts or connects with carries this call's credential (docs/egress.md says what a thread an
+        # earlier call left running does).
+        request = {"code": code, "env": self.session.proxy_env(call.call_id)}
+        body = json.dumps(request).encode("utf-8", "surrogatepass")
         # A reply written between calls (by code that ran in the interpreter, or a thread it left) is not
         # this call's: only what arrives after the request counts. Stale output is dropped the same way.
         for fd in (self._rep_r, *self.outputs):

@@ -93,7 +93,10 @@ def main() -> None:
         body = _read_exact(rfd, struct.unpack(">I", header)[0])
         if body is None:
             return
-        ok, value = _handle(json.loads(body)["code"], ns)
+        request = json.loads(body)
+        # This call's proxy variables (docs/egress.md): what its code starts or connects with names this call.
+        os.environ.update(request.get("env") or {})
+        ok, value = _handle(request["code"], ns)
         sys.stdout.flush()
         sys.stderr.flush()
         _send(wfd, {"ok": ok, "value": value})

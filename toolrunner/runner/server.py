@@ -206,9 +206,12 @@ class Server:
     def start_call(self, mid: int, msg: dict[str, Any]) -> None:
         tool, session, inp = msg.get("tool"), msg.get("session"), msg.get("input")
         timeout, cap = msg.get("timeout_s"), msg.get("output_cap", DEFAULT_OUTPUT_CAP)
+        call_id = msg.get("call_id")  # optional: the host's id, named by the call's proxy credential
         problem = None
         if not isinstance(tool, str) or not isinstance(session, str) or not session or len(session) > 256:
             problem = "a call needs string 'tool' and 'session' (1-256 characters)"
+        elif call_id is not None and (not isinstance(call_id, str) or not 0 < len(call_id) <= 256):
+            problem = "'call_id' must be a string of 1-256 characters"
         elif not isinstance(inp, dict):
             problem = "a call needs an object 'input'"
         elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S:
@@ -233,6 +236,7 @@ class Server:
             inp,
             float(timeout),
             Output(cap, mid, self.send if msg.get("stream") else None),
+            call_id,
         )
         with self._lock:
             self.calls[mid] = call

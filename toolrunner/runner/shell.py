@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from toolrunner.runner.bashshell import Shell
+from toolrunner.runner.bashshell import Shell, proxy_exports
 from toolrunner.runner.context import Call, ToolFailure, check_fields, opt_bool, require_str
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree
@@ -26,14 +26,17 @@ from toolrunner.runner.state import Session
 BG_BUFFER = 4 * 1024 * 1024
 
 
-def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict[str, str], list[str]]:
+def _launch(session: Session, token: str, command: str,
+            call_id: str | None) -> tuple[list[str], dict[str, str], list[str]]:
     """argv, environment and temp files of one background process.
 
     It starts from a private copy of the shell's committed state (the shell rewrites its state files), in
     the session's own directory, written as the session; the command is sourced from a file there, since
-    another session can read every process's argv.
+    another session can read every process's argv. Its proxy variables are those of the call that starts it
+    (after the state, which holds an earlier call's), so its connections are that call's for as long as it
+    runs.
     """
-    env, temps = session.env(), []
+    env, temps = session.env(call_id), []
     state = session.shell.state_path() if session.shell is not None else None
     try:
         with files_as(session.ident):
@@ -41,6 +44,8 @@ def _launch(session: Session, token: str, command: str) -> tuple[list[str], dict
                 env_file = os.path.join(session.dir, f"{token}.env")
                 temps.append(env_file)
                 shutil.copyfile(state, env_file)
+                with open(env_file, "a", encoding="utf-8") as f:
+                    f.write(proxy_exports(session.proxy_env(call_id)))
                 # The state carries the whole environment, so variables unset in the session stay unset.
                 env = {"BASH_ENV": env_file}
             # Never in argv: /proc/<pid>/cmdline is readable by every uid (docs/runner-trust.md §3).
@@ -169,7 +174,7 @@ class Background:
 
 def start_background(session: Session, call: Call, command: str) -> None:
     token = session.token("bg")
-    argv, env, temps = _launch(session, token, command)
+    argv, env, temps = _launch(session, token, command, call.call_id)
     try:
         proc = REGISTRY.spawn(
             argv,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolrunner.runner.context import ToolFailure
-from toolrunner.runner.egress_env import KEY_VARIABLE, session_proxy_env
+from toolrunner.runner.egress_env import KEY_VARIABLE, call_proxy_env
 from toolrunner.runner.identity import Ident, Identities, IdentityError, files_as
 from toolrunner.runner.paths import Workspace
 from toolrunner.runner.procs import REGISTRY, all_pids, uid_of
@@ -42,7 +42,7 @@ class Runtime:
     base_env: dict[str, str]
     caps: dict[str, Any]
     python: str
-    egress_key: bytes | None = None  # allowlist: the container's key for sessions' proxy credentials
+    egress_key: bytes | None = None  # allowlist: the container's key for calls' proxy credentials
 
     @classmethod
     def create(cls, root: str) -> Runtime:
@@ -140,17 +140,26 @@ class Session:
     def home(self) -> str:
         return os.path.join(self.dir, "home")
 
-    def env(self) -> dict[str, str]:
-        """The base environment with this session's HOME (and, under allowlist, its proxy variables)."""
+    def env(self, call_id: str | None) -> dict[str, str]:
+        """The environment of a process call ``call_id`` starts: the base environment with this session's HOME
+        and, under allowlist, proxy variables carrying that call's own credential (egress_env.call_proxy_env),
+        so the proxy names the call whose process connects, whenever it connects (docs/egress.md)."""
         env = self.env_without_credential()
         if self.runtime.egress_key is not None:
-            env.update(session_proxy_env(self.runtime.egress_key, self.name))
+            env.update(call_proxy_env(self.runtime.egress_key, self.name, call_id))
         return env
 
+    def proxy_env(self, call_id: str | None) -> dict[str, str]:
+        """Only the proxy variables of ``call_id`` (empty when the container has no egress key)."""
+        if self.runtime.egress_key is None:
+            return {}
+        return call_proxy_env(self.runtime.egress_key, self.name, call_id)
+
     def env_without_credential(self) -> dict[str, str]:
-        """The environment of a process the runner keeps for the session and forks calls from (its zygote):
-        without the proxy variables, since every forked call can read its parent's start environment back
-        from its own memory (/proc/self/environ), and a spare's zygote serves a session with another name."""
+        """The environment of a process the runner keeps for the session across calls (its session shell, its
+        zygote, its REPL at start): without proxy variables, since a process can read its start environment
+        back from its own memory (/proc/self/environ), and so can every call forked from it; a spare's
+        processes also serve a session with another name. Each call's processes get theirs from ``env``."""
         return {**self.runtime.base_env, "HOME": self.home}
 
     def adopt_ready(self) -> bool:
