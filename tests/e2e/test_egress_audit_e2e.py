@@ -2,8 +2,8 @@
 and the real engine: curl in a sandbox under `allowlist` reaches a fake site on the host's 127.0.0.1 (the
 owner's private-target exception) and is refused a name off its list; each attempt is a `connection` record
 with the call's id and session, the tool result carries the call's `network` summary, `GET /v1/audit` filters
-by decision and host, a background process's connection after its call is the session's, another tenant never
-sees the records, and the chain still verifies."""
+by decision and host, a background process's connection after its call is still that call's, another tenant
+never sees the records, and the chain still verifies."""
 
 from __future__ import annotations
 
@@ -111,21 +111,26 @@ def test_each_attempt_is_a_record_of_its_call(server: Any, site: int) -> None:
         assert verdict["ok"] is True, verdict
 
 
-def test_a_background_connection_after_its_call_is_the_sessions(server: Any, site: int, tmp_path: Path) -> None:
-    """A background process started by one call connects after that call ended: its record names the
-    session and no call, and the call that started it has no network summary of it."""
+def test_a_background_connection_after_its_call_is_that_calls(server: Any, site: int, tmp_path: Path) -> None:
+    """A background process started by one call connects after that call ended, while a later call of the
+    same session runs (two FIFOs force the order): its record names the session and the call that started it
+    (its process's credential), not the call running then, and neither call's network summary counts it."""
     session = httpx.post(f"{server.base}/sessions", headers=ADA, timeout=60).json()["session_id"]
+    fifo = f"/tmp/oa-late-{time.monotonic_ns()}"
+    made = _tool(server, ADA, "bash", session_id=session, input={"command": f"mkfifo {fifo}.go {fifo}.done"})
+    assert made["exit_code"] == 0, made
     started = _tool(server, ADA, "bash", session_id=session, input={
-        "command": f"while [ ! -e /workspace/go ]; do sleep 0.05; done; curl -sS http://localhost:{site}/late",
+        "command": f"read -r _ < {fifo}.go; curl -sS -o /dev/null http://localhost:{site}/late; echo $? > {fifo}.done",
         "run_in_background": True})
     assert started["error"] is None and started["network"] is None, started
-    other = httpx.post(f"{server.base}/sessions", headers=ADA, timeout=60).json()["session_id"]
-    go = _tool(server, ADA, "bash", session_id=other, input={"command": "touch /workspace/go"})
-    assert go["error"] is None, go
+    during = _tool(server, ADA, "bash", session_id=session, input={
+        "command": f"echo go > {fifo}.go; read -r rc < {fifo}.done; echo $rc", "timeout_s": 60})
+    assert during["output"].strip() == "0" and during["network"] is None, during
     records = _until(lambda: _connections(server, ADA, host="localhost"), 1)
     assert len(records) == 1, records
     (late,) = records
-    assert (late["session_id"], late["call_id"], late["decision"]) == (session, None, "allowed")
+    assert (late["session_id"], late["call_id"], late["decision"]) == (session, started["call_id"], "allowed")
+    assert late["call_id"] != during["call_id"]
     assert late["bytes_down"] > 0
     verdict = httpx.get(f"{server.base}/v1/audit/verify", headers=ADA, timeout=30).json()
     assert verdict["ok"] is True, verdict
