@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     provider_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="USD per million (input, output) tokens by model, over the defaults.")
     max_turns: int = Field(default=25, ge=1, le=1000)
+    max_active_runs_per_tenant: int = Field(default=100, ge=1, le=100_000,
+                                            description="Runs a tenant may have queued or running at once "
+                                                        "(429 RUN_LIMIT_REACHED).")
     # Runs' webhooks (docs/runs.md): attempts per outcome, and the first back-off (doubled after each failure).
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     webhook_retry_first_delay_s: float = Field(default=1.0, gt=0, le=3600)

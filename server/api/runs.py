@@ -64,7 +64,7 @@ async def _checked_webhook(body: WebhookBody | None, services: ServicesDep) -> t
     return Webhook(body.url, body.secret or made or ""), made
 
 
-@router.post("/v1/runs", status_code=202, responses=errors(404, 409))
+@router.post("/v1/runs", status_code=202, responses=errors(404, 409, 429))
 async def create_run(body: RunBody, tenant: TenantDep, services: ServicesDep) -> RunCreated:
     """Start an agent job; answers at once with its id (poll it, or wait for the webhook)."""
     webhook, made_secret = await _checked_webhook(body.webhook, services)

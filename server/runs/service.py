@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.contract.events import MessageEvent
-from server.errors import Conflict
+from server.errors import Conflict, TooManyRequests
 from server.providers.types import TextBlock
 from server.runs.limits import reset_max_turns, set_max_turns
 from server.runs.store import FINAL, RunRow, RunStore
@@ -43,7 +43,8 @@ class Webhook:
 
 class RunService:
     def __init__(self, store: RunStore, sessions: SessionStore, events: EventLog, turns: TurnManager,
-                 box: SecretBox, sender: WebhookSender, prestart: Any = None, environments: Any = None) -> None:
+                 box: SecretBox, sender: WebhookSender, prestart: Any = None, environments: Any = None,
+                 max_active_per_tenant: int = 100) -> None:
         self.store = store
         self._sessions = sessions
         self._events = events
@@ -57,10 +58,20 @@ class RunService:
         self._trackers: dict[str, Tracker] = {}  # session id → the tracker of the run running in it
         self._idle: dict[str, asyncio.Event] = {}  # session id → set when a turn there ends
         self._background: set[asyncio.Task[Any]] = set()
+        self._max_active = max_active_per_tenant
+        self._active: dict[str, int] = {}  # tenant → its queued and running runs (each holds a task)
         events.on_append.append(self._observe)
 
     async def create(self, tenant: Tenant, message: str, session_id: str | None, environment: str | None,
                      limits: dict[str, Any], webhook: Webhook | None) -> RunRow:
+        """Store a queued run and start its task; 429 ``RUN_LIMIT_REACHED`` while the tenant already has
+        ``max_active_per_tenant`` runs queued or running (each is a task and, without a session, a new session:
+        a tenant must not queue without bound)."""
+        active = self._active.get(tenant.id, 0)
+        if active >= self._max_active:
+            raise TooManyRequests("RUN_LIMIT_REACHED", f"{active} runs of this tenant are queued or running "
+                                  f"(the limit is {self._max_active}); retry when one has ended",
+                                  retry_after_s=5)
         if environment is not None and self._environments is not None:
             self._environments.check_exists(tenant.id, environment)  # 404 ENVIRONMENT_NOT_FOUND
         if session_id is not None:
@@ -73,9 +84,21 @@ class RunService:
                      session_id=session_id, environment=environment, created_at=now_iso(),
                      webhook_url=webhook.url if webhook else None,
                      webhook_secret=self._box.seal(webhook.secret.encode()) if webhook else None)
-        await self.store.save(run)
-        self._spawn(run.id, self._execute(tenant, run))
+        self._active[tenant.id] = self._active.get(tenant.id, 0) + 1  # taken before the await: no race past it
+        try:
+            await self.store.save(run)
+        except BaseException:
+            self._release(tenant.id)
+            raise
+        self._spawn(run.id, self._execute(tenant, run), tenant.id)
         return run
+
+    def _release(self, tenant_id: str) -> None:
+        left = self._active.get(tenant_id, 0) - 1
+        if left > 0:
+            self._active[tenant_id] = left
+        else:
+            self._active.pop(tenant_id, None)
 
     async def cancel(self, tenant_id: str, run_id: str) -> RunRow:
         """Stop a queued or running run; returns its final row. Idempotent: a run that has already ended is
@@ -111,10 +134,14 @@ class RunService:
 
     # -- one run ---------------------------------------------------------------------------------------------
 
-    def _spawn(self, run_id: str, coro: Any) -> None:
+    def _spawn(self, run_id: str, coro: Any, tenant_id: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=f"run-{run_id}")
         self._tasks[run_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._tasks.pop(run_id, None)
+            self._release(tenant_id)
+        task.add_done_callback(done)
 
     async def _execute(self, tenant: Tenant, run: RunRow) -> None:
         started = time.monotonic()

@@ -21,7 +21,7 @@ async def wire_runs(services: Services) -> None:
     prestart = getattr(services.sandbox_backend, "prestart", None)
     runs = RunService(store, services.sessions, services.events, services.turns,
                       SecretBox(settings.data_dir / "secret.key"), sender, prestart,
-                      getattr(services, "environments", None))
+                      getattr(services, "environments", None), settings.max_active_runs_per_tenant)
     services.runs = runs
     services.closers.append(runs.close)  # after the client's closer in the list: runs stop first
     await runs.recover()

@@ -229,3 +229,26 @@ def test_a_delivery_cut_by_a_restart_goes_on_after_it(start: Callable[..., Any],
     assert [(a["attempt"], a["status_code"], a["succeeded"]) for a in attempts] == [(1, 500, False), (2, 200, True)]
     assert len({a["event_id"] for a in attempts}) == 1 and receiver.seen[0][1] == receiver.seen[1][1]
     assert all(ok for ok, _, _ in receiver.seen) and receiver.seen[1][2]["run"]["status"] == "succeeded"
+
+
+def test_a_tenant_cannot_queue_runs_without_bound(start: Callable[..., Any], fake: FakeAnthropic) -> None:
+    """Past OPENANALYST_MAX_ACTIVE_RUNS_PER_TENANT queued or running runs a tenant's next run is 429
+    RUN_LIMIT_REACHED with a Retry-After (nothing is stored); another tenant is not held by it, and a run that
+    ends frees its place."""
+    server = start(OPENANALYST_MAX_ACTIVE_RUNS_PER_TENANT="2")
+    fake.script([Reply.text("never").with_(first_byte_delay=60) for _ in range(3)])
+    session = httpx.post(f"{server.base}/sessions", headers=ACME, timeout=30).json()["session_id"]
+    held = [httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": f"job {i}", "session_id": session},
+                       timeout=30) for i in range(2)]
+    assert [r.status_code for r in held] == [202, 202]
+    over = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "one too many"}, timeout=30)
+    assert over.status_code == 429 and over.json()["error"]["code"] == "RUN_LIMIT_REACHED", over.text
+    assert int(over.headers["Retry-After"]) > 0
+    listed = httpx.get(f"{server.base}/v1/runs", headers=ACME, timeout=30).json()["data"]
+    assert sorted(r["run_id"] for r in listed) == sorted(r.json()["run_id"] for r in held)
+    assert httpx.post(f"{server.base}/v1/runs", headers=OTHER, json={"message": "mine"},
+                      timeout=30).status_code == 202
+    cancelled = httpx.post(f"{server.base}/v1/runs/{held[1].json()['run_id']}/cancel", headers=ACME, timeout=30)
+    assert cancelled.json()["status"] == "cancelled"
+    again = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "now there is room"}, timeout=30)
+    assert again.status_code == 202, again.text
