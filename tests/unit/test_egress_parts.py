@@ -188,6 +188,20 @@ def test_a_new_key_keeps_only_the_calls_still_running() -> None:
         assert (keys.attribute(Identity("t"), cred) is not None) is named, call
 
 
+def test_a_tenant_without_a_key_keeps_only_its_running_calls() -> None:
+    """Calls of a tenant that has no egress container leave nothing behind; its first container's key takes the
+    calls running then over (their processes run in that container)."""
+    keys = SessionKeys()
+    for i in range(100):
+        keys.begin_call("t", "ses_1", f"ended-{i}")
+        keys.end_call("t", "ses_1", f"ended-{i}")
+    keys.begin_call("t", "ses_1", "first")
+    assert keys._calls == {} and list(keys._running) == [("t", "ses_1", "first")]
+    key = keys.new_key("t")
+    assert keys.attribute(Identity("t"), call_credential(key, "ses_1", "first")) == Attribution("ses_1", "first")
+    assert keys.attribute(Identity("t"), call_credential(key, "ses_1", "ended-0")) is None
+
+
 def test_call_credentials_are_url_safe_for_any_ids() -> None:
     """Ids that are not plain (dots, colons, spaces, non-ASCII: a model provider's tool-use id) are encoded, so
     the credential fits a URL's userinfo and Basic authentication and splits back into the same ids; a NUL

@@ -109,8 +109,8 @@ class SessionKeys:
         key = secrets.token_bytes(32)
         with self._lock:
             self._keys[tenant] = key
-            calls = self._calls.pop(tenant, {})
-            kept = {pair: None for pair in calls if (tenant, *pair) in self._running}
+            kept = {(session, call): None for (t, session, call) in self._running if t == tenant}
+            self._calls.pop(tenant, None)
             if kept:
                 self._calls[tenant] = kept
         return key
@@ -123,14 +123,18 @@ class SessionKeys:
                 del self._running[running]
 
     def begin_call(self, tenant: str, session: str, call_id: str) -> None:
-        """``call_id`` runs in ``session`` from now on: its credential names it (also after it ended)."""
+        """``call_id`` runs in ``session`` from now on: its credential names it (also after it ended). Only
+        tenants with a key keep a record of ended calls (the others have no container with a way out), so a
+        server of tenants without egress holds nothing per call but the calls running."""
         with self._lock:
+            self._running[(tenant, session, call_id)] = self._running.get((tenant, session, call_id), 0) + 1
+            if tenant not in self._keys:
+                return  # new_key takes the running calls over when the tenant's container is made
             calls = self._calls.setdefault(tenant, {})
             calls.pop((session, call_id), None)
             calls[(session, call_id)] = None
             while len(calls) > self._max_calls:
                 del calls[next(iter(calls))]
-            self._running[(tenant, session, call_id)] = self._running.get((tenant, session, call_id), 0) + 1
 
     def end_call(self, tenant: str, session: str, call_id: str) -> None:
         """The call returned. Its credential still names it (a process it left may connect later)."""
