@@ -132,6 +132,9 @@ class Settings(BaseSettings):
         default=None, description="Registry the host fetches environments' npm packages from (default: npm's own "
                                   "configuration, e.g. NPM_CONFIG_REGISTRY).")
     max_environments_per_tenant: int = Field(default=50, ge=1, le=10_000)
+    max_environment_builds_per_tenant: int = Field(default=2, ge=1, le=100,
+                                                   description="New environment builds a tenant may have queued or "
+                                                               "running (429 ENVIRONMENT_BUILDS_BUSY).")
     sandbox_labels: dict[str, str] = Field(default_factory=dict,
                                            description="Extra labels on sandbox containers (e.g. for tests).")
     provider_order: Annotated[list[str], NoDecode] = Field(

@@ -42,7 +42,7 @@ def _view(v: EnvironmentView) -> Environment:
                        default=v.is_default, created_at=v.record.created_at)
 
 
-@router.post("/v1/environments", status_code=202, responses=errors(409))
+@router.post("/v1/environments", status_code=202, responses=errors(409, 429))
 async def create_environment(body: EnvironmentBody, tenant: TenantDep, services: ServicesDep) -> Environment:
     """Store the definition and start its build (or find it built): `state` says which."""
     raw = body.model_dump(exclude={"name"})

@@ -22,6 +22,7 @@ from toolrunner.errors import SandboxError
 
 log = logging.getLogger(__name__)
 MAX_LINES = 2000
+KEEP_FINISHED_LINES = 64  # finished builds whose progress lines are kept (the newest); older ones keep their state
 BuildState = Literal["building", "ready", "failed"]
 
 
@@ -37,6 +38,7 @@ class Build:
     code: str | None = None
     message: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    owner: str | None = None  # the tenant whose definition started it (its per-tenant build count)
 
     def add(self, line: str) -> None:
         self.lines.append(line)
@@ -75,11 +77,16 @@ class Build:
                 yield None
 
 
+class BuildLimit(Exception):
+    """The tenant already has as many builds queued or running as it may."""
+
+
 class Builds:
     """The builds of this server, by content hash."""
 
     def __init__(self, max_parallel: int = 2) -> None:
         self._builds: dict[str, Build] = {}
+        self._finished: list[Build] = []  # oldest first; past KEEP_FINISHED_LINES their lines are dropped
         self._tasks: set[asyncio.Task[None]] = set()
         # Builds get daemon threads of their own, ``max_parallel`` at a time: minutes-long fetches must neither
         # take the default executor's threads (the sandbox manager's short steps) nor hold up the server's exit.
@@ -88,14 +95,24 @@ class Builds:
     def get(self, digest: str) -> Build | None:
         return self._builds.get(digest)
 
+    def building(self, owner: str) -> int:
+        """How many builds ``owner`` started are queued or running."""
+        return sum(1 for b in self._builds.values() if b.owner == owner and b.state == "building")
+
     def start(self, digest: str, work: Callable[[Callable[[str], None]], Built], *,
-              retry_failed: bool = False) -> Build:
+              retry_failed: bool = False, owner: str | None = None, max_per_owner: int | None = None) -> Build:
         """The running or finished build of ``digest``; a new one when there is none (or, with
-        ``retry_failed``, when the last one failed: a definition posted again is tried again)."""
+        ``retry_failed``, when the last one failed: a definition posted again is tried again). A new one is
+        refused (``BuildLimit``) when ``owner`` has ``max_per_owner`` builds queued or running already: builds
+        run a few at a time for the whole server, and one tenant's stream of new definitions must not queue
+        ahead of every other tenant's without bound."""
         build = self._builds.get(digest)
         if build is not None and not (retry_failed and build.state == "failed"):
             return build
-        build = self._builds[digest] = Build(digest)
+        if owner is not None and max_per_owner is not None and self.building(owner) >= max_per_owner:
+            raise BuildLimit(f"{max_per_owner} environment builds of this tenant are queued or running; retry "
+                             "when one has ended")
+        build = self._builds[digest] = Build(digest, owner=owner)
         loop = asyncio.get_running_loop()
 
         def progress(line: str) -> None:
@@ -116,9 +133,17 @@ class Builds:
             await asyncio.sleep(0)
             build.finish(built, None)
 
+        def finished(_task: asyncio.Task[None]) -> None:
+            self._tasks.discard(_task)
+            self._finished.append(build)
+            while len(self._finished) > KEEP_FINISHED_LINES:
+                old = self._finished.pop(0)
+                old.first += len(old.lines)
+                old.lines = []
+
         task = asyncio.create_task(run(), name=f"environment-build-{digest[:16]}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(finished)
         return build
 
     async def close(self) -> None:

@@ -15,9 +15,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from server.environments.builds import Build, Builds
+from server.environments.builds import Build, BuildLimit, Builds
 from server.environments.store import EnvironmentRecord, EnvironmentStore, not_found
-from server.errors import ApiError, Conflict, NotFound, Unprocessable
+from server.errors import ApiError, Conflict, NotFound, TooManyRequests, Unprocessable
 from toolrunner.envbuild import Definition, EnvironmentBuilder, EnvironmentInvalid, definition, validate_name
 from toolrunner.errors import SandboxError
 
@@ -60,13 +60,15 @@ def check_name(name: str) -> str:
 
 class EnvironmentService:
     def __init__(self, store: EnvironmentStore, builder: Callable[[], EnvironmentBuilder], base_image: BaseImage,
-                 session_environment: SessionEnvironment, *, max_per_tenant: int = 50) -> None:
+                 session_environment: SessionEnvironment, *, max_per_tenant: int = 50,
+                 max_builds_per_tenant: int = 2) -> None:
         self.store = store
         self._builder_factory = builder
         self._builder: EnvironmentBuilder | None = None
         self._base_image = base_image
         self._session_environment = session_environment
         self._max = max_per_tenant
+        self._max_builds = max_builds_per_tenant
         self.builds = Builds()
         self._hashes: dict[tuple[str, str], str] = {}  # (definition JSON, base) -> content hash
 
@@ -84,8 +86,10 @@ class EnvironmentService:
                 raise ApiError(exc.code, exc.message, status=exc.status) from None
         return self._hashes[key]
 
-    async def _build(self, record: EnvironmentRecord, *, retry_failed: bool = False) -> Build | None:
-        """The build of the record's definition on the current base, started if none ran (None: empty)."""
+    async def _build(self, record: EnvironmentRecord, *, retry_failed: bool = False,
+                     capped: bool = False) -> Build | None:
+        """The build of the record's definition on the current base, started if none ran (None: empty);
+        ``capped``: a new build counts against the tenant's builds in progress (``BuildLimit``)."""
         defn = parse(record.definition)
         if defn.empty:
             return None
@@ -93,12 +97,18 @@ class EnvironmentService:
         digest = await self._digest(defn, base)
         builder = self.builder()
         return self.builds.start(digest, lambda progress: builder.ensure(defn, base, progress),
-                                 retry_failed=retry_failed)
+                                 retry_failed=retry_failed, owner=record.tenant_id,
+                                 max_per_owner=self._max_builds if capped else None)
 
     async def create(self, tenant_id: str, name: str, raw: dict[str, Any]) -> EnvironmentView:
         defn = parse(raw)
         record = await self.store.create(tenant_id, check_name(name), defn.as_json(), self._max)
-        return EnvironmentView(record, await self._build(record, retry_failed=True), False)
+        try:
+            build = await self._build(record, retry_failed=True, capped=True)
+        except BuildLimit as exc:
+            await self.store.delete(tenant_id, record.name)  # refused whole: nothing of it is kept
+            raise TooManyRequests("ENVIRONMENT_BUILDS_BUSY", str(exc), retry_after_s=30) from None
+        return EnvironmentView(record, build, False)
 
     async def view(self, tenant_id: str, name: str) -> EnvironmentView:
         record = self.store.get(tenant_id, name)

@@ -32,7 +32,8 @@ def wire_environments(services: Services) -> None:
             return None
 
     service = EnvironmentService(EnvironmentStore(services.db), builder, base_image, session_environment,
-                                 max_per_tenant=settings.max_environments_per_tenant)
+                                 max_per_tenant=settings.max_environments_per_tenant,
+                                 max_builds_per_tenant=settings.max_environment_builds_per_tenant)
     services.environments = service
     services.closers.append(service.close)
     sandbox.image_for = service.image_for

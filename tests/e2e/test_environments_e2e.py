@@ -169,3 +169,25 @@ def test_default_environment_and_unknown_names(server: Any) -> None:
     assert server.http.get("/v1/environments/default", headers=ACME).json() == {"environment": None}
     gone = server.http.put("/v1/environments/default", headers=ACME, json={"environment": "marked"})
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "ENVIRONMENT_NOT_FOUND"
+
+
+def test_a_tenant_cannot_queue_builds_without_bound(server: Any) -> None:
+    """Two new builds of a tenant queued or running (OPENANALYST_MAX_ENVIRONMENT_BUILDS_PER_TENANT's default):
+    its third new definition is 429 ENVIRONMENT_BUILDS_BUSY with a Retry-After and is not kept; another tenant
+    still builds, and once the tenant's builds end it may define the third."""
+    bodies = [{"name": f"queued-{i}", "dockerfile": f"RUN echo {uuid.uuid4().hex}"} for i in range(3)]
+    assert [server.http.post("/v1/environments", headers=ACME, json=b).status_code for b in bodies[:2]] == [202, 202]
+    over = server.http.post("/v1/environments", headers=ACME, json=bodies[2])
+    assert over.status_code == 429 and over.json()["error"]["code"] == "ENVIRONMENT_BUILDS_BUSY", over.text
+    assert int(over.headers["Retry-After"]) > 0
+    assert server.http.get("/v1/environments/queued-2", headers=ACME).status_code == 404
+    theirs = {"name": "theirs", "dockerfile": f"RUN echo {uuid.uuid4().hex}"}
+    assert server.http.post("/v1/environments", headers=BOB, json=theirs).status_code == 202
+    for name, headers in (("queued-0", ACME), ("queued-1", ACME), ("theirs", BOB)):
+        _, done = follow_build(server, name, headers)
+        assert done["state"] == "ready", done
+        server.images.append(done["image"])
+    assert server.http.post("/v1/environments", headers=ACME, json=bodies[2]).status_code == 202
+    _, done = follow_build(server, "queued-2", ACME)
+    assert done["state"] == "ready", done
+    server.images.append(done["image"])
