@@ -76,6 +76,20 @@ class MemoryConversation:
 
 
 @dataclass
+class TurnBudget:
+    """Model turns left for one message, shared by its sub-agents: ``max_turns`` bounds every model request
+    the message causes, not each agent's own (a run's ``max_turns: 1`` meant 1 + 25 per sub-agent)."""
+
+    left: int
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+@dataclass
 class TurnOptions:
     model: str | None = None
     system_prompt: str | None = None
@@ -83,6 +97,7 @@ class TurnOptions:
     max_turns: int = 25
     max_tokens: int | None = None  # None: the server's max_output_tokens
     output_schema: dict[str, Any] | None = None
+    budget: TurnBudget | None = None  # set by the message's first loop, shared with its sub-agents
 
 
 @dataclass
@@ -200,7 +215,9 @@ class AgentLoop:
     async def _loop(self, ctx: ToolContext, conversation: Conversation, options: TurnOptions,
                     outcome: TurnOutcome) -> None:
         tools = self.tool_specs(ctx)
-        for _ in range(options.max_turns):
+        if options.budget is None:
+            options.budget = TurnBudget(options.max_turns)
+        while options.budget.take():
             await ctx.emit(StateEvent(state="thinking"))
             request = ChatRequest(model=options.model or "", system=options.system_prompt,
                                   messages=alternating(conversation.history), tools=tools,
@@ -314,7 +331,7 @@ class AgentLoop:
             conversation = MemoryConversation([Message(role="user", blocks=[TextBlock(text=prompt)])])
             sub_options = TurnOptions(model=options.model, system_prompt=options.system_prompt,
                                       effort=options.effort, max_turns=options.max_turns,
-                                      max_tokens=options.max_tokens)
+                                      max_tokens=options.max_tokens, budget=options.budget)
             await child.emit(StateEvent(state="thinking", agent=description))
             outcome = await self.run(child, conversation, sub_options)
             if outcome.error is not None:

@@ -252,3 +252,18 @@ def test_a_tenant_cannot_queue_runs_without_bound(start: Callable[..., Any], fak
     assert cancelled.json()["status"] == "cancelled"
     again = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "now there is room"}, timeout=30)
     assert again.status_code == 202, again.text
+
+
+def test_a_runs_max_turns_bounds_its_sub_agents_too(start: Callable[..., Any], fake: FakeAnthropic) -> None:
+    """max_turns counts every model request the run causes: a sub-agent spends the same budget, so a run of
+    2 turns whose first turn starts a sub-agent makes 2 requests in all and fails TURN_LIMIT (the sub-agent
+    had 2 turns of its own before, and its parent 2 more)."""
+    server = start()
+    fake.script([Reply.tool_call("agent", {"description": "helper", "prompt": "plan it"}, id="toolu_parent"),
+                 Reply.tool_call("todo_write", {"todos": [{"content": "a", "status": "pending"}]}),
+                 Reply.text("the sub-agent's third turn"), Reply.text("the parent's second turn")])
+    run = httpx.post(f"{server.base}/v1/runs", headers=ACME, json={"message": "delegate",
+                                                                   "limits": {"max_turns": 2}}).json()
+    ended = final(server.base, run["run_id"])
+    assert ended["status"] == "failed" and ended["error"]["code"] == "TURN_LIMIT", ended
+    assert len(fake.requests) == 2
