@@ -37,6 +37,15 @@ _READ_SIZE = 256 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _max_queued_events() -> int:
+    """The kernel's bound on one instance's queue (past it: one ``IN_Q_OVERFLOW`` and the rest dropped)."""
+    try:
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return 16384
+
+
 class Event(NamedTuple):
     wd: int
     mask: int
@@ -50,6 +59,7 @@ class Inotify:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
         self.fd = int(fd)
+        self.max_events = _max_queued_events() + 1  # a full queue, and its overflow event
 
     def add(self, dirfd: int) -> int:
         """Watch the directory held by ``dirfd``; returns the watch descriptor (the same for the same inode)."""
@@ -63,9 +73,12 @@ class Inotify:
         _libc.inotify_rm_watch(self.fd, wd)  # the watch may be gone already (IN_IGNORED): nothing to do
 
     def read(self) -> list[Event]:
-        """Every event queued now (none: an empty list); never blocks."""
+        """Every event queued now (none: an empty list); never blocks. At most a full kernel queue's worth:
+        that is all that can have been queued when the read began, and a tenant renaming in a tight loop
+        queues events faster than they are parsed, so reading "until empty" never ended (and grew without
+        bound); what came after the read began is the next read's."""
         out: list[Event] = []
-        while True:
+        while len(out) < self.max_events:
             try:
                 buf = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
@@ -79,6 +92,7 @@ class Inotify:
                 out.append(Event(wd, mask, name))
             if len(buf) < _READ_SIZE // 2:
                 return out
+        return out
 
     def close(self) -> None:
         os.close(self.fd)

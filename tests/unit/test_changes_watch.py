@@ -318,3 +318,30 @@ def test_a_directory_tree_that_appears_is_walked_off_the_event_loop(tmp_path: Pa
 
     assert asyncio.run(main()) == (["d/e/f.txt"], ["g.txt"])
     assert walked_on and not any(walked_on)
+
+
+def test_a_read_takes_at_most_a_full_queue_and_loses_nothing(tmp_path: Path) -> None:
+    """A read stops once it holds a full kernel queue's worth (the most that can have been queued when it
+    began): a tenant renaming in a tight loop queued events faster than they were parsed, and reading "until
+    empty" held a call's window for a minute. What is left comes with the next reads, nothing lost."""
+    from server.changes import inotify as ino
+
+    watched = tmp_path / "w"
+    watched.mkdir()
+    reader = ino.Inotify()
+    fd = os.open(watched, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        reader.add(fd)
+        for i in range(12_000):
+            (watched / f"f{i:015d}").touch()  # CREATE + CLOSE_WRITE: 24,000 events (or a full queue)
+        queued = min(24_000, reader.max_events)
+        reader.max_events = 50  # as if the kernel's queue were this short: the read stops after one buffer
+        first = reader.read()
+        assert 50 <= len(first) < queued
+        rest: list[ino.Event] = []
+        while more := reader.read():
+            rest.extend(more)
+        assert len(first) + len(rest) == queued
+    finally:
+        os.close(fd)
+        reader.close()
