@@ -9,8 +9,10 @@ the write, so reading the fd after a call's result arrived sees every change the
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import struct
+import termios
 from typing import NamedTuple
 
 IN_MODIFY = 0x2
@@ -93,6 +95,12 @@ class Inotify:
             if len(buf) < _READ_SIZE // 2:
                 return out
         return out
+
+    def pending_bytes(self) -> int:
+        """How many bytes of events are queued (``FIONREAD``): a cheap look before deciding where to read."""
+        buf = bytearray(4)
+        fcntl.ioctl(self.fd, termios.FIONREAD, buf)
+        return int.from_bytes(buf, "little", signed=True)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -34,6 +34,7 @@ T = TypeVar("T")
 MAX_LISTED = 100
 INLINE_PATHS = 32  # a call that touched at most this many files is settled on the event loop...
 INLINE_HASH_MAX = 1024 * 1024  # ...hashing files up to this size there; larger ones in a worker thread
+INLINE_EVENT_BYTES = 64 * 1024  # inotify events up to this much (about 1,000) are read on the event loop
 MAX_TENANTS = 64  # watched workspaces at once; the least recently used idle one is dropped
 
 
@@ -137,13 +138,13 @@ class ChangeTracker:
 
     async def _open(self, watch: WorkspaceWatch, window_id: str) -> None:
         async with watch.lock:
-            idle = await _off_loop(watch.collect(), watch.begin, window_id, collected=True)
+            idle = await _off_loop(await _collect(watch), watch.begin, window_id, collected=True)
             if idle:
                 watch.hold_between(await self._settle(watch, idle, between=True))
 
     async def _close(self, watch: WorkspaceWatch, window_id: str) -> list[Change]:
         async with watch.lock:
-            before, overlapping = await _off_loop(watch.collect(), watch.end, window_id, collected=True)
+            before, overlapping = await _off_loop(await _collect(watch), watch.end, window_id, collected=True)
             return await self._settle(watch, before, overlapping=overlapping)
 
     async def _settle(self, watch: WorkspaceWatch, before: dict[str, FileState | None], *, between: bool = False,
@@ -213,6 +214,15 @@ class ChangeTracker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for tenant in list(self._watches):
             self._drop(tenant)
+
+
+async def _collect(watch: WorkspaceWatch) -> bool:
+    """``watch.collect()``, in a worker thread when many events wait: a tenant renaming in a loop queues a full
+    kernel queue (16,384 events) before every call, and parsing it on the event loop held every tenant's
+    requests for tens of milliseconds per call of that tenant."""
+    if watch.backlog() > INLINE_EVENT_BYTES:
+        return await asyncio.to_thread(watch.collect)
+    return watch.collect()
 
 
 async def _off_loop(heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

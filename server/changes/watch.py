@@ -113,6 +113,10 @@ class WorkspaceWatch:
     # under ``lock``; each step but collect may run in a worker thread. ``open``/``finish`` do the same in one
     # step (tests, small tools).
 
+    def backlog(self) -> int:
+        """Bytes of events waiting in the kernel: past ``INLINE_EVENT_BYTES`` reading them is a worker's job."""
+        return self._ino.pending_bytes()
+
     def collect(self) -> bool:
         """Take the queued events (the next begin/end applies exactly these); True when applying them walks a
         tree or the index (a directory came or went, or events were lost)."""
@@ -191,12 +195,11 @@ class WorkspaceWatch:
         if not collected:
             self.collect()
         events, self._queued = self._queued, []
+        if any(event.mask & ino.IN_Q_OVERFLOW for event in events):
+            events = self._after_overflow(events)
         gone: set[str] = set()
         came: set[str] = set()
         for event in events:
-            if event.mask & ino.IN_Q_OVERFLOW:
-                self._rescan()
-                continue
             base = self._dirs.get(event.wd)
             if event.mask & (ino.IN_IGNORED | ino.IN_UNMOUNT):
                 self._dirs.pop(event.wd, None)
@@ -233,6 +236,13 @@ class WorkspaceWatch:
                 self._ino.remove(wd)
         for path in [p for p in self.index if _under(p, gone)]:
             self._touch(path)
+
+    def _after_overflow(self, events: list[ino.Event]) -> list[ino.Event]:
+        """Events were lost: a rescan finds every change, so of these only the watches' own lifecycle events
+        matter (a removed watch, an unmount). A tenant flooding the queue makes every drain one of these; going
+        through its thousands of path events as well doubled the work for nothing."""
+        self._rescan()
+        return [event for event in events if event.mask & (ino.IN_IGNORED | ino.IN_UNMOUNT)]
 
     def _rescan(self) -> None:
         """The kernel's queue overflowed (events lost): compare a fresh walk with the index instead."""
