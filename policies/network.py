@@ -140,6 +140,9 @@ class EgressRules(BaseModel):
     max_connections: int = Field(default=32, ge=1, le=4096)
     bandwidth_kbps: int | None = Field(default=None, ge=8, le=100_000_000)
     max_connection_s: float = Field(default=600, gt=0, le=86_400)
+    #: New connections a second, per tenant (a burst of max(this, max_connections) at once): every connection
+    #: is an audit record, and the audit disk is everyone's.
+    connections_per_s: float = Field(default=20, gt=0, le=10_000)
     connect_timeout_s: float = Field(default=10, gt=0, le=300)
 
     @field_validator("presets")
@@ -166,7 +169,8 @@ class EgressRules(BaseModel):
         """What ``GET /v1/sandbox`` shows: the effective rules (presets expanded) and the proxy's limits."""
         return {"presets": list(self.presets), "allow": [r.text for r in self.allow_rules()],
                 "deny": list(self.deny), "max_connections": self.max_connections,
-                "bandwidth_kbps": self.bandwidth_kbps, "max_connection_s": self.max_connection_s}
+                "bandwidth_kbps": self.bandwidth_kbps, "max_connection_s": self.max_connection_s,
+                "connections_per_s": self.connections_per_s}
 
     def allow_rules(self) -> tuple[Rule, ...]:
         preset = [parse_rule(t, preset=True) for name in self.presets for t in PRESETS[name]]

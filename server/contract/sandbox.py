@@ -36,6 +36,8 @@ class Egress(Model):
     max_connections: int | None
     bandwidth_kbps: int | None
     max_connection_s: float | None
+    connections_per_s: float | None = Field(default=None, description="New connections a second the proxy "
+                                            "accepts from this tenant (a burst of max_connections at once).")
 
 
 class Quota(Model):

@@ -19,6 +19,6 @@ def test_info_shows_the_allow_list(harness: Any) -> None:
     assert info["egress"] == {"presets": ["pypi"], "allow": ["pypi.org:443", "files.pythonhosted.org:443",
                                                             "github.com:443"],
                               "deny": ["gist.github.com"], "max_connections": 4, "bandwidth_kbps": None,
-                              "max_connection_s": 600.0}
+                              "max_connection_s": 600.0, "connections_per_s": 20.0}
     other = harness.run(harness.manager.info("frank"))
     assert other["limits"]["network"] == "none" and other["egress"] is None

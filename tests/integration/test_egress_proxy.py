@@ -250,6 +250,30 @@ def test_connection_limit_refuses_the_next_and_recovers(env: Env) -> None:
     assert [r.limit for r in recs if r.limit] == ["connections"]
 
 
+def test_new_connections_a_second_are_bounded_per_tenant(env: Env) -> None:
+    """Over connections_per_s (a burst of max_connections) the next connection gets 429 naming the limit
+    'rate', though none is open; another tenant is untouched; the budget refills with time."""
+    env.rules["t6"] = EgressRules(allow=("allowed.test",), max_connections=3, connections_per_s=1)
+    env.rules["t7"] = EgressRules(allow=("allowed.test",), max_connections=3, connections_per_s=1)
+    url = f"http://allowed.test:{env.http.port}/hello"
+    mine, other = env.listen("t6"), env.listen("t7")
+    burst = [curl("-x", mine, url) for _ in range(3)]  # one at a time: never more than one open
+    over = curl("-i", "-x", mine, url)
+    beside = curl("-x", other, url)
+    deadline = time.monotonic() + 10
+    while (again := curl("-x", mine, url)).stdout != f"hello allowed.test:{env.http.port}" and (
+            time.monotonic() < deadline):
+        time.sleep(0.2)  # the budget refills at one a second: poll it, bounded
+    assert [b.stdout for b in burst] == [f"hello allowed.test:{env.http.port}"] * 3, burst
+    assert over.stdout.startswith("HTTP/1.1 429") and "X-Egress-Rule: rate" in over.stdout, over.stdout
+    assert "limit 'rate'" in over.stdout
+    assert beside.stdout == again.stdout == f"hello allowed.test:{env.http.port}", (beside, again)
+    records = env.wait_records(6)
+    rate = [r for r in records if r.limit == "rate"]
+    assert rate and all(r.tenant == "t6" and r.decision == "deny" for r in rate)
+    assert sum(r.decision == "allow" and r.tenant == "t6" for r in records) >= 4
+
+
 def test_connections_without_a_request_are_bounded_per_tenant(env: Env) -> None:
     """Past max_headless connections of a tenant that have not sent their request head, the next is refused at
     once with 429 naming the limit (not held for the head timeout); another tenant is served meanwhile, and the

@@ -88,7 +88,7 @@ def _refusal(exc: Refused, rec: ConnectionRecord) -> bytes:
     body = (str(exc) + "\n").encode()
     head = (f"HTTP/1.1 {exc.status} {exc.reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Egress-Decision: deny\r\n"
-            f"X-Egress-Rule: {rec.rule or rec.limit or rec.error or ''}\r\n")
+            f"X-Egress-Rule: {rec.limit or rec.rule or rec.error or ''}\r\n")
     if exc.status == 407:
         head += 'Proxy-Authenticate: Basic realm="openanalyst-egress"\r\n'
     head += "\r\n"
@@ -136,10 +136,12 @@ class EgressProxy:
     def _tenant_limits(self, tenant: str, rules: EgressRules) -> TenantLimits:
         limits = self._limits.get(tenant)
         rate = rules.bandwidth_kbps * 125 if rules.bandwidth_kbps else None  # kbit/s → bytes/s
+        burst = max(rules.connections_per_s, rules.max_connections)
         if limits is None or limits.max_connections != rules.max_connections or (
-                (limits.bucket.rate if limits.bucket else None) != rate):
+                (limits.bucket.rate if limits.bucket else None) != rate) or (
+                (limits.rate.rate, limits.rate.burst) != (rules.connections_per_s, burst)):
             limits = TenantLimits(rules.max_connections, TokenBucket(rate) if rate else None,
-                                  limits.open if limits else 0)
+                                  TokenBucket(rules.connections_per_s, burst), limits.open if limits else 0)
             self._limits[tenant] = limits
         return limits
 
@@ -177,7 +179,7 @@ class EgressProxy:
                 limits = None
                 raise Refused(429, "Too Many Requests", f"egress refused: {rules.max_connections} connections "
                               "already open for this tenant (limit 'connections')", limit="connections")
-            upstream = await self._open(rules, rec)
+            upstream = await self._open(rules, limits, rec)
             rec.decision = "allow"
             if request.method == "CONNECT":
                 client.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -244,13 +246,16 @@ class EgressProxy:
             matcher = self._matchers[rules] = rules.matcher()
         return matcher
 
-    async def _open(self, rules: EgressRules, rec: ConnectionRecord) -> Side:
+    async def _open(self, rules: EgressRules, limits: TenantLimits, rec: ConnectionRecord) -> Side:
         decision = self._matcher(rules).decide(rec.host, rec.port)
         rec.rule = decision.rule
         if not decision.allowed:
             why = ("an IP address (name a host)" if decision.rule == "ip-literal"
                    else "not allowed by this tenant's rules")
             raise Refused(403, "Forbidden", f"egress denied: {rec.host}:{rec.port} is {why} ({decision.rule})")
+        if not limits.take_rate():  # counted once the rules allow it: refusals have their own budget (the audit sink)
+            raise Refused(429, "Too Many Requests", f"egress refused: more than {rules.connections_per_s:g} new "
+                          "connections a second for this tenant (limit 'rate'); try again shortly", limit="rate")
         try:
             addresses = await asyncio.wait_for(self._resolver.resolve(rec.host, rec.port), rules.connect_timeout_s)
         except (ResolveError, TimeoutError) as exc:
