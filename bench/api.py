@@ -190,7 +190,7 @@ def serve_variant(impl: str, port: int, data_dir: str) -> None:
     import uvicorn
 
     import server.api.events as events_api
-    from server.app import create_app
+    from server.app import build_app
     from server.settings import Settings
 
     if impl == "sse-starlette":
@@ -198,7 +198,7 @@ def serve_variant(impl: str, port: int, data_dir: str) -> None:
 
         events_api.SSEResponse = lambda chunks: EventSourceResponse(chunks, ping=15)  # type: ignore[assignment,misc]
     settings = Settings(data_dir=Path(data_dir), enable_test_hooks=True, port=port)
-    uvicorn.run(lambda: create_app(settings), factory=True, port=port, log_level="warning")
+    uvicorn.run(lambda: build_app(settings), factory=True, port=port, log_level="warning")
 
 
 def compare_sse(events: int) -> None:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/routing.py [--n 3000]
 
-The real app (``create_app``) and its real router; only the endpoints are replaced, by one that stops the
+The real app (``build_app``) and its real router; only the endpoints are replaced, by one that stops the
 request as soon as the router has chosen it, so a sample is the router's work alone: the included routers
 tried in order until one matches (docs/speed.md, "HTTP path"). Prints microseconds per request and the load.
 """
@@ -62,10 +62,10 @@ def main() -> None:
     os.environ["OPENANALYST_DATA_DIR"] = tempfile.mkdtemp(prefix="oa-bench-routing-")
     from fastapi.routing import APIRoute
 
-    from server.app import create_app
+    from server.app import build_app
     from server.settings import Settings
 
-    app = create_app(Settings())
+    app = build_app(Settings())
     APIRoute.handle = chosen  # type: ignore[method-assign]
     load = os.getloadavg()[0]
     for method, path in PATHS:

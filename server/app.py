@@ -1,8 +1,13 @@
-"""``create_app(settings)``: the FastAPI application, with no module globals (tests build their own)."""
+"""``build_app(settings)``: the one factory of the fully wired FastAPI application, with no module globals.
+
+The same call gives a replica, a test and ``uvicorn --factory server.app:build_app`` (settings from the
+environment) the same app: its lifespan opens the store and the foundation's services, then wires the
+sandbox, providers, audit log, tool dispatch and agent (``server.wiring.wire``), and closes them at the end.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,34 +23,37 @@ from server.middleware import BodyLimitMiddleware
 from server.observability.http_metrics import HttpMetricsMiddleware
 from server.observability.metrics import Metrics
 from server.observability.request_id import RequestIdMiddleware
-from server.services import Services, open_services
+from server.services import Services, open_foundation
 from server.sessions.turn_protocol import TurnRunner
 from server.settings import Settings
+from server.wiring import wire
 
 
-def create_app(settings: Settings | None = None, *,
-               turn_runner: Callable[[Services], TurnRunner] | None = None,
-               wire: Callable[[Services], Awaitable[None]] | None = None) -> FastAPI:
-    """The app; its lifespan opens the store and services (``app.state.services``), then lets ``wire`` add
-    the sandbox, providers, audit and agent (``server.wiring.wire``), and closes everything at the end."""
+def build_app(settings: Settings | None = None, *,
+              turn_runner: Callable[[Services], TurnRunner] | None = None) -> FastAPI:
+    """The fully wired app; its services are on ``app.state.services`` while the lifespan runs.
+
+    ``turn_runner`` replaces the agent loop as what answers a session's messages (tests script turns with
+    it); everything else is wired exactly as in production."""
     settings = settings or Settings()
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(settings, turn_runner)
-        services.metrics = app.state.metrics
-        app.state.services = services
+        foundation = await open_foundation(settings, app_metrics)
         try:
-            if wire is not None:
-                await wire(services)
+            services = await wire(foundation)
+            if turn_runner is not None:
+                services.set_turn_runner(turn_runner(services))
+            app.state.services = services
             yield
         finally:
-            await services.close()
+            await foundation.close()  # the same closers list as the services'; the store last
 
     app = FastAPI(title="OpenAnalyst server", version=VERSION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = app_metrics
     install_handlers(app)
     for router in (*ROUTERS, openai_compat.router, metrics.router, skills.router):
         app.include_router(router)
@@ -57,6 +65,6 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["*"],
                        allow_credentials="*" not in settings.cors_origins)
-    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=app_metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line logged for a request carries its id
     return app

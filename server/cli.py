@@ -23,9 +23,9 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -33,6 +33,9 @@ from pydantic_settings import SettingsError
 
 from server.http11 import configured, default_max_connections
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 EXIT_USAGE = 2
 LIMITS_HELP = """request limits (environment; docs/request-limits.md):
@@ -87,11 +90,13 @@ class _Server(uvicorn.Server):
         logging.getLogger("server.startup").info(startup_line(self.settings, host, port, names))
 
     @property
-    def _services(self) -> Any:
+    def _services(self) -> Services | None:
+        """The running app's services (None before its lifespan ran), under uvicorn's middleware wrappers."""
         app = self.config.loaded_app
         while hasattr(app, "app") and not hasattr(app, "state"):
             app = app.app
-        return getattr(getattr(app, "state", None), "services", None)
+        services: Services | None = getattr(getattr(app, "state", None), "services", None)
+        return services
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End turns and live streams first, so open SSE responses finish instead of holding the drain."""
@@ -134,9 +139,9 @@ def _leave_cwd(settings: Settings) -> Settings:
     return resolved
 
 
-def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = None) -> int:
-    """Run the server until SIGINT/SIGTERM; ``wire`` (``server.wiring.wire``) adds sandbox, providers, agent."""
-    from server.app import create_app
+def serve(settings: Settings) -> int:
+    """Run the app of ``server.app.build_app`` until SIGINT/SIGTERM."""
+    from server.app import build_app
 
     # h11 (not httptools, which buffers a request head of any size) with the header budget: see server.http11.
     from server.observability.logging import log_config, secret_values
@@ -146,7 +151,7 @@ def serve(settings: Settings, wire: Callable[[Any], Awaitable[None]] | None = No
     protocol = configured(head_timeout_s=settings.http_head_timeout_s, idle_timeout_s=settings.http_idle_timeout_s,
                           max_connections=cap)
     settings = _leave_cwd(settings)
-    config = uvicorn.Config(lambda: create_app(settings, wire=wire), factory=True, host=settings.host,
+    config = uvicorn.Config(lambda: build_app(settings), factory=True, host=settings.host,
                             port=settings.port, workers=1, log_level=settings.log_level, log_config=logs,
                             access_log=settings.access_log,
                             timeout_graceful_shutdown=5, lifespan="on", http=protocol,
@@ -217,9 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = None if args.serve == -1 else args.serve
     if port is not None and not 0 <= port <= 65535:
         parser.error(f"port {port} is out of range 0-65535")
-    from server.wiring import wire
-
-    return serve(load_settings(port=port, host=args.host, data_dir=args.data_dir), wire=wire)
+    return serve(load_settings(port=port, host=args.host, data_dir=args.data_dir))
 
 
 if __name__ == "__main__":

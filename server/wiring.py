@@ -1,5 +1,6 @@
 """Builds the services that sit on top of the foundation — policies, sandbox, audit log, providers, tool
-dispatch, the agent loop — and plugs them into `Services`, in the lifespan.
+dispatch, the agent loop — on the foundation, in the lifespan of ``server.app.build_app``, and returns the
+fully wired, typed `Services`.
 
 Order matters only for closing (the reverse): turns stop first (the foundation does that), then the provider
 HTTP client, the sandbox manager and the audit log, so the last tool call's `finished` record is written.
@@ -30,7 +31,7 @@ from server.providers.failover import ProviderRouter
 from server.providers.guarded_http import guarded_client
 from server.providers.pricing import PriceTable
 from server.runs.setup import wire_runs
-from server.services import Services
+from server.services import Foundation, Services
 from server.sessions.agent import AgentLoop
 from server.sessions.turns import AgentTurnRunner
 from server.settings import Settings
@@ -106,9 +107,10 @@ def router_config(settings: Settings) -> RouterConfig:
                         allow_model_substitution=settings.allow_model_substitution)
 
 
-async def wire(services: Services) -> None:
-    """Create the integration services on `services` and register their closers."""
-    settings = services.settings
+async def wire(foundation: Foundation) -> Services:
+    """Build the integration on ``foundation`` (registering its closers there) and return the whole."""
+    settings = foundation.settings
+    closers = foundation.closers
     check_owner_workspace(settings)
     try:
         policies = tenant_policies(settings)
@@ -124,57 +126,57 @@ async def wire(services: Services) -> None:
         await audit.open()
     except ValueError as exc:  # SigningKeyError, KeyFileError: a key file that is not ours to guess about
         raise SystemExit(f"cannot open the audit log: {exc}") from None
-    services.audit = audit
-    services.closers.append(audit.close)
+    closers.append(audit.close)
 
-    metrics = services.metrics
-    status = ImageStatus(on_build=metrics.image_build if metrics is not None else None)
+    metrics = foundation.metrics
+    status = ImageStatus(on_build=metrics.image_build)
     egress = build_egress(settings, policies, audit)  # allowlist tenants' way out, and the web tools'
-    services.closers.append(egress.close)  # closed after the sandbox (closers run in reverse)
+    closers.append(egress.close)  # closed after the sandbox (closers run in reverse)
     sandbox = SandboxBackend(partial(sandbox_config, settings), partial(image.ensure_default_image, status.progress),
                              policies, image_status=status, egress=egress,
                              caps_store=CapsStore(settings.data_dir / "image-caps.json"))
     sandbox.start()
-    services.sandbox_backend = sandbox
-    services.closers.append(sandbox.close)
+    closers.append(sandbox.close)
 
     # Adapters set per-request connect and read-idle timeouts; this default only bounds what they do not.
     http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), limits=httpx.Limits(max_connections=200))
-    services.closers.append(http.aclose)
+    closers.append(http.aclose)
     # Tenants' own credentials go through a client that checks every address it connects to.
     tenant_http = guarded_client(settings.provider_url_policy())
-    services.closers.append(tenant_http.aclose)
+    closers.append(tenant_http.aclose)
     # The openanalyst provider's credential is the tenant's sign-in or manual key, by its preferred source.
-    lookup = AccountCredentials(services.credentials, services.account) if services.account else services.credentials
-    services.router = ProviderRouter(router_config(settings), http, lookup, tenant_client=tenant_http,
-                                     trusted_tenants={OWNER_ID})
-    if metrics is not None:
-        services.router.observe = metrics.provider_attempt
+    lookup = AccountCredentials(foundation.credentials, foundation.account)
+    router = ProviderRouter(router_config(settings), http, lookup, tenant_client=tenant_http,
+                            trusted_tenants={OWNER_ID})
+    router.observe = metrics.provider_attempt
 
     registry = default_registry()
     registry.add(web_fetch_tool(egress.route_for))
     registry.add(web_search_tool(egress.search))
     registry.set_probe("powershell", program_probe(sandbox.caps, "pwsh"))  # offered where the image has pwsh
     registry.set_probe("web_fetch", network_probe(policies))  # offered where the policy gives a way out
-    registry.add(ConfigTool(policies, router_check(services.router), settings.max_output_tokens).definition())
-    services.files = FilesService(sandbox, audit, policies)  # docs/files.md
-    services.skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
-    skill_tool = SkillTool(services.skills)
+    registry.add(ConfigTool(policies, router_check(router), settings.max_output_tokens).definition())
+    files = FilesService(sandbox, audit, policies)  # docs/files.md
+    skills = SkillCatalog(settings.skills_dirs, WorkspaceRoots(settings, sandbox))
+    skill_tool = SkillTool(skills)
     registry.add(skill_tool.definition())
-    audit_sink = audit if metrics is None else MeteredAudit(audit, metrics,
-                                                              lambda name: any(t.name == name for t in registry.all()))
+    audit_sink = MeteredAudit(audit, metrics, lambda name: any(t.name == name for t in registry.all()))
     dispatcher = ToolDispatcher(registry, sandbox, audit_sink, policies,
                                 JsonLimits(settings.max_json_depth, settings.max_json_items), egress.calls)
     skill_tool.dispatcher = dispatcher  # loading a server skill copies its files with audited write_file calls
-    services.dispatcher = dispatcher
-    dispatcher.changes = services.files.changes = ChangeTracker(sandbox, audit, policies)  # docs/changes.md
-    services.closers.append(dispatcher.changes.close)
-    services.agent = AgentLoop(services.router, dispatcher, PriceTable(settings.provider_prices),
-                               max_output_tokens=settings.max_output_tokens)
-    runner = AgentTurnRunner(services.agent, services.sessions, services.events, max_turns=settings.max_turns)
-    services.set_turn_runner(runner)
-    services.session_context = runner.context
-    wire_environments(services)  # tenants' own images; each call asks which one (docs/environments.md)
-    await wire_approvals(services)  # always_ask tool calls wait for a person (docs/approvals.md)
-    await wire_runs(services)  # runs for CI with signed webhooks (docs/runs.md)
+    dispatcher.changes = files.changes = ChangeTracker(sandbox, audit, policies)  # docs/changes.md
+    closers.append(dispatcher.changes.close)
+    agent = AgentLoop(router, dispatcher, PriceTable(settings.provider_prices),
+                      max_output_tokens=settings.max_output_tokens)
+    runner = AgentTurnRunner(agent, foundation.sessions, foundation.events, max_turns=settings.max_turns)
+    foundation.set_turn_runner(runner)
+    # tenants' own images; each call asks which one (docs/environments.md)
+    environments = wire_environments(foundation, sandbox)
+    # always_ask tool calls wait for a person (docs/approvals.md)
+    approvals = await wire_approvals(foundation, dispatcher)
+    # runs for CI with signed webhooks (docs/runs.md)
+    runs = await wire_runs(foundation, sandbox, environments)
+    return Services.on(foundation, audit=audit, router=router, sandbox_backend=sandbox, dispatcher=dispatcher,
+                       agent=agent, session_context=runner.context, skills=skills, files=files,
+                       approvals=approvals, runs=runs, environments=environments)
 

@@ -7,13 +7,14 @@ import docker
 from server.environments.service import EnvironmentService
 from server.environments.store import EnvironmentStore
 from server.errors import NotFound
-from server.services import Services
+from server.services import Foundation
+from server.tools.sandbox_backend import SandboxBackend
 from toolrunner.envbuild import EnvironmentBuilder, Sources
 
 
-def wire_environments(services: Services) -> None:
-    """``services.environments``, and each sandbox call asks it which image to run in."""
-    settings, sandbox = services.settings, services.sandbox_backend
+def wire_environments(foundation: Foundation, sandbox: SandboxBackend) -> EnvironmentService:
+    """The environments service; each sandbox call asks it which image to run in."""
+    settings = foundation.settings
 
     def builder() -> EnvironmentBuilder:
         client = docker.from_env(timeout=120, max_pool_size=4)
@@ -27,13 +28,13 @@ def wire_environments(services: Services) -> None:
 
     def session_environment(tenant_id: str, session_id: str) -> str | None:
         try:
-            return services.sessions.get(tenant_id, session_id).environment
+            return foundation.sessions.get(tenant_id, session_id).environment
         except NotFound:  # a direct call's throwaway runner session: the tenant's default applies
             return None
 
-    service = EnvironmentService(EnvironmentStore(services.db), builder, base_image, session_environment,
+    service = EnvironmentService(EnvironmentStore(foundation.db), builder, base_image, session_environment,
                                  max_per_tenant=settings.max_environments_per_tenant,
                                  max_builds_per_tenant=settings.max_environment_builds_per_tenant)
-    services.environments = service
-    services.closers.append(service.close)
+    foundation.closers.append(service.close)
     sandbox.image_for = service.image_for
+    return service

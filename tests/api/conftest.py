@@ -1,4 +1,5 @@
-"""Fixtures for the API tests: a real app (real SQLite in a temp dir) driven in-process over ASGI.
+"""Fixtures for the API tests: the real, fully wired app of ``build_app`` (real SQLite in a temp dir, the real
+sandbox backend on the real engine) driven in-process over ASGI.
 
 ``client`` is an httpx client on the app; ``open_stream`` drives a long-lived SSE response directly over ASGI
 (httpx's ASGI transport buffers whole responses) and lets a test read events and then disconnect.
@@ -7,20 +8,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from server.app import create_app
+from server.app import build_app
 from server.services import Services
 from server.settings import Settings
+from toolrunner.quota import release_all
 
 CLEAN_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "XAI_API_KEY",
              "OPENROUTER_API_KEY", "OPENANALYST_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
@@ -38,13 +43,23 @@ def _no_host_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, sandbox_image: str, docker_client: Any) -> Iterator[Callable[..., Settings]]:
+    """Settings for a test's app; every container its apps started (a session's prestart) is removed after."""
+    label = f"api-{uuid.uuid4().hex[:12]}"
+    workspace = tmp_path / "workspace"  # beside the data directory: a workspace holding it refuses to start
+    workspace.mkdir()
+
     def make(**kw: Any) -> Settings:
         kw.setdefault("data_dir", tmp_path / "data")
-        kw.setdefault("owner_workspace", tmp_path)
+        kw.setdefault("owner_workspace", workspace)
+        kw.setdefault("sandbox_labels", {"openanalyst.test": "1", "openanalyst.apitest": label})
         return Settings(**kw)
 
-    return make
+    yield make
+    for row in docker_client.api.containers(all=True, filters={"label": f"openanalyst.apitest={label}"}):
+        with contextlib.suppress(docker.errors.NotFound):  # the app's own removal may have got there first
+            docker_client.api.remove_container(row["Id"], force=True)  # one at a time (the engine's removal bug)
+    release_all(tmp_path)
 
 
 @asynccontextmanager
@@ -57,7 +72,7 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def app(make_settings: Callable[..., Settings]) -> FastAPI:
-    return create_app(make_settings(sse_keepalive_s=0.2))
+    return build_app(make_settings(sse_keepalive_s=0.2))
 
 
 @pytest.fixture

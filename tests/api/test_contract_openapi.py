@@ -11,7 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.errors import ApiError, ErrorBody, TooManyRequests, error_body
 from server.settings import Settings
 from server.tenancy import TENANT_HEADER_PATTERN
@@ -47,7 +47,7 @@ async def test_bearer_is_optional_unless_keys_are_required(make_settings: Callab
     """Without require_api_key the document says auth is optional (the server ignores keys); with it,
     every route but /health requires the bearer scheme, and a keyless call is the documented 401."""
     for require, expected in ((False, [{}, {"bearerAuth": []}]), (True, [{"bearerAuth": []}])):
-        app = create_app(make_settings(require_api_key=require))
+        app = build_app(make_settings(require_api_key=require))
         async with run_app(app) as client:
             doc = (await client.get("/openapi.json")).json()
             assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
@@ -95,7 +95,7 @@ async def test_typed_answers_fit_their_schemas(client: httpx.AsyncClient) -> Non
 async def test_single_tenant_document_offers_no_tenant_header(make_settings: Callable[..., Settings],
                                                               run_app: Any) -> None:
     """A single-tenant server refuses X-Tenant-ID with a 400, so its document does not declare it."""
-    async with run_app(create_app(make_settings(tenancy="single"))) as client:
+    async with run_app(build_app(make_settings(tenancy="single"))) as client:
         doc = (await client.get("/openapi.json")).json()
         names = {p["name"] for item in doc["paths"].values() for op in item.values()
                  for p in op.get("parameters", [])}

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +35,9 @@ async def test_health(client: httpx.AsyncClient) -> None:
 async def test_me_is_owner_and_persists(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """GET /me is the owner, created at first start and the same after a restart."""
     settings = make_settings()
-    async with run_app(create_app(settings)) as client:
+    async with run_app(build_app(settings)) as client:
         first = (await client.get("/me")).json()
-    async with run_app(create_app(settings)) as client:
+    async with run_app(build_app(settings)) as client:
         second = (await client.get("/me")).json()
     assert first["tenant"] == "owner" and first["role"] == "owner" and first["id"].startswith("usr_")
     assert first["id"] == second["id"] and first["created_at"] == second["created_at"]
@@ -106,7 +106,7 @@ async def test_wrong_types_rejected(client: httpx.AsyncClient, body: object) -> 
 
 async def test_oversized_body_by_length(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """A body over the limit (declared length) is 413 PAYLOAD_TOO_LARGE."""
-    async with run_app(create_app(make_settings(max_body_bytes=2048))) as client:
+    async with run_app(build_app(make_settings(max_body_bytes=2048))) as client:
         resp = await client.post("/sessions", json={"title": "x" * 5000})
         assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
 
@@ -120,7 +120,7 @@ async def test_oversized_body_streamed(make_settings: Callable[..., Settings], r
             yield b"x" * 1000
         yield b'"}'
 
-    async with run_app(create_app(make_settings(max_body_bytes=2048))) as client:
+    async with run_app(build_app(make_settings(max_body_bytes=2048))) as client:
         resp = await client.post("/sessions", content=body(), headers={"content-type": "application/json"})
         assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
         small = await client.post("/sessions", json={"title": "fits"})
@@ -150,7 +150,7 @@ async def test_cors_preflight(client: httpx.AsyncClient) -> None:
 
 async def test_cors_configured_origins(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """With configured origins only those are allowed."""
-    async with run_app(create_app(make_settings(cors_origins=["http://app.local"]))) as client:
+    async with run_app(build_app(make_settings(cors_origins=["http://app.local"]))) as client:
         ok = await client.get("/health", headers={"Origin": "http://app.local"})
         other = await client.get("/health", headers={"Origin": "http://evil.local"})
     assert ok.headers["access-control-allow-origin"] == "http://app.local"

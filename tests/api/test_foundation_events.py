@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.contract.events import AssistantDeltaEvent, StateEvent, UsageEvent
 from server.services import Services
 from server.sessions.events import REPLAY_PAGE
@@ -168,7 +168,7 @@ async def test_long_replay_pages(client: httpx.AsyncClient, services: Services) 
 async def test_slow_subscriber_dropped(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """A subscriber that falls behind its bounded queue gets SUBSCRIBER_TOO_SLOW naming its last event
     and is dropped; the writer and a fast subscriber go on, and a reconnect resumes with no gap."""
-    app = create_app(make_settings(sse_queue_events=8))
+    app = build_app(make_settings(sse_queue_events=8))
     async with run_app(app) as client:
         services: Services = app.state.services
         sid = await new_session(client)
@@ -210,14 +210,14 @@ async def test_deleted_session_ends_stream(client: httpx.AsyncClient, services: 
 
 async def test_message_events_reach_followers(client: httpx.AsyncClient, services: Services,
                                               open_stream: Any) -> None:
-    """A follower on /events sees the message, error and idle events a message produces."""
+    """A follower on /events sees the message, thinking, error and idle events a message produces."""
     sid = await new_session(client)
     stream = open_stream(f"/sessions/{sid}/events")
     await stream.read_events(1)
     await wait_for(lambda: services.events.subscriber_count(sid) == 1)
     await client.post(f"/sessions/{sid}/message", json={"message": "hi"})
-    got = await stream.read_events(3)
-    assert [(e["event"], e["id"]) for e in got] == [("message", 1), ("error", 2), ("state", 3)]
+    got = await stream.read_events(4)
+    assert [(e["event"], e["id"]) for e in got] == [("message", 1), ("state", 2), ("error", 3), ("state", 4)]
 
 
 async def test_test_hook_off_by_default(client: httpx.AsyncClient, make_settings: Callable[..., Settings],
@@ -226,7 +226,7 @@ async def test_test_hook_off_by_default(client: httpx.AsyncClient, make_settings
     sid = await new_session(client)
     resp = await client.post(f"/_test/sessions/{sid}/events", json={"type": "usage", "data": {}})
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "NOT_FOUND"
-    app = create_app(make_settings(enable_test_hooks=True, data_dir=make_settings().data_dir.parent / "hook"))
+    app = build_app(make_settings(enable_test_hooks=True, data_dir=make_settings().data_dir.parent / "hook"))
     async with run_app(app) as hooked:
         sid = await new_session(hooked)
         resp = await hooked.post(f"/_test/sessions/{sid}/events", json={"type": "usage", "data": {"x": 1}})

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ async def test_env_credentials(make_settings: Callable[..., Settings], run_app: 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-ENVSECRET-9876")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
     monkeypatch.setenv("GOOGLE_API_KEY", "AIzaENVGOOGLEKEY-5555")
-    app = create_app(make_settings())
+    app = build_app(make_settings())
     async with run_app(app) as client:
         data = (await client.get("/me/providers")).json()["data"]
         assert "ENVSECRET" not in str(data)
@@ -71,7 +71,7 @@ async def test_tenants_and_env_sharing(make_settings: Callable[..., Settings], r
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A tenant's keys are its own; env keys reach tenants only when sharing is on."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-000000000000")
-    async with run_app(create_app(make_settings(share_env_providers_with_tenants=False))) as client:
+    async with run_app(build_app(make_settings(share_env_providers_with_tenants=False))) as client:
         await client.put("/me/providers/xai", json={"api_key": "xai-tenant-a-1234567"},
                          headers={"X-Tenant-ID": "a"})
         a = (await client.get("/me/providers", headers={"X-Tenant-ID": "a"})).json()["data"]
@@ -79,7 +79,7 @@ async def test_tenants_and_env_sharing(make_settings: Callable[..., Settings], r
         owner = (await client.get("/me/providers")).json()["data"]
     assert [d["name"] for d in a] == ["xai"] and b == []
     assert [d["name"] for d in owner] == ["anthropic"]
-    async with run_app(create_app(make_settings())) as client:
+    async with run_app(build_app(make_settings())) as client:
         b = (await client.get("/me/providers", headers={"X-Tenant-ID": "b"})).json()["data"]
     assert [d["name"] for d in b] == ["anthropic"]
 
@@ -87,9 +87,9 @@ async def test_tenants_and_env_sharing(make_settings: Callable[..., Settings], r
 async def test_persisted_encrypted_private(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """Stored keys survive a restart, are not in the database file in clear, and the files are 0600."""
     settings = make_settings()
-    async with run_app(create_app(settings)) as client:
+    async with run_app(build_app(settings)) as client:
         await client.put("/me/providers/openrouter", json={"api_key": "sk-or-v1-PLAINTEXTCANARY42"})
-    app = create_app(settings)
+    app = build_app(settings)
     async with run_app(app) as client:
         data = (await client.get("/me/providers")).json()["data"]
         assert data[0]["name"] == "openrouter" and data[0]["api_key"] == "****RY42"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from server.app import create_app
+from server.app import build_app
 from server.contract.events import AssistantDeltaEvent, StateEvent
 from server.services import Services
 from server.settings import Settings
@@ -62,22 +62,23 @@ async def test_pagination(client: httpx.AsyncClient) -> None:
 
 
 async def test_message_stream_and_history(client: httpx.AsyncClient) -> None:
-    """A message is stored, streamed back as message → NO_PROVIDER error → idle, and kept in history."""
+    """A message is stored, streamed back as message → thinking → NO_PROVIDER error → idle, and kept in history."""
     sid = (await client.post("/sessions")).json()["session_id"]
     resp = await client.post(f"/sessions/{sid}/message", json={"message": "hello there"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
     evs = events_of(resp)
-    assert [(t, s) for t, s, _d in evs] == [("message", 1), ("error", 2), ("state", 3)]
+    assert [(t, s) for t, s, _d in evs] == [("message", 1), ("state", 2), ("error", 3), ("state", 4)]
     assert evs[0][2]["content"] == [{"type": "text", "text": "hello there"}] and evs[0][2]["role"] == "user"
-    assert evs[1][2]["code"] == "NO_PROVIDER_CONFIGURED" and "PUT /me/providers" in evs[1][2]["message"]
-    assert evs[2][2] == {"state": "idle"}
+    assert evs[1][2] == {"state": "thinking"}
+    assert evs[2][2]["code"] == "NO_PROVIDER_CONFIGURED" and "PUT /me/providers" in evs[2][2]["message"]
+    assert evs[3][2] == {"state": "idle"}
     detail = (await client.get(f"/sessions/{sid}")).json()
-    assert detail["state"] == "idle" and detail["last_seq"] == 3
+    assert detail["state"] == "idle" and detail["last_seq"] == 4
     assert [(m["role"], m["content"]) for m in detail["messages"]] == [
         ("user", [{"type": "text", "text": "hello there"}])]
     assert detail["messages"][0]["created_at"].endswith("Z")
     second = await client.post(f"/sessions/{sid}/message", json={"message": "again"})
-    assert [s for _t, s, _d in events_of(second)] == [4, 5, 6]
+    assert [s for _t, s, _d in events_of(second)] == [5, 6, 7, 8]
 
 
 async def test_message_validation(client: httpx.AsyncClient) -> None:
@@ -121,7 +122,7 @@ def blocking_app(make_settings: Callable[..., Settings]) -> BlockingApp:
         runners.append(BlockingRunner(services))
         return runners[-1]
 
-    return create_app(make_settings(), turn_runner=factory), runners
+    return build_app(make_settings(), turn_runner=factory), runners
 
 
 async def test_busy_and_background_turn(blocking_app: BlockingApp, run_app: Any) -> None:
@@ -157,7 +158,7 @@ class FailingRunner:
 
 async def test_failing_runner_still_ends_idle(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """A turn that raises ends with an INTERNAL_ERROR event and idle, and frees the session."""
-    async with run_app(create_app(make_settings(), turn_runner=FailingRunner)) as client:
+    async with run_app(build_app(make_settings(), turn_runner=FailingRunner)) as client:
         sid = (await client.post("/sessions")).json()["session_id"]
         for _ in range(2):
             resp = await client.post(f"/sessions/{sid}/message", json={"message": "x"})
@@ -183,15 +184,15 @@ async def test_delete_session(client: httpx.AsyncClient, services: Services) -> 
 async def test_restart_keeps_sessions(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """Sessions, messages and events survive a restart; seq numbers continue."""
     settings = make_settings()
-    async with run_app(create_app(settings)) as client:
+    async with run_app(build_app(settings)) as client:
         sid = (await client.post("/sessions", json={"title": "keep"})).json()["session_id"]
         await client.post(f"/sessions/{sid}/message", json={"message": "remember me"})
-    async with run_app(create_app(settings)) as client:
+    async with run_app(build_app(settings)) as client:
         detail = (await client.get(f"/sessions/{sid}")).json()
-        assert detail["title"] == "keep" and detail["last_seq"] == 3
+        assert detail["title"] == "keep" and detail["last_seq"] == 4
         assert detail["messages"][0]["content"][0]["text"] == "remember me"
         resp = await client.post(f"/sessions/{sid}/message", json={"message": "more"})
-        assert [s for _t, s, _d in events_of(resp)] == [4, 5, 6]
+        assert [s for _t, s, _d in events_of(resp)] == [5, 6, 7, 8]
 
 
 async def test_delete_during_turn(blocking_app: BlockingApp, run_app: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +50,7 @@ async def test_tenant_isolation(client: httpx.AsyncClient, open_stream: Any) -> 
 
 async def test_single_mode_refuses_header(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """In single-tenant mode a tenant header is refused rather than silently ignored."""
-    async with run_app(create_app(make_settings(tenancy="single"))) as client:
+    async with run_app(build_app(make_settings(tenancy="single"))) as client:
         assert (await client.get("/sessions")).status_code == 200
         resp = await client.get("/sessions", headers=A)
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "TENANT_HEADER_NOT_ALLOWED"
@@ -59,7 +59,7 @@ async def test_single_mode_refuses_header(make_settings: Callable[..., Settings]
 async def test_api_keys(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """With require_api_key: no/invalid key is 401, a bound key fixes the tenant, an unbound one lets the
     header choose; /health stays open."""
-    app = create_app(make_settings(require_api_key=True))
+    app = build_app(make_settings(require_api_key=True))
     async with run_app(app) as client:
         keys = app.state.services.api_keys
         bound = (await keys.create("team-alpha")).key
@@ -83,7 +83,7 @@ async def test_api_keys(make_settings: Callable[..., Settings], run_app: Any) ->
 
 async def test_api_key_bad_tenant(make_settings: Callable[..., Settings], run_app: Any) -> None:
     """A key cannot be bound to an invalid tenant id."""
-    app = create_app(make_settings())
+    app = build_app(make_settings())
     async with run_app(app):
         with pytest.raises(Exception, match="X-Tenant-ID"):
             await app.state.services.api_keys.create("has space")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.app import create_app
+from server.app import build_app
 from server.providers.registry import credentials_from_env
 from server.services import Services
 from server.settings import Settings
@@ -56,7 +56,7 @@ async def test_partial_aws_settings_disable_bedrock_with_a_warning(
     (warning,) = settings.provider_warnings()
     assert warning.startswith("Bedrock is disabled") and f"set {missing} (or AWS_BEARER_TOKEN_BEDROCK)" in warning
     with caplog.at_level(logging.WARNING):
-        app = create_app(settings)
+        app = build_app(settings)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
             assert (await client.get("/health")).status_code == 200
