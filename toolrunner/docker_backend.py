@@ -23,16 +23,12 @@ from toolrunner.attach import AttachStream
 from toolrunner.engine_attach import open_engine_attach
 from toolrunner.engines import EngineAddress, EngineAddressError, engine_from_environment
 from toolrunner.errors import SandboxBackendUnavailable, SandboxImageUnavailable, SandboxStartFailed
+from toolrunner.runtime import MANAGED_LABEL, ContainerGone, EngineReport
 from toolrunner.ssh_tunnel import SshTunnel, TunnelFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MANAGED_LABEL = "openanalyst.managed"
-
-
-class ContainerGone(LookupError):
-    """The container no longer exists (removed behind our back)."""
-
+__all__ = ["MANAGED_LABEL", "ContainerGone", "DockerBackend"]
 
 def _never_sent(exc: BaseException, depth: int = 0) -> bool:
     """Whether the error chain says the connection itself failed (refused, or no socket file), so that the
@@ -46,7 +42,7 @@ def _never_sent(exc: BaseException, depth: int = 0) -> bool:
 
 
 class DockerBackend:
-    """Async, deadline-bounded container operations over one shared docker-py client."""
+    """One engine as a ``ContainerRuntime``: async, deadline-bounded operations over one docker-py client."""
 
     def __init__(self, client: Any | None = None, *, timeout_s: float = 30.0,
                  engine: EngineAddress | None = None) -> None:
@@ -101,6 +97,15 @@ class DockerBackend:
         if self._tunnel is not None:  # a tunnel that died is opened again (or the ping fails with ssh's words)
             await self._run("ssh tunnel", self._tunnel.socket, timeout_s=self.timeout_s)
         await self._run("ping", self._client.ping, timeout_s=min(self.timeout_s, 10))
+
+    async def engines(self, server_id: str) -> list[EngineReport]:
+        """This one engine's state: up (with this server's container count) or down (with why)."""
+        try:
+            await self.ping()
+            count = len(await self.list_managed(server_id))
+        except SandboxBackendUnavailable as exc:
+            return [EngineReport(url=self.engine.url, state="down", containers=0, capacity=None, error=exc.message)]
+        return [EngineReport(url=self.engine.url, state="up", containers=count, capacity=None, error=None)]
 
     async def create(self, kwargs: dict[str, Any]) -> str:
         """Create (not start) a container; returns its id."""

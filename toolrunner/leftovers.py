@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.errors import SandboxError
+from toolrunner.runtime import ContainerGone, ContainerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class Leftovers:
     """An ordered set of container ids still to remove, and the removals that fill and empty it."""
 
-    def __init__(self, backend: DockerBackend) -> None:
+    def __init__(self, backend: ContainerRuntime) -> None:
         self._backend = backend
         self._ids: dict[str, None] = {}
         self._sweeping = asyncio.Lock()

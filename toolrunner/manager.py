@@ -47,8 +47,8 @@ from toolrunner.config import (
     workspace_info,
 )
 from toolrunner.deaths import DEATH_CODES, death_result
-from toolrunner.docker_backend import ContainerGone, DockerBackend
 from toolrunner.egress.hub import EgressPlumbing
+from toolrunner.engine_set import runtime_for
 from toolrunner.envbuild.errors import EnvironmentBusy
 from toolrunner.errors import SandboxError, SandboxPolicyNotEnforced, SandboxStartFailed, ToolDenied, TooManyCalls
 from toolrunner.leftovers import Leftovers
@@ -56,6 +56,7 @@ from toolrunner.losses import Losses
 from toolrunner.protocol import PROTOCOL_VERSION, encode
 from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolResult, error_result
+from toolrunner.runtime import ContainerGone, ContainerRuntime
 
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
@@ -96,12 +97,12 @@ class SandboxManager:
     """Async API over the tenants' containers (docs/design.md §2)."""
 
     def __init__(self, config: SandboxConfig, policy_for_tenant: Callable[[str], Policy], *,
-                 backend: DockerBackend | None = None, egress: EgressPlumbing | None = None) -> None:
+                 backend: ContainerRuntime | None = None, egress: EgressPlumbing | None = None) -> None:
         self.config = config
         self._egress = egress  # allowlist tenants' proxy sockets and keys (docs/egress.md)
         self._policy_for = policy_for_tenant
         self._own_backend = backend is None
-        self.backend = backend or DockerBackend(timeout_s=config.docker_timeout_s)
+        self.backend: ContainerRuntime = backend or runtime_for(config.docker_hosts, config.docker_timeout_s)
         self._sandboxes: dict[str, _Sandbox] = {}
         self._stopped: dict[str, str] = {}  # tenant -> container id stopped for idleness
         self._locks: dict[str, asyncio.Lock] = {}
