@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from server.providers.addresses import UrlPolicy
 from server.providers.registry import PROVIDERS
 from server.tenant_ids import HEADER_RE
+from toolrunner.engine_list import engines_from_environment
+from toolrunner.engines import EngineAddressError
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -125,6 +128,10 @@ class Settings(BaseSettings):
         description="Free space a new tenant's workspace quota image must leave on the data disk once full, "
                     "else 503 SANDBOX_DISK_FULL. Default: max(5 % of the disk, 2 GiB); 0: no check.")
     sandbox_runtime: Literal["runc", "runsc"] | None = None
+    docker_hosts: str | None = Field(
+        default=None, description="Engines to spread tenants' sandboxes over: comma-separated entries, each an "
+                                  "address (unix://, tcp:// with tls=DIR, ssh://) with optional capacity=N "
+                                  "(docs/scale-out.md). Unset: DOCKER_HOST, else the local socket.")
     environment_pip_index_url: str | None = Field(
         default=None, description="Index the host downloads environments' Python wheels from (default: pip's own "
                                   "configuration, e.g. PIP_INDEX_URL).")
@@ -216,6 +223,16 @@ class Settings(BaseSettings):
     def _allowlist_entries(cls, entries: list[str]) -> list[str]:
         UrlPolicy.parse(False, entries)  # a malformed entry stops the start, naming it
         return entries
+
+    @field_validator("docker_hosts")
+    @classmethod
+    def _docker_hosts(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():  # every entry checked now: a bad one stops the start, named
+            try:
+                engines_from_environment(value, os.environ)
+            except EngineAddressError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("egress_private_networks")
     @classmethod

@@ -92,6 +92,7 @@ def sandbox_config(settings: Settings, tag: str) -> SandboxConfig:
     return SandboxConfig(data_dir=settings.data_dir, image=tag, owner_workspace=settings.owner_workspace,
                          owner_tenant_id=OWNER_ID, idle_timeout_s=settings.sandbox_idle_timeout_s,
                          runtime=settings.sandbox_runtime, extra_labels=settings.sandbox_labels,
+                         docker_hosts=settings.docker_hosts,
                          max_live_containers=live,
                          max_stopped_containers=settings.sandbox_max_stopped_containers,
                          owner_workspace_quota=settings.owner_workspace_quota,

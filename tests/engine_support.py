@@ -97,6 +97,7 @@ class SecondEngine:
     tcp_port: int
     client_tls: Path
     process: subprocess.Popen[bytes]
+    argv: list[str]
 
     @property
     def unix_url(self) -> str:
@@ -137,7 +138,32 @@ def start_second_engine() -> SecondEngine:
             "--pidfile", str(root / "docker.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"]
     log = (root / "dockerd.log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    engine = SecondEngine(root=root, bridge=bridge, tcp_port=port, client_tls=client_tls, process=process)
+    engine = SecondEngine(root=root, bridge=bridge, tcp_port=port, client_tls=client_tls, process=process,
+                          argv=argv)
+    _wait_ready(engine)
+    return engine
+
+
+def halt_engine(engine: SecondEngine) -> None:
+    """Stop the daemon as a crash or an outage would (its containers die with it); keep its data for
+    ``resume_engine``."""
+    engine.process.send_signal(signal.SIGTERM)
+    try:
+        engine.process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        engine.process.kill()
+        engine.process.wait(10)
+
+
+def resume_engine(engine: SecondEngine) -> None:
+    """Start the halted daemon again on the same data root, socket, port and certificates."""
+    log = (engine.root / "dockerd.log").open("ab")
+    engine.process = subprocess.Popen(engine.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_ready(engine)
+
+
+def _wait_ready(engine: SecondEngine) -> None:
+    process = engine.process
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:
@@ -147,7 +173,7 @@ def start_second_engine() -> SecondEngine:
             client = engine.client()
             try:
                 client.ping()
-                return engine
+                return
             finally:
                 client.close()
         if time.monotonic() > deadline:

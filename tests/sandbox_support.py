@@ -57,6 +57,8 @@ class Harness:
         self.manager: SandboxManager = self.run(self._make())
 
     async def _make(self) -> SandboxManager:
+        if self.config.docker_hosts:  # the manager's own runtime: an EngineSet over the listed engines
+            return SandboxManager(self.config, self.policy)
         backend = DockerBackend(timeout_s=self.config.docker_timeout_s, engine=self.engine)  # closed after the sweep
         return SandboxManager(self.config, self.policy, backend=backend)
 

@@ -52,6 +52,9 @@ class SandboxConfig(BaseModel):
     extra_labels: dict[str, str] = Field(default_factory=dict)  # e.g. {"openanalyst.test": "1"} in tests
     runner_command: list[str] | None = None  # None: the image's ENTRYPOINT/CMD starts the runner
     docker_timeout_s: float = Field(default=30.0, gt=0)  # deadline on every engine call
+    # OPENANALYST_DOCKER_HOSTS (toolrunner.engine_list): the engines tenants are spread over; None: the one
+    # engine the Docker CLI would use (DOCKER_HOST, else the local socket).
+    docker_hosts: str | None = None
     start_timeout_s: float = Field(default=20.0, gt=0)  # create → runner hello
     call_grace_s: float = Field(default=5.0, ge=0)  # beyond a call's own timeout before the host gives up
     # While a call waits on the runner, a runner that sends no frame at all for this long after a ping is
