@@ -21,9 +21,11 @@ from policies.loader import policy_for
 from policies.model import Policy
 from toolrunner.config import SandboxConfig
 from toolrunner.docker_backend import DockerBackend
+from toolrunner.engine_set import runtime_for
 from toolrunner.engines import EngineAddress
 from toolrunner.manager import CallOutcome, SandboxManager
 from toolrunner.quota import release_all
+from toolrunner.runtime import ContainerRuntime
 
 T = TypeVar("T")
 
@@ -57,9 +59,9 @@ class Harness:
         self.manager: SandboxManager = self.run(self._make())
 
     async def _make(self) -> SandboxManager:
-        if self.config.docker_hosts:  # the manager's own runtime: an EngineSet over the listed engines
-            return SandboxManager(self.config, self.policy)
-        backend = DockerBackend(timeout_s=self.config.docker_timeout_s, engine=self.engine)  # closed after the sweep
+        backend: ContainerRuntime = (  # closed after the sweep
+            runtime_for(self.config.docker_hosts, self.config.docker_timeout_s) if self.config.docker_hosts
+            else DockerBackend(timeout_s=self.config.docker_timeout_s, engine=self.engine))
         return SandboxManager(self.config, self.policy, backend=backend)
 
     def policy(self, tenant: str) -> Policy:

@@ -56,8 +56,8 @@ class DockerBackend:
             self._dial = self._dial_address()
             self._client: Any = client if client is not None else self._dial.docker_client(
                 timeout_s=max(5, int(timeout_s)), max_pool_size=64)
-        except docker.errors.DockerException as exc:  # API version negotiation failed or timed out
-            self._close_tunnel()
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            self._close_tunnel()  # the version request (negotiation) failed, was refused or timed out
             raise SandboxBackendUnavailable(f"the container engine is not reachable: {exc}") from exc
         except (EngineAddressError, TunnelFailed) as exc:
             self._close_tunnel()

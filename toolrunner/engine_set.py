@@ -45,7 +45,7 @@ class _Engine:
     runtime: DockerBackend | None = None  # made on first contact (its constructor talks to the engine)
     error: str | None = "not contacted yet"
     checked_at: float = -1e9
-    listed: bool = False  # its containers were listed (at start or after it came back)
+    owes_sweep: bool = False  # it was down when containers were listed: sweep it once it answers
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one check at a time (one client made)
 
     @property
@@ -101,9 +101,9 @@ class EngineSet:
         engine.checked_at = time.monotonic()
         if engine.up and not was_up:
             log.info("engine %s answers", engine.url)
-            if self._server_id is not None and not engine.listed:
-                await self._sweep_returned(engine, self._server_id)
-        elif was_up and not engine.up:
+        if engine.up and engine.owes_sweep and self._server_id is not None:
+            await self._sweep_returned(engine, self._server_id)
+        if was_up and not engine.up:
             log.warning("engine %s is down: %s", engine.url, engine.error)
 
     async def _refresh(self, max_age_s: float = FRESH_S) -> None:
@@ -121,9 +121,12 @@ class EngineSet:
             if engine.runtime is None:
                 raise SandboxBackendUnavailable(f"engine {engine.url} is down: {engine.error}")
         try:
-            return await fn(engine.runtime)
+            result = await fn(engine.runtime)
         except SandboxBackendUnavailable as exc:
             raise self._down(engine, exc) from exc
+        if not engine.up:  # it answered: up again (a sweep it may owe follows at the next check)
+            engine.error, engine.checked_at = None, -1e9
+        return result
 
     # ---- placement ------------------------------------------------------------------------------
 
@@ -229,13 +232,15 @@ class EngineSet:
         self._server_id = server_id
         await self._refresh(0)
         rows: list[dict[str, Any]] = []
-        for engine in [e for e in self._engines if e.up]:
+        for engine in self._engines:
             try:
+                if not engine.up:
+                    raise SandboxBackendUnavailable(f"engine {engine.url} is down: {engine.error}")
                 found = await self._on(engine, lambda r: r.list_managed(server_id))
             except SandboxBackendUnavailable as exc:
-                log.warning("%s", exc.message)
+                log.warning("%s; its containers are swept when it answers again", exc.message)
+                engine.owes_sweep = True
                 continue
-            engine.listed = True
             self._learn(engine, found)
             rows += found
         if not any(e.up for e in self._engines):
@@ -254,9 +259,10 @@ class EngineSet:
                     log.info("engine %s is back: removing its unknown container %s", engine.url, row["Id"][:12])
                     await engine.runtime.remove(str(row["Id"]))
         except SandboxBackendUnavailable as exc:
+            log.warning("engine %s answered, but sweeping it failed: %s", engine.url, exc.message)
             engine.error = exc.message
             return
-        engine.listed = True
+        engine.owes_sweep = False
 
     async def ping(self) -> None:
         """Raise unless at least one engine answers."""
