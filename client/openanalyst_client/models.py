@@ -284,6 +284,7 @@ class Health(Model):
     status: str
     version: str
     uptime_s: float
+    engines: list[dict[str, Any]] | None = None  # the sandbox's container engines: url, state, containers, capacity
 
 
 class Me(Model):

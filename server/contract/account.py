@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from server.contract.common import Model
+from server.contract.sandbox import Engine
 from server.providers.breaker import State
 
 
@@ -14,6 +15,8 @@ class Health(Model):
     status: Literal["ok"]
     version: str
     uptime_s: float = Field(ge=0)
+    engines: list[Engine] | None = Field(default=None, description="The sandbox's container engines and their "
+                                                                   "state (null until the sandbox is up).")
 
 
 class Me(Model):

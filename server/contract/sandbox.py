@@ -101,6 +101,16 @@ class LastStop(Model):
     sessions: int = Field(description="Sessions that had run a call in it: each is told SESSION_STATE_LOST once.")
 
 
+class Engine(Model):
+    """A container engine sandboxes run on (``OPENANALYST_DOCKER_HOSTS``; docs/scale-out.md)."""
+
+    url: str = Field(description="Its address, without secrets (TLS files and ssh keys are configured apart).")
+    state: Literal["up", "down"]
+    containers: int = Field(description="This server's containers on it, running or stopped.")
+    capacity: int | None = Field(description="At most this many of them (null: no bound of its own).")
+    error: str | None = Field(description="Why it is down.")
+
+
 class SandboxInfo(Model):
     """`waiting_for_image` carries only tenant, state, container_id and image_build; the other states the
     rest (`started_at`, `idle_s` and `usage` when running)."""
@@ -122,3 +132,5 @@ class SandboxInfo(Model):
     usage: Usage | None = None
     last_stop: LastStop | None = Field(default=None, description="When and why the tenant's container last "
                                                                  "stopped, losing shell, REPL and background state.")
+    engines: list[Engine] | None = Field(default=None, description="Every engine and its state (null while the "
+                                                                   "sandbox is coming up).")

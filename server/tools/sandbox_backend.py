@@ -30,11 +30,13 @@ from toolrunner.config import SandboxConfig
 from toolrunner.egress.hub import EgressPlumbing
 from toolrunner.errors import SandboxCapacity, SandboxError, TooManyCalls
 from toolrunner.manager import CallOutcome, SandboxManager
+from toolrunner.runtime import EngineReport
 
 log = logging.getLogger(__name__)
 
 ImageProvider = Callable[[], str]
 RETRY_BRING_UP_S = 5.0
+ENGINES_CACHE_S, ENGINES_TIMEOUT_S = 2.0, 5.0
 
 
 def api_error(exc: SandboxError) -> ApiError:
@@ -67,6 +69,8 @@ class SandboxBackend:
         self._failure: ApiError | None = None
         self._ready: asyncio.Task[None] | None = None
         self._failed_at = 0.0
+        self._engines: list[EngineReport] | None = None
+        self._engines_at = -1e9
 
     def start(self) -> None:
         """Begin the image check and adoption in the background (idempotent; again after a failed try)."""
@@ -175,6 +179,22 @@ class SandboxBackend:
         if self._manager is not None:
             await self._manager.close_session(tenant_id, session_id)
 
+    async def engines(self) -> list[EngineReport] | None:
+        """Each engine's state (``GET /health``, ``GET /v1/sandbox``), None while the sandbox is not up; asked
+        at most every ``ENGINES_CACHE_S`` and never for longer than ``ENGINES_TIMEOUT_S`` (health probes poll)."""
+        manager = self._manager
+        if manager is None:
+            return None
+        if time.monotonic() - self._engines_at >= ENGINES_CACHE_S:
+            try:
+                self._engines = await asyncio.wait_for(manager.backend.engines(manager.config.instance_id),
+                                                       ENGINES_TIMEOUT_S)
+            except (SandboxError, TimeoutError) as exc:
+                log.warning("could not ask the container engines for their state: %s", exc)
+                return self._engines
+            self._engines_at = time.monotonic()
+        return self._engines
+
     async def info(self, tenant_id: str) -> dict[str, Any]:
         """The manager's view of the tenant's sandbox plus ``image_build``. The image check and adoption are
         waited for as before (seconds); once a build runs (minutes): ``state: waiting_for_image`` and the
@@ -187,7 +207,8 @@ class SandboxBackend:
                     "image_build": self.image_status.snapshot()}
         manager = await self.manager()
         try:
-            return {**await manager.info(tenant_id), "image_build": self.image_status.snapshot()}
+            return {**await manager.info(tenant_id), "image_build": self.image_status.snapshot(),
+                    "engines": await self.engines()}
         except SandboxError as exc:
             raise api_error(exc) from None
 
