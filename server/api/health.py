@@ -21,7 +21,7 @@ router = APIRouter(tags=["health"], responses=errors(400, 413, 422, 431))
 @router.get("/health")
 async def health(request: Request) -> Health:
     services = request.app.state.services
-    sandbox = services.sandbox_backend
-    engines = await sandbox.engines() if sandbox is not None and hasattr(sandbox, "engines") else None
+    sandbox = getattr(services, "sandbox_backend", None)  # absent while the integration is still being wired
+    engines = await sandbox.engines() if sandbox is not None else None
     return Health(status="ok", version=VERSION, uptime_s=round(time.monotonic() - services.started_monotonic, 3),
                   engines=engines)
