@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+from toolrunner.runner import heldfile
 from toolrunner.runner.identity import (
     Ident,
     Identities,
@@ -122,7 +123,11 @@ class Registry:
     def settle_children(self, ident: Ident) -> int:
         """Reap until no untracked child of ours of `ident`'s uid is left: a killed process's children are
         ours (we are their subreaper) before it can be reaped itself, so an empty list means all are gone.
-        Returns how many were reaped here (a lower bound: the background reaper may take some)."""
+        Returns how many were reaped here (a lower bound: the background reaper may take some).
+        A call's leftovers are our children from the moment their parent exits, before its parent can reap
+        it, so when none is listed now there is nothing to wait for: the common case costs one read."""
+        if not self._untracked_children_left(ident.uid):
+            return 0
         return self._settle(lambda: self._untracked_children_left(ident.uid))
 
     def sweep(self, ident: Ident) -> int:
@@ -330,12 +335,20 @@ def children(pid: int) -> list[int]:
 
 
 def main_thread_children(pid: int) -> list[int]:
-    """Children of a single-threaded process such as bash: one file instead of a listing of its threads."""
+    """Children of a single-threaded process such as bash: one file instead of a listing of its threads. The
+    runner's own list (read after every call) is a held descriptor (heldfile), another process's is opened."""
     if not _HAS_CHILDREN_FILE:
         return children(pid)
+    path = f"/proc/{pid}/task/{pid}/children"
     try:
-        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
-            return [int(x) for x in f.read().split()]
+        if pid == os.getpid():
+            text = heldfile.read(path)
+            if text is None:
+                return children(pid)
+        else:
+            with open(path, "rb") as f:
+                text = f.read()
+        return [int(x) for x in text.split()]
     except (OSError, ValueError):
         return children(pid)
 
