@@ -63,6 +63,17 @@ def test_every_tool_kind_runs_through_the_manager(harness: Any) -> None:
     assert st.st_gid == 1000 and st.st_mode & 0o060 == 0o060
 
 
+def test_python_and_javascript_may_open_their_own_output_by_name(harness: Any) -> None:
+    """/dev/stdout and /dev/stderr (reopened through /proc/self/fd) work in the python and javascript tools as
+    they do in bash: the output pipes the runner makes are writable by the call's own process."""
+    t = "alice"
+    code = "open('/dev/stdout', 'w').write('py-out\\n')\nopen('/dev/stderr', 'w').write('py-err\\n')"
+    assert ok(harness.call(t, "python", {"code": code})) == "py-out\npy-err\n"
+    js = ("const fs = require('fs'); fs.writeFileSync('/dev/stdout', 'js-out\\n');"
+          " fs.writeFileSync('/dev/stderr', 'js-err\\n')")
+    assert ok(harness.call(t, "javascript", {"code": js})) == "js-out\njs-err\n"
+
+
 def test_shell_and_repl_state_persist_within_a_session_only(harness: Any) -> None:
     """cwd, exports and REPL names survive between calls of one session and are absent in another."""
     t = "alice"

@@ -192,6 +192,32 @@ def test_writes_into_other_processes_fds_do_not_reach_another_session(tenants: A
     check_all(problems, f"(injector's report: {injector.report()})")
 
 
+def test_writes_into_a_python_calls_output_do_not_reach_it_from_another_session(tenants: Any) -> None:
+    """A call's output pipes may be reopened by name by its own process (``open('/dev/stdout')``); while B's
+    python call waits, A writes into every fd of every process it can open: B's call answers exactly its own
+    output, the part written through /dev/stdout included."""
+    t: Tenant = tenants("inject-py")
+    u = uniq()
+    a, b = t.session(), t.session()
+    ready, go = f"/workspace/ready-py-{u}", f"/workspace/go-py-{u}"
+    marker = f"INJECTED-{u}"
+    victim = (f"import os, time\nopen({ready!r}, 'w').close()\ndeadline = time.monotonic() + 60\n"
+              f"while not os.path.exists({go!r}) and time.monotonic() < deadline:\n    time.sleep(0.01)\n"
+              f"with open('/dev/stdout', 'w') as out:\n    out.write('VICTIM-{u}\\n')\n"
+              f"print('PRINTED-{u}', flush=True)\n")
+    problems: list[str] = []
+    problems += expect(t, t.bash("true", a), exit_code=0)
+    pool, inflight = in_parallel(lambda: t.python(victim, b))
+    try:
+        injector = t.python(snippet(INJECT, ready=ready, go=go, cmd=f"echo {marker}"), a)
+        during = inflight.result(timeout=INFLIGHT_WAIT_S)
+    finally:
+        pool.shutdown(wait=False)
+    problems += expect(t, injector, exit_code=0)
+    problems += expect(t, during, exit_code=0, output=f"VICTIM-{u}\nPRINTED-{u}\n", forbidden=(marker,))
+    check_all(problems, f"(injector's report: {injector.report()})")
+
+
 # --- boot and state poisoning --------------------------------------------------------------------------------
 
 # Append (and prepend) a payload to every file it can write outside /workspace — /tmp, /dev/shm, /run, /var/tmp,

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree
+from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree, output_pipe
 from toolrunner.runner.zygote import Forked
 
 if TYPE_CHECKING:
+    from toolrunner.runner.identity import Ident
     from toolrunner.runner.state import Session
 
 _PIDS = re.compile(r"Resource temporarily unavailable|fork: retry|Cannot fork|can't start new thread|EAGAIN")
@@ -48,16 +49,7 @@ def run(
     ident = session.ident
     proc: subprocess.Popen[bytes] | Forked | None = forked() if forked is not None else None
     try:
-        proc = proc or REGISTRY.spawn(
-            argv,
-            ident,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            pass_fds=pass_fds,
-        )
+        proc = proc or _spawn(argv, ident, env=env, cwd=cwd, pass_fds=pass_fds)
     except BlockingIOError as exc:
         call.limit = "pids"
         raise ToolFailure("RESOURCE_LIMIT", f"cannot start a process: {exc.strerror} (pids limit)") from None
@@ -81,6 +73,28 @@ def run(
     runaway(call, left)
     call.exit_code = code
     return code
+
+
+def _spawn(argv: list[str], ident: Ident, *, env: dict[str, str], cwd: str,
+           pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """Start `argv` as the session with output pipes it may reopen by name (procs.output_pipe); Popen's own
+    pipes would be the runner's, mode 0600, and ``open('/dev/stdout')`` in the call would fail."""
+    out_r, out_w = output_pipe()
+    err_r, err_w = output_pipe()
+    try:
+        try:
+            proc = REGISTRY.spawn(argv, ident, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd,
+                                  env=env, pass_fds=pass_fds)
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    proc.stdout = os.fdopen(out_r, "rb", buffering=0)  # read as Popen's own pipes would be
+    proc.stderr = os.fdopen(err_r, "rb", buffering=0)
+    return proc
 
 
 def pump(call: Call, pid: int, streams: dict[int, str], errors: bytearray | None = None) -> None:

@@ -264,6 +264,18 @@ def _waitpid_nohang(pids: list[int]) -> int:
     return reaped
 
 
+def output_pipe() -> tuple[int, int]:
+    """A pipe for a call's stdout or stderr: (read end, write end). The runner creates it, so its inode
+    belongs to the runner's uid with mode 0600, and a call's process (a session uid) could not reopen its own
+    output by name: ``open('/dev/stdout')`` (``/proc/self/fd/1``) failed with EACCES in python and node. The
+    write end's inode gets "others may write": reopening through /proc needs access to the holder's /proc
+    entry, which only processes of the same session have (the runner's own is closed to them, docs/
+    runner-trust.md), and they could write to the pipe through the descriptor anyway; nobody may read it."""
+    r, w = os.pipe()
+    os.fchmod(w, 0o602)
+    return r, w
+
+
 def exit_fd(pid: int) -> int:
     """An fd that turns readable when child `pid` exits.
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from toolrunner.runner.identity import Ident
-from toolrunner.runner.procs import IDLE_SHELL, REGISTRY, exit_fd, killpg, ppid, uid_of
+from toolrunner.runner.procs import IDLE_SHELL, REGISTRY, exit_fd, killpg, output_pipe, ppid, uid_of
 
 SOURCE = Path(__file__).with_name("zygote_main.py").read_text(encoding="utf-8")
 START_S = 15.0  # a new zygote's start (it is not waited for by any call)
@@ -132,8 +132,8 @@ class Zygote:
         with self._lock:
             if not self.alive():
                 return None
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
+            out_r, out_w = output_pipe()
+            err_r, err_w = output_pipe()
             null = os.open(os.devnull, os.O_RDONLY)
             pid = None
             try:
