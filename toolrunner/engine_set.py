@@ -74,6 +74,7 @@ class EngineSet:
     _engines: list[_Engine] = field(init=False)
     _containers: dict[str, _Placed] = field(init=False, default_factory=dict)
     _server_id: str | None = field(init=False, default=None)
+    _creating: dict[str, int] = field(init=False, default_factory=dict)  # tenant -> creates in flight
 
     def __post_init__(self) -> None:
         self._engines = [_Engine(entry) for entry in self.entries]
@@ -155,15 +156,21 @@ class EngineSet:
     async def create(self, kwargs: dict[str, Any]) -> str:
         tenant = str((kwargs.get("labels") or {}).get(TENANT_LABEL, ""))
         missing: SandboxImageUnavailable | None = None
-        for engine in await self._candidates(tenant):
-            try:
-                container_id = await self._create_on(engine, kwargs)
-            except SandboxImageUnavailable as exc:  # this engine lacks the image: the next one may have it
-                log.warning("engine %s: %s", engine.url, exc.message)
-                missing = SandboxImageUnavailable(f"engine {engine.url}: {exc.message}")
-                continue
-            self._containers[container_id] = _Placed(engine, tenant)
-            return container_id
+        self._creating[tenant] = self._creating.get(tenant, 0) + 1  # a sweep meanwhile must spare it
+        try:
+            for engine in await self._candidates(tenant):
+                try:
+                    container_id = await self._create_on(engine, kwargs)
+                except SandboxImageUnavailable as exc:  # this engine lacks the image: the next one may have it
+                    log.warning("engine %s: %s", engine.url, exc.message)
+                    missing = SandboxImageUnavailable(f"engine {engine.url}: {exc.message}")
+                    continue
+                self._containers[container_id] = _Placed(engine, tenant)
+                return container_id
+        finally:
+            self._creating[tenant] -= 1
+            if not self._creating[tenant]:
+                del self._creating[tenant]
         assert missing is not None
         raise missing
 
@@ -255,7 +262,8 @@ class EngineSet:
         try:
             rows = await engine.runtime.list_managed(server_id)
             for row in rows:
-                if str(row["Id"]) not in self._containers:
+                tenant = str((row.get("Labels") or {}).get(TENANT_LABEL, ""))
+                if str(row["Id"]) not in self._containers and tenant not in self._creating:
                     log.info("engine %s is back: removing its unknown container %s", engine.url, row["Id"][:12])
                     await engine.runtime.remove(str(row["Id"]))
         except SandboxBackendUnavailable as exc:
