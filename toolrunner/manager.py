@@ -56,7 +56,7 @@ from toolrunner.losses import Losses
 from toolrunner.protocol import PROTOCOL_VERSION, encode
 from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolResult, error_result
-from toolrunner.runtime import ContainerGone, ContainerRuntime
+from toolrunner.runtime import ENGINE_LABEL, ContainerGone, ContainerRuntime
 
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
@@ -578,12 +578,14 @@ class SandboxManager:
             return {**out, "state": "stopped" if stopped else "absent", "container_id": stopped,
                     "usage": None}
         try:
-            state = (await self.backend.inspect(sandbox.container_id)).get("State") or {}
+            attrs = await self.backend.inspect(sandbox.container_id)
             usage = await self.backend.usage(sandbox.container_id)
         except ContainerGone:  # removed behind our back: retire it, the next call starts a fresh one
             await self._after_death(sandbox, None)
             return {**out, "state": "absent", "container_id": None, "usage": None}
+        state = attrs.get("State") or {}
         return {**out, "state": state.get("Status"), "container_id": sandbox.container_id,
+                "engine": ((attrs.get("Config") or {}).get("Labels") or {}).get(ENGINE_LABEL),
                 "started_at": state.get("StartedAt"),
                 "idle_s": round(time.monotonic() - sandbox.last_used, 3),
                 "usage": usage}

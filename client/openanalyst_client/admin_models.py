@@ -97,6 +97,7 @@ class SandboxInfo(Model):
     idle_s: float | None = None
     usage: dict[str, Any] | None = None
     last_stop: dict[str, Any] | None = None
+    engine: str | None = None
     engines: list[dict[str, Any]] | None = None
 
 

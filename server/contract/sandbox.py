@@ -132,5 +132,7 @@ class SandboxInfo(Model):
     usage: Usage | None = None
     last_stop: LastStop | None = Field(default=None, description="When and why the tenant's container last "
                                                                  "stopped, losing shell, REPL and background state.")
+    engine: str | None = Field(default=None, description="The engine the running container is on, when "
+                                                         "OPENANALYST_DOCKER_HOSTS lists several.")
     engines: list[Engine] | None = Field(default=None, description="Every engine and its state (null while the "
                                                                    "sandbox is coming up).")

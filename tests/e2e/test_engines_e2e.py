@@ -66,6 +66,8 @@ def test_two_engines_through_the_server(serve: Callable[..., Any], second_engine
     until(lambda: [(e["state"], e["containers"], e["capacity"]) for e in engines(base).values()]
           == [("up", 1, 1)] * 2, 10, "both engines reported up with one container each")
     assert {e["url"] for e in info["engines"]} == {MAIN, remote}
+    assert info["engine"] == remote
+    assert httpx.get(f"{base}/v1/sandbox", headers=ALICE, timeout=30).json()["engine"] == MAIN
 
     halt_engine(second_engine)
 
