@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import SecondEngine, halt_engine, resume_engine
+from engine_support import SecondEngine, SshServer, halt_engine, resume_engine
 from sandbox_support import Harness, make_config, ok, wait_until
 
 from toolrunner.errors import SandboxBackendUnavailable
@@ -136,3 +136,22 @@ def test_an_engine_down_at_start_is_swept_when_it_returns(second_engine: SecondE
         if remote is not None:
             remote.close()
         second.close()
+
+
+def test_an_ssh_engine_and_a_tls_engine_in_one_list(second_engine: SecondEngine, sshd: SshServer,
+                                                    sandbox_image: str, docker_client: Any, tmp_path: Path) -> None:
+    """The list mixes kinds: the main engine reached over SSH (its ssh config given per entry) takes one
+    tenant, the TLS engine the next; both answer calls through their own attach path."""
+    ssh_url = "ssh://oa-engine-test"
+    hosts = (f"{ssh_url} ssh_config={sshd.config} capacity=1, "
+             f"{second_engine.tcp_url} tls={second_engine.client_tls} capacity=1")
+    config = make_config(tmp_path / "data", sandbox_image, docker_hosts=hosts)
+    harness = Harness(config)
+    try:
+        assert ok(harness.bash("erin", "echo over-ssh")).strip() == "over-ssh"
+        assert ok(harness.bash("frank", "echo over-tls")).strip() == "over-tls"
+        assert tenants_on(docker_client, config.instance_id) == {"erin": ssh_url}
+        report = {r["url"]: r["state"] for r in harness.run(harness.manager.backend.engines(config.instance_id))}
+        assert report == {ssh_url: "up", second_engine.tcp_url: "up"}
+    finally:
+        harness.close()
