@@ -46,6 +46,7 @@ class _Engine:
     error: str | None = "not contacted yet"
     checked_at: float = -1e9
     owes_sweep: bool = False  # it was down when containers were listed: sweep it once it answers
+    creating: int = 0  # creates in flight: counted, so two new tenants at once cannot both take its last slot
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one check at a time (one client made)
 
     @property
@@ -132,7 +133,7 @@ class EngineSet:
     # ---- placement ------------------------------------------------------------------------------
 
     def _count(self, engine: _Engine) -> int:
-        return sum(1 for p in self._containers.values() if p.engine is engine)
+        return engine.creating + sum(1 for p in self._containers.values() if p.engine is engine)
 
     async def _candidates(self, tenant: str) -> list[_Engine]:
         sticky = next((p.engine for p in self._containers.values() if p.tenant == tenant), None)
@@ -159,12 +160,15 @@ class EngineSet:
         self._creating[tenant] = self._creating.get(tenant, 0) + 1  # a sweep meanwhile must spare it
         try:
             for engine in await self._candidates(tenant):
+                engine.creating += 1  # taken with the choice (no await between): the slot is this tenant's
                 try:
                     container_id = await self._create_on(engine, kwargs)
                 except SandboxImageUnavailable as exc:  # this engine lacks the image: the next one may have it
                     log.warning("engine %s: %s", engine.url, exc.message)
                     missing = SandboxImageUnavailable(f"engine {engine.url}: {exc.message}")
                     continue
+                finally:
+                    engine.creating -= 1
                 self._containers[container_id] = _Placed(engine, tenant)
                 return container_id
         finally:

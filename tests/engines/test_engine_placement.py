@@ -155,3 +155,21 @@ def test_an_ssh_engine_and_a_tls_engine_in_one_list(second_engine: SecondEngine,
         assert report == {ssh_url: "up", second_engine.tcp_url: "up"}
     finally:
         harness.close()
+
+
+def test_two_new_tenants_at_once_take_one_slot_each(second_engine: SecondEngine, sandbox_image: str,
+                                                    docker_client: Any, tmp_path: Path) -> None:
+    """Both start concurrently with one slot on each engine: a create in flight counts, so they never both
+    land on the same engine."""
+    config = make_config(tmp_path / "data", sandbox_image, docker_hosts=hosts(second_engine, 1, 1))
+    harness = Harness(config)
+    remote = second_engine.client()
+    try:
+        started = [harness.submit(harness.manager.call(t, "s1", "bash", {"command": "true"})) for t in ("gil", "hal")]
+        for future in started:
+            ok(future.result(90))
+        here, there = tenants_on(docker_client, config.instance_id), tenants_on(remote, config.instance_id)
+        assert len(here) == len(there) == 1 and set(here) | set(there) == {"gil", "hal"}
+    finally:
+        remote.close()
+        harness.close()
