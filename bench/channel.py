@@ -1,8 +1,9 @@
 """bash ``true`` through ``SandboxManager.call`` (the attached runner channel), for A/B comparisons of runners.
 
-    .venv/bin/python bench/channel.py [--n 200] [--image TAG] [--command true]
+    .venv/bin/python bench/channel.py [--n 200] [--image TAG] [--command true] [--oneshot]
 
-One tenant, one session; 20 calls of warm-up, then `n` timed calls; prints one line of JSON (median, p10,
+One tenant, one session (``--oneshot``: a new session per call, closed after it untimed, as the server runs a
+call outside any session); 20 calls of warm-up, then `n` timed calls; prints one line of JSON (median, p10,
 p90 in ms, the median of the runner's own ``duration_ms``, the container's CPU time per call (µs, from its
 cgroup: hardly moved by the machine's load), this process's CPU per call, the image, the load average).
 The row is the one of ``bench/toolcall.py`` that the speed floor of issue 7 is about, without the rest of
@@ -61,7 +62,8 @@ def container_cpu_ns(container_id: str) -> int | None:
     return None
 
 
-async def measure(image: str, n: int, command: str) -> tuple[list[float], list[float], float | None]:
+async def measure(image: str, n: int, command: str,
+                  oneshot: bool = False) -> tuple[list[float], list[float], float | None]:
     """(host-side seconds per call, the runner's own duration_ms per call, container CPU µs per call)."""
     data_dir = Path(tempfile.mkdtemp(prefix="oa-bench-channel-"))
     config = SandboxConfig(data_dir=data_dir, image=image, server_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -78,9 +80,12 @@ async def measure(image: str, n: int, command: str) -> tuple[list[float], list[f
         for i in range(20 + n):
             if i == 20:
                 cpu_before = container_cpu_ns(container_id)
+            session = f"oneshot-{i}" if oneshot else "s"
             started = time.perf_counter()
-            outcome = await manager.call("bench-channel", "s", "bash", {"command": command})
+            outcome = await manager.call("bench-channel", session, "bash", {"command": command})
             elapsed = time.perf_counter() - started
+            if oneshot:  # as the server does for a call outside any session (untimed: off the response path)
+                await manager.close_session("bench-channel", session)
             if outcome.result.error is not None:
                 raise RuntimeError(f"bench call failed: {outcome.result.error}")
             if i >= 20:
@@ -104,6 +109,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--image", help="sandbox image tag (default: build or reuse this tree's)")
     parser.add_argument("--command", default="true")
+    parser.add_argument("--oneshot", action="store_true",
+                        help="a session per call, closed after it (the server's call outside any session)")
     args = parser.parse_args()
     if args.image:
         image = args.image
@@ -116,11 +123,12 @@ def main() -> None:
         finally:
             client.close()
     host_cpu = time.process_time()
-    host, inside, cpu_us = asyncio.run(measure(image, args.n, args.command))
+    host, inside, cpu_us = asyncio.run(measure(image, args.n, args.command, args.oneshot))
     host_cpu_us = (time.process_time() - host_cpu) / (args.n + 20) * 1e6
     samples = sorted(s * 1000 for s in host)
     k = len(samples) // 10
-    print(json.dumps({"image": image, "n": len(samples), "median_ms": round(statistics.median(samples), 3),
+    print(json.dumps({"image": image, "oneshot": args.oneshot, "n": len(samples),
+                      "median_ms": round(statistics.median(samples), 3),
                       "p10_ms": round(samples[k], 3), "p90_ms": round(samples[-1 - k], 3),
                       "runner_median_ms": round(statistics.median(inside), 3),
                       "container_cpu_us_per_call": None if cpu_us is None else round(cpu_us),
