@@ -52,8 +52,6 @@ def build_app(settings: Settings | None = None, *,
 
     app = FastAPI(title="OpenAnalyst server", version=VERSION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
-    app.state.settings = settings
-    app.state.metrics = app_metrics
     install_handlers(app)
     for router in (*ROUTERS, openai_compat.router, metrics.router, skills.router):
         app.include_router(router)

@@ -12,9 +12,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from server.api.deps import ServicesDep
 from server.audit.db import AuditFilter
 from server.audit.log import AuditLog
 from server.audit.records import DECISIONS, PHASES
@@ -49,12 +50,15 @@ Host = Annotated[str | None, Query(max_length=256, description="Only `connection
                                                                  "(compared in lower case, without a trailing dot).")]
 
 
-def _audit_log(request: Request) -> AuditLog:
-    services = getattr(request.app.state, "services", None)
-    audit: AuditLog | None = getattr(services, "audit", None)
+def _audit_log(services: ServicesDep) -> AuditLog:
+    """The open audit log; 503 AUDIT_UNAVAILABLE for an app whose services hold none."""
+    audit: AuditLog | None = services.audit
     if audit is None:
         raise ServiceUnavailable("AUDIT_UNAVAILABLE", "the audit log is not open")
     return audit
+
+
+OpenAuditDep = Annotated[AuditLog, Depends(_audit_log)]
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
@@ -93,7 +97,7 @@ def _filters(session_id: str | None, tool: str | None, since: str | None, until:
 
 
 @router.get("/v1/audit")
-async def list_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
+async def list_audit(tenant: TenantDep, audit: OpenAuditDep, session_id: Text = None, tool: Text = None,
                      since: Time = None, until: Time = None, decision: Decision = None, phase: Phase = None,
                      host: Host = None, page: Annotated[int, Query(ge=1, le=10**6)] = 1,
                      per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> AuditPage:
@@ -101,7 +105,7 @@ async def list_audit(tenant: TenantDep, request: Request, session_id: Text = Non
     ``started``/``finished`` records and egress ``connection`` records (``?phase=connection&decision=denied``
     lists the refused connections, ``?host=pypi.org`` those to one host)."""
     flt = _filters(session_id, tool, since, until, decision, phase, host)
-    records, total = await _audit_log(request).list(
+    records, total = await audit.list(
         tenant.id, session_id=flt.session_id, tool=flt.tool, since=flt.since, until=flt.until,
         decision=flt.decision, phase=flt.phase, host=flt.host, page=page, per_page=per_page)
     return AuditPage.model_validate({"data": records, "meta": PageMeta.of(page, per_page, total)})
@@ -114,12 +118,12 @@ _EXPORT: dict[int | str, dict[str, Any]] = {200: {
 
 
 @router.get("/v1/audit/export", response_class=StreamingResponse, responses=_EXPORT)
-async def export_audit(tenant: TenantDep, request: Request, session_id: Text = None, tool: Text = None,
+async def export_audit(tenant: TenantDep, audit: OpenAuditDep, session_id: Text = None, tool: Text = None,
                        since: Time = None, until: Time = None, decision: Decision = None,
                        phase: Phase = None, host: Host = None) -> StreamingResponse:
     """JSON Lines, streamed: an ``export`` line, the records, then the signed ``head`` line."""
     flt = _filters(session_id, tool, since, until, decision, phase, host)
-    lines = _audit_log(request).iter_export(tenant.id, flt)
+    lines = audit.iter_export(tenant.id, flt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     filename = f"audit-{tenant.id}-{stamp}.jsonl"
     return StreamingResponse(lines, media_type="application/x-ndjson",
@@ -128,25 +132,25 @@ async def export_audit(tenant: TenantDep, request: Request, session_id: Text = N
 
 
 @router.get("/v1/audit/verify")
-async def verify_audit(tenant: TenantDep, request: Request) -> Verification:
+async def verify_audit(tenant: TenantDep, audit: OpenAuditDep) -> Verification:
     """Whether the tenant's chain is intact and ends at its signed head."""
-    return Verification(**await _audit_log(request).verify(tenant.id))
+    return Verification(**await audit.verify(tenant.id))
 
 
 @router.get("/v1/audit/key")
-async def public_key(tenant: TenantDep, request: Request) -> AuditKey:
+async def public_key(tenant: TenantDep, audit: OpenAuditDep) -> AuditKey:
     """The server's Ed25519 public key (raw base64, PEM, vkey), its key id, and this tenant's log origin.
 
     Never a secret: it verifies heads and checkpoints and cannot sign them."""
-    return AuditKey(**_audit_log(request).key_info(tenant.id))
+    return AuditKey(**audit.key_info(tenant.id))
 
 
 @router.get("/v1/audit/checkpoints")
-async def list_checkpoints(tenant: TenantDep, request: Request,
+async def list_checkpoints(tenant: TenantDep, audit: OpenAuditDep,
                            page: Annotated[int, Query(ge=1, le=10**6)] = 1,
                            per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20) -> CheckpointPage:
     """The tenant's signed checkpoints, newest first; each ``note`` is the C2SP signed note."""
-    rows, total = await _audit_log(request).checkpoints(tenant.id, page=page, per_page=per_page)
+    rows, total = await audit.checkpoints(tenant.id, page=page, per_page=per_page)
     return CheckpointPage(data=[Checkpoint(**r) for r in rows], meta=PageMeta.of(page, per_page, total))
 
 
@@ -154,11 +158,11 @@ async def list_checkpoints(tenant: TenantDep, request: Request,
     200: {"model": Checkpoint, "description": "The checkpoint; with `?format=note`, its signed note as text.",
           "content": {"text/plain": {"schema": {"type": "string"}}}},
     **errors(404)})
-async def latest_checkpoint(tenant: TenantDep, request: Request,
+async def latest_checkpoint(tenant: TenantDep, audit: OpenAuditDep,
                             format: Annotated[str, Query(pattern="^(json|note)$")] = "json",
                             ) -> Checkpoint | PlainTextResponse:
     """The newest checkpoint; ``?format=note`` answers the signed note alone, as text."""
-    rows, _ = await _audit_log(request).checkpoints(tenant.id, page=1, per_page=1)
+    rows, _ = await audit.checkpoints(tenant.id, page=1, per_page=1)
     if not rows:
         raise NotFound("NO_CHECKPOINT", "no checkpoint yet: one is written every N records or T seconds")
     if format == "note":
@@ -167,8 +171,8 @@ async def latest_checkpoint(tenant: TenantDep, request: Request,
 
 
 @router.get("/v1/audit/proof", responses=errors(404, 409))
-async def inclusion_proof(tenant: TenantDep, request: Request, seq: Annotated[int, Query(ge=1, le=2**62)],
+async def inclusion_proof(tenant: TenantDep, audit: OpenAuditDep, seq: Annotated[int, Query(ge=1, le=2**62)],
                           tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> InclusionProof:
     """An RFC 6962 inclusion proof of record ``seq`` in a signed checkpoint (the latest by default), for
     ``openanalyst audit verify --proof FILE --public-key KEY``."""
-    return InclusionProof.model_validate(await _audit_log(request).proof(tenant.id, seq, tree_size))
+    return InclusionProof.model_validate(await audit.proof(tenant.id, seq, tree_size))

@@ -13,10 +13,11 @@ import secrets
 from typing import Any, Literal
 
 import jsonschema
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.api.deps import ServicesDep
 from server.contract.openapi import COMMON, errors, sse
 from server.contract.tools import ChatAnswer
 from server.errors import ApiError, ErrorDetail
@@ -76,8 +77,7 @@ _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/v1/chat", response_model=None, responses=_CHAT_RESPONSES)
 @router.post("/v1/query", response_model=None, responses=_CHAT_RESPONSES)
-async def chat(body: ChatBody, tenant: TenantDep, request: Request) -> StreamingResponse | JSONResponse:
-    services = request.app.state.services
+async def chat(body: ChatBody, tenant: TenantDep, services: ServicesDep) -> StreamingResponse | JSONResponse:
     chat_id = "chat_" + secrets.token_urlsafe(12)
     options = TurnOptions(model=body.model, system_prompt=body.system_prompt, effort=body.effort,
                           max_turns=services.settings.max_turns, output_schema=body.output_schema)

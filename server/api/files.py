@@ -21,6 +21,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
+from server.api.deps import FilesDep
 from server.contract.common import PageMeta
 from server.contract.files import DirectoryListing, FileDeleted, FileEntry, FileUpload, SkippedEntry
 from server.contract.openapi import COMMON, errors
@@ -29,7 +30,7 @@ from server.files.archive import Kind, unpack
 from server.files.errors import FilesError
 from server.files.read import file_chunks, tar_stream
 from server.files.safepath import parts_of
-from server.files.service import Audited, FilesService
+from server.files.service import Audited
 from server.files.tree import delete, list_dir
 from server.files.write import write_stream
 from server.tenancy import TenantDep
@@ -58,11 +59,6 @@ def _edge() -> Iterator[None]:
         raise ApiError(exc.code, exc.message, status=STATUS.get(exc.code, 409)) from None
 
 
-def _files(request: Request) -> FilesService:
-    service: FilesService = request.app.state.services.files
-    return service
-
-
 def _kind(unpack_as: Kind | None, content_type: str | None) -> Kind | None:
     if unpack_as is not None:
         return unpack_as
@@ -73,13 +69,12 @@ def _kind(unpack_as: Kind | None, content_type: str | None) -> Kind | None:
     **errors(413, 416, 422)}, openapi_extra={"requestBody": {"required": False, "content": {
         "application/octet-stream": BINARY, "application/x-tar": BINARY, "application/gzip": BINARY,
         "application/zip": BINARY}}})
-async def put_file(path: PathArg, tenant: TenantDep, request: Request,
+async def put_file(path: PathArg, tenant: TenantDep, files: FilesDep, request: Request,
                    unpack_as: Annotated[Kind | None, Query(alias="unpack", description=(
                        "Unpack the body as this archive type into the directory `path` (also chosen by a tar, "
                        "gzip or zip Content-Type)."))] = None) -> FileUpload:
     """Write the raw body as the file `path` (streamed, size-capped by the policy, replaced atomically), or
     unpack an archive under the directory `path`; archive entries not written as given are listed."""
-    files = _files(request)
     kind = _kind(unpack_as, request.headers.get("content-type"))
     with _edge():
         async with files.audited(tenant.id, "put", {"path": path, "unpack": kind}) as rec:
@@ -152,7 +147,7 @@ async def _stream(stack: AsyncExitStack, rec: Audited, chunks: Iterator[bytes]) 
           "content": {"application/octet-stream": BINARY, "application/x-tar": BINARY}},
     206: {"description": "The asked range of the file.", "content": {"application/octet-stream": BINARY}},
     **errors(416)})
-async def get_file(path: DirArg, tenant: TenantDep, request: Request,
+async def get_file(path: DirArg, tenant: TenantDep, files: FilesDep, request: Request,
                    list_: Annotated[bool, Query(alias="list", description="List the directory instead.")] = False,
                    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
                    per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -160,7 +155,6 @@ async def get_file(path: DirArg, tenant: TenantDep, request: Request,
                    range_: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
                    ) -> JSONResponse | StreamingResponse:
     """A file (streamed; a single `Range` is answered with 206), a directory as a tar stream, or a listing."""
-    files = _files(request)
     stack = AsyncExitStack()
     with _edge():
         try:
@@ -206,9 +200,8 @@ def _disposition(name: str) -> str:
 
 
 @router.delete("/v1/files/{path:path}")
-async def delete_file(path: PathArg, tenant: TenantDep, request: Request) -> FileDeleted:
+async def delete_file(path: PathArg, tenant: TenantDep, files: FilesDep) -> FileDeleted:
     """Delete a file, a link (never its target) or a directory with everything in it."""
-    files = _files(request)
     with _edge():
         async with files.audited(tenant.id, "delete", {"path": path}) as rec:
             parts = parts_of(path)

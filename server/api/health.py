@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
+from server.api.deps import ServicesDep
 from server.contract.account import Health
 from server.contract.openapi import errors
 
@@ -19,9 +20,6 @@ router = APIRouter(tags=["health"], responses=errors(400, 413, 422, 431))
 
 
 @router.get("/health")
-async def health(request: Request) -> Health:
-    services = request.app.state.services
-    sandbox = getattr(services, "sandbox_backend", None)  # absent while the integration is still being wired
-    engines = await sandbox.engines() if sandbox is not None else None
+async def health(services: ServicesDep) -> Health:
     return Health(status="ok", version=VERSION, uptime_s=round(time.monotonic() - services.started_monotonic, 3),
-                  engines=engines)
+                  engines=await services.sandbox_backend.engines())

@@ -3,11 +3,12 @@ default only the owner, since the numbers describe every tenant's activity toget
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
+from server.api.deps import ServicesDep
 from server.contract.openapi import COMMON, errors
 from server.errors import Forbidden, NotFound
-from server.observability.metrics import CONTENT_TYPE, Metrics
+from server.observability.metrics import CONTENT_TYPE
 from server.tenancy import TenantDep
 
 router = APIRouter(tags=["operations"])
@@ -17,14 +18,12 @@ router = APIRouter(tags=["operations"])
             responses={200: {"description": "Prometheus text exposition format 0.0.4 (docs/operations.md).",
                              "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
                        **errors(*COMMON, 403, 404)})
-async def metrics(request: Request, tenant: TenantDep) -> Response:
-    services = request.app.state.services
+async def metrics(services: ServicesDep, tenant: TenantDep) -> Response:
     access = services.settings.metrics_access
     if access == "off":
         raise NotFound("NOT_FOUND", "metrics are turned off on this server (OPENANALYST_METRICS_ACCESS=off)")
     if access == "owner" and not tenant.is_owner:
         raise Forbidden("METRICS_FORBIDDEN", "only the server's owner may read /metrics "
                                              "(OPENANALYST_METRICS_ACCESS=owner)")
-    registry: Metrics = request.app.state.metrics
-    await registry.refresh(services)
-    return Response(registry.render(), media_type=CONTENT_TYPE)
+    await services.metrics.refresh(services)
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from server.api.deps import RouterDep, SettingsDep
 from server.contract.openapi import COMMON, errors
 from server.errors import NotFound
 from server.openai_compat.answer import chunks, complete, open_answer
 from server.openai_compat.contract import ChatCompletion, ChatCompletionChunk, ModelInfo, ModelList
 from server.openai_compat.request import CompletionBody, to_chat_request
+from server.providers.failover import ProviderRouter
 from server.tenancy import Tenant, TenantDep
 
 router = APIRouter(tags=["openai-compatible"], responses=errors(*COMMON))
@@ -64,35 +66,32 @@ _COMPLETION_DOC: dict[int | str, dict[str, Any]] = {200: {
 
 @router.post("/v1/chat/completions", response_model=None, responses=_COMPLETION_DOC,
              summary="OpenAI-compatible chat completion (a plain completion with failover, no server tools)")
-async def chat_completions(body: CompletionBody, tenant: TenantDep,
-                           request: Request) -> JSONResponse | StreamingResponse:
-    services = request.app.state.services
-    answer = await open_answer(services.router, tenant.id,
-                               to_chat_request(body, services.settings.max_output_tokens))
+async def chat_completions(body: CompletionBody, tenant: TenantDep, router: RouterDep,
+                           settings: SettingsDep) -> JSONResponse | StreamingResponse:
+    answer = await open_answer(router, tenant.id, to_chat_request(body, settings.max_output_tokens))
     if body.stream:
         return StreamingResponse(chunks(answer, body.include_usage), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
     return JSONResponse(await complete(answer))
 
 
-async def _models(request: Request, tenant: Tenant) -> list[ModelInfo]:
-    services = request.app.state.services
-    creds = await services.router.credentials(tenant.id)  # as turns see them: a signed-in openanalyst too
+async def _models(router: ProviderRouter, tenant: Tenant) -> list[ModelInfo]:
+    creds = await router.credentials(tenant.id)  # as turns see them: a signed-in openanalyst too
     models = [ModelInfo(id="default", owned_by="openanalyst")]
-    for provider, model in services.router.plan("", creds):
+    for provider, model in router.plan("", creds):
         if all(m.id != model for m in models):
             models.append(ModelInfo(id=model, owned_by=provider))
     return models
 
 
 @router.get("/v1/models", summary="Models the caller's configured providers serve by default")
-async def list_models(request: Request, tenant: TenantDep) -> ModelList:
-    return ModelList(data=await _models(request, tenant))
+async def list_models(router: RouterDep, tenant: TenantDep) -> ModelList:
+    return ModelList(data=await _models(router, tenant))
 
 
 @router.get("/v1/models/{model_id:path}", responses=errors(404), summary="One model of GET /v1/models")
-async def get_model(model_id: str, request: Request, tenant: TenantDep) -> ModelInfo:
-    found = next((m for m in await _models(request, tenant) if m.id == model_id), None)
+async def get_model(model_id: str, router: RouterDep, tenant: TenantDep) -> ModelInfo:
+    found = next((m for m in await _models(router, tenant) if m.id == model_id), None)
     if found is None:
         raise NotFound("MODEL_NOT_FOUND", f"no model {model_id[:200]!r} among this tenant's providers' defaults "
                                           "(any model a provider serves may still be requested)")

@@ -85,13 +85,13 @@ async def create_session(tenant: TenantDep, services: ServicesDep,
     body = body or CreateSessionBody()
     settings = services.settings
     check_metadata_size(body.metadata, settings.max_session_metadata_bytes)
-    if body.environment is not None and services.environments is not None:
+    if body.environment is not None:
         services.environments.check_exists(tenant.id, body.environment)  # 404 ENVIRONMENT_NOT_FOUND
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
                                             system_prompt=body.system_prompt, metadata=body.metadata,
                                             max_sessions=settings.max_sessions_per_tenant,
                                             environment=body.environment)
-    if services.sandbox_backend is not None and body.environment is None:
+    if body.environment is None:
         # Start the tenant's container while the client composes its first message (not for a session in an
         # environment: its first call may wait for the build, and a container of another image would be replaced).
         await services.sandbox_backend.prestart(tenant.id)
@@ -131,8 +131,7 @@ async def delete_session(session_id: str, tenant: TenantDep, services: ServicesD
     services.events.forget(tenant.id, session_id)
     await services.sessions.delete(tenant.id, session_id)
     # The session's shell, REPL and background processes end with it (and its sandbox uid is freed).
-    if services.sandbox_backend is not None:
-        await asyncio.shield(services.sandbox_backend.close_session(tenant.id, session_id))
+    await asyncio.shield(services.sandbox_backend.close_session(tenant.id, session_id))
     return Response(status_code=204)
 
 

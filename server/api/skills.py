@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from server.api.chat import SSE_HEADERS, outcome_body
 from server.api.deps import ServicesDep, TenantDep
 from server.contract.openapi import COMMON, errors, sse
-from server.errors import ApiError, NotFound, ServiceUnavailable
+from server.errors import ApiError, NotFound
 from server.providers.types import Message, TextBlock
 from server.services import Services
 from server.sessions.agent import ERROR_STATUS, MemoryConversation, TurnOptions
@@ -106,11 +106,8 @@ async def respond(services: Services, tenant_id: str, skills: Sequence[Skill], m
 
 
 async def _view(services: Services, tenant_id: str) -> View:
-    """The tenant's catalog now; 503 on an app built without the integration services (no catalog)."""
-    if services.skills is None:
-        raise ServiceUnavailable("SKILLS_UNAVAILABLE", "this server was started without its skills catalog")
-    view: View = await services.skills.view(tenant_id)
-    return view
+    """The tenant's catalog now."""
+    return await services.skills.view(tenant_id)
 
 
 @router.get("/v1/skills", responses=errors(503))

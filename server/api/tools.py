@@ -14,12 +14,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.chat import SSE_HEADERS
+from server.api.deps import DispatcherDep, ServicesDep
 from server.contract.events import ErrorEvent, ToolOutputEvent, ToolResultEvent
 from server.contract.openapi import COMMON, errors, sse
 from server.contract.tools import ToolCallAnswer, ToolInfo, ToolList
 from server.environments.service import CALL_ENVIRONMENT
 from server.errors import ApiError
 from server.middleware import JSON_REFUSAL, JsonRefusal
+from server.services import Services
 from server.streaming.buffer import EventBuffer, stream_while
 from server.tenancy import TenantDep
 from server.tools.context import ToolContext
@@ -41,21 +43,18 @@ class ToolCallBody(BaseModel):
 
 
 @router.get("/v1/tools")
-async def list_tools(tenant: TenantDep, request: Request) -> ToolList:
-    dispatcher = request.app.state.services.dispatcher
+async def list_tools(tenant: TenantDep, dispatcher: DispatcherDep) -> ToolList:
     allowed = {t.name: dispatcher.allowed(tenant.id, t.name) for t in dispatcher.registry.all()}
     return ToolList(data=[ToolInfo(**t.public(), allowed=allowed[t.name],
                                    **dispatcher.registry.status(t.name, tenant.id, allowed[t.name]))
                           for t in dispatcher.registry.all()])
 
 
-def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> ToolContext:
-    services = request.app.state.services
+def _tool_context(services: Services, tenant_id: str, session_id: str | None) -> ToolContext:
     if session_id is None:
         return ToolContext(tenant_id=tenant_id, session_id=None)
     services.sessions.get(tenant_id, session_id)  # 404 for a missing session, another tenant's included
-    context: ToolContext = services.session_context(tenant_id, session_id)
-    return context
+    return services.session_context(tenant_id, session_id)
 
 
 @router.post("/v1/tools/{name}", response_model=None, responses={
@@ -63,18 +62,18 @@ def _tool_context(request: Request, tenant_id: str, session_id: str | None) -> T
           **sse("ToolStreamEvent", "JSON `ToolCallAnswer` by default; with `\"stream\": true`, `text/event-stream`: "
                                    "`tool_output` chunks, then `tool_result` (or `error`).")},
     **errors(403, 404, 429, 503)})
-async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep,
+async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep, services: ServicesDep,
                     request: Request) -> JSONResponse | StreamingResponse:
-    dispatcher = request.app.state.services.dispatcher
+    dispatcher = services.dispatcher
     call_id = new_call_id()
     refusal: JsonRefusal | None = getattr(request.state, JSON_REFUSAL, None)
     if refusal is not None:  # over the JSON limits: recorded for this tenant, never parsed (server.middleware)
         error = ApiError(refusal.code, refusal.message, status=refusal.status)
         await dispatcher.refuse_unparsed(ToolContext(tenant_id=tenant.id, session_id=None), name, error,
                                          raw_sha256=refusal.raw_sha256, call_id=call_id)
-    ctx = _tool_context(request, tenant.id, body.session_id)
+    ctx = _tool_context(services, tenant.id, body.session_id)
     if body.environment is not None:  # 404 ENVIRONMENT_NOT_FOUND before anything runs; then this call's image
-        request.app.state.services.environments.check_exists(tenant.id, body.environment)
+        services.environments.check_exists(tenant.id, body.environment)
         CALL_ENVIRONMENT.set(body.environment)
     raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
     # 404 / 422 before any stream starts, recorded in the audit log like every call.

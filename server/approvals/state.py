@@ -4,12 +4,15 @@ a restart cannot leave a session in ``requires_action``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 SessionState = Literal["running", "requires_action", "idle"]
 
 
-def session_state(services: Any, session_id: str) -> SessionState:
-    if services.approvals is not None and services.approvals.waiting(session_id):
+def session_state(services: Services, session_id: str) -> SessionState:
+    if services.approvals.waiting(session_id):
         return "requires_action"
     return "running" if services.turns.busy(session_id) else "idle"

@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class Metrics:
 
     # -- read at scrape time --------------------------------------------------------------------------
 
-    async def refresh(self, services: Any) -> None:
+    async def refresh(self, services: Services) -> None:
         """Gauges from the components' own state; the engine is asked at most every CONTAINERS_CACHE_S."""
         if services.events is not None:
             self.sse_subscribers.set(services.events.subscriber_count())
