@@ -1,0 +1,127 @@
+"""One factory builds the app: ``uvicorn --factory server.app:build_app`` (settings from the environment) is a
+working server, and the app a test builds, the CLI's and uvicorn's expose the same routes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from agent_support import remove_server_containers
+from server_process import PROVIDER_VARS, ServerProcess, free_port
+
+from server.app import build_app
+from server.settings import Settings
+from toolrunner.quota import release_all
+
+
+class UvicornProcess:
+    """``python -m uvicorn --factory server.app:build_app`` as a real process; output collected as it comes."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.output: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:build_app",
+                                      "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"uvicorn exited {self.proc.returncode}:\n" + "\n".join(self.output))
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)  # poll interval of a readiness check, not a synchronisation sleep
+        raise AssertionError("uvicorn not ready in time:\n" + "\n".join(self.output))
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._reader.join(timeout=5)
+
+
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """The environment both the CLI and uvicorn read their settings from (no provider keys of the host)."""
+    (tmp_path / "workspace").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARS and not k.startswith("OPENANALYST_")}
+    return env | {"OPENANALYST_DATA_DIR": str(tmp_path / "data"), "OPENANALYST_LOG_LEVEL": "warning",
+                  "OPENANALYST_OWNER_WORKSPACE": str(tmp_path / "workspace"), "PYTHONUNBUFFERED": "1",
+                  "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}'}
+
+
+@pytest.fixture
+def uvicorn_factory(tmp_path: Path, sandbox_image: str) -> Iterator[Callable[[], UvicornProcess]]:
+    """Starts the uvicorn process on a temp data dir; stops it and removes the containers it made."""
+    started: list[UvicornProcess] = []
+
+    def start() -> UvicornProcess:
+        server = UvicornProcess(server_env(tmp_path), free_port())
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop()
+    client = docker.from_env(timeout=60)
+    try:
+        remove_server_containers(client, tmp_path / "data")
+    finally:
+        client.close()
+        release_all(tmp_path)
+
+
+@pytest.mark.timeout(240)
+def test_uvicorn_factory_serves_health_and_a_tool_call(uvicorn_factory: Callable[[], UvicornProcess]) -> None:
+    """uvicorn --factory server.app:build_app answers /health and runs a bash call in the sandbox."""
+    server = uvicorn_factory()
+    health = httpx.get(server.base + "/health", timeout=10).json()
+    assert health["status"] == "ok"
+    call = httpx.post(server.base + "/v1/tools/bash", json={"input": {"command": "echo from-$((6*7))"}},
+                      timeout=180)
+    assert call.status_code == 200, call.text
+    assert call.json()["exit_code"] == 0 and call.json()["output"].strip() == "from-42"
+    assert server.stop() == -signal.SIGTERM  # plain uvicorn re-raises the signal after its graceful shutdown
+
+
+@pytest.mark.timeout(240)
+def test_test_cli_and_uvicorn_apps_expose_the_same_routes(tmp_path: Path, serve: Callable[..., ServerProcess],
+                                                         uvicorn_factory: Callable[[], UvicornProcess],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenAPI document of an app built in the test equals the CLI's and uvicorn --factory's."""
+    env = server_env(tmp_path)
+    for name in [k for k in os.environ if k in PROVIDER_VARS or k.startswith("OPENANALYST_")]:
+        monkeypatch.delenv(name)
+    built: dict[str, Any] = build_app(Settings(data_dir=tmp_path / "data",
+                                               owner_workspace=tmp_path / "workspace")).openapi()
+    cli = serve(env={k: v for k, v in env.items() if k.startswith("OPENANALYST_")}, data_dir=tmp_path / "data")
+    from_cli = httpx.get(cli.base + "/openapi.json", timeout=10).json()
+    assert cli.stop() == 0
+    uvi = uvicorn_factory()
+    from_uvicorn = httpx.get(uvi.base + "/openapi.json", timeout=10).json()
+    assert sorted(built["paths"]) == sorted(from_cli["paths"]) == sorted(from_uvicorn["paths"])
+    assert len(built["paths"]) > 30  # the whole API, not a foundation's few routes
+    assert built == from_cli == from_uvicorn
