@@ -43,15 +43,17 @@ def openanalyst_command() -> list[str]:
 
 
 class ServerProcess:
-    """A running server; ``output`` collects its stdout+stderr lines as they come."""
+    """A running server (``openanalyst --serve`` unless ``command`` says otherwise); ``output`` collects its
+    stdout+stderr lines as they come."""
 
     def __init__(self, data_dir: Path, port: int, env: dict[str, str], args: list[str],
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, command: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.output: list[str] = []
-        self.proc = subprocess.Popen([*openanalyst_command(), "--serve", str(port), *args], env=env, cwd=cwd,
+        command = command or [*openanalyst_command(), "--serve", str(port), *args]
+        self.proc = subprocess.Popen(command, env=env, cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()

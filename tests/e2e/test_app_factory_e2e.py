@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,42 +21,9 @@ from server.settings import Settings
 from toolrunner.quota import release_all
 
 
-class UvicornProcess:
-    """``python -m uvicorn --factory server.app:build_app`` as a real process; output collected as it comes."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.output: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:build_app",
-                                      "--host", "127.0.0.1", "--port", str(port)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"uvicorn exited {self.proc.returncode}:\n" + "\n".join(self.output))
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval of a readiness check, not a synchronisation sleep
-        raise AssertionError("uvicorn not ready in time:\n" + "\n".join(self.output))
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            self._reader.join(timeout=5)
+def uvicorn_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "server.app:build_app", "--host", "127.0.0.1",
+            "--port", str(port)]
 
 
 def server_env(tmp_path: Path) -> dict[str, str]:
@@ -72,14 +36,15 @@ def server_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def uvicorn_factory(tmp_path: Path, sandbox_image: str) -> Iterator[Callable[[], UvicornProcess]]:
-    """Starts the uvicorn process on a temp data dir; stops it and removes the containers it made."""
-    started: list[UvicornProcess] = []
+def uvicorn_factory(tmp_path: Path, sandbox_image: str) -> Iterator[Callable[[], ServerProcess]]:
+    """Starts ``uvicorn --factory`` on a temp data dir; stops it and removes the containers it made."""
+    started: list[ServerProcess] = []
 
-    def start() -> UvicornProcess:
-        server = UvicornProcess(server_env(tmp_path), free_port())
+    def start() -> ServerProcess:
+        port = free_port()
+        server = ServerProcess(tmp_path / "data", port, server_env(tmp_path), [], command=uvicorn_command(port))
         started.append(server)
-        server.wait_ready()
+        server.wait_ready(timeout=60)
         return server
 
     yield start
@@ -95,7 +60,7 @@ def uvicorn_factory(tmp_path: Path, sandbox_image: str) -> Iterator[Callable[[],
 
 
 @pytest.mark.timeout(240)
-def test_uvicorn_factory_serves_health_and_a_tool_call(uvicorn_factory: Callable[[], UvicornProcess]) -> None:
+def test_uvicorn_factory_serves_health_and_a_tool_call(uvicorn_factory: Callable[[], ServerProcess]) -> None:
     """uvicorn --factory server.app:build_app answers /health and runs a bash call in the sandbox."""
     server = uvicorn_factory()
     health = httpx.get(server.base + "/health", timeout=10).json()
@@ -109,7 +74,7 @@ def test_uvicorn_factory_serves_health_and_a_tool_call(uvicorn_factory: Callable
 
 @pytest.mark.timeout(240)
 def test_test_cli_and_uvicorn_apps_expose_the_same_routes(tmp_path: Path, serve: Callable[..., ServerProcess],
-                                                         uvicorn_factory: Callable[[], UvicornProcess],
+                                                         uvicorn_factory: Callable[[], ServerProcess],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The OpenAPI document of an app built in the test equals the CLI's and uvicorn --factory's."""
     env = server_env(tmp_path)
