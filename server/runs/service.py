@@ -12,9 +12,10 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.contract.events import MessageEvent
 from server.errors import Conflict, TooManyRequests
@@ -30,6 +31,9 @@ from server.sessions.store import SessionStore, now_iso
 from server.store.secretbox import SecretBox
 from server.tenancy import Tenant
 
+if TYPE_CHECKING:
+    from server.environments.service import EnvironmentService
+
 log = logging.getLogger(__name__)
 RESTARTED = "the server stopped while the run was queued or running"
 RESUME_DELIVERIES_WITHIN = timedelta(days=1)  # older undelivered outcomes are not sent after a restart
@@ -43,7 +47,9 @@ class Webhook:
 
 class RunService:
     def __init__(self, store: RunStore, sessions: SessionStore, events: EventLog, turns: TurnManager,
-                 box: SecretBox, sender: WebhookSender, prestart: Any = None, environments: Any = None,
+                 box: SecretBox, sender: WebhookSender,
+                 prestart: Callable[[str], Awaitable[None]] | None = None,
+                 environments: EnvironmentService | None = None,
                  max_active_per_tenant: int = 100) -> None:
         self.store = store
         self._sessions = sessions
