@@ -5,8 +5,6 @@ Removing the container never touches the workspace; the next tool call starts a 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from server.api.deps import SandboxDep
@@ -19,8 +17,10 @@ router = APIRouter(tags=["sandbox"], responses=errors(*COMMON, 503))
 
 @router.get("/v1/sandbox")
 async def sandbox_info(tenant: TenantDep, sandbox: SandboxDep) -> SandboxInfo:
-    info: dict[str, Any] = await sandbox.info(tenant.id)
-    return SandboxInfo.model_validate(info)
+    info = SandboxInfo.model_validate(await sandbox.info(tenant.id))
+    if info.engines is not None and not tenant.is_owner:
+        info.engines = [engine.public() for engine in info.engines]
+    return info
 
 
 @router.delete("/v1/sandbox", status_code=204)

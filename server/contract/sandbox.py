@@ -102,13 +102,21 @@ class LastStop(Model):
 
 
 class Engine(Model):
-    """A container engine sandboxes run on (``OPENANALYST_DOCKER_HOSTS``; docs/scale-out.md)."""
+    """A container engine sandboxes run on (``OPENANALYST_DOCKER_HOSTS``; docs/scale-out.md). Its address and
+    state are shown to every caller; how full it is and why it is down only to the owner (a tenant would learn
+    how many others are active, and an engine's error text names the host's own files and addresses)."""
 
     url: str = Field(description="Its address, without secrets (TLS files and ssh keys are configured apart).")
     state: Literal["up", "down"]
-    containers: int = Field(description="This server's containers on it, running or stopped.")
-    capacity: int | None = Field(description="At most this many of them (null: no bound of its own).")
-    error: str | None = Field(description="Why it is down.")
+    containers: int | None = Field(description="This server's containers on it, running or stopped (the "
+                                               "owner's view only; null for tenants and on /health).")
+    capacity: int | None = Field(description="At most this many of them (null: no bound of its own, or not the "
+                                             "owner's view).")
+    error: str | None = Field(description="Why it is down (the owner's view only).")
+
+    def public(self) -> Engine:
+        """The view for a tenant and the unauthenticated ``/health``: address and state."""
+        return self.model_copy(update={"containers": None, "capacity": None, "error": None})
 
 
 class SandboxInfo(Model):

@@ -37,6 +37,12 @@ def bash(base: str, tenant: dict[str, str], command: str) -> httpx.Response:
 
 
 def engines(base: str) -> dict[str, dict[str, Any]]:
+    """The owner's view (no X-Tenant-ID): every engine with its containers, capacity and error."""
+    return {e["url"]: e for e in httpx.get(f"{base}/v1/sandbox", timeout=30).json()["engines"] or []}
+
+
+def public_engines(base: str) -> dict[str, dict[str, Any]]:
+    """The unauthenticated /health: address and state only."""
     return {e["url"]: e for e in httpx.get(f"{base}/health", timeout=10).json()["engines"] or []}
 
 
@@ -66,6 +72,10 @@ def test_two_engines_through_the_server(serve: Callable[..., Any], second_engine
     until(lambda: [(e["state"], e["containers"], e["capacity"]) for e in engines(base).values()]
           == [("up", 1, 1)] * 2, 10, "both engines reported up with one container each")
     assert {e["url"] for e in info["engines"]} == {MAIN, remote}
+    # a tenant and /health see addresses and states, not how many containers run or why an engine is down
+    assert all((e["containers"], e["capacity"], e["error"]) == (None, None, None) for e in info["engines"])
+    assert [(e["state"], e["containers"], e["error"]) for e in public_engines(base).values()] == \
+        [("up", None, None)] * 2
     assert info["engine"] == remote
     assert httpx.get(f"{base}/v1/sandbox", headers=ALICE, timeout=30).json()["engine"] == MAIN
 
@@ -80,11 +90,12 @@ def test_two_engines_through_the_server(serve: Callable[..., Any], second_engine
     assert bash(base, ALICE, "echo still").json()["output"].strip() == "still"
     until(lambda: engines(base)[remote]["state"] == "down", 10, "the second engine reported down")
     assert engines(base)[MAIN]["state"] == "up" and engines(base)[remote]["error"]
+    assert public_engines(base)[remote]["state"] == "down" and public_engines(base)[remote]["error"] is None
 
     resume_engine(second_engine)
     until(lambda: bash(base, BOB, "echo back").status_code == 200, 60, "bob to be served again")
     assert bash(base, BOB, "echo back").json()["output"].strip() == "back"
-    until(lambda: engines(base)[remote]["state"] == "up", 10, "the second engine reported up")
+    until(lambda: public_engines(base)[remote]["state"] == "up", 10, "the second engine reported up")
     assert server.stop() == 0
 
 
