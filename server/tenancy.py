@@ -17,14 +17,20 @@ each to the safe name that rows, directories and containers use (``Tenant.id``),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Request
 
+from server.app_services import get_services
 from server.errors import BadRequest
 from server.tenant_ids import HEADER_RE, tenant_name
 
+if TYPE_CHECKING:
+    from server.services import Services
+
 OWNER_ID = "owner"
+# Services by name only: server.services imports this module (through its parts), so not the other way round.
+_ServicesDep = Annotated["Services", Depends(get_services)]
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,8 @@ def parse_tenant_id(value: str) -> Tenant:
     return Tenant(name, False, None if name == value else value)
 
 
-async def current_tenant(request: Request, x_tenant_id: TenantHeader = None) -> Tenant:
+async def current_tenant(request: Request, services: _ServicesDep, x_tenant_id: TenantHeader = None) -> Tenant:
     """FastAPI dependency: resolve (and authenticate, when keys are required) the calling tenant."""
-    services = request.app.state.services
     for name in ("authorization", "x-tenant-id"):  # the middleware refuses these first; kept for in-app use
         if len(request.headers.getlist(name)) > 1:
             raise BadRequest("DUPLICATE_HEADER", f"the {name} header is given more than once; send it once")

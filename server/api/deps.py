@@ -1,6 +1,6 @@
 """Shared route dependencies as typed ``Annotated`` aliases, declared once.
 
-``get_services`` is the one place that reads ``app.state``; every other accessor narrows the wired
+``get_services`` (``server.app_services``) is the one reader of ``app.state``; every accessor here narrows the wired
 ``Services`` to the part a route needs, so a route (and a test's ``dependency_overrides``) names exactly that.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from server.app_services import get_services
 from server.approvals.gate import ApprovalGate
 from server.audit.log import AuditLog
 from server.environments.service import EnvironmentService
-from server.errors import ServiceUnavailable
 from server.files.service import FilesService
 from server.observability.metrics import Metrics
 from server.providers.failover import ProviderRouter
@@ -31,14 +31,6 @@ from server.tools.sandbox_backend import SandboxBackend
 __all__ = ["AgentDep", "ApprovalsDep", "AuditDep", "DispatcherDep", "EnvironmentsDep", "FilesDep", "MetricsDep",
            "RouterDep", "RunsDep", "SandboxDep", "ServicesDep", "SessionContextDep", "SettingsDep", "SkillsDep",
            "Tenant", "TenantDep", "get_services"]
-
-
-def get_services(request: Request) -> Services:
-    """The app's services; 503 while its lifespan has not run (never the case once it serves)."""
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        raise ServiceUnavailable("SERVER_STARTING", "the server is starting or stopping; try again")
-    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
