@@ -42,6 +42,23 @@ def _no_host_keys(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+RUN = uuid.uuid4().hex[:12]  # every container of this run's API tests carries openanalyst.apitest=RUN
+
+
+def remove_labelled(docker_client: Any, label: str) -> None:
+    for row in docker_client.api.containers(all=True, filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound):  # the app's own removal may have got there first
+            docker_client.api.remove_container(row["Id"], force=True)  # one at a time (the engine's removal bug)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_containers(docker_client: Any) -> Iterator[None]:
+    """A prestart's container create still in flight when its app stopped lands after that test's sweep; by the
+    end of the run every test's event loop has closed and waited for its threads, so this sweep finds it."""
+    yield
+    remove_labelled(docker_client, f"openanalyst.apitest={RUN}")
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, sandbox_image: str, docker_client: Any) -> Iterator[Callable[..., Settings]]:
     """Settings for a test's app; every container its apps started (a session's prestart) is removed after."""
@@ -52,13 +69,12 @@ def make_settings(tmp_path: Path, sandbox_image: str, docker_client: Any) -> Ite
     def make(**kw: Any) -> Settings:
         kw.setdefault("data_dir", tmp_path / "data")
         kw.setdefault("owner_workspace", workspace)
-        kw.setdefault("sandbox_labels", {"openanalyst.test": "1", "openanalyst.apitest": label})
+        kw.setdefault("sandbox_labels", {"openanalyst.test": "1", "openanalyst.apitest": RUN,
+                                         "openanalyst.apitestcase": label})
         return Settings(**kw)
 
     yield make
-    for row in docker_client.api.containers(all=True, filters={"label": f"openanalyst.apitest={label}"}):
-        with contextlib.suppress(docker.errors.NotFound):  # the app's own removal may have got there first
-            docker_client.api.remove_container(row["Id"], force=True)  # one at a time (the engine's removal bug)
+    remove_labelled(docker_client, f"openanalyst.apitestcase={label}")
     release_all(tmp_path)
 
 
