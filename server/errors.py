@@ -103,7 +103,7 @@ def error_body(code: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status}}
 
 
-# --- the edge: exception handlers installed by ``server.app.create_app`` ---------------------------------
+# --- the edge: exception handlers installed by ``server.app.build_app`` ----------------------------------
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE", 413: "PAYLOAD_TOO_LARGE",

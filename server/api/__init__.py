@@ -1,4 +1,4 @@
-"""HTTP routes, one module per resource group; ``ROUTERS`` is what ``create_app`` includes.
+"""HTTP routes, one module per resource group; ``ROUTERS`` is what ``build_app`` includes.
 
 The integrator appends the chat, tools, sandbox and audit routers here.
 """
