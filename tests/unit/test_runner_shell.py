@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import subprocess
 
 import pytest
 from runner_support import Runner, pid_alive, wait_until
+
+from toolrunner.runner import bashshell
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +170,59 @@ async def test_a_file_size_limit_does_not_stick_to_the_session(runner: Runner) -
     assert r.limit == "disk"
     r = await runner.call("bash", command='head -c 100000 /dev/zero > big && wc -c < big; echo "$STAYS"')
     assert r.output.split() == ["100000", "1"] and r.exit_code == 0
+
+
+@pytest.mark.parametrize("status_fd, state_fd", [(58, 62), (62, 58), (59, 61), (10, 11)])
+def test_the_session_shell_keeps_its_pipes_whatever_their_numbers(status_fd: int, state_fd: int) -> None:
+    """The status and state pipes reach the session shell under the runner's own fd numbers, which grow with
+    its sessions (58 and 62 by the tenth in a container). The shell's copies of its request pipe and stderr
+    take numbers bash chooses, so none replaces them: a fixed `exec 58<&0` once did, and that call waited for
+    a status that was never written."""
+    status_r, status_w = os.pipe()
+    state_r, state_w = os.pipe()
+    # Through fds 200 and 201, so that a target number never meets the pipes' own numbers in this process.
+    mover = (f"exec 200>&{status_w} 201>&{state_w}; exec {status_w}>&- {state_w}>&-; "
+             f'exec {status_fd}>&200 {state_fd}>&201 200>&- 201>&-; exec bash --noprofile --norc -c "$0"')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
+           "__OA_SFD": str(state_fd), "__OA_XFD": str(status_fd)}
+    proc = subprocess.Popen(["bash", "-c", mover, bashshell._SESSION_SHELL], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            pass_fds=(status_w, state_w))
+    os.close(status_w)
+    os.close(state_w)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        state, command = b"", b"echo hello"
+        proc.stdin.write(f"{len(state):010d} {len(command):010d}\n".encode() + state + command)
+        proc.stdin.flush()
+        assert _read_line(status_r) == b"0\n"
+        nonce = "ab" * 16
+        proc.stdin.write(f"{nonce} -\n".encode())
+        proc.stdin.flush()
+        out = b""
+        while not out.endswith(b"\0" + nonce.encode() + b"\n"):
+            out += _read_some(proc.stdout.fileno())
+        assert out == b"hello\n\0" + nonce.encode() + b"\n"
+        saved = b""
+        while not saved.endswith(bashshell.STATE_END):
+            saved += _read_some(state_r)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+        for fd in (status_r, state_r):
+            os.close(fd)
+
+
+def _read_some(fd: int) -> bytes:
+    ready, _, _ = select.select([fd], [], [], 5)
+    assert ready, "the session shell wrote nothing within 5 s"
+    data = os.read(fd, 65536)
+    assert data, "the pipe was closed"
+    return data
+
+
+def _read_line(fd: int) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        data += _read_some(fd)
+    return data

@@ -2,12 +2,12 @@
 
 Starting bash costs several milliseconds in a container (the binary and its libraries come through the
 storage driver); forking an already running bash costs a fraction of one. So each session has one
-long-lived *session shell* that never runs a command itself. Per call it reads ``NS NC\\n`` plus the saved
-state and the command from its stdin (a pipe only the runner holds), forks a subshell that restores the
-state and ``eval``s the command, waits for it, and writes the subshell's exit status — what ``waitpid``
-said — to a status pipe. The runner then sweeps what the call left (or tells the shell to: its
-``kill -9 -1`` reaches every process of the session's uid but itself, at once) and sends a random nonce; the
-shell writes ``NUL nonce LF`` on stdout and stderr, which ends the call's output.
+long-lived *session shell* that never runs a command itself. Per call it reads a fixed-width header
+(``%010d %010d\\n``, the two lengths) plus the saved state and the command from a pipe only the runner
+holds, forks a subshell that restores the state and ``eval``s the command, waits for it, and writes the
+subshell's exit status — what ``waitpid`` said — to a status pipe. The runner then sweeps what the call
+left (or tells the shell to: its ``kill -9 -1`` reaches every process of the session's uid but itself, at
+once) and sends a random nonce; the shell writes ``NUL nonce LF`` on stdout and stderr, which ends the call's output.
 
 Why the command cannot forge the result (docs/runner-trust.md §2):
 - the session shell runs from an execute-only copy of bash (``oa-shell``, mode 0711), so the kernel marks
@@ -51,39 +51,46 @@ SESSION_SHELL = "/usr/libexec/openanalyst/oa-shell"  # bash, mode 0711: executab
 STATE_END = b"#oa-state-end\n"
 MAX_STATE = 8 * 1024 * 1024  # a saved state beyond this is not kept (the previous one stays)
 SHELL_KIND = "shell"
+_HEADER_LEN = 22  # "%010d %010d\n": the state's and the command's lengths
+_NONCE_LEN = 32  # hex digits of the end nonce
+_END_LEN = _NONCE_LEN + 3  # "nonce K\n" (kill every other process of the uid) or "nonce -\n"
 _SIGNALS = "HUP INT QUIT TERM USR1 USR2 PIPE ALRM TSTP TTIN TTOU XFSZ"
 # The OOM killer takes the session's processes before the runner (oom_score_adj 1000, inherited by every
 # subshell and command; raising it needs no privilege). Builtins only: a fork or an exec costs a millisecond.
 # LC_ALL=C in the session shell makes `read -N` count bytes; the session's own locale is loaded once ahead,
 # so a subshell that switches to it reads no file.
-# The session shell's stderr is closed while it waits for the subshell (which gets the real one back as
-# fd 2), so bash's own "Terminated" notice for a killed subshell is not mistaken for the command's output.
-# No /dev/null is opened per call (an open of a device costs ~0.15 ms in a container): stderr is closed
-# where it must be silent, and the subshell's stdin is a copy of one /dev/null opened at start (fd 59).
+# Every syscall counts (each passes the container's seccomp filter; a bash redirection is five to ten of
+# them), so the fds are laid out once, at start: requests come on a copy of the runner's pipe, stdin is
+# /dev/null (opened once: an open of a device costs ~0.15 ms in a container), and the session shell's own
+# stderr stays closed — the subshell gets the real one back from a copy — so bash's own "Terminated" notice
+# for a killed subshell is never mistaken for the command's output. The request header and the end line
+# have fixed lengths, so `read -N` takes each in one read(2) (a line read from a pipe is a read(2) per byte).
+# The copies' numbers are bash's choice (`{var}<&0`: the lowest free fd from 10), never fixed ones: a fixed
+# number can be the status or state pipe the runner passed (its numbers are the runner's, past 50 with ten
+# sessions), which `exec N<&0` would silently replace; the call then waited for a status never written.
 _SESSION_SHELL = rf"""builtin trap '' {_SIGNALS}
 {{ builtin echo 1000 >/proc/self/oom_score_adj; }} 2>&-
 __oa_sfd=$__OA_SFD __oa_xfd=$__OA_XFD
 LC_ALL=${{__OA_LOCALE:-C}}; LC_ALL=C
 builtin unset __OA_SFD __OA_XFD __OA_LOCALE
-exec 59</dev/null
+exec {{__oa_in}}<&0 {{__oa_err}}>&2 0</dev/null 2>&-
 __oa_save() {{ {{ builtin export -p; builtin declare -f
-builtin printf 'builtin cd -- %q 2>/dev/null\n#oa-state-end\n' "$PWD"; }} >&"$__oa_sfd"; }}
-while IFS=' ' builtin read -r __oa_ns __oa_nc; do
-__oa_st= __oa_c=
-[ "$__oa_ns" -gt 0 ] && IFS= builtin read -r -N "$__oa_ns" __oa_st
-[ "$__oa_nc" -gt 0 ] && IFS= builtin read -r -N "$__oa_nc" __oa_c
-{{ ( builtin trap - {_SIGNALS}
+builtin printf 'builtin cd -- %q 2>&-\n#oa-state-end\n' "$PWD"; }} >&"$__oa_sfd"; }}
+while IFS= builtin read -r -N {_HEADER_LEN} -u "$__oa_in" __oa_h; do
+__oa_ns=$((10#${{__oa_h:0:10}})) __oa_nc=$((10#${{__oa_h:11:10}})) __oa_st= __oa_c=
+[ "$__oa_ns" -gt 0 ] && IFS= builtin read -r -N "$__oa_ns" -u "$__oa_in" __oa_st
+[ "$__oa_nc" -gt 0 ] && IFS= builtin read -r -N "$__oa_nc" -u "$__oa_in" __oa_c
+( builtin trap - {_SIGNALS}
 builtin trap '{{ builtin trap - DEBUG RETURN ERR; builtin set +xvTE; __oa_save; }} 2>&-' EXIT
-exec 2>&62 62>&- {{__oa_xfd}}>&- 0<&59 59<&-
-builtin unset LC_ALL PATH HOME
+exec 2>&"$__oa_err" {{__oa_err}}>&- {{__oa_in}}<&- {{__oa_xfd}}>&-
+builtin unset LC_ALL PATH HOME __oa_h __oa_n
 builtin eval "$__oa_st" 2>&-
 builtin unset __oa_st __oa_ns __oa_nc
-builtin eval "$__oa_c" ); }} 62>&2 2>&-
+builtin eval "$__oa_c" )
 builtin printf '%d\n' "$?" >&"$__oa_xfd"
-IFS=' ' builtin read -r __oa_nonce __oa_k || builtin exit 0
-__oa_hit=1; [ "$__oa_k" = K ] && [ "$UID" -ge 10000 ] && {{ builtin kill -9 -1; __oa_hit=$?; }} 2>&-
-builtin printf 'k%d\n' "$__oa_hit" >&"$__oa_xfd"
-builtin printf '\0%s\n' "$__oa_nonce"; builtin printf '\0%s\n' "$__oa_nonce" >&2
+IFS= builtin read -r -N {_END_LEN} -u "$__oa_in" __oa_n || builtin exit 0
+[ "${{__oa_n:{_NONCE_LEN + 1}:1}}" = K ] && [ "$UID" -ge 10000 ] && builtin kill -9 -1
+builtin printf '\0%s\n' "${{__oa_n:0:{_NONCE_LEN}}}"; builtin printf '\0%s\n' "${{__oa_n:0:{_NONCE_LEN}}}" >&"$__oa_err"
 done
 """
 _LOCALE_VARS = ("LC_ALL", "LC_CTYPE", "LANG")
@@ -239,7 +246,7 @@ class Shell:
         # The call's own proxy credential, exported after the saved state (which holds the previous call's) and
         # before the command, so every process the command starts carries this call's.
         state = (self.state or self._initial_state()) + proxy_exports(self.session.proxy_env(call.call_id)).encode()
-        turn = _Turn(call, sh, f"{len(state)} {len(data)}\n".encode() + state + data)
+        turn = _Turn(call, sh, f"{len(state):010d} {len(data):010d}\n".encode() + state + data)
         turn.pump(lambda: self._end(sh))
         if turn.status is None:
             # The session shell died (SIGKILL, OOM) or was killed (timeout, cancel): sweep, report what the
@@ -259,9 +266,9 @@ class Shell:
         # What the shell's kill -9 -1 (or the runner's sweep) hit: reaped before the answer, so the pids are
         # free again when the caller hears back, and said, so that nobody mistakes it for a clean exit.
         REGISTRY.set_kind(sh.proc.pid, IDLE_SHELL)
-        # The shell wrote whether its kill -9 -1 hit anything before its end markers, so it is there to read.
-        hit = self._killed_all and turn.killed_something()
-        left = REGISTRY.settle_children(self.session.ident) if hit else 0
+        # After the shell's kill -9 -1, wait for what it hit (one read of our children when it hit nothing). Its
+        # status says nothing: kill(-1) succeeds whenever any other process exists, the runner included.
+        left = REGISTRY.settle_children(self.session.ident) if self._killed_all else 0
         left += self._swept
         runaway(call, left)
         if _usable_state(turn.saved):
@@ -275,7 +282,7 @@ class Shell:
         alone = REGISTRY.only_root(ident, sh.proc.pid)
         self._killed_all = alone
         self._swept = 0 if alone else REGISTRY.sweep(ident)
-        return f"{secrets.token_hex(16)} {'K' if alone else '-'}\n".encode()
+        return f"{secrets.token_hex(_NONCE_LEN // 2)} {'K' if alone else '-'}\n".encode()
 
 
 def _open_to_session(proc: subprocess.Popen[bytes], gid: int) -> None:
@@ -392,13 +399,6 @@ class _Turn:
                 self.status = 1
             return True
         return False
-
-    def killed_something(self) -> bool:
-        """Whether the shell's end-of-call kill reached a process (its `k0` line; if unreadable, assume so)."""
-        with contextlib.suppress(OSError):
-            self._status_buf += os.read(self.sh.status_fd, 64)
-        lines = bytes(self._status_buf).split(b"\n")
-        return b"k1" not in lines[1:]
 
     def _read_state(self) -> None:
         while True:
