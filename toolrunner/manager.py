@@ -393,7 +393,7 @@ class SandboxManager:
                            reason: str = "died") -> tuple[ToolResult, bool]:
         """Find out why a container died (once, shared by every call it failed) and retire it."""
         if sandbox.death is None:
-            sandbox.death = asyncio.ensure_future(self._examine_death(sandbox))
+            sandbox.death = asyncio.ensure_future(self._examine_death(sandbox, deliberate=reason != "died"))
         if self._sandboxes.get(sandbox.tenant) is sandbox:
             del self._sandboxes[sandbox.tenant]
             self.losses.stopped(sandbox.tenant, sandbox.container_id, reason)
@@ -402,10 +402,17 @@ class SandboxManager:
                             unresponsive_after_s=self.config.unresponsive_after_s,
                             memory_mb=sandbox.policy.memory_mb), oom and not sandbox.unresponsive
 
-    async def _examine_death(self, sandbox: _Sandbox) -> bool:
+    async def _examine_death(self, sandbox: _Sandbox, *, deliberate: bool = False) -> bool:
+        """Close the container's channel and remove it; when it died on its own, say how (after waiting up to
+        3 s for it to stop). A deliberate end (``DELETE /v1/sandbox``, another image) has nothing to examine:
+        the runner is still running and would only be waited for, and logged as a death."""
         with contextlib.suppress(Exception):
             await sandbox.channel.close()
         await sandbox.stream.close()
+        if deliberate:
+            log.info("sandbox %s of %s removed", sandbox.container_id[:12], sandbox.tenant)
+            await self._remove_quietly(sandbox.container_id)
+            return False
         if sandbox.unresponsive:  # still running, frozen: nothing to wait for, and nothing will change
             log.warning("sandbox %s of %s is unresponsive (%s); removing it; stderr: %s",
                         sandbox.container_id[:12], sandbox.tenant, sandbox.channel.broken,

@@ -37,6 +37,22 @@ def test_container_killed_mid_call_fails_the_call_and_the_next_gets_a_fresh_one(
     wait_until(lambda: not docker_client.api.containers(all=True, filters={"id": old_id}), 30, "old removed")
 
 
+def test_a_removed_container_is_not_reported_as_a_death(
+        harness: Any, docker_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """``remove`` (DELETE /v1/sandbox) ends the container deliberately: it is gone, its stop says "removed",
+    and the log says it was removed, not that it died (an operator reading the log would look for a crash)."""
+    old_id = harness.run(harness.manager.ensure_started("rem"))
+    with caplog.at_level("INFO", logger="toolrunner.manager"):
+        harness.run(harness.manager.remove("rem"))
+    assert not docker_client.api.containers(all=True, filters={"id": old_id})
+    messages = [r.getMessage() for r in caplog.records if r.name == "toolrunner.manager"]
+    assert f"sandbox {old_id[:12]} of rem removed" in messages, messages
+    assert not [m for m in messages if "died" in m], messages
+    info = harness.run(harness.manager.info("rem"))
+    assert info["last_stop"]["reason"] == "removed", info["last_stop"]
+    assert "back" in ok(harness.bash("rem", "echo back"))
+
+
 def test_memory_exhaustion_is_reported_and_the_sandbox_recovers(harness: Any) -> None:
     """Allocating past the memory limit ends as OOM_KILLED or limit "memory", and the next call works."""
     outcome = harness.call("mia", "python", {"code": "b = bytearray(600 * 1024 * 1024); b[::4096] = b'x' * "
