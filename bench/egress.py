@@ -47,7 +47,8 @@ def serve_origin() -> None:
 def serve_proxy() -> None:
     async def main() -> None:
         sink = MemorySink()
-        proxy = EgressProxy(lambda _t: EgressRules(allow=("origin.bench",), max_connections=64), sink,
+        rules = EgressRules(allow=("origin.bench",), max_connections=64, connections_per_s=10_000)  # 400 GETs
+        proxy = EgressProxy(lambda _t: rules, sink,
                             addresses=AddressPolicy.from_strings([f"{ORIGIN_IP}/32"]),
                             resolver=StaticResolver({"origin.bench": [ORIGIN_IP]}))
         server = await proxy.serve_tcp(Identity("bench", "s"))
