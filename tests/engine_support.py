@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,12 +148,17 @@ def start_second_engine() -> SecondEngine:
 def halt_engine(engine: SecondEngine) -> None:
     """Stop the daemon as a crash or an outage would (its containers die with it); keep its data for
     ``resume_engine``."""
-    engine.process.send_signal(signal.SIGTERM)
+    _terminate(engine.process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the daemon has not stopped within STOP_TIMEOUT_S."""
+    process.send_signal(signal.SIGTERM)
     try:
-        engine.process.wait(STOP_TIMEOUT_S)
+        process.wait(STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        engine.process.kill()
-        engine.process.wait(10)
+        process.kill()
+        process.wait(10)
 
 
 def resume_engine(engine: SecondEngine) -> None:
@@ -207,12 +213,7 @@ def stop_second_engine(engine: SecondEngine) -> None:
                     container.remove(force=True)
             finally:
                 client.close()
-        engine.process.send_signal(signal.SIGTERM)
-        try:
-            engine.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            engine.process.kill()
-            engine.process.wait(10)
+        _terminate(engine.process)
     with contextlib.suppress(OSError):
         for line in reversed(Path("/proc/mounts").read_text().splitlines()):
             target = line.split()[1]
@@ -275,3 +276,15 @@ def start_sshd() -> SshServer:
             server.stop()
             raise RuntimeError(f"sshd did not start: {log}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def second_engine_with(image: str) -> Iterator[SecondEngine]:
+    """A second engine holding ``image``, stopped and cleaned up afterwards (the module fixture of the engine
+    tests and of the two-engine e2e)."""
+    engine = start_second_engine()
+    try:
+        copy_image(image, engine)
+        yield engine
+    finally:
+        stop_second_engine(engine)
