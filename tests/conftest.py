@@ -8,13 +8,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
 
 from toolrunner.image import ensure_sandbox_image
 from toolrunner.quota import release_all
+
+if TYPE_CHECKING:
+    from engine_support import SecondEngine
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,3 +56,13 @@ def sandbox_image(docker_client: Any, pytestconfig: pytest.Config) -> str:
 
     with shown:
         return ensure_sandbox_image(docker_client, progress)
+
+
+@pytest.fixture(scope="module")
+def second_engine(sandbox_image: str) -> Iterator[SecondEngine]:
+    """A second real Docker engine for the module, holding the sandbox image (tests/engine_support.py): the
+    engine tests and the two-engine e2e share it."""
+    from engine_support import second_engine_with
+
+    with second_engine_with(sandbox_image) as engine:
+        yield engine

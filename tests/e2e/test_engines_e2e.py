@@ -8,28 +8,18 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from engine_support import SecondEngine, copy_image, halt_engine, resume_engine, start_second_engine, stop_second_engine
+from engine_support import SecondEngine, halt_engine, resume_engine
 from server_process import free_port, openanalyst_command
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(400)]
 MAIN = "unix:///var/run/docker.sock"
 ALICE, BOB = {"X-Tenant-ID": "alice"}, {"X-Tenant-ID": "bob"}
-
-
-@pytest.fixture(scope="module")
-def second_engine(sandbox_image: str) -> Iterator[SecondEngine]:
-    engine = start_second_engine()
-    try:
-        copy_image(sandbox_image, engine)
-        yield engine
-    finally:
-        stop_second_engine(engine)
 
 
 def bash(base: str, tenant: dict[str, str], command: str) -> httpx.Response:

@@ -6,17 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from engine_support import SecondEngine, SshServer, copy_image, start_second_engine, start_sshd, stop_second_engine
-
-
-@pytest.fixture(scope="module")
-def second_engine(sandbox_image: str) -> Iterator[SecondEngine]:
-    engine = start_second_engine()
-    try:
-        copy_image(sandbox_image, engine)
-        yield engine
-    finally:
-        stop_second_engine(engine)
+from engine_support import SshServer, start_sshd
 
 
 @pytest.fixture(scope="module")
