@@ -94,11 +94,13 @@ class ServerProcess:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """``serve(env={…}, args=[…], data_dir=…)`` starts a server and waits until it answers /health."""
+    """``serve(env={…}, args=[…], data_dir=…)`` starts a server and waits until it answers /health;
+    ``command=lambda port: [...]`` runs another argv (``uvicorn --factory``) in the same environment."""
     started: list[ServerProcess] = []
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
-              data_dir: Path | None = None, port: int | None = None, cwd: Path | None = None) -> ServerProcess:
+              data_dir: Path | None = None, port: int | None = None, cwd: Path | None = None,
+              command: Callable[[int], list[str]] | None = None) -> ServerProcess:
         data = data_dir or tmp_path / "data"
         (tmp_path / "workspace").mkdir(exist_ok=True)
         base_env = {k: v for k, v in os.environ.items()
@@ -106,9 +108,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         base_env |= {"OPENANALYST_DATA_DIR": str(data), "OPENANALYST_LOG_LEVEL": "warning",
                      "PYTHONUNBUFFERED": "1", "OPENANALYST_SANDBOX_LABELS": '{"openanalyst.test": "1"}',
                      "OPENANALYST_OWNER_WORKSPACE": str(tmp_path / "workspace")}
-        server = ServerProcess(data, port or free_port(), base_env | (env or {}), args or [], cwd)
+        port = port or free_port()
+        server = ServerProcess(data, port, base_env | (env or {}), args or [], cwd,
+                               command=None if command is None else command(port))
         started.append(server)
-        server.wait_ready()
+        server.wait_ready(timeout=60)
         return server
 
     yield start

@@ -6,19 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
-from agent_support import remove_server_containers
-from server_process import PROVIDER_VARS, ServerProcess, free_port
+from server_process import PROVIDER_VARS, ServerProcess
 
 from server.app import build_app
 from server.settings import Settings
-from toolrunner.quota import release_all
 
 
 def uvicorn_command(port: int) -> list[str]:
@@ -36,27 +33,9 @@ def server_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def uvicorn_factory(tmp_path: Path, sandbox_image: str) -> Iterator[Callable[[], ServerProcess]]:
-    """Starts ``uvicorn --factory`` on a temp data dir; stops it and removes the containers it made."""
-    started: list[ServerProcess] = []
-
-    def start() -> ServerProcess:
-        port = free_port()
-        server = ServerProcess(tmp_path / "data", port, server_env(tmp_path), [], command=uvicorn_command(port))
-        started.append(server)
-        server.wait_ready(timeout=60)
-        return server
-
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.stop()
-    client = docker.from_env(timeout=60)
-    try:
-        remove_server_containers(client, tmp_path / "data")
-    finally:
-        client.close()
-        release_all(tmp_path)
+def uvicorn_factory(serve: Callable[..., ServerProcess], sandbox_image: str) -> Callable[[], ServerProcess]:
+    """Starts ``uvicorn --factory`` through ``serve`` (same environment, cleanup and container removal)."""
+    return lambda: serve(command=uvicorn_command)
 
 
 @pytest.mark.timeout(240)
