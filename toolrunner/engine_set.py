@@ -30,13 +30,12 @@ from toolrunner.docker_backend import DockerBackend
 from toolrunner.engine_list import EngineEntry, engines_from_environment
 from toolrunner.engines import EngineAddressError
 from toolrunner.errors import SandboxBackendUnavailable, SandboxCapacity, SandboxImageUnavailable
-from toolrunner.runtime import ENGINE_LABEL, ContainerGone, ContainerRuntime, EngineReport
+from toolrunner.runtime import ENGINE_LABEL, TENANT_LABEL, ContainerGone, ContainerRuntime, EngineReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PING_TIMEOUT_S = 3.0
 FRESH_S = 2.0  # a ping younger than this is trusted for placement and reports
-TENANT_LABEL = "openanalyst.tenant"
 
 
 @dataclass(eq=False)
@@ -108,6 +107,10 @@ class EngineSet:
         if was_up and not engine.up:
             log.warning("engine %s is down: %s", engine.url, engine.error)
 
+    def _none_answers(self) -> SandboxBackendUnavailable:
+        return SandboxBackendUnavailable("no container engine answers: " + "; ".join(
+            f"{e.url}: {e.error}" for e in self._engines))
+
     async def _refresh(self, max_age_s: float = FRESH_S) -> None:
         stale = [e for e in self._engines if time.monotonic() - e.checked_at >= max_age_s]
         await asyncio.gather(*(self._check(e) for e in stale))
@@ -142,8 +145,7 @@ class EngineSet:
         await self._refresh()
         up = [e for e in self._engines if e.up]
         if not up:
-            raise SandboxBackendUnavailable("no container engine answers: " + "; ".join(
-                f"{e.url}: {e.error}" for e in self._engines))
+            raise self._none_answers()
 
         def free(e: _Engine) -> float:
             return float("inf") if e.entry.capacity is None else e.entry.capacity - self._count(e)
@@ -155,7 +157,7 @@ class EngineSet:
         return room
 
     async def create(self, kwargs: dict[str, Any]) -> str:
-        tenant = str((kwargs.get("labels") or {}).get(TENANT_LABEL, ""))
+        tenant = _tenant_of(kwargs.get("labels"))
         missing: SandboxImageUnavailable | None = None
         self._creating[tenant] = self._creating.get(tenant, 0) + 1  # a sweep meanwhile must spare it
         try:
@@ -234,7 +236,7 @@ class EngineSet:
 
     def _learn(self, engine: _Engine, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            tenant = str((row.get("Labels") or {}).get(TENANT_LABEL, ""))
+            tenant = _tenant_of(row.get("Labels"))
             self._containers[str(row["Id"])] = _Placed(engine, tenant)
 
     async def list_managed(self, server_id: str) -> list[dict[str, Any]]:
@@ -255,8 +257,7 @@ class EngineSet:
             self._learn(engine, found)
             rows += found
         if not any(e.up for e in self._engines):
-            raise SandboxBackendUnavailable("no container engine answers: " + "; ".join(
-                f"{e.url}: {e.error}" for e in self._engines))
+            raise self._none_answers()
         return rows
 
     async def _sweep_returned(self, engine: _Engine, server_id: str) -> None:
@@ -266,7 +267,7 @@ class EngineSet:
         try:
             rows = await engine.runtime.list_managed(server_id)
             for row in rows:
-                tenant = str((row.get("Labels") or {}).get(TENANT_LABEL, ""))
+                tenant = _tenant_of(row.get("Labels"))
                 if str(row["Id"]) not in self._containers and tenant not in self._creating:
                     log.info("engine %s is back: removing its unknown container %s", engine.url, row["Id"][:12])
                     await engine.runtime.remove(str(row["Id"]))
@@ -280,8 +281,7 @@ class EngineSet:
         """Raise unless at least one engine answers."""
         await self._refresh(0)
         if not any(e.up for e in self._engines):
-            raise SandboxBackendUnavailable("no container engine answers: " + "; ".join(
-                f"{e.url}: {e.error}" for e in self._engines))
+            raise self._none_answers()
 
     async def engines(self, server_id: str) -> list[EngineReport]:
         await self._refresh()
@@ -292,6 +292,10 @@ class EngineSet:
         for engine in self._engines:
             if engine.runtime is not None:
                 engine.runtime.close()
+
+
+def _tenant_of(labels: dict[str, str] | None) -> str:
+    return str((labels or {}).get(TENANT_LABEL, ""))
 
 
 def runtime_for(docker_hosts: str | None, timeout_s: float) -> ContainerRuntime:

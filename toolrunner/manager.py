@@ -56,7 +56,7 @@ from toolrunner.losses import Losses
 from toolrunner.protocol import PROTOCOL_VERSION, encode
 from toolrunner.quota import mark_disk_limit, spec_for
 from toolrunner.results import ToolResult, error_result
-from toolrunner.runtime import ENGINE_LABEL, ContainerGone, ContainerRuntime
+from toolrunner.runtime import ENGINE_LABEL, TENANT_LABEL, ContainerGone, ContainerRuntime
 
 log = logging.getLogger(__name__)
 ChunkCallback = Callable[[str, str], Awaitable[None]]
@@ -311,7 +311,7 @@ class SandboxManager:
     def _kwargs_for(self, tenant: str, policy: Policy, image: str | None = None) -> dict[str, Any]:
         plan = prepare_workspace(self.config, tenant, spec_for(policy.disk_mb, policy.disk_inodes))
         self._plans[tenant] = plan
-        labels = {**self.config.extra_labels, "openanalyst.managed": "1", "openanalyst.tenant": tenant,
+        labels = {**self.config.extra_labels, "openanalyst.managed": "1", TENANT_LABEL: tenant,
                   "openanalyst.server": self.config.instance_id,
                   "openanalyst.image_hash": self.config.image_hash, "openanalyst.policy": policy.name}
         egress_dir, egress_key = (self._egress.prepare(tenant) if policy.network == "allowlist"
@@ -499,7 +499,7 @@ class SandboxManager:
         for row in await self.backend.list_managed(self.config.instance_id):
             container_id = str(row["Id"])
             labels: dict[str, str] = row.get("Labels") or {}
-            tenant = labels.get("openanalyst.tenant", "")
+            tenant = labels.get(TENANT_LABEL, "")
             current = (row.get("State") == "running" and tenant not in self._sandboxes and tenant not in self._stopped
                        and labels.get("openanalyst.image_hash") == self.config.image_hash)
             full = self.capacity.live_count(self._holders()) >= self.capacity.cap

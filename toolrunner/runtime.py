@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, TypedDict
 from toolrunner.attach import AttachStream
 
 MANAGED_LABEL = "openanalyst.managed"
+TENANT_LABEL = "openanalyst.tenant"  # the tenant a container serves (set by the manager at create)
 ENGINE_LABEL = "openanalyst.engine"  # the engine a container was placed on (no secrets: the address only)
 
 
