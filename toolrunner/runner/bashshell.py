@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING
 
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
-from toolrunner.runner.execute import classify, drain, runaway
+from toolrunner.runner.execute import classify, drain
 from toolrunner.runner.identity import IdentityError, files_as
 from toolrunner.runner.markers import Cut
 from toolrunner.runner.procs import IDLE_SHELL, REGISTRY, exit_code, exit_fd, killpg
+from toolrunner.runner.runaway import runaway, watch
 
 if TYPE_CHECKING:
     from toolrunner.runner.state import Session
@@ -131,6 +132,7 @@ class Shell:
         self.state = b""  # the last complete saved state (exports, functions, cwd), held by the runner
         self._killed_all = False  # whether the last call's end asked the shell to kill -9 -1
         self._swept = 0  # leftovers the runner killed itself at the last call's end
+        self._grew = 0  # the most leftovers seen while they were watched at the last call's end (runaway.watch)
         self._spawn_lock = threading.Lock()
         path = session.runtime.base_env.get("PATH")
         isolated = session.runtime.identities.mode != "none"
@@ -269,7 +271,7 @@ class Shell:
         # After the shell's kill -9 -1, wait for what it hit (one read of our children when it hit nothing). Its
         # status says nothing: kill(-1) succeeds whenever any other process exists, the runner included.
         left = REGISTRY.settle_children(self.session.ident) if self._killed_all else 0
-        left += self._swept
+        left = max(left + self._swept, self._grew)
         runaway(call, left)
         if _usable_state(turn.saved):
             self.state = bytes(turn.saved)
@@ -279,6 +281,7 @@ class Shell:
     def _end(self, sh: _Running) -> bytes:
         """After the subshell's status came: sweep its leftovers; returns the end request for the shell."""
         ident = self.session.ident
+        self._grew = watch(ident)
         alone = REGISTRY.only_root(ident, sh.proc.pid)
         self._killed_all = alone
         self._swept = 0 if alone else REGISTRY.sweep(ident)

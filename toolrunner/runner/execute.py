@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from toolrunner.runner import stats
 from toolrunner.runner.context import Call, ToolFailure
 from toolrunner.runner.procs import REGISTRY, exit_code, exit_fd, kill_tree, output_pipe
+from toolrunner.runner.runaway import runaway, watch
 from toolrunner.runner.zygote import Forked
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def run(
         pump(call, proc.pid, streams, errors)
     finally:
         code_raw = REGISTRY.finish(proc)
-        left = REGISTRY.sweep(ident)
+        grew = watch(ident)
+        left = max(grew, REGISTRY.sweep(ident))
         drain(call, streams, errors)
         for f in (proc.stdout, proc.stderr):
             f.close()
@@ -159,20 +161,6 @@ def read_into(
             errors += data[: 65536 - len(errors)]
         return
     call.output.add(data, streams[fd])
-
-
-RUNAWAY = 16  # leftover processes that make a runaway tree (a fork bomb), at most half the pids limit
-
-
-def runaway(call: Call, left: int) -> None:
-    """Name the pids limit for a call that left a runaway process tree, even when the sweep killed it before
-    the cgroup had to refuse a fork: a fork bomb is stopped by the sweep within milliseconds, and its answer
-    should still say what it was."""
-    if call.limit is not None or left <= 0:
-        return
-    limit = stats.pids_limit()
-    if left >= (RUNAWAY if limit is None else min(RUNAWAY, limit // 2)):
-        call.limit = "pids"
 
 
 def classify(call: Call, returncode: int, oom_before: tuple[int, int], errors: bytearray | None) -> None:

@@ -219,6 +219,15 @@ class Registry:
             self._settle(lambda: self._untracked_children_left(uid))
         return killed
 
+    def tracked(self) -> frozenset[int]:
+        """The pids we wait on ourselves (roots of live work among them)."""
+        with self._lock:
+            return frozenset(self._tracked)
+
+    def untracked_children_left(self, uid: int | None) -> bool:
+        """Whether a child of ours that we did not start (an orphan of some call) of `uid` is alive."""
+        return self._untracked_children_left(uid)
+
     def _untracked_children_left(self, uid: int | None) -> bool:
         # Orphans are re-parented to the subreaper's first live thread (the main one): one read, usually.
         with self._lock:
