@@ -6,6 +6,7 @@ Session A attacks; session B (same tenant, same container) is the witness: its c
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from trust_support import (
     CALL_TIMEOUT_S,
     GRACE_S,
     PROMPT_S,
+    RESULT_TAG,
     Tenant,
+    background_output,
     check_all,
     expect,
     in_parallel,
@@ -22,6 +25,7 @@ from trust_support import (
     trust,
     uniq,
     victim_command,
+    wait_until,
     without_kill_note,
 )
 
@@ -216,6 +220,90 @@ def test_writes_into_a_python_calls_output_do_not_reach_it_from_another_session(
     problems += expect(t, injector, exit_code=0)
     problems += expect(t, during, exit_code=0, output=f"VICTIM-{u}\nPRINTED-{u}\n", forbidden=(marker,))
     check_all(problems, f"(injector's report: {injector.report()})")
+
+
+# The injector as a session's own background job: for each round, wait for the round's victim to say it is
+# ready (its pid in the ready file), write into fd 0-2 of every process, let the victim go; a report per round.
+INJECT_ROUNDS = r'''
+for ready, go in CFG["rounds"]:
+    opened, refused = [], {}
+    wait_for(ready)
+    mine = {os.getpid(), os.getppid()}  # the job itself and the shell that runs it
+    try:
+        for p in pids():
+            if p in mine:
+                continue
+            for fd in (0, 1, 2):
+                path = f"/proc/{p}/fd/{fd}"
+                try:
+                    w = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as e:
+                    refused[path] = [errno.errorcode.get(e.errno, str(e.errno)), cmdline(p)]
+                    continue
+                try:
+                    os.write(w, ("\n" + CFG["cmd"] + "\n").encode())
+                    opened.append([p, fd, cmdline(p)])
+                except OSError as e:
+                    refused[path] = ["write " + errno.errorcode.get(e.errno, str(e.errno)), cmdline(p)]
+                finally:
+                    os.close(w)
+    finally:
+        with open(ready) as f:
+            victim = f.read().strip()
+        open(go, "w").close()
+    emit({"opened": opened, "refused": refused, "victim": victim})
+'''
+
+
+@pytest.mark.timeout(240)
+def test_a_sessions_background_job_cannot_write_into_its_later_calls_output(tenants: Any) -> None:
+    """A `run_in_background` job of session A waits for each of A's next calls — bash, a first python call
+    (a fresh interpreter) and a later one (forked from the session's zygote, once it runs) — and writes a
+    payload into fd 0, 1 and 2 of every process it can open: each call answers exactly its own output, in the
+    API and the audit, and the job's own report shows it found the call's process and was refused (each call's
+    processes are in a Landlock domain of their own, out of ptrace reach of the job's)."""
+    t: Tenant = tenants("inject-bg")
+    u = uniq()
+    a = t.session()
+    marker = f"INJECTED-{u}"
+    rounds = [(f"/workspace/ready-bg-{u}-{i}", f"/workspace/go-bg-{u}-{i}") for i in range(3)]
+    problems: list[str] = []
+    code = snippet(INJECT_ROUNDS, rounds=rounds, cmd=f"echo {marker}")
+    wrote = t.call("write_file", {"path": f"inject-{u}.py", "content": code}, a)
+    assert wrote.status == 200 and wrote.error_code is None, wrote.brief()
+    job = t.background(f"python3 inject-{u}.py", a)
+
+    def python_victim(i: int) -> str:
+        ready, go = rounds[i]
+        return (f"import os, time\nwith open({ready!r}, 'w') as f:\n    f.write(str(os.getpid()))\n"
+                f"deadline = time.monotonic() + 60\n"
+                f"while not os.path.exists({go!r}) and time.monotonic() < deadline:\n    time.sleep(0.01)\n"
+                f"with open('/dev/stdout', 'w') as out:\n    out.write('VICTIM-{u}-{i}\\n')\n"
+                f"print('PRINTED-{u}-{i}', flush=True)\n")
+
+    ready, go = rounds[0]
+    waiter = victim_command(ready + ".bash", go, f"victim-{u}", f"VICTIM-{u}-0")
+    first = t.bash(f"echo $BASHPID > {ready}; {waiter}", a)
+    problems += expect(t, first, exit_code=0, output=f"VICTIM-{u}-0\n", forbidden=(marker,))
+    forked = "import sys\nwith open('/proc/self/cmdline', 'rb') as f:\n    print(b'\\0-c\\0' in f.read())\n"
+    for i in (1, 2):
+        if i == 2:  # the session's zygote starts after its first python call: wait until calls are its forks
+            wait_until(lambda: t.python(forked, a).output == "True\n", 60, "python calls forked from the zygote")
+        victim = t.python(python_victim(i), a)
+        problems += expect(t, victim, exit_code=0, output=f"VICTIM-{u}-{i}\nPRINTED-{u}-{i}\n", forbidden=(marker,))
+    output, _ = background_output(t, job, a)
+    reports = [json.loads(line[len(RESULT_TAG):]) for line in output.splitlines() if line.startswith(RESULT_TAG)]
+    if len(reports) != 3:
+        problems.append(f"the job reported {len(reports)} rounds, not 3: {output[:1500]!r}")
+    for i, report in enumerate(reports):
+        if report["opened"]:
+            problems.append(f"round {i}: the job opened {report['opened']}")
+        if f"/proc/{report['victim']}/fd/1" not in report["refused"]:
+            problems.append(f"round {i}: the job was not refused the victim's stdout (pid {report['victim']}): "
+                            f"{report['refused']}")
+    if len(reports) == 3 and " -s -c " not in str(reports[2]["refused"].get(f"/proc/{reports[2]['victim']}/fd/1")):
+        problems.append(f"the last victim was not forked from the session's zygote: {reports[2]['refused']}")
+    check_all(problems)
 
 
 # --- boot and state poisoning --------------------------------------------------------------------------------
