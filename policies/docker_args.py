@@ -190,3 +190,14 @@ def runner_identity_mismatches(identity: object, isolation: str) -> list[str]:
     }
     return [f"runner {key}: expected {value!r}, reported {identity.get(key)!r}"
             for key, value in wanted.items() if identity.get(key) != value]
+
+
+def runner_egress_mismatches(egress: object, network: str) -> list[str]:
+    """What the runner's hello says about the egress forwarder that differs from the policy's network mode:
+    under ``allowlist`` its forwarder on the container's loopback must be listening (or every tool's network
+    would fail for a reason nobody sees); under any other mode no proxy socket may have been mounted."""
+    forwarder = egress.get("forwarder") if isinstance(egress, dict) else None
+    wanted = "listening" if network == "allowlist" else "none"
+    if forwarder == wanted:
+        return []
+    return [f"runner egress forwarder: expected {wanted!r} under network {network!r}, reported {forwarder!r}"]

@@ -32,7 +32,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
+from policies.docker_args import (
+    ContainerSpec,
+    container_kwargs,
+    host_config_mismatches,
+    runner_egress_mismatches,
+    runner_identity_mismatches,
+)
 from policies.model import Policy
 from toolrunner.attach import AttachStream
 from toolrunner.capacity import CapacityGate, Holder
@@ -355,9 +361,10 @@ class SandboxManager:
                 if self.config.runner_command is None:  # the image's runner (tests may run another program)
                     problems = runner_identity_mismatches(hello.get("identity"),
                                                           isolation_for(self.config, tenant))
+                    problems += runner_egress_mismatches(hello.get("egress"), self._policy_for(tenant).network)
                     if problems:
                         log.error("refusing container %s: %s", container_id[:12], "; ".join(problems))
-                        raise SandboxPolicyNotEnforced("the runner did not take its identity: "
+                        raise SandboxPolicyNotEnforced("the runner does not hold what the policy asks: "
                                                        + "; ".join(problems))
             else:
                 stream.reader.feed_data(encode({"type": "hello", "version": PROTOCOL_VERSION, "pid": None,

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from policies.docker_args import ContainerSpec, container_kwargs, host_config_mismatches, runner_identity_mismatches
+from policies.docker_args import (
+    ContainerSpec,
+    container_kwargs,
+    host_config_mismatches,
+    runner_egress_mismatches,
+    runner_identity_mismatches,
+)
 from policies.loader import PolicyError, load_policy, policy_for, preset_names
 from policies.model import Policy
 
@@ -128,3 +134,14 @@ def test_runner_identity_check_names_every_difference() -> None:
     for key in ("mode", "uid", "cap_eff", "cap_inh", "dumpable", "proc_writes"):
         assert f"runner {key}:" in problems
     assert runner_identity_mismatches(None, "uid")
+
+
+def test_runner_egress_check_wants_a_listening_forwarder_exactly_under_allowlist() -> None:
+    """Under allowlist the runner must report its forwarder listening (a failed one would leave every tool
+    without network for no visible reason); under none or open no proxy socket may have reached it."""
+    assert runner_egress_mismatches({"forwarder": "listening"}, "allowlist") == []
+    assert runner_egress_mismatches({"forwarder": "none"}, "none") == []
+    assert runner_egress_mismatches({"forwarder": "none"}, "open") == []
+    assert "reported 'failed'" in runner_egress_mismatches({"forwarder": "failed"}, "allowlist")[0]
+    assert runner_egress_mismatches({"forwarder": "listening"}, "none")
+    assert runner_egress_mismatches(None, "allowlist")  # a runner that does not say

@@ -151,3 +151,21 @@ def test_an_upstream_reset_ends_the_tunnel_and_the_forwarder_serves_on(tmp_path:
             assert _recv_all(client) == hashlib.sha256(b"x").digest() + b"ok"
     finally:
         upstream.listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_port_that_cannot_be_bound_is_reported_not_hidden(tmp_path: Path) -> None:
+    """When the loopback port is taken, the forwarder is reported as not started (the runner's hello then says
+    "failed" and the host refuses the container) instead of a thread that never serves."""
+    sock_path = tmp_path / "proxy.sock"
+    upstream = Upstream(sock_path, _digest_then_payload(b"ok"))
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert start_if_mounted(str(sock_path), f"127.0.0.1:{port}") is None
+        assert start_if_mounted(str(tmp_path / "absent.sock"), f"127.0.0.1:{_free_port()}") is None
+    finally:
+        taken.close()
+        upstream.listener.close()

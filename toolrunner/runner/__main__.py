@@ -64,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if not REGISTRY.become_subreaper():
         log("could not become a child subreaper; leftover processes may escape to PID 1")
     REGISTRY.start_reaper()
+    egress = "none"  # what the hello reports: the host refuses an allowlist container whose forwarder is not up
     if os.path.exists(SOCKET):  # allowlist: serve the host's egress proxy on this container's loopback
         from toolrunner.runner.egress_forward import start_if_mounted
 
-        if start_if_mounted() is None:
+        egress = "listening" if start_if_mounted() is not None else "failed"
+        if egress == "failed":
             log(f"egress: cannot serve {SOCKET} on {LISTEN}; tools get no network")
-    server = Server(Runtime.create(args.workspace), in_fd, out_fd)
+    server = Server(Runtime.create(args.workspace), in_fd, out_fd, egress=egress)
     if args.isolation != "none":  # a container's runner: its code stays resident under memory pressure
         try:
             lock_code()

@@ -69,8 +69,9 @@ def tools(rt: Runtime) -> dict[str, Tool]:
 
 
 class Server:
-    def __init__(self, rt: Runtime, in_fd: int, out_fd: int) -> None:
+    def __init__(self, rt: Runtime, in_fd: int, out_fd: int, *, egress: str = "none") -> None:
         self.rt = rt
+        self.egress = egress  # the egress forwarder: "none" (no proxy socket), "listening" or "failed"
         self.tools = tools(rt)
         self._in = os.fdopen(in_fd, "rb", buffering=1 << 16)
         self._out = out_fd
@@ -112,6 +113,7 @@ class Server:
                 "version": PROTOCOL_VERSION,
                 "pid": os.getpid(),
                 "caps": self.rt.caps,
+                "egress": {"forwarder": self.egress},
                 "identity": {
                     "mode": REGISTRY.identities.mode,
                     "uid": facts["uid"],
