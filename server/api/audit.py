@@ -50,8 +50,8 @@ Host = Annotated[str | None, Query(max_length=256, description="Only `connection
                                                                  "(compared in lower case, without a trailing dot).")]
 
 
-def _audit_log(services: ServicesDep) -> AuditLog:
-    """The open audit log; 503 AUDIT_UNAVAILABLE for an app whose services hold none."""
+async def _audit_log(services: ServicesDep) -> AuditLog:
+    """The open audit log; 503 AUDIT_UNAVAILABLE for an app whose services hold none (``async``: no thread hop)."""
     audit: AuditLog | None = services.audit
     if audit is None:
         raise ServiceUnavailable("AUDIT_UNAVAILABLE", "the audit log is not open")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, TypeVar
 
 from fastapi import Depends
@@ -37,10 +37,11 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 T = TypeVar("T")
 
 
-def _part(pick: Callable[[Services], T]) -> Callable[[Services], T]:
-    """A dependency giving the one part ``pick`` takes from the services (typed by what it returns)."""
+def _part(pick: Callable[[Services], T]) -> Callable[[Services], Coroutine[None, None, T]]:
+    """A dependency giving the one part ``pick`` takes from the services (typed by what it returns); ``async``
+    so that FastAPI calls it on the event loop, not in its thread pool (``server.app_services``)."""
 
-    def dependency(services: ServicesDep) -> T:
+    async def dependency(services: ServicesDep) -> T:
         return pick(services)
 
     return dependency
