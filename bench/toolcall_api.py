@@ -8,6 +8,7 @@ owner's workspace. The load rows check the audit promise: finished records = req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -130,15 +131,22 @@ def _latency(base: str, n: int) -> list[ApiRow]:
 
 def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
     """``tenants`` x ``calls`` concurrent bash calls through HTTP (in one session per tenant, as an agent
-    calls, or each in a fresh shell); every request answered must leave a ``finished`` audit record."""
+    calls, or each in a fresh shell); every request answered must leave a ``finished`` audit record.
+
+    Each tenant is a client of its own (its own connection pool of ``calls``), as tenants are: one pool of
+    ``tenants * calls`` connections cost httpx ~7 ms of CPU per request on this 2-core machine (its pool
+    scans every connection per request), more than the server's whole per-call CPU, so the row measured the
+    bench's client (docs/speed.md, "HTTP path")."""
     requests = failed = 0
 
     async def go() -> tuple[list[float], float, int]:
         nonlocal requests, failed
-        limits = httpx.Limits(max_connections=tenants * calls, keepalive_expiry=KEEPALIVE_S)
-        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        limits = httpx.Limits(max_connections=calls, keepalive_expiry=KEEPALIVE_S)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=120, limits=limits))
+                       for _ in range(tenants)]
             bodies = []
-            for t in range(tenants):  # start the containers first: this row measures calls, not starts
+            for t, client in enumerate(clients):  # start the containers first: this row measures calls, not starts
                 headers = {"X-Tenant-ID": f"load{t}{'s' if in_session else ''}"}
                 body: dict[str, Any] = {"input": {"command": TRUE}}
                 if in_session:
@@ -152,7 +160,7 @@ def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
                 while True:
                     requests += 1
                     try:
-                        answer = await client.post("/v1/tools/bash", json=bodies[t][1], headers=bodies[t][0])
+                        answer = await clients[t].post("/v1/tools/bash", json=bodies[t][1], headers=bodies[t][0])
                     except httpx.TransportError:  # counted and shown, not retried: it may have been recorded
                         failed += 1
                         return None
@@ -166,7 +174,7 @@ def _load(base: str, tenants: int, calls: int, *, in_session: bool) -> ApiRow:
             wall = time.perf_counter() - wall
             samples = [s for s in timed if s is not None]
             records = 0
-            for t in range(tenants):
+            for t, client in enumerate(clients):
                 page = await client.get("/v1/audit", params={"phase": "finished", "per_page": 1},
                                         headers=bodies[t][0])
                 records += page.json()["meta"]["total"]
