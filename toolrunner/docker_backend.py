@@ -122,6 +122,10 @@ class DockerBackend:
         attrs = await self._run("image inspect", lambda: self._client.api.inspect_image(image))
         return str(attrs["Id"])
 
+    def dial_address(self) -> EngineAddress:
+        """Where a client of this engine connects now (an SSH engine's tunnel is opened again if it died)."""
+        return self._dial_address()
+
     def _dial_address(self) -> EngineAddress:
         """Where to connect: the engine itself, or for SSH the local end of its (re)opened tunnel."""
         if self._tunnel is None:

@@ -4,7 +4,8 @@ Placement (``create``): a tenant sticks to the engine of a container of its that
 (running, stopped, or waiting to be removed), so its restarts and replacements land where it was; a new
 tenant goes to the engine that answers its ping and has the most free capacity (``capacity`` minus this
 server's containers there; an engine without a bound counts as the freest, fewest containers first). An
-engine that lacks the image is skipped for the next. Every other operation goes to the engine that holds the
+engine that lacks the image gets a copy from one that has it (image_copy.py); if that fails too, it is
+skipped for the next. Every other operation goes to the engine that holds the
 container. The engine is recorded in the container's ``openanalyst.engine`` label, and ``list_managed``
 (which adoption calls at start) learns every container's engine, so a restarted server finds each tenant's.
 
@@ -30,6 +31,7 @@ from toolrunner.docker_backend import DockerBackend
 from toolrunner.engine_list import EngineEntry, engines_from_environment
 from toolrunner.engines import EngineAddressError
 from toolrunner.errors import SandboxBackendUnavailable, SandboxCapacity, SandboxImageUnavailable
+from toolrunner.image_copy import copy_image
 from toolrunner.runtime import ENGINE_LABEL, TENANT_LABEL, ContainerGone, ContainerRuntime, EngineReport
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class EngineSet:
     _containers: dict[str, _Placed] = field(init=False, default_factory=dict)
     _server_id: str | None = field(init=False, default=None)
     _creating: dict[str, int] = field(init=False, default_factory=dict)  # tenant -> creates in flight
+    _copying: dict[tuple[str, str], asyncio.Lock] = field(init=False, default_factory=dict)  # (engine, image)
 
     def __post_init__(self) -> None:
         self._engines = [_Engine(entry) for entry in self.entries]
@@ -164,8 +167,12 @@ class EngineSet:
             for engine in await self._candidates(tenant):
                 engine.creating += 1  # taken with the choice (no await between): the slot is this tenant's
                 try:
-                    container_id = await self._create_on(engine, kwargs)
-                except SandboxImageUnavailable as exc:  # this engine lacks the image: the next one may have it
+                    try:
+                        container_id = await self._create_on(engine, kwargs)
+                    except SandboxImageUnavailable:  # this engine lacks the image: copy it there, once
+                        await self._copy_image(str(kwargs.get("image")), engine)
+                        container_id = await self._create_on(engine, kwargs)
+                except SandboxImageUnavailable as exc:  # not even a copy helped: the next engine may have it
                     log.warning("engine %s: %s", engine.url, exc.message)
                     missing = SandboxImageUnavailable(f"engine {engine.url}: {exc.message}")
                     continue
@@ -179,6 +186,32 @@ class EngineSet:
                 del self._creating[tenant]
         assert missing is not None
         raise missing
+
+    async def _copy_image(self, image: str, target: _Engine) -> None:
+        """Copy `image` to `target` from an engine that answers and has it (image_copy.py). One copy per
+        engine and image at a time: a second tenant placed there meanwhile waits for it, then finds it."""
+        lock = self._copying.setdefault((target.url, image), asyncio.Lock())
+        async with lock:
+            if target.runtime is not None and await self._has_image(target, image):
+                return  # copied by the tenant that held the lock before us
+            for source in self._engines:
+                if source is target or not source.up or source.runtime is None:
+                    continue
+                if not await self._has_image(source, image):
+                    continue
+                assert target.runtime is not None
+                log.info("engine %s lacks %s: copying it from %s", target.url, image, source.url)
+                await asyncio.to_thread(copy_image, image, source.runtime.dial_address(),
+                                        target.runtime.dial_address())
+                return
+            raise SandboxImageUnavailable(f"no engine that answers has {image} to copy from")
+
+    async def _has_image(self, engine: _Engine, image: str) -> bool:
+        try:
+            await self._on(engine, lambda r: r.image_id(image))
+        except (SandboxImageUnavailable, SandboxBackendUnavailable):
+            return False
+        return True
 
     async def _create_on(self, engine: _Engine, kwargs: dict[str, Any]) -> str:
         placed = {**kwargs, "labels": {**(kwargs.get("labels") or {}), ENGINE_LABEL: engine.url}}

@@ -173,3 +173,28 @@ def test_two_new_tenants_at_once_take_one_slot_each(second_engine: SecondEngine,
     finally:
         remote.close()
         harness.close()
+
+
+def test_an_engine_without_the_image_gets_a_copy(second_engine: SecondEngine, sandbox_image: str,
+                                                  docker_client: Any, tmp_path: Path) -> None:
+    """The second engine loses the sandbox image; a tenant placed there still gets its container: the server
+    streams the image over from the main engine (no registry, no file) and creates it, and the engine keeps
+    the image for the next tenant."""
+    remote = second_engine.client()
+    config = make_config(tmp_path / "data", sandbox_image, docker_hosts=hosts(second_engine, 1, 2))
+    harness = Harness(config)
+    try:
+        for container in remote.containers.list(all=True, filters={"ancestor": sandbox_image}):
+            container.remove(force=True)
+        remote.images.remove(sandbox_image, force=True)
+        assert not remote.images.list(name=sandbox_image.split(":")[0], filters={"reference": sandbox_image})
+        assert ok(harness.bash("alice", "echo a")).strip() == "a"  # the second engine (freest), after the copy
+        assert tenants_on(remote, config.instance_id) == {"alice": second_engine.tcp_url}
+        assert remote.images.get(sandbox_image).id == docker_client.images.get(sandbox_image).id
+        assert ok(harness.bash("bob", "echo b")).strip() == "b"  # a tie: the main engine, first in the list
+        assert ok(harness.bash("carol", "echo c")).strip() == "c"  # the copy stays: no second one needed
+        assert tenants_on(remote, config.instance_id) == {"alice": second_engine.tcp_url,
+                                                          "carol": second_engine.tcp_url}
+    finally:
+        harness.close()
+        remote.close()
