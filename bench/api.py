@@ -159,15 +159,16 @@ def append_rate(tmp: str, count: int = 20_000) -> str:
     from server.store.db import Database
 
     db = Database(Path(tmp) / "append.db")
-    db.open()
+    db.open_sync()
     log = EventLog(db)
+    log.created("sess_bench")
     t0 = time.perf_counter()
     for n in range(count):
         log.append("owner", "sess_bench", AssistantDeltaEvent(text=f"token {n}"))
     appended = time.perf_counter() - t0
-    db.flush()
+    asyncio.run(db.flush())
     durable = time.perf_counter() - t0
-    db.close()
+    db.close_sync()
     return (f"{appended / count * 1e6:6.1f} µs/append   {count / appended:8.0f} appends/s   all {count} committed"
             f" after {durable * 1000:.0f} ms")
 

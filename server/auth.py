@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
 from server.errors import BadRequest, Unauthorized
 from server.sessions.store import now_iso
-from server.store.db import Database
+from server.store.sql import Conn
+from server.store.store import Store
 from server.tenancy import OWNER_ID, parse_tenant_id
 
 PREFIX = "oak_"
@@ -33,7 +33,7 @@ class CreatedKey:
 
 
 class ApiKeys:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def create(self, tenant_id: str | None = None) -> CreatedKey:
@@ -44,7 +44,7 @@ class ApiKeys:
         secret = secrets.token_urlsafe(32)
         row = (key_id, _hash(secret), tenant_id, now_iso())
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Conn) -> None:
             conn.execute("INSERT INTO api_keys (id, secret_hash, tenant_id, created_at)"
                          " VALUES (?,?,?,?)", row)
 
@@ -60,7 +60,7 @@ class ApiKeys:
         if scheme.lower() != "bearer" or not token.startswith(PREFIX):
             raise Unauthorized("INVALID_API_KEY", "the API key is missing or not valid")
         key_id, _, secret = token[len(PREFIX):].partition("_")
-        rows = self._db.read("SELECT secret_hash, tenant_id FROM api_keys WHERE id = ?", (key_id,))
+        rows = await self._db.read("SELECT secret_hash, tenant_id FROM api_keys WHERE id = ?", (key_id,))
         expected = rows[0]["secret_hash"] if rows else _hash(secrets.token_hex(16))
         if not (hmac.compare_digest(expected, _hash(secret)) and rows):
             raise Unauthorized("INVALID_API_KEY", "the API key is missing or not valid")
@@ -68,7 +68,7 @@ class ApiKeys:
         return tenant
 
     async def revoke(self, key_id: str) -> None:
-        def remove(conn: sqlite3.Connection) -> int:
+        def remove(conn: Conn) -> int:
             return conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount
 
         if await self._db.write(remove) == 0:

@@ -168,7 +168,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from server.store.db import Database
 
     db = Database(settings.db_path)
-    db.open()
+    await db.open()
     try:
         keys = ApiKeys(db)
         if args.keys_command == "create":
@@ -181,7 +181,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"revoked {args.id}", file=sys.stderr)
         return 0
     finally:
-        db.close()
+        await db.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from server.skills.catalog import SkillCatalog
 from server.store.credentials import CredentialStore
 from server.store.db import Database
 from server.store.secretbox import SecretBox
+from server.store.store import Store
 from server.store.users import UserStore
 from server.tenancy import OWNER_ID
 from server.tools.context import ToolContext
@@ -51,7 +52,7 @@ class Foundation:
     """The store and what lives on it: what ``server.wiring.wire`` builds the rest of the server on."""
 
     settings: Settings
-    db: Database
+    db: Store
     sessions: SessionStore
     events: EventLog
     turns: TurnManager
@@ -76,7 +77,7 @@ class Foundation:
                 await closer()
             except Exception:
                 log.exception("a service failed to close")
-        self.db.close()
+        await self.db.close()
 
 
 @dataclass(kw_only=True)
@@ -106,7 +107,7 @@ async def open_foundation(settings: Settings, metrics: Metrics) -> Foundation:
     """Open the store and build the foundation's services on it (``server.wiring.wire`` adds the rest)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.db_path)
-    db.open()
+    await db.open()
     try:
         events = EventLog(db, queue_events=settings.sse_queue_events)
         box = SecretBox(settings.data_dir / "secret.key")
@@ -124,6 +125,6 @@ async def open_foundation(settings: Settings, metrics: Metrics) -> Foundation:
             log.warning(warning)
         await foundation.users.ensure(OWNER_ID)
     except BaseException:
-        db.close()
+        await db.close()
         raise
     return foundation

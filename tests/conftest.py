@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
+from store_support import StoreFactory
 
+from server.store.db import Database
+from server.store.store import Store
 from toolrunner.image import ensure_sandbox_image
 from toolrunner.quota import release_all
 
@@ -31,6 +35,27 @@ def _no_leftover_quota_mounts(tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=["sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens stores on each backend in turn (the store-level tests run on every one): a new SQLite file.
+    Opening twice gives the same database."""
+    def build() -> Store:
+        return Database(tmp_path / "server.db")
+    yield _factory(build)
+
+
+def _factory(build: Callable[[], Store]) -> StoreFactory:
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Store]:
+        store = build()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+    return opened
 
 
 @pytest.fixture(scope="session")

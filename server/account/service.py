@@ -59,7 +59,7 @@ class AccountService:
         """The stored token, refreshed first when it expires within 60 s; None when signed out or revoked."""
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:  # one refresh at a time per tenant: a refresh token may be single-use
-            token = self._tokens.get(tenant_id)
+            token = await self._tokens.get(tenant_id)
             if token is None or token.expires_at - self._clock() > REFRESH_WITHIN_S:
                 return token
             return await self._refresh(tenant_id, token)
@@ -86,12 +86,12 @@ class AccountService:
                 balance = await self._balance(tenant_id, token)
             except (ApiError, TokenRevoked) as exc:  # signed in all the same: plan and credits unknown just now
                 log.warning("could not read the OpenAnalyst balance (%s)", getattr(exc, "code", "refused"))
-            token = self._tokens.get(tenant_id)
+            token = await self._tokens.get(tenant_id)
         manual = (await self._credentials.credentials(tenant_id)).get("openanalyst")
         return Status(signed_in=token is not None, email=token.email if token else None,
                       expires_at=token.expires_at if token else None, balance=balance,
                       manual_key_present=bool(manual and manual.api_key),
-                      preferred_source=self.preferred(tenant_id, signed_in=token is not None))
+                      preferred_source=await self.preferred(tenant_id, signed_in=token is not None))
 
     async def _balance(self, tenant_id: str, token: OAuthToken) -> dict[str, Any] | None:
         try:
@@ -101,15 +101,15 @@ class AccountService:
                 fresh = await self._refresh(tenant_id, token)
             return await self._client.balance(fresh.access_token) if fresh is not None else None
 
-    def preferred(self, tenant_id: str, *, signed_in: bool) -> Source:
+    async def preferred(self, tenant_id: str, *, signed_in: bool) -> Source:
         """The stored choice; without one, the sign-in when there is one, else the manual key."""
-        return self._tokens.preference(tenant_id) or ("oauth" if signed_in else "manual")
+        return await self._tokens.preference(tenant_id) or ("oauth" if signed_in else "manual")
 
     async def set_preferred(self, tenant_id: str, source: Source) -> None:
         await self._tokens.set_preference(tenant_id, source)
 
     async def logout(self, tenant_id: str) -> None:
-        token = self._tokens.get(tenant_id)
+        token = await self._tokens.get(tenant_id)
         await self._tokens.delete(tenant_id)
         if token is not None:
             await self._client.logout(token.refresh_token)
@@ -141,6 +141,6 @@ class AccountCredentials:
             oauth = None
         manual = creds.get("openanalyst")
         if oauth is not None and (manual is None
-                                  or self._account.preferred(tenant_id, signed_in=True) == "oauth"):
+                                  or await self._account.preferred(tenant_id, signed_in=True) == "oauth"):
             creds["openanalyst"] = oauth
         return creds

@@ -48,13 +48,13 @@ async def decide(session_id: str, body: DecisionBody, tenant: TenantDep, service
                  call_id: str = CallId) -> Approval:
     """Allow or deny a waiting call: 409 ``APPROVAL_ALREADY_DECIDED`` for a second decision, 404 for a call
     that never waited here (or another tenant's session)."""
-    services.sessions.get(tenant.id, session_id)
-    row = services.approvals.decide(tenant.id, session_id, call_id, body.decision, body.reason,
+    await services.sessions.get(tenant.id, session_id)
+    row = await services.approvals.decide(tenant.id, session_id, call_id, body.decision, body.reason,
                                     _key_id(request, services))
     return _public(row)
 
 
 @router.get("/sessions/{session_id}/approvals", responses=errors(404))
 async def list_approvals(session_id: str, tenant: TenantDep, services: ServicesDep) -> ApprovalList:
-    services.sessions.get(tenant.id, session_id)
-    return ApprovalList(data=[_public(r) for r in services.approvals.store.for_session(tenant.id, session_id)])
+    await services.sessions.get(tenant.id, session_id)
+    return ApprovalList(data=[_public(r) for r in await services.approvals.store.for_session(tenant.id, session_id)])

@@ -114,12 +114,12 @@ def parse_after(last_event_id: str | None, after: int | None) -> int | None:
 async def session_events(session_id: str, tenant: TenantDep, services: ServicesDep,
                          after: int | None = Query(default=None, ge=0, le=2**62),
                          last_event_id: str | None = Header(default=None, max_length=32)) -> SSEResponse:
-    record = services.sessions.get(tenant.id, session_id)
+    record = await services.sessions.get(tenant.id, session_id)
     start = parse_after(last_event_id, after)
-    sub = services.events.subscribe(tenant.id, session_id, start)
+    sub = await services.events.subscribe(tenant.id, session_id, start)
     snapshot = SnapshotEvent(session_id=record.id, title=record.title, model=record.model,
                              state=session_state(services, session_id),
-                             last_seq=services.events.last_seq(session_id), created_at=record.created_at)
+                             last_seq=await services.events.last_seq(session_id), created_at=record.created_at)
     first = encode(snapshot)
     return SSEResponse(sse_chunks(sub, services.settings.sse_keepalive_s, first=first))
 
@@ -138,7 +138,8 @@ async def append_test_event(session_id: str, body: TestEventBody, tenant: Tenant
     stamped with the server's clock at the moment of appending (``appended_at``)."""
     if not services.settings.enable_test_hooks:
         raise NotFound("NOT_FOUND", f"no route POST /_test/sessions/{session_id[:80]}/events")
-    services.sessions.get(tenant.id, session_id)
+    await services.sessions.get(tenant.id, session_id)
+    await services.events.last_seq(session_id)
     seq = services.events.append_unchecked(tenant.id, session_id, body.type,
                                            body.data | {"appended_at": time.time()})
     return {"seq": seq}

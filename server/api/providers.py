@@ -47,7 +47,7 @@ class ProviderKeyBody(BaseModel):
 
 @router.get("/me/providers")
 async def list_providers(tenant: TenantDep, services: ServicesDep) -> ProviderList:
-    return ProviderList(data=[ProviderEntry(**e.public()) for e in services.credentials.list(tenant.id)])
+    return ProviderList(data=[ProviderEntry(**e.public()) for e in await services.credentials.list(tenant.id)])
 
 
 @router.put("/me/providers/{name}", responses=errors(404))

@@ -76,12 +76,12 @@ async def create_run(body: RunBody, tenant: TenantDep, services: ServicesDep) ->
 @router.get("/v1/runs")
 async def list_runs(tenant: TenantDep, services: ServicesDep, status: RunStatus | None = None,
                     limit: int = Query(default=50, ge=1, le=MAX_RUNS_LISTED)) -> RunList:
-    return RunList(data=[public_run(r) for r in services.runs.store.page(tenant.id, limit, status)])
+    return RunList(data=[public_run(r) for r in await services.runs.store.page(tenant.id, limit, status)])
 
 
 @router.get("/v1/runs/{run_id}", responses=errors(404))
 async def get_run(run_id: str, tenant: TenantDep, services: ServicesDep) -> Run:
-    return public_run(services.runs.store.get(tenant.id, run_id))
+    return public_run(await services.runs.store.get(tenant.id, run_id))
 
 
 @router.post("/v1/runs/{run_id}/cancel", responses=errors(404))
@@ -92,5 +92,5 @@ async def cancel_run(run_id: str, tenant: TenantDep, services: ServicesDep) -> R
 
 @router.get("/v1/runs/{run_id}/deliveries", responses=errors(404))
 async def list_deliveries(run_id: str, tenant: TenantDep, services: ServicesDep) -> DeliveryList:
-    run = services.runs.store.get(tenant.id, run_id)
-    return DeliveryList(data=[public_delivery(d) for d in services.runs.store.deliveries(run.id)])
+    run = await services.runs.store.get(tenant.id, run_id)
+    return DeliveryList(data=[public_delivery(d) for d in await services.runs.store.deliveries(run.id)])

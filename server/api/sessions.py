@@ -86,11 +86,12 @@ async def create_session(tenant: TenantDep, services: ServicesDep,
     settings = services.settings
     check_metadata_size(body.metadata, settings.max_session_metadata_bytes)
     if body.environment is not None:
-        services.environments.check_exists(tenant.id, body.environment)  # 404 ENVIRONMENT_NOT_FOUND
+        await services.environments.check_exists(tenant.id, body.environment)  # 404 ENVIRONMENT_NOT_FOUND
     record = await services.sessions.create(tenant.id, title=body.title, model=body.model,
                                             system_prompt=body.system_prompt, metadata=body.metadata,
                                             max_sessions=settings.max_sessions_per_tenant,
                                             environment=body.environment)
+    services.events.created(record.id)
     if body.environment is None:
         # Start the tenant's container while the client composes its first message (not for a session in an
         # environment: its first call may wait for the build, and a container of another image would be replaced).
@@ -104,11 +105,11 @@ async def list_sessions(tenant: TenantDep, services: ServicesDep,
                         per_page: int | None = Query(default=None, ge=1, le=100)) -> SessionPage:
     """Without page or per_page: every session, as the spec says; either one pages (20 per page by default)."""
     if page is None and per_page is None:
-        records, total = services.sessions.page(tenant.id, 1, -1)  # SQLite's LIMIT -1: no limit
+        records, total = await services.sessions.page(tenant.id, 1, None)
         page, per_page = 1, max(total, 1)
     else:
         page, per_page = page or 1, per_page or 20
-        records, total = services.sessions.page(tenant.id, page, per_page)
+        records, total = await services.sessions.page(tenant.id, page, per_page)
     data = [SessionSummary(**r.public(), state=session_state(services, r.id))
             for r in records]
     return SessionPage(data=data, meta=PageMeta.of(page, per_page, total))
@@ -116,17 +117,17 @@ async def list_sessions(tenant: TenantDep, services: ServicesDep,
 
 @router.get("/sessions/{session_id}", responses=errors(404))
 async def get_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> SessionDetail:
-    record = services.sessions.get(tenant.id, session_id)
-    messages: list[dict[str, Any]] = services.sessions.list_messages(tenant.id, session_id)
+    record = await services.sessions.get(tenant.id, session_id)
+    messages: list[dict[str, Any]] = await services.sessions.list_messages(tenant.id, session_id)
     return SessionDetail(**record.public(), state=session_state(services, session_id),
-                         last_seq=services.events.last_seq(session_id),
+                         last_seq=await services.events.last_seq(session_id),
                          messages=[StoredMessage.model_validate(m) for m in messages],
-                         todos=services.sessions.get_todos(tenant.id, session_id))
+                         todos=await services.sessions.get_todos(tenant.id, session_id))
 
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=errors(404))
 async def delete_session(session_id: str, tenant: TenantDep, services: ServicesDep) -> Response:
-    services.sessions.get(tenant.id, session_id)
+    await services.sessions.get(tenant.id, session_id)
     await services.turns.cancel(session_id, silent=True)
     services.events.forget(tenant.id, session_id)
     await services.sessions.delete(tenant.id, session_id)
@@ -140,14 +141,15 @@ async def delete_session(session_id: str, tenant: TenantDep, services: ServicesD
                         **errors(404, 409)})
 async def send_message(session_id: str, body: MessageBody, tenant: TenantDep,
                        services: ServicesDep) -> SSEResponse:
-    services.sessions.get(tenant.id, session_id)
+    await services.sessions.get(tenant.id, session_id)
+    await services.events.last_seq(session_id)  # known before the turn appends (EventLog.append never waits)
     services.turns.reserve(session_id)
     try:
         block = TextBlock(text=body.message)
         message_id = await services.sessions.append_message(tenant.id, session_id, "user", [block.model_dump()])
         seq = services.events.append(tenant.id, session_id,
                                      MessageEvent(id=message_id, role="user", content=[block]))
-        sub = services.events.subscribe(tenant.id, session_id, seq - 1)
+        sub = await services.events.subscribe(tenant.id, session_id, seq - 1)
         services.turns.start(tenant, session_id, body.message)
     except BaseException:
         services.turns.release(session_id)

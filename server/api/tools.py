@@ -50,10 +50,10 @@ async def list_tools(tenant: TenantDep, dispatcher: DispatcherDep) -> ToolList:
                           for t in dispatcher.registry.all()])
 
 
-def _tool_context(services: Services, tenant_id: str, session_id: str | None) -> ToolContext:
+async def _tool_context(services: Services, tenant_id: str, session_id: str | None) -> ToolContext:
     if session_id is None:
         return ToolContext(tenant_id=tenant_id, session_id=None)
-    services.sessions.get(tenant_id, session_id)  # 404 for a missing session, another tenant's included
+    await services.sessions.get(tenant_id, session_id)  # 404 for a missing session, another tenant's included
     return services.session_context(tenant_id, session_id)
 
 
@@ -71,9 +71,9 @@ async def call_tool(name: str, body: ToolCallBody, tenant: TenantDep, services: 
         error = ApiError(refusal.code, refusal.message, status=refusal.status)
         await dispatcher.refuse_unparsed(ToolContext(tenant_id=tenant.id, session_id=None), name, error,
                                          raw_sha256=refusal.raw_sha256, call_id=call_id)
-    ctx = _tool_context(services, tenant.id, body.session_id)
+    ctx = await _tool_context(services, tenant.id, body.session_id)
     if body.environment is not None:  # 404 ENVIRONMENT_NOT_FOUND before anything runs; then this call's image
-        services.environments.check_exists(tenant.id, body.environment)
+        await services.environments.check_exists(tenant.id, body.environment)
         CALL_ENVIRONMENT.set(body.environment)
     raw_sha256 = hashlib.sha256(await request.body()).hexdigest()
     # 404 / 422 before any stream starts, recorded in the audit log like every call.

@@ -18,7 +18,7 @@ router = APIRouter(tags=["sessions"], responses=errors(*COMMON))
 
 @router.post("/sessions/{session_id}/interrupt", responses=errors(404))
 async def interrupt(session_id: str, tenant: TenantDep, services: ServicesDep) -> Interrupted:
-    services.sessions.get(tenant.id, session_id)  # 404 for a missing session, another tenant's included
+    await services.sessions.get(tenant.id, session_id)  # 404 for a missing session, another tenant's included
     running = services.turns.busy(session_id)
     if running:
         await services.turns.cancel(session_id)  # the loop itself records INTERRUPTED and idle

@@ -135,13 +135,13 @@ class ApprovalGate:
         if decided.status != "interrupted" and not self.waiting(decided.session_id):  # others may still wait
             await ctx.emit(StateEvent(state="tool_use"))
 
-    def decide(self, tenant_id: str, session_id: str, call_id: str, decision: Decision, reason: str | None,
+    async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: Decision, reason: str | None,
                key_id: str | None) -> ApprovalRow:
         """A person's decision: the settled row, 409 if the call was already decided, 404 if it never waited."""
         key = (tenant_id, session_id, call_id)
         waiter = self._waiting.get(key)
         if waiter is None or waiter.future.done():
-            stored = self.store.latest(tenant_id, session_id, call_id)
+            stored = await self.store.latest(tenant_id, session_id, call_id)
             if stored is None:
                 raise NotFound("APPROVAL_NOT_FOUND", f"no call {call_id[:80]!r} waits for a decision in this session")
             raise Conflict("APPROVAL_ALREADY_DECIDED", f"call {call_id[:80]!r} was already decided: {stored.status}"

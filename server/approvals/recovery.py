@@ -22,9 +22,10 @@ async def abandon_waiting(store: ApprovalStore, sessions: SessionStore, events: 
     closed: set[str] = set()
     for row in rows:
         try:
-            sessions.get(row.tenant_id, row.session_id)
+            await sessions.get(row.tenant_id, row.session_id)
         except NotFound:
             continue  # deleted since
+        await events.last_seq(row.session_id)
         events.append(row.tenant_id, row.session_id, ApprovalDecisionEvent(
             call_id=row.call_id, status="abandoned", decided_by=None, reason=REASON, decided_at=now_iso()))
         if row.session_id not in closed:
@@ -41,7 +42,7 @@ async def abandon_waiting(store: ApprovalStore, sessions: SessionStore, events: 
 
 async def _close_dangling_calls(sessions: SessionStore, tenant_id: str, session_id: str) -> None:
     """Every tool_use of the stored conversation's last message gets an error result (a valid history)."""
-    messages = sessions.list_messages(tenant_id, session_id)
+    messages = await sessions.list_messages(tenant_id, session_id)
     if not messages or messages[-1]["role"] != "assistant":
         return
     pending = [b["id"] for b in messages[-1]["content"] if b.get("type") == "tool_use"]

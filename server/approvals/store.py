@@ -7,11 +7,11 @@ A row is ``pending`` while its call waits; then ``allowed``, ``denied``, ``timed
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from server.store.db import Database
+from server.store.sql import Conn, Row
+from server.store.store import Store
 
 FINAL = ("allowed", "denied", "timed_out", "interrupted", "abandoned")
 
@@ -39,21 +39,21 @@ class ApprovalRow:
             else self.decided_by_tenant
 
 
-def _row(r: sqlite3.Row) -> ApprovalRow:
+def _row(r: Row) -> ApprovalRow:
     return ApprovalRow(r["tenant_id"], r["session_id"], r["call_id"], r["tool"], json.loads(r["arguments"]),
                        r["reason_asked"], r["status"], r["created_at"], r["expires_at"], r["decided_at"],
                        r["decided_by_tenant"], r["decided_by_key"], r["reason"])
 
 
 class ApprovalStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def add(self, row: ApprovalRow) -> None:
         values = (row.tenant_id, row.session_id, row.call_id, row.tool, json.dumps(row.arguments),
                   row.reason_asked, row.status, row.created_at, row.expires_at)
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Conn) -> None:
             conn.execute("INSERT INTO approvals (tenant_id, session_id, call_id, tool, arguments, reason_asked,"
                          " status, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)", values)
 
@@ -64,27 +64,27 @@ class ApprovalStore:
         values = (row.status, row.decided_at, row.decided_by_tenant, row.decided_by_key, row.reason,
                   row.tenant_id, row.session_id, row.call_id)
 
-        def update(conn: sqlite3.Connection) -> None:
+        def update(conn: Conn) -> None:
             conn.execute("UPDATE approvals SET status = ?, decided_at = ?, decided_by_tenant = ?,"
                          " decided_by_key = ?, reason = ? WHERE id = (SELECT MAX(id) FROM approvals WHERE"
                          " tenant_id = ? AND session_id = ? AND call_id = ? AND status = 'pending')", values)
 
         await self._db.write(update)
 
-    def latest(self, tenant_id: str, session_id: str, call_id: str) -> ApprovalRow | None:
-        rows = self._db.read("SELECT * FROM approvals WHERE tenant_id = ? AND session_id = ? AND call_id = ?"
-                             " ORDER BY id DESC LIMIT 1", (tenant_id, session_id, call_id))
+    async def latest(self, tenant_id: str, session_id: str, call_id: str) -> ApprovalRow | None:
+        rows = await self._db.read("SELECT * FROM approvals WHERE tenant_id = ? AND session_id = ? AND call_id = ?"
+                                   " ORDER BY id DESC LIMIT 1", (tenant_id, session_id, call_id))
         return _row(rows[0]) if rows else None
 
-    def for_session(self, tenant_id: str, session_id: str, limit: int = 100) -> list[ApprovalRow]:
-        rows = self._db.read("SELECT * FROM approvals WHERE tenant_id = ? AND session_id = ?"
-                             " ORDER BY id DESC LIMIT ?", (tenant_id, session_id, limit))
+    async def for_session(self, tenant_id: str, session_id: str, limit: int = 100) -> list[ApprovalRow]:
+        rows = await self._db.read("SELECT * FROM approvals WHERE tenant_id = ? AND session_id = ?"
+                                   " ORDER BY id DESC LIMIT ?", (tenant_id, session_id, limit))
         return [_row(r) for r in rows]
 
     async def abandon_pending(self, decided_at: str, reason: str) -> list[ApprovalRow]:
         """Mark every pending row ``abandoned`` (start-up: no process waits for them any more)."""
 
-        def update(conn: sqlite3.Connection) -> list[ApprovalRow]:
+        def update(conn: Conn) -> list[ApprovalRow]:
             return [_row(r) for r in conn.execute(
                 "UPDATE approvals SET status = 'abandoned', decided_at = ?, reason = ? WHERE status = 'pending'"
                 " RETURNING *", (decided_at, reason))]

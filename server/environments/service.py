@@ -26,7 +26,7 @@ from toolrunner.errors import SandboxError
 # sees it without every layer between passing it on.
 CALL_ENVIRONMENT: ContextVar[str | None] = ContextVar("openanalyst_call_environment", default=None)
 BaseImage = Callable[[], Awaitable[str]]  # the sandbox image's tag, once the sandbox is up
-SessionEnvironment = Callable[[str, str], str | None]  # (tenant, session) -> the session's environment name
+SessionEnvironment = Callable[[str, str], Awaitable[str | None]]  # (tenant, session) -> the session's environment name
 RESERVED_NAMES = frozenset({"default"})
 
 
@@ -111,12 +111,12 @@ class EnvironmentService:
         return EnvironmentView(record, build, False)
 
     async def view(self, tenant_id: str, name: str) -> EnvironmentView:
-        record = self.store.get(tenant_id, name)
-        return EnvironmentView(record, await self._build(record), self.store.get_default(tenant_id) == name)
+        record = await self.store.get(tenant_id, name)
+        return EnvironmentView(record, await self._build(record), await self.store.get_default(tenant_id) == name)
 
     async def list(self, tenant_id: str) -> list[EnvironmentView]:
-        default = self.store.get_default(tenant_id)
-        return [EnvironmentView(r, await self._build(r), r.name == default) for r in self.store.list(tenant_id)]
+        default = await self.store.get_default(tenant_id)
+        return [EnvironmentView(r, await self._build(r), r.name == default) for r in await self.store.list(tenant_id)]
 
     async def delete(self, tenant_id: str, name: str) -> None:
         """The definition goes; its image stays (it may serve another tenant's identical definition)."""
@@ -125,21 +125,21 @@ class EnvironmentService:
     async def set_default(self, tenant_id: str, name: str | None) -> None:
         await self.store.set_default(tenant_id, name)
 
-    def check_exists(self, tenant_id: str, name: str) -> None:
+    async def check_exists(self, tenant_id: str, name: str) -> None:
         """404 ``ENVIRONMENT_NOT_FOUND`` unless the tenant has this environment (a session naming it)."""
-        self.store.get(tenant_id, name)
+        await self.store.get(tenant_id, name)
 
     async def image_for(self, tenant_id: str, session_id: str | None) -> str | None:
         """The image a call runs in: the one the call names, else its session's environment, else the tenant's
         default, else the sandbox image (None). Refused before the call runs when that environment is gone,
         building or failed."""
         name = CALL_ENVIRONMENT.get()
-        name = name or (self._session_environment(tenant_id, session_id) if session_id else None)
-        name = name or self.store.get_default(tenant_id)
+        name = name or (await self._session_environment(tenant_id, session_id) if session_id else None)
+        name = name or await self.store.get_default(tenant_id)
         if name is None:
             return None
         try:
-            record = self.store.get(tenant_id, name)
+            record = await self.store.get(tenant_id, name)
         except NotFound:
             raise not_found(name) from None
         build = await self._build(record)

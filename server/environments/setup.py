@@ -26,9 +26,9 @@ def wire_environments(foundation: Foundation, sandbox: SandboxBackend) -> Enviro
         manager = await sandbox.manager()
         return str(manager.config.image)
 
-    def session_environment(tenant_id: str, session_id: str) -> str | None:
+    async def session_environment(tenant_id: str, session_id: str) -> str | None:
         try:
-            return foundation.sessions.get(tenant_id, session_id).environment
+            return (await foundation.sessions.get(tenant_id, session_id)).environment
         except NotFound:  # a direct call's throwaway runner session: the tenant's default applies
             return None
 

@@ -4,13 +4,13 @@ environment is simply not found (the same 404 as a missing one)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from server.errors import Conflict, NotFound
 from server.sessions.store import now_iso
-from server.store.db import Database
+from server.store.sql import Conn, Row
+from server.store.store import Store
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,14 @@ def not_found(name: str) -> NotFound:
 class EnvironmentStore:
     """Create, read, list and delete definitions; set and read the tenant's default environment."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def create(self, tenant_id: str, name: str, definition: dict[str, Any],
                      max_per_tenant: int) -> EnvironmentRecord:
         record = EnvironmentRecord(tenant_id, name, definition, now_iso())
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Conn) -> None:
             if conn.execute("SELECT 1 FROM environments WHERE tenant_id = ? AND name = ?",
                             (tenant_id, name)).fetchone():
                 raise Conflict("ENVIRONMENT_EXISTS", f"an environment named {name!r} exists; delete it first")
@@ -48,18 +48,18 @@ class EnvironmentStore:
         await self._db.write(insert)
         return record
 
-    def get(self, tenant_id: str, name: str) -> EnvironmentRecord:
-        rows = self._db.read("SELECT * FROM environments WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+    async def get(self, tenant_id: str, name: str) -> EnvironmentRecord:
+        rows = await self._db.read("SELECT * FROM environments WHERE tenant_id = ? AND name = ?", (tenant_id, name))
         if not rows:
             raise not_found(name)
         return _record(rows[0])
 
-    def list(self, tenant_id: str) -> list[EnvironmentRecord]:
-        return [_record(r) for r in self._db.read(
+    async def list(self, tenant_id: str) -> list[EnvironmentRecord]:
+        return [_record(r) for r in await self._db.read(
             "SELECT * FROM environments WHERE tenant_id = ? ORDER BY name", (tenant_id,))]
 
     async def delete(self, tenant_id: str, name: str) -> None:
-        def remove(conn: sqlite3.Connection) -> int:
+        def remove(conn: Conn) -> int:
             conn.execute("DELETE FROM environment_defaults WHERE tenant_id = ? AND name = ?", (tenant_id, name))
             return conn.execute("DELETE FROM environments WHERE tenant_id = ? AND name = ?",
                                 (tenant_id, name)).rowcount
@@ -68,7 +68,7 @@ class EnvironmentStore:
             raise not_found(name)
 
     async def set_default(self, tenant_id: str, name: str | None) -> None:
-        def put(conn: sqlite3.Connection) -> None:
+        def put(conn: Conn) -> None:
             if name is not None and not conn.execute("SELECT 1 FROM environments WHERE tenant_id = ? AND name = ?",
                                                      (tenant_id, name)).fetchone():
                 raise not_found(name)
@@ -78,10 +78,10 @@ class EnvironmentStore:
 
         await self._db.write(put)
 
-    def get_default(self, tenant_id: str) -> str | None:
-        rows = self._db.read("SELECT name FROM environment_defaults WHERE tenant_id = ?", (tenant_id,))
+    async def get_default(self, tenant_id: str) -> str | None:
+        rows = await self._db.read("SELECT name FROM environment_defaults WHERE tenant_id = ?", (tenant_id,))
         return str(rows[0]["name"]) if rows else None
 
 
-def _record(row: sqlite3.Row) -> EnvironmentRecord:
+def _record(row: Row) -> EnvironmentRecord:
     return EnvironmentRecord(row["tenant_id"], row["name"], json.loads(row["definition"]), row["created_at"])

@@ -79,9 +79,9 @@ class RunService:
                                   f"(the limit is {self._max_active}); retry when one has ended",
                                   retry_after_s=5)
         if environment is not None and self._environments is not None:
-            self._environments.check_exists(tenant.id, environment)  # 404 ENVIRONMENT_NOT_FOUND
+            await self._environments.check_exists(tenant.id, environment)  # 404 ENVIRONMENT_NOT_FOUND
         if session_id is not None:
-            session = self._sessions.get(tenant.id, session_id)  # 404 for a missing (or another tenant's) one
+            session = await self._sessions.get(tenant.id, session_id)  # 404 for a missing (or another tenant's) one
             if environment is not None and getattr(session, "environment", environment) != environment:
                 raise Conflict("RUN_ENVIRONMENT_MISMATCH", f"session {session_id!r} runs in environment "
                                f"{getattr(session, 'environment', None)!r}, not {environment!r}; leave "
@@ -109,7 +109,7 @@ class RunService:
     async def cancel(self, tenant_id: str, run_id: str) -> RunRow:
         """Stop a queued or running run; returns its final row. Idempotent: a run that has already ended is
         returned as it ended (a CI step that cancels on its own failure need not know whether it won the race)."""
-        run = self.store.get(tenant_id, run_id)
+        run = await self.store.get(tenant_id, run_id)
         task = self._tasks.get(run_id)
         if run.status in FINAL or task is None:
             return run
@@ -119,13 +119,14 @@ class RunService:
         else:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        return self.store.get(tenant_id, run_id)
+        return await self.store.get(tenant_id, run_id)
 
     async def recover(self) -> int:
         """Start-up: deliveries an earlier process left unfinished go on (same event id, the attempts left);
         runs it left unfinished become failed, and their webhooks are sent. Returns how many runs failed."""
         since = (datetime.now(UTC) - RESUME_DELIVERIES_WITHIN).isoformat(timespec="milliseconds")
-        for run, attempts, event_id in self.store.undelivered(self._sender.max_attempts, since.replace("+00:00", "Z")):
+        undelivered = await self.store.undelivered(self._sender.max_attempts, since.replace("+00:00", "Z"))
+        for run, attempts, event_id in undelivered:
             self._report(run, event_id, attempts + 1)
         rows = await self.store.fail_unfinished(now_iso(), RESTARTED)
         for run in rows:
@@ -157,6 +158,7 @@ class RunService:
                     else {"environment": run.environment}  # the session's tool calls run in it
                 session = await self._sessions.create(tenant.id, title=f"run {run.id}", **placed)
                 run.session_id = session.id
+                self._events.created(session.id)
                 if self._prestart is not None:
                     await self._prestart(tenant.id)
             await self._reserve(run.session_id)
@@ -193,6 +195,7 @@ class RunService:
         try:
             block = TextBlock(text=run.message)
             message_id = await self._sessions.append_message(tenant.id, session_id, "user", [block.model_dump()])
+            await self._events.last_seq(session_id)
             self._events.append(tenant.id, session_id, MessageEvent(id=message_id, role="user", content=[block]))
             token = set_max_turns(run.limits.get("max_turns"))
             try:

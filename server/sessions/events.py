@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -24,7 +23,8 @@ from typing import Any
 
 from server.contract.events import ErrorEvent, SessionEvent, encode, encode_frame, event_data
 from server.errors import NotFound
-from server.store.db import Database
+from server.store.sql import Conn
+from server.store.store import Store
 from server.streaming.buffer import dumps_json as _DUMPS
 
 REPLAY_PAGE = 500
@@ -83,7 +83,7 @@ class Subscription:
     async def batch(self, wait_s: float | None = None) -> list[Event] | None:
         """Every event available now (waiting up to ``wait_s``): [] on timeout, None when finished."""
         if self._replay_next <= self._live_from:
-            events = self._log._replay(self.session_id, self._replay_next, self._live_from)
+            events = await self._log._replay(self.session_id, self._replay_next, self._live_from)
             self._replay_next = self._live_from + 1 if not events else (events[-1].seq or 0) + 1
             if events:
                 return events
@@ -121,7 +121,7 @@ class Subscription:
 class EventLog:
     """Sequence numbers, persistence and fan-out for every session's events."""
 
-    def __init__(self, db: Database, *, queue_events: int = 10_000) -> None:
+    def __init__(self, db: Store, *, queue_events: int = 10_000) -> None:
         self._db = db
         self._max = queue_events
         self._seq: dict[str, int] = {}
@@ -131,19 +131,26 @@ class EventLog:
         self._deleted: set[str] = set()  # tombstones: a late append to a deleted session must not revive it
         self.on_append: list[Callable[[str, str, Event], None]] = []  # (tenant, session, event) observers
 
-    def last_seq(self, session_id: str) -> int:
+    async def last_seq(self, session_id: str) -> int:
+        """The session's newest seq (read from the store once, then counted here)."""
         seq = self._seq.get(session_id)
         if seq is None:
-            row = self._db.read("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
-                                (session_id,))
-            seq = self._seq[session_id] = int(row[0][0])
+            row = await self._db.read("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+                                      (session_id,))
+            seq = self._seq.setdefault(session_id, int(row[0][0]))  # an append during the read counted on
         return seq
+
+    def created(self, session_id: str) -> None:
+        """A session just created has no events: its seq is known without a read."""
+        self._seq.setdefault(session_id, 0)
 
     def append(self, tenant_id: str, session_id: str, event: SessionEvent) -> int:
         """Persist (group-committed) and fan out one typed event; returns its seq. Never blocks.
 
-        Call it on the event loop's thread (subscribers are woken with asyncio primitives); from a worker
-        thread use ``loop.call_soon_threadsafe``.
+        The session's seq must be known here (``await last_seq`` first: every path that starts a turn or
+        writes an event does, as the store cannot be read without waiting). Call it on the event loop's
+        thread (subscribers are woken with asyncio primitives); from a worker thread use
+        ``loop.call_soon_threadsafe``.
 
         Raises ``NotFound`` for a session deleted while something was still appending to it."""
         return self.append_unchecked(tenant_id, session_id, event.type, event_data(event))
@@ -153,14 +160,17 @@ class EventLog:
         (``POST /_test/sessions/{id}/events``, off unless ``enable_test_hooks``), never for the server's own."""
         if session_id in self._deleted:
             raise NotFound("SESSION_NOT_FOUND", "the session was deleted")
-        seq = self.last_seq(session_id) + 1
+        last = self._seq.get(session_id)
+        if last is None:
+            raise RuntimeError(f"append before last_seq({session_id!r}) was awaited")
+        seq = last + 1
         self._seq[session_id] = seq
         event = Event(seq, type, data, encode_frame(type, data, seq))
         with self._lock:
             self._pending.setdefault(session_id, {})[seq] = event
         row = (session_id, seq, type, _DUMPS(data), time.time())
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Conn) -> None:
             conn.execute("INSERT INTO events (session_id, seq, type, data, created_at)"
                          " VALUES (?,?,?,?,?)", row)
 
@@ -179,9 +189,10 @@ class EventLog:
             observer(tenant_id, session_id, event)
         return seq
 
-    def subscribe(self, tenant_id: str, session_id: str, after_seq: int | None = None) -> Subscription:
+    async def subscribe(self, tenant_id: str, session_id: str, after_seq: int | None = None) -> Subscription:
         """A reader of every event with seq > ``after_seq`` (None: only new ones), no gap, no duplicate."""
-        live_from = self.last_seq(session_id)
+        await self.last_seq(session_id)
+        live_from = self._seq[session_id]  # read after the await: nothing can be appended between here and add
         start = live_from if after_seq is None else max(0, min(after_seq, live_from))
         sub = Subscription(self, session_id, start, live_from, self._max)
         self._subs.setdefault(session_id, set()).add(sub)
@@ -199,12 +210,12 @@ class EventLog:
             if not subs:
                 del self._subs[sub.session_id]
 
-    def _replay(self, session_id: str, first: int, last: int) -> list[Event]:
+    async def _replay(self, session_id: str, first: int, last: int) -> list[Event]:
         """Events first..last (at most a page): pending ones are read before the table, see module doc."""
         with self._lock:
             pending = {s: e for s, e in self._pending.get(session_id, {}).items() if first <= s <= last}
-        rows = self._db.read("SELECT seq, type, data FROM events WHERE session_id = ? AND seq BETWEEN ? AND ?"
-                             " ORDER BY seq LIMIT ?", (session_id, first, last, REPLAY_PAGE))
+        rows = await self._db.read("SELECT seq, type, data FROM events WHERE session_id = ? AND seq BETWEEN ? AND ?"
+                                   " ORDER BY seq LIMIT ?", (session_id, first, last, REPLAY_PAGE))
         merged = dict(pending)
         for seq, type, data in rows:
             if seq not in merged:
@@ -233,8 +244,8 @@ class EventLog:
             for sub in list(subs):
                 sub._end(None)
 
-    def flush(self) -> None:
-        self._db.flush()
+    async def flush(self) -> None:
+        await self._db.flush()
 
 
 def _out_of_band(event: ErrorEvent) -> Event:
@@ -242,5 +253,5 @@ def _out_of_band(event: ErrorEvent) -> Event:
     return Event(None, event.type, event_data(event), encode(event))
 
 
-def delete_events(conn: sqlite3.Connection, session_id: str) -> None:
+def delete_events(conn: Conn, session_id: str) -> None:
     conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))

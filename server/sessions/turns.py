@@ -30,6 +30,7 @@ class SessionSink:
     session_id: str
 
     async def emit(self, event: TurnEvent) -> None:
+        await self.events.last_seq(self.session_id)  # a read only the first time (the direct tool API's sink)
         self.events.append(self.tenant_id, self.session_id, event)
 
 
@@ -46,9 +47,9 @@ class SessionConversation:
                                                [b.model_dump() for b in message.blocks])
 
 
-def load_history(store: SessionStore, tenant_id: str, session_id: str) -> list[Message]:
+async def load_history(store: SessionStore, tenant_id: str, session_id: str) -> list[Message]:
     return [Message.model_validate({"role": m["role"], "blocks": m["content"]})
-            for m in store.list_messages(tenant_id, session_id)]
+            for m in await store.list_messages(tenant_id, session_id)]
 
 
 class AgentTurnRunner:
@@ -68,9 +69,9 @@ class AgentTurnRunner:
                            sink=SessionSink(self._events, tenant_id, session_id), save_todos=save_todos)
 
     async def start_turn(self, tenant: Tenant, session_id: str, user_text: str) -> None:
-        session = self._store.get(tenant.id, session_id)
+        session = await self._store.get(tenant.id, session_id)
         conversation = SessionConversation(self._store, tenant.id, session_id,
-                                           load_history(self._store, tenant.id, session_id))
+                                           await load_history(self._store, tenant.id, session_id))
         options = TurnOptions(model=session.model, system_prompt=session.system_prompt,
                               max_turns=run_max_turns(self._max_turns))  # a run's own limit (server/runs)
         with interactive():  # a person can answer this turn's approvals (server/approvals)

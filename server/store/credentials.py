@@ -8,7 +8,6 @@ every tenant unless the operator says otherwise). A tenant's own key for a provi
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,9 @@ from server.providers.bedrock import DEFAULT_REGION
 from server.providers.credentials import ProviderCredential
 from server.providers.registry import PROVIDERS
 from server.sessions.store import now_iso
-from server.store.db import Database
 from server.store.secretbox import SecretBox
+from server.store.sql import Conn
+from server.store.store import Store
 from server.tenancy import OWNER_ID
 
 KNOWN = tuple(PROVIDERS)
@@ -50,7 +50,7 @@ def check_known(name: str) -> None:
 
 
 class CredentialStore:
-    def __init__(self, db: Database, box: SecretBox, env: list[ProviderCredential], *,
+    def __init__(self, db: Store, box: SecretBox, env: list[ProviderCredential], *,
                  share_env: bool, started_at: str, aws_region: str | None = None) -> None:
         self._db = db
         self._box = box
@@ -66,10 +66,10 @@ class CredentialStore:
     def _env_for(self, tenant_id: str) -> dict[str, ProviderCredential]:
         return dict(self._env) if tenant_id == OWNER_ID or self._share_env else {}
 
-    def _stored(self, tenant_id: str) -> list[tuple[ProviderCredential, str | None, str]]:
-        rows = self._db.read("SELECT provider, secret, base_url, key_last4, updated_at"
-                             " FROM provider_credentials WHERE tenant_id = ?"
-                             " AND auth_method = 'api_key'", (tenant_id,))
+    async def _stored(self, tenant_id: str) -> list[tuple[ProviderCredential, str | None, str]]:
+        rows = await self._db.read("SELECT provider, secret, base_url, key_last4, updated_at"
+                                   " FROM provider_credentials WHERE tenant_id = ?"
+                                   " AND auth_method = 'api_key'", (tenant_id,))
         out = []
         for r in rows:
             secret = json.loads(self._box.open(r["secret"]))
@@ -80,13 +80,13 @@ class CredentialStore:
 
     async def credentials(self, tenant_id: str) -> dict[str, ProviderCredential]:
         merged = self._env_for(tenant_id)
-        merged.update({c.provider: c for c, _m, _u in self._stored(tenant_id)})
+        merged.update({c.provider: c for c, _m, _u in await self._stored(tenant_id)})
         return merged
 
-    def list(self, tenant_id: str) -> list[ProviderEntry]:
+    async def list(self, tenant_id: str) -> list[ProviderEntry]:
         entries = {n: ProviderEntry(n, "env", mask(c.api_key), c.base_url, self._started_at)
                    for n, c in self._env_for(tenant_id).items()}
-        for cred, masked, updated in self._stored(tenant_id):
+        for cred, masked, updated in await self._stored(tenant_id):
             entries[cred.provider] = ProviderEntry(cred.provider, "api", masked, cred.base_url, updated)
         return [entries[n] for n in KNOWN if n in entries]
 
@@ -100,7 +100,7 @@ class CredentialStore:
         sealed = self._box.seal(json.dumps({"api_key": api_key, "extra": extra}).encode())
         masked = mask(api_key) or ("****" if api_key else None)
 
-        def upsert(conn: sqlite3.Connection) -> None:
+        def upsert(conn: Conn) -> None:
             conn.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, base_url, key_last4,"
                          " updated_at) VALUES (?,?,?,?,?,?)"
                          " ON CONFLICT (tenant_id, provider, auth_method) DO UPDATE SET"
@@ -115,7 +115,7 @@ class CredentialStore:
         """Remove the tenant's API-set key; an env credential cannot be removed over the API."""
         check_known(name)
 
-        def remove(conn: sqlite3.Connection) -> int:
+        def remove(conn: Conn) -> int:
             return conn.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?"
                                 " AND auth_method = 'api_key'",
                                 (tenant_id, name)).rowcount

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from typing import Any
 
 from server.sessions.store import now_iso
-from server.store.db import Database
+from server.store.sql import Conn
+from server.store.store import Store
 from server.tenancy import OWNER_ID
 
 
 class UserStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
         self._known: dict[str, dict[str, Any]] = {}
 
@@ -23,14 +23,14 @@ class UserStore:
         role = "owner" if tenant_id == OWNER_ID else "member"
         candidate = ("usr_" + secrets.token_hex(8), role, now_iso())
 
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR IGNORE INTO users (tenant_id, user_id, role, created_at)"
-                         " VALUES (?,?,?,?)",
+        def upsert(conn: Conn) -> None:
+            conn.execute("INSERT INTO users (tenant_id, user_id, role, created_at)"
+                         " VALUES (?,?,?,?) ON CONFLICT (tenant_id) DO NOTHING",
                          (tenant_id, *candidate))
 
         await self._db.write(upsert)
-        row = self._db.read("SELECT user_id, role, created_at FROM users WHERE tenant_id = ?",
-                            (tenant_id,))[0]
+        row = (await self._db.read("SELECT user_id, role, created_at FROM users WHERE tenant_id = ?",
+                                   (tenant_id,)))[0]
         user = {"id": row["user_id"], "tenant": tenant_id, "role": row["role"],
                 "created_at": row["created_at"]}
         self._known[tenant_id] = user

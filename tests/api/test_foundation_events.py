@@ -129,8 +129,8 @@ async def test_no_gap_no_duplicate_under_concurrent_appends(client: httpx.AsyncC
 
     async def joiner() -> None:
         for k in range(15):
-            after = max(0, services.events.last_seq(sid) - (k * 37) % 200)
-            subs.append((after, services.events.subscribe("owner", sid, after)))
+            after = max(0, await services.events.last_seq(sid) - (k * 37) % 200)
+            subs.append((after, await services.events.subscribe("owner", sid, after)))
             await asyncio.sleep(0)
 
     await asyncio.gather(writer(), joiner())
@@ -154,8 +154,8 @@ async def test_long_replay_pages(client: httpx.AsyncClient, services: Services) 
     n = REPLAY_PAGE * 2 + 17
     for i in range(n):
         services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
-    await asyncio.to_thread(services.db.flush)
-    sub = services.events.subscribe("owner", sid, 0)
+    await services.db.flush()
+    sub = await services.events.subscribe("owner", sid, 0)
     got: list[int] = []
     while len(got) < n:
         batch = await sub.batch(1)
@@ -172,8 +172,8 @@ async def test_slow_subscriber_dropped(make_settings: Callable[..., Settings], r
     async with run_app(app) as client:
         services: Services = app.state.services
         sid = await new_session(client)
-        slow = services.events.subscribe("owner", sid)
-        fast = services.events.subscribe("owner", sid)
+        slow = await services.events.subscribe("owner", sid)
+        fast = await services.events.subscribe("owner", sid)
         fast_seen: list[int] = []
         for i in range(40):
             services.events.append("owner", sid, AssistantDeltaEvent(text=str(i)))
@@ -186,7 +186,7 @@ async def test_slow_subscriber_dropped(make_settings: Callable[..., Settings], r
         assert err.type == "error" and err.data["code"] == "SUBSCRIBER_TOO_SLOW"
         assert err.data["last_event_id"] == 8 and "Last-Event-ID" in err.data["message"]
         assert await slow.batch(0) is None and services.events.subscriber_count(sid) == 1
-        again = services.events.subscribe("owner", sid, err.data["last_event_id"])
+        again = await services.events.subscribe("owner", sid, err.data["last_event_id"])
         rest: list[int] = []
         while len(rest) < 32:
             rest += [e.seq for e in (await again.batch(1)) or [] if e.seq is not None]

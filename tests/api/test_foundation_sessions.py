@@ -177,7 +177,7 @@ async def test_delete_session(client: httpx.AsyncClient, services: Services) -> 
         assert (await client.request(method, path)).status_code == 404
     for table in ("messages", "events", "sessions"):
         column = "id" if table == "sessions" else "session_id"
-        assert services.db.read(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (sid,))[0][0] == 0
+        assert (await services.db.read(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (sid,)))[0][0] == 0
     assert (await client.get("/sessions")).json()["meta"]["total"] == 0
 
 
@@ -211,8 +211,8 @@ async def test_delete_during_turn(blocking_app: BlockingApp, run_app: Any) -> No
         assert not services.turns.busy(sid)
         with pytest.raises(Exception, match="deleted"):
             services.events.append("owner", sid, StateEvent(state="idle"))
-        await asyncio.to_thread(services.db.flush)
-        assert services.db.read("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,))[0][0] == 0
+        await services.db.flush()
+        assert (await services.db.read("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,)))[0][0] == 0
 
 
 def events_of_any(resp: httpx.Response) -> list[tuple[str, str | None]]:

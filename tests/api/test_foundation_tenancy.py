@@ -77,7 +77,7 @@ async def test_api_keys(make_settings: Callable[..., Settings], run_app: Any) ->
         assert me.json()["tenant"] == "team-beta"
         me = await client.get("/me", headers={"Authorization": f"Bearer {unbound}"})
         assert me.json()["tenant"] == "owner"
-        row = app.state.services.db.read("SELECT secret_hash FROM api_keys")[0][0]
+        row = (await app.state.services.db.read("SELECT secret_hash FROM api_keys"))[0][0]
         assert bound.split("_", 2)[2] not in row  # stored hashed
 
 

@@ -20,13 +20,13 @@ def test_upgrade_keeps_keys_and_adds_the_sign_in(tmp_path: Path) -> None:
     path = tmp_path / "server.db"
     box = SecretBox(tmp_path / "secret.key")
     with sqlite3.connect(path) as conn:  # a database as the server before migration 3 left it
-        for number, script in enumerate(MIGRATIONS[:2], start=1):
-            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        for number, step in enumerate(MIGRATIONS[:2], start=1):
+            conn.executescript(f"BEGIN;\n{step.sqlite}\nPRAGMA user_version = {number};\nCOMMIT;")
         conn.execute("INSERT INTO provider_credentials VALUES (?,?,?,?,?,?)",
                      ("team", "openanalyst", box.seal(b'{"api_key": "sk-oa-v1-old-0123456789", "extra": {}}'),
                       None, "****6789", "2026-01-01T00:00:00Z"))
     db = Database(path)
-    db.open()
+    db.open_sync()
     try:
         store = CredentialStore(db, box, [], share_env=False, started_at="now")
         tokens = OAuthTokenStore(db, box)
@@ -39,14 +39,14 @@ def test_upgrade_keeps_keys_and_adds_the_sign_in(tmp_path: Path) -> None:
             assert b"a@example.com" not in on_disk and b"oat-UNIT" not in on_disk  # sealed, email too
             # The sign-in does not replace, list or delete the manual key, nor the reverse.
             assert (await store.credentials("team"))["openanalyst"].api_key == "sk-oa-v1-old-0123456789"
-            assert [e.name for e in store.list("team")] == ["openanalyst"]
-            assert tokens.get("team") == TOKEN and tokens.preference("team") == "manual"
+            assert [e.name for e in await store.list("team")] == ["openanalyst"]
+            assert await tokens.get("team") == TOKEN and await tokens.preference("team") == "manual"
             await store.delete("team", "openanalyst")
-            assert tokens.get("team") == TOKEN and await store.credentials("team") == {}
+            assert await tokens.get("team") == TOKEN and await store.credentials("team") == {}
             await tokens.delete("team")
-            assert tokens.get("team") is None and tokens.preference("team") == "manual"
+            assert await tokens.get("team") is None and await tokens.preference("team") == "manual"
+            assert "UNIT" not in repr(await tokens.get("team")) and "UNIT" not in repr(TOKEN)
 
         asyncio.run(scenario())
-        assert "UNIT" not in repr(tokens.get("team")) and "UNIT" not in repr(TOKEN)
     finally:
-        db.close()
+        db.close_sync()
