@@ -24,6 +24,9 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # Environments are built from packages the host downloads: Debian's with apt (so its package lists must be
 # there), npm tarballs with the host's npm (the tests pack and serve one of their own).
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The store tests run against a real PostgreSQL server: a throwaway cluster per run, made with the package's
+# initdb and pg_ctl (tests/pg_support.py); the package's own service is never used.
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 lists_missing=0
 compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null || lists_missing=1
 

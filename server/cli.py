@@ -165,9 +165,9 @@ def serve(settings: Settings) -> int:
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from server.auth import ApiKeys
-    from server.store.db import Database
+    from server.store.open import make_store
 
-    db = Database(settings.db_path)
+    db = make_store(settings)
     await db.open()
     try:
         keys = ApiKeys(db)

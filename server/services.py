@@ -35,7 +35,7 @@ from server.sessions.turn_protocol import TurnRunner
 from server.settings import Settings
 from server.skills.catalog import SkillCatalog
 from server.store.credentials import CredentialStore
-from server.store.db import Database
+from server.store.open import make_store
 from server.store.secretbox import SecretBox
 from server.store.store import Store
 from server.store.users import UserStore
@@ -106,7 +106,7 @@ class Services(Foundation):
 async def open_foundation(settings: Settings, metrics: Metrics) -> Foundation:
     """Open the store and build the foundation's services on it (``server.wiring.wire`` adds the rest)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = Database(settings.db_path)
+    db = make_store(settings)
     await db.open()
     try:
         events = EventLog(db, queue_events=settings.sse_queue_events)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # --- server core -------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("~/.openanalyst/server"),
                            description="Where server.db, audit.db, the key file and workspaces live.")
+    database_url: SecretStr | None = Field(
+        default=None, description="postgresql://user:password@host/db: keep the server's state in PostgreSQL "
+                                  "(docs/scale-out.md section 3); unset: SQLite in the data directory.")
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=3080, ge=0, le=65535)
     tenancy: Literal["header", "single"] = Field(
@@ -247,6 +250,14 @@ class Settings(BaseSettings):
     def provider_url_policy(self) -> UrlPolicy:
         """What tenants' provider URLs may reach (``server.providers.urlguard``)."""
         return UrlPolicy.parse(self.allow_private_provider_urls, self.provider_url_allowlist)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset for SQLite in the data directory)")
+        return value
 
     @field_validator("data_dir", "owner_workspace")
     @classmethod

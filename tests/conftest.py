@@ -6,6 +6,7 @@ A missing engine fails the run loudly instead of skipping: the sandbox is the pr
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
+from pg_support import PostgresCluster, postgres_cluster
 from store_support import StoreFactory
 
 from server.store.db import Database
@@ -37,13 +39,47 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite"])
+# Which database the app-level tests run on (docs/scale-out.md section 3): sqlite (the default) or postgresql,
+# where every app a test builds through ``make_settings`` gets a fresh database on the run's cluster.
+TEST_DATABASE = os.environ.get("OPENANALYST_TEST_DATABASE", "sqlite")
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"OPENANALYST_TEST_DATABASE must be sqlite or postgresql, not {TEST_DATABASE!r}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the run (tests/pg_support.py); its absence fails, never skips."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None on SQLite; under OPENANALYST_TEST_DATABASE=postgresql a fresh database's URL, dropped after."""
+    if TEST_DATABASE == "sqlite":
+        yield None
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.database()
+    yield url
+    cluster.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Opens stores on each backend in turn (the store-level tests run on every one): a new SQLite file.
-    Opening twice gives the same database."""
-    def build() -> Store:
-        return Database(tmp_path / "server.db")
-    yield _factory(build)
+    """Opens stores on each backend in turn (the store-level tests run on both in every run): a new SQLite
+    file, or a fresh database on the run's PostgreSQL cluster. Opening twice gives the same database."""
+    if request.param == "sqlite":
+        def build() -> Store:
+            return Database(tmp_path / "server.db")
+        yield _factory(build)
+        return
+    from server.store.postgres import PostgresStore
+
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.database()
+    yield _factory(lambda: PostgresStore(url))
+    cluster.drop(url)
 
 
 def _factory(build: Callable[[], Store]) -> StoreFactory:

@@ -2,14 +2,18 @@
 
 Each step is one script per dialect: most are portable and written once, the rest (types: ``BLOB``/``BYTEA``,
 ``REAL``/``DOUBLE PRECISION``, identity columns, SQLite's table rebuilds) say their PostgreSQL text beside
-the SQLite one, so the two schemas stay in step by number once the PostgreSQL backend runs them. SQLite keeps
-its version in ``PRAGMA user_version``.
+the SQLite one, so the two schemas stay in step by number. SQLite keeps its version in ``PRAGMA
+user_version``; PostgreSQL in a ``schema_version`` table, each step committed with its new number under an
+advisory lock so that servers starting at once on one database migrate it once. Why not a migration tool
+(Alembic and the like): a handful of scripts and two dialects do not need a second schema language or an ORM, and
+SQLite users keep the exact upgrade path they have today.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -160,3 +164,26 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.executescript(f"BEGIN;\n{step.sqlite}\nPRAGMA user_version = {number};\nCOMMIT;")
     return len(MIGRATIONS)
 
+
+MIGRATION_LOCK = 0x6F61_6D69  # pg_advisory_xact_lock key: one server migrates, the others wait for it
+
+
+def migrate_postgresql(conn: Any) -> int:
+    """Bring a PostgreSQL schema (``conn``: a psycopg connection in autocommit) to the newest version.
+
+    Each step runs in its own transaction holding the advisory lock, and reads the version again under it,
+    so two servers starting together apply every step once."""
+    while True:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else int(row[0])
+            _check(version)
+            if version == len(MIGRATIONS):
+                return version
+            conn.execute(MIGRATIONS[version].script("postgresql"))
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version + 1,))
+            else:
+                conn.execute("UPDATE schema_version SET version = %s", (version + 1,))

@@ -60,14 +60,18 @@ def _no_leftover_containers(docker_client: Any) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, sandbox_image: str, docker_client: Any) -> Iterator[Callable[..., Settings]]:
-    """Settings for a test's app; every container its apps started (a session's prestart) is removed after."""
+def make_settings(tmp_path: Path, sandbox_image: str, docker_client: Any,
+                  database_url: str | None) -> Iterator[Callable[..., Settings]]:
+    """Settings for a test's app; every container its apps started (a session's prestart) is removed after.
+    Under OPENANALYST_TEST_DATABASE=postgresql the app keeps its state in a fresh PostgreSQL database."""
     label = f"api-{uuid.uuid4().hex[:12]}"
     workspace = tmp_path / "workspace"  # beside the data directory: a workspace holding it refuses to start
     workspace.mkdir()
 
     def make(**kw: Any) -> Settings:
         kw.setdefault("data_dir", tmp_path / "data")
+        if database_url is not None:
+            kw.setdefault("database_url", database_url)
         kw.setdefault("owner_workspace", workspace)
         kw.setdefault("sandbox_labels", {"openanalyst.test": "1", "openanalyst.apitest": RUN,
                                          "openanalyst.apitestcase": label})

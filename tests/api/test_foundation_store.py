@@ -1,4 +1,4 @@
-"""The store through its interface (``make_store``: every backend): versioned migrations, group commit, todos,
+"""The store on both backends (SQLite and a real PostgreSQL): versioned migrations, group commit, todos,
 failure isolation between writes, ordering; and SQLite's own upgrade path and lock handling."""
 
 from __future__ import annotations
@@ -7,12 +7,15 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
+from pg_support import PostgresCluster
 from store_support import StoreFactory
 
 from server.sessions.store import SessionStore
 from server.store.db import Database
-from server.store.migrations import MIGRATIONS, migrate
+from server.store.migrations import MIGRATIONS, migrate, migrate_postgresql
+from server.store.postgres import PostgresStore
 from server.store.sql import Conn
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +47,25 @@ def test_refuses_newer_schema(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(RuntimeError, match="newer than this server"):
         migrate(conn)
+
+
+async def test_postgresql_records_its_version_and_refuses_a_newer_one(postgres: PostgresCluster) -> None:
+    """PostgreSQL keeps the version in schema_version; a second open migrates nothing; a newer schema is
+    refused. Two servers migrating one empty database at once apply every step once (the advisory lock)."""
+    url = postgres.database()
+    try:
+        def migrate_once() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                return migrate_postgresql(conn)
+
+        assert await asyncio.gather(*(asyncio.to_thread(migrate_once) for _ in range(3))) == [len(MIGRATIONS)] * 3
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
+            conn.execute("UPDATE schema_version SET version = version + 1")
+        with pytest.raises(RuntimeError, match="newer than this server"):
+            migrate_once()
+    finally:
+        postgres.drop(url)
 
 
 async def test_group_commit_and_isolation(make_store: StoreFactory) -> None:
@@ -132,3 +154,23 @@ async def test_writer_survives_a_failed_batch(tmp_path: Path) -> None:
     finally:
         other.close()
         await db.close()
+
+
+async def test_postgresql_writer_reconnects(postgres: PostgresCluster) -> None:
+    """A PostgreSQL writer whose connection was cut (the server restarted, an admin killed it) fails the batch
+    in flight at most and serves the next one on a new connection."""
+    url = postgres.database()
+    db = PostgresStore(url)
+    await db.open()
+    try:
+        await db.write(lambda c: c.execute("INSERT INTO api_keys VALUES ('a', 'h', NULL, 't')"))
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            await db.write(lambda c: c.execute("INSERT INTO api_keys VALUES ('b', 'h', NULL, 't')"))
+        await db.write(lambda c: c.execute("INSERT INTO api_keys VALUES ('c', 'h', NULL, 't')"))
+        assert sorted(r[0] for r in await db.read("SELECT id FROM api_keys")) == ["a", "c"]
+    finally:
+        await db.close()
+        postgres.drop(url)
