@@ -31,7 +31,7 @@ LIVE_FIELDS = frozenset({"egress"})
 Signature = tuple[int, int, int, int]
 
 
-def _signature(path: Path) -> Signature | None:
+def _signature(path: str) -> Signature | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -50,6 +50,7 @@ class LivePolicies:
 
     def __init__(self) -> None:
         self._watched: dict[str, _Watched] = {}
+        self._paths: dict[str, str] = {}  # name -> the expanded path, made once (a Path per lookup cost ~5 us)
         self._presets = frozenset(preset_names())
         self._lock = threading.Lock()
 
@@ -57,7 +58,9 @@ class LivePolicies:
         started = policy_for(name_or_path)  # cached; checked at start
         if name_or_path in self._presets:  # shipped with the server: never edited in place
             return started
-        path = Path(name_or_path).expanduser()
+        path = self._paths.get(name_or_path)
+        if path is None:
+            path = self._paths[name_or_path] = str(Path(name_or_path).expanduser())
         signature = _signature(path)
         with self._lock:
             watched = self._watched.get(name_or_path)
@@ -66,7 +69,7 @@ class LivePolicies:
             if watched.signature == signature:
                 return watched.policy
             watched.signature = signature  # judged once per version of the file
-            watched.policy = self._judge(path, started, watched.policy)
+            watched.policy = self._judge(Path(path), started, watched.policy)
             return watched.policy
 
     @staticmethod

@@ -60,10 +60,11 @@ class ChangeTracker:
         self._starting: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def around(self, ctx: ToolContext, where: str,
-                     run: Callable[[], Awaitable[CallOutcome]]) -> CallOutcome:
-        """``run()``, with its change report on the result when the policy asks for one."""
-        policy = self._policy_for(ctx.tenant_id)
+    async def around(self, ctx: ToolContext, where: str, run: Callable[[], Awaitable[CallOutcome]],
+                     policy: Policy | None = None) -> CallOutcome:
+        """``run()``, with its change report on the result when the policy asks for one (``policy``: the one the
+        dispatcher resolved for this call, so a call looks its tenant's policy up once)."""
+        policy = policy or self._policy_for(ctx.tenant_id)
         if where == "server" or not policy.change_reports:
             return _with_changes(await run(), None)
         watch = await self._watch(ctx.tenant_id)
@@ -246,9 +247,9 @@ def _with_changes(outcome: CallOutcome, report: ChangeReport | None) -> CallOutc
 
 
 async def watch_changes(tracker: ChangeTracker | None, ctx: ToolContext, where: str,
-                        run: Callable[[], Awaitable[CallOutcome]]) -> CallOutcome:
+                        run: Callable[[], Awaitable[CallOutcome]], policy: Policy | None = None) -> CallOutcome:
     """The dispatcher's one hook: ``run()`` with its change report (none without a tracker)."""
-    return _with_changes(await run(), None) if tracker is None else await tracker.around(ctx, where, run)
+    return _with_changes(await run(), None) if tracker is None else await tracker.around(ctx, where, run, policy)
 
 
 __all__ = ["ChangeTracker", "report_of", "watch_changes"]

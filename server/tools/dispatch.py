@@ -178,7 +178,7 @@ class ToolDispatcher:
         try:
             with self._slot(ctx.tenant_id, policy):
                 outcome = await watch_changes(self.changes, ctx, tool.where,  # the call's change report
-                                              lambda: self._networked(ctx, tool.where, name, args, on_chunk))
+                                              lambda: self._networked(ctx, tool.where, name, args, on_chunk), policy)
         except ApiError as exc:
             outcome = CallOutcome(error_result(name, exc.code, exc.message), None, None)
             raise
