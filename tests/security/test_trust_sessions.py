@@ -715,7 +715,8 @@ emit({"uid": os.getuid(), "found": found})
 
 
 def test_new_sessions_cannot_read_a_deleted_sessions_private_files(tenants: Any) -> None:
-    """Session A exports a secret (its saved state) and writes it to a file in its private $HOME; A is
+    """Session A exports a secret (its saved state) and writes it, readable by its uid alone, to a file in its
+    private $HOME and in the shared /tmp (also in a directory of its own there) and /dev/shm; A is
     deleted. Sessions created afterwards (any of which may be handed A's old uid) find the secret in no file
     they can read under /tmp, /dev/shm, /run, /var/tmp or /home."""
     t: Tenant = tenants("recycle")
@@ -723,8 +724,9 @@ def test_new_sessions_cannot_read_a_deleted_sessions_private_files(tenants: Any)
     secret = f"SECRET-{u}"
     a = t.session()
     problems: list[str] = []
-    problems += expect(t, t.bash(f'export OA_SECRET={secret}; umask 077; echo {secret} > "$HOME/.oa-secret-{u}"', a),
-                       exit_code=0)
+    problems += expect(t, t.bash(f'export OA_SECRET={secret}; umask 077; echo {secret} > "$HOME/.oa-secret-{u}"; '
+                                 f'mkdir -p /tmp/oa-dir-{u}; for d in /tmp /tmp/oa-dir-{u} /dev/shm; do '
+                                 f'echo {secret} > "$d/oa-secret-{u}"; done', a), exit_code=0)
     problems += expect(t, t.bash("true", a), exit_code=0)
     if t.delete_session(a) != 204:
         problems.append("DELETE /sessions/{id} did not answer 204")

@@ -19,6 +19,7 @@ thread of the runner to uid 0.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -178,7 +179,9 @@ class Identities:
         self.gid = gid if mode != "none" else os.getgid()
         self.shared_uid = shared_uid if shared_uid is not None else POOL_START
         self._lock = threading.Lock()
-        self._free = list(range(POOL_START + POOL_SIZE - 1, POOL_START - 1, -1))  # pop() gives the lowest
+        # Oldest released first: a uid comes back only after every other free one was used, so a closed
+        # session's uid is not the very next session's (its leftovers are scrubbed too: scrub.py).
+        self._free: collections.deque[int] = collections.deque(range(POOL_START, POOL_START + POOL_SIZE))
 
     def acquire(self) -> Ident | None:
         """A new session's identity; None when the pool is exhausted."""
@@ -189,7 +192,7 @@ class Identities:
         with self._lock:
             if not self._free:
                 return None
-            return Ident(self._free.pop(), self.gid)
+            return Ident(self._free.popleft(), self.gid)
 
     def release(self, ident: Ident) -> None:
         if self.mode != "uid":
@@ -197,7 +200,6 @@ class Identities:
         with self._lock:
             if ident.uid not in self._free:
                 self._free.append(ident.uid)
-                self._free.sort(reverse=True)
 
     def exclusive(self) -> bool:
         """Whether a uid belongs to one session only, so that killing all of its processes is safe."""

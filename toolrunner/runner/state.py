@@ -23,7 +23,8 @@ from toolrunner.runner.context import ToolFailure
 from toolrunner.runner.egress_env import KEY_VARIABLE, call_proxy_env
 from toolrunner.runner.identity import Ident, Identities, IdentityError, files_as
 from toolrunner.runner.paths import Workspace
-from toolrunner.runner.procs import REGISTRY, all_pids, uid_of
+from toolrunner.runner.procs import REGISTRY, all_pids, log, uid_of
+from toolrunner.runner.scrub import scrub
 
 if TYPE_CHECKING:
     from toolrunner.runner.bashshell import Shell
@@ -208,6 +209,10 @@ class Session:
         if self._dir is not None:
             with contextlib.suppress(OSError, IdentityError), files_as(ident):
                 shutil.rmtree(self._dir, ignore_errors=True)
-        # A uid goes back to the pool only with no process left (one stuck in the kernel keeps it out).
+        # A uid goes back to the pool only with no process left (one stuck in the kernel keeps it out) and
+        # nothing of it left in the shared scratch places (scrub.py): a later session may be handed it.
         if self.runtime.identities.exclusive() and not any(uid_of(p) == ident.uid for p in all_pids()):
-            self.runtime.identities.release(ident)
+            if scrub(ident):
+                self.runtime.identities.release(ident)
+            else:
+                log(f"uid {ident.uid} kept out of the pool: files of its closed session could not all be removed")

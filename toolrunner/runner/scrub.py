@@ -1,0 +1,139 @@
+"""What a closed session left in the container's shared scratch places, removed before its uid is used again.
+
+Why: a session's uid returns to the pool when the session closes, and a later session may be handed it. Files
+the closed session wrote readable by its uid alone (``umask 077``, ``mktemp``) in ``/tmp``, ``/dev/shm`` or
+another writable tmpfs would then be readable by that later session, which is another session's data. The
+session's private directory is removed by ``Session.close``; this removes the rest: every entry owned by the uid
+in those places, walked with the uid's own file-system credentials (``files_as``: the sticky bit lets an owner
+unlink its own entries, and its private directories are open to it). A walk that cannot finish (more entries
+than MAX_ENTRIES, longer than MAX_S, or an entry of the uid it cannot remove) says so, and the caller keeps the
+uid out of the pool: better one uid fewer than a leak.
+
+``/workspace`` is not walked: its files are the tenant's work, shared on purpose (README: what sessions share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+
+from toolrunner.runner.identity import Ident, IdentityError, files_as
+
+PLACES = ("/tmp", "/dev/shm")
+MAX_ENTRIES = 50_000
+MAX_S = 5.0
+
+
+def scratch_places(mounts: str = "/proc/self/mounts") -> list[str]:
+    """/tmp, /dev/shm and every other writable tmpfs except the workspace's and the runner's own."""
+    places = list(PLACES)
+    with contextlib.suppress(OSError), open(mounts) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 4 or parts[2] != "tmpfs" or "rw" not in parts[3].split(","):
+                continue
+            target = parts[1]
+            if target not in places and not target.startswith(("/workspace", "/proc", "/sys", "/run/openanalyst")):
+                places.append(target)
+    return places
+
+
+def scrub(ident: Ident, places: list[str] | None = None) -> bool:
+    """Remove every entry `ident`'s uid owns under `places`; True when none is left (or none was found)."""
+    if ident.own:
+        return True
+    deadline = time.monotonic() + MAX_S
+    budget = [MAX_ENTRIES]
+    try:
+        with files_as(ident):
+            return all(_scrub_dir(place, ident.uid, deadline, budget) for place in places or scratch_places())
+    except IdentityError:
+        return False
+
+
+def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
+    """Walk `path` (not following links): remove what `uid` owns, whole directories included."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return True
+    except PermissionError:  # another uid's private directory: nothing of ours is reachable in it
+        return True
+    except OSError:
+        return False
+    clean = True
+    for entry in entries:
+        budget[0] -= 1
+        if budget[0] < 0 or time.monotonic() > deadline:
+            return False
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            clean = False
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if st.st_uid == uid:
+            clean &= _remove(entry.path, is_dir, uid, deadline, budget)
+        elif is_dir:
+            clean &= _scrub_dir(entry.path, uid, deadline, budget)
+    return clean
+
+
+def _remove(path: str, is_dir: bool, uid: int, deadline: float, budget: list[int]) -> bool:
+    if not is_dir:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        return True
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)  # our own directory: make sure we may list and empty it
+    if not _scrub_everything(path, uid, deadline, budget):
+        return False
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def _scrub_everything(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
+    """Empty a directory the uid owns: its entries go whoever owns them (the directory's owner may unlink them,
+    unless it is sticky), their own directories are scrubbed as usual."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    clean = True
+    for entry in entries:
+        budget[0] -= 1
+        if budget[0] < 0 or time.monotonic() > deadline:
+            return False
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            clean = False
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            clean &= _remove(entry.path, True, uid, deadline, budget) if st.st_uid == uid else \
+                _scrub_dir(entry.path, uid, deadline, budget)
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            clean &= st.st_uid != uid  # another's file we may not unlink holds nothing of ours
+    return clean
