@@ -22,6 +22,7 @@ from policies.network import EgressRules
 from server.audit.log import AuditLog
 from server.settings import Settings
 from server.tools.context import ToolContext
+from server.tools.dispatch import ONESHOT_SESSION
 from server.tools.web_fetch import EgressRoute, RouteFor
 from server.tools.web_search import SearchBackend, SearxngBackend
 from toolrunner.egress import (
@@ -38,7 +39,7 @@ from toolrunner.egress.limits import TokenBucket
 from toolrunner.egress.records import ConnectionRecord
 
 log = logging.getLogger(__name__)
-ONESHOT = "oneshot-"  # the runner session of a call outside any session (server.tools.dispatch)
+ONESHOT = ONESHOT_SESSION  # the runner session of a call outside any session
 
 
 def audited_fields(rec: ConnectionRecord) -> dict[str, object]:

@@ -18,7 +18,7 @@ from server.api.deps import DispatcherDep, ServicesDep
 from server.contract.events import ErrorEvent, ToolOutputEvent, ToolResultEvent
 from server.contract.openapi import COMMON, errors, sse
 from server.contract.tools import ToolCallAnswer, ToolInfo, ToolList
-from server.environments.service import CALL_ENVIRONMENT
+from server.environments.service import CALL_ENVIRONMENT, SESSION_READ
 from server.errors import ApiError
 from server.middleware import JSON_REFUSAL, JsonRefusal
 from server.services import Services
@@ -53,7 +53,9 @@ async def list_tools(tenant: TenantDep, dispatcher: DispatcherDep) -> ToolList:
 async def _tool_context(services: Services, tenant_id: str, session_id: str | None) -> ToolContext:
     if session_id is None:
         return ToolContext(tenant_id=tenant_id, session_id=None)
-    await services.sessions.get(tenant_id, session_id)  # 404 for a missing session, another tenant's included
+    # 404 for a missing session, another tenant's included; its environment is kept for the call's image lookup
+    session = await services.sessions.get(tenant_id, session_id)
+    SESSION_READ.set((tenant_id, session_id, session.environment))
     return services.session_context(tenant_id, session_id)
 
 

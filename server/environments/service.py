@@ -25,6 +25,9 @@ from toolrunner.errors import SandboxError
 # this for the request's task, and the dispatcher's call into the sandbox, made in that task or one it starts,
 # sees it without every layer between passing it on.
 CALL_ENVIRONMENT: ContextVar[str | None] = ContextVar("openanalyst_call_environment", default=None)
+SESSION_READ: ContextVar[tuple[str, str, str | None] | None] = ContextVar("openanalyst_session_read", default=None)
+"""(tenant, session id, the session's environment) as the request already read it (``POST /v1/tools/{name}``), so
+the call's image lookup does not read the session again (a round trip per call on PostgreSQL)."""
 BaseImage = Callable[[], Awaitable[str]]  # the sandbox image's tag, once the sandbox is up
 SessionEnvironment = Callable[[str, str], Awaitable[str | None]]  # (tenant, session) -> the session's environment name
 RESERVED_NAMES = frozenset({"default"})
@@ -129,12 +132,18 @@ class EnvironmentService:
         """404 ``ENVIRONMENT_NOT_FOUND`` unless the tenant has this environment (a session naming it)."""
         await self.store.get(tenant_id, name)
 
+    async def _environment_of(self, tenant_id: str, session_id: str) -> str | None:
+        read = SESSION_READ.get()
+        if read is not None and read[:2] == (tenant_id, session_id):
+            return read[2]
+        return await self._session_environment(tenant_id, session_id)
+
     async def image_for(self, tenant_id: str, session_id: str | None) -> str | None:
         """The image a call runs in: the one the call names, else its session's environment, else the tenant's
         default, else the sandbox image (None). Refused before the call runs when that environment is gone,
         building or failed."""
         name = CALL_ENVIRONMENT.get()
-        name = name or (await self._session_environment(tenant_id, session_id) if session_id else None)
+        name = name or (await self._environment_of(tenant_id, session_id) if session_id else None)
         name = name or await self.store.get_default(tenant_id)
         if name is None:
             return None

@@ -8,6 +8,7 @@ from server.environments.service import EnvironmentService
 from server.environments.store import EnvironmentStore
 from server.errors import NotFound
 from server.services import Foundation
+from server.tools.dispatch import ONESHOT_SESSION
 from server.tools.sandbox_backend import SandboxBackend
 from toolrunner.envbuild import EnvironmentBuilder, Sources
 
@@ -27,6 +28,8 @@ def wire_environments(foundation: Foundation, sandbox: SandboxBackend) -> Enviro
         return str(manager.config.image)
 
     async def session_environment(tenant_id: str, session_id: str) -> str | None:
+        if session_id.startswith(ONESHOT_SESSION):  # a direct call's throwaway runner session: never stored
+            return None
         try:
             return (await foundation.sessions.get(tenant_id, session_id)).environment
         except NotFound:  # a direct call's throwaway runner session: the tenant's default applies

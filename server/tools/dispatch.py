@@ -69,6 +69,9 @@ class NetworkCalls(Protocol):
     async def end(self, tenant: str, call_id: str, sandbox_session: str | None) -> NetworkSummary | None: ...
 
 
+ONESHOT_SESSION = "oneshot-"  # the prefix of a call's throwaway runner session; stored sessions are sess_...
+
+
 def new_call_id() -> str:
     return "call_" + secrets.token_urlsafe(12)
 
@@ -212,7 +215,7 @@ class ToolDispatcher:
                          on_chunk: ChunkCallback | None) -> CallOutcome:
         """``_execute`` with the call's egress connections tied to it; the result's ``network`` is always the
         host's own summary, whatever the sandbox sent."""
-        session = None if where == "server" else ctx.session_id or f"oneshot-{ctx.call_id}"
+        session = None if where == "server" else ctx.session_id or f"{ONESHOT_SESSION}{ctx.call_id}"
         if self.network is not None:
             self.network.begin(ctx.tenant_id, ctx.call_id, session)
         summary = None
@@ -234,7 +237,7 @@ class ToolDispatcher:
                                            timeout_s=args.get("timeout_s"), on_chunk=on_chunk, call_id=ctx.call_id)
         # A call outside any session gets a throwaway runner session (its own uid, shell, REPL, private
         # directory), closed after it off the response path: the close kills what it left and frees the uid.
-        session = f"oneshot-{ctx.call_id}"
+        session = f"{ONESHOT_SESSION}{ctx.call_id}"
         try:
             return await self._sandbox.run(ctx.tenant_id, session, name, args,
                                            timeout_s=args.get("timeout_s"), on_chunk=on_chunk, call_id=ctx.call_id)
