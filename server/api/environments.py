@@ -57,7 +57,7 @@ async def list_environments(tenant: TenantDep, services: ServicesDep) -> Environ
 @router.get("/v1/environments/default")
 async def get_default(tenant: TenantDep, services: ServicesDep) -> DefaultEnvironment:
     """The environment a call runs in when its session names none (null: the sandbox image)."""
-    return DefaultEnvironment(environment=services.environments.store.get_default(tenant.id))
+    return DefaultEnvironment(environment=await services.environments.store.get_default(tenant.id))
 
 
 @router.put("/v1/environments/default", responses=errors(404))
