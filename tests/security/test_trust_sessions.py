@@ -718,7 +718,8 @@ def test_new_sessions_cannot_read_a_deleted_sessions_private_files(tenants: Any)
     """Session A exports a secret (its saved state) and writes it, readable by its uid alone, to a file in its
     private $HOME and in the shared /tmp (also in a directory of its own there) and /dev/shm; A is
     deleted. Sessions created afterwards (any of which may be handed A's old uid) find the secret in no file
-    they can read under /tmp, /dev/shm, /run, /var/tmp or /home."""
+    they can read under /tmp, /dev/shm, /run, /var/tmp or /home; the System V shared memory segment, message
+    queue and semaphore set A made (mode 0600) are gone with it."""
     t: Tenant = tenants("recycle")
     u = uniq()
     secret = f"SECRET-{u}"
@@ -727,9 +728,22 @@ def test_new_sessions_cannot_read_a_deleted_sessions_private_files(tenants: Any)
     problems += expect(t, t.bash(f'export OA_SECRET={secret}; umask 077; echo {secret} > "$HOME/.oa-secret-{u}"; '
                                  f'mkdir -p /tmp/oa-dir-{u}; for d in /tmp /tmp/oa-dir-{u} /dev/shm; do '
                                  f'echo {secret} > "$d/oa-secret-{u}"; done', a), exit_code=0)
+    ipc = t.python("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                   "ids = [libc.shmget(0, 4096, 0o1600), libc.msgget(0, 0o1600), libc.semget(0, 1, 0o1600)]\n"
+                   "print(os.getuid(), *ids)\n", a)
+    problems += expect(t, ipc, exit_code=0)
+    a_uid, *made = (int(x) for x in ipc.output.split())
+    if min(made) < 0:
+        problems.append(f"session A could not make its System V objects: {ipc.output!r}")
     problems += expect(t, t.bash("true", a), exit_code=0)
     if t.delete_session(a) != 204:
         problems.append("DELETE /sessions/{id} did not answer 204")
+    left = t.python("import glob\nfor p in sorted(glob.glob('/proc/sysvipc/*')):\n"
+                    "    rows = [r.split() for r in open(p).read().splitlines()]\n"
+                    "    at = rows[0].index('uid')\n"
+                    f"    print(p, sum(r[at] == '{a_uid}' for r in rows[1:]))\n")
+    if left.output != "".join(f"/proc/sysvipc/{kind} 0\n" for kind in ("msg", "sem", "shm")):
+        problems.append(f"System V objects of the deleted session's uid {a_uid} remain: {left.output!r}")
     for _ in range(4):
         s = t.session()
         probe = t.python(snippet(FIND_SECRET, parts=["SECRET-", u]), s)

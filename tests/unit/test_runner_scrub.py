@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from toolrunner.runner.identity import Ident
-from toolrunner.runner.scrub import scratch_places, scrub
+from toolrunner.runner.scrub import scratch_places, scrub, sysv_objects_of
 
 pytestmark = pytest.mark.timeout(60)
 SESSION, OTHER, GID = 54321, 54322, 54000
@@ -73,3 +73,17 @@ def test_scratch_places_are_the_writable_tmpfs_mounts(tmp_path: Path) -> None:
     mounts.write_text("tmpfs /run tmpfs rw,nosuid 0 0\ntmpfs /etc/ro tmpfs ro 0 0\n/dev/vda /workspace ext4 rw 0 0\n"
                       "tmpfs /workspace/x tmpfs rw 0 0\nproc /proc proc rw 0 0\n")
     assert scratch_places(str(mounts)) == ["/tmp", "/dev/shm", "/run"]
+
+
+def test_sysv_objects_are_found_by_owner_or_creator(tmp_path: Path) -> None:
+    """/proc/sysvipc's tables are read by their header: an object counts when the uid owns or created it."""
+    (tmp_path / "shm").write_text(
+        "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid\n"
+        "         0          5   600                  4096    10     0      0 54321  1000 54321  1000\n"
+        "         0          6   600                  4096    10     0      0 54322  1000 54322  1000\n")
+    (tmp_path / "msg").write_text(
+        "       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid\n"
+        "         0          7   600           0          0     0     0 54322  1000 54321  1000\n")
+    (tmp_path / "sem").write_text("       key      semid perms      nsems   uid   gid  cuid  cgid\n")
+    assert sysv_objects_of(SESSION, str(tmp_path)) == [("shm", 5), ("msg", 7)]
+    assert sysv_objects_of(54999, str(tmp_path)) == []

@@ -232,6 +232,38 @@ _SYS_SETRESUID = {"x86_64": 117, "aarch64": 147}.get(platform.machine())
 _kill_lock = threading.Lock()
 
 
+_IPC_RMID = 0
+
+
+def remove_ipc_of(uid: int, objects: list[tuple[str, int]]) -> int | None:
+    """Remove System V IPC objects (("shm" | "msg" | "sem", id)) as `uid`, from this thread, as kill_all_of
+    acts: the kernel lets their owner or creator remove them, and the runner holds no CAP_IPC_OWNER. Returns
+    how many went, None if this machine cannot act this way."""
+    if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID or uid == 0:
+        return None
+    removed = 0
+    with _kill_lock:
+        _capset(KEPT_CAPS & ~(1 << CAP_KILL), KEPT_CAPS)
+        try:
+            if _libc.syscall(_SYS_SETRESUID, KILLER_UID, uid, KILLER_UID) != 0:
+                return None
+            try:
+                for kind, ident in objects:
+                    if kind == "shm":
+                        rc = _libc.shmctl(ident, _IPC_RMID, None)
+                    elif kind == "msg":
+                        rc = _libc.msgctl(ident, _IPC_RMID, None)
+                    else:
+                        rc = _libc.semctl(ident, 0, _IPC_RMID)
+                    removed += rc == 0
+            finally:
+                if _libc.syscall(_SYS_SETRESUID, RUNNER_UID, RUNNER_UID, RUNNER_UID) != 0:
+                    os._exit(70)  # a thread stuck with a session's uid: fail closed, the host replaces us
+        finally:
+            _capset(KEPT_CAPS, KEPT_CAPS)
+    return removed
+
+
 def kill_all_of(uid: int, sig: int = 9) -> int | None:
     """``kill(-1, sig)`` (SIGKILL by default) as `uid`, from this thread: 1 if it reached a process, 0 if there
     was none, None if this machine cannot do it this way (the caller then forks, for SIGKILL).

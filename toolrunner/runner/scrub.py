@@ -9,6 +9,9 @@ unlink its own entries, and its private directories are open to it). A walk that
 than MAX_ENTRIES, longer than MAX_S, or an entry of the uid it cannot remove) says so, and the caller keeps the
 uid out of the pool: better one uid fewer than a leak.
 
+System V IPC objects (shared memory, message queues, semaphores) outlive their processes too, and their modes
+check the uid: those the uid owns or made are removed as well (``identity.remove_ipc_of``).
+
 ``/workspace`` is not walked: its files are the tenant's work, shared on purpose (README: what sessions share).
 """
 
@@ -19,7 +22,7 @@ import os
 import stat
 import time
 
-from toolrunner.runner.identity import Ident, IdentityError, files_as
+from toolrunner.runner.identity import Ident, IdentityError, files_as, remove_ipc_of
 
 PLACES = ("/tmp", "/dev/shm")
 MAX_ENTRIES = 50_000
@@ -48,9 +51,41 @@ def scrub(ident: Ident, places: list[str] | None = None) -> bool:
     budget = [MAX_ENTRIES]
     try:
         with files_as(ident):
-            return all(_scrub_dir(place, ident.uid, deadline, budget) for place in places or scratch_places())
+            clean = all(_scrub_dir(place, ident.uid, deadline, budget) for place in places or scratch_places())
     except IdentityError:
         return False
+    return clean and _scrub_ipc(ident.uid)
+
+
+def _scrub_ipc(uid: int) -> bool:
+    """Remove the System V shared memory, message queues and semaphores the uid owns or made: they outlive
+    every process (a ``shmget`` segment of mode 0600 would pass to the uid's next session)."""
+    objects = sysv_objects_of(uid)
+    if objects:
+        remove_ipc_of(uid, objects)
+        objects = sysv_objects_of(uid)
+    return not objects
+
+
+def sysv_objects_of(uid: int, root: str = "/proc/sysvipc") -> list[tuple[str, int]]:
+    """(kind, id) of every System V IPC object whose owner or creator is `uid` (read from /proc/sysvipc)."""
+    found: list[tuple[str, int]] = []
+    for kind, id_column in (("shm", "shmid"), ("msg", "msqid"), ("sem", "semid")):
+        try:
+            with open(f"{root}/{kind}") as f:
+                header, *rows = f.read().splitlines()
+        except (OSError, ValueError):
+            continue
+        names = header.split()
+        try:
+            at_id, at_uid, at_cuid = names.index(id_column), names.index("uid"), names.index("cuid")
+        except ValueError:
+            continue
+        for row in rows:
+            cells = row.split()
+            if len(cells) > max(at_id, at_uid, at_cuid) and str(uid) in (cells[at_uid], cells[at_cuid]):
+                found.append((kind, int(cells[at_id])))
+    return found
 
 
 def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
