@@ -39,6 +39,7 @@ class PostgresCluster:
 
     socket_dir: Path
     user: str
+    restart_command: list[str]
 
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@/{database}?host={self.socket_dir}"
@@ -48,6 +49,10 @@ class PostgresCluster:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def restart(self) -> None:
+        """Stop the server at once (every connection dropped, as a crash would) and start it again."""
+        subprocess.run(self.restart_command, check=True, capture_output=True, timeout=START_TIMEOUT_S + 10)
 
     def drop(self, url: str) -> None:
         name = url.split("/")[3].split("?")[0]
@@ -74,11 +79,11 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
                         "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8"],
                        check=True, capture_output=True, timeout=120)
         options = f"-k {root} -c listen_addresses='' -F -c full_page_writes=off -c max_connections=200"
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                        "-w", "-t", str(START_TIMEOUT_S), "start"], check=True, capture_output=True,
-                       timeout=START_TIMEOUT_S + 10)
+        pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
+                  "-t", str(START_TIMEOUT_S)]
+        subprocess.run([*pg_ctl, "start"], check=True, capture_output=True, timeout=START_TIMEOUT_S + 10)
         started = True
-        yield PostgresCluster(root, user)
+        yield PostgresCluster(root, user, [*pg_ctl, "-m", "immediate", "restart"])
     except subprocess.CalledProcessError as exc:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr.decode(errors='replace')}\n{tail}") from exc

@@ -130,13 +130,15 @@ class PostgresStore:
         return conn
 
     async def read(self, sql: str, params: Params = ()) -> list[Row]:
-        """One query on a pooled connection; a connection the server dropped (restart, terminated backend)
-        is discarded by the pool and the read, having changed nothing, is tried once more on another."""
+        """One query on a pooled connection. When the server dropped it (a restart drops them all, an admin
+        may terminate one), the pool tests its idle connections, replaces the dead ones, and the read, having
+        changed nothing, is tried once more."""
         if self._pool is None:
             raise StoreClosed("the store is not open")
         try:
             return await self._read(self._pool, sql, params)
         except psycopg.OperationalError:
+            await self._pool.check()
             return await self._read(self._pool, sql, params)
 
     @staticmethod

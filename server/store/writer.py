@@ -84,8 +84,8 @@ class GroupCommitWriter:
                         break
                     batch.append(nxt)
                 if batch:
-                    conn = self._ensure(conn)
                     try:
+                        conn = self._begin_on(conn)
                         self._commit(conn, batch)
                     except Exception as exc:  # BEGIN failed (disk I/O, a lock held too long, lost server)
                         log.exception("store batch failed")
@@ -99,6 +99,19 @@ class GroupCommitWriter:
         finally:
             self._close_conn(conn)
 
+    def _begin_on(self, conn: Conn) -> Conn:
+        """BEGIN on the connection, or on a new one when it turns out dead (the server restarted while the
+        writer was idle: nothing of the batch has run yet, so it goes through on the new connection)."""
+        conn = self._ensure(conn)
+        try:
+            conn.execute(self._begin)
+        except Exception:
+            if not self._broken(conn):
+                raise
+            conn = self._ensure(conn)
+            conn.execute(self._begin)
+        return conn
+
     def _ensure(self, conn: Conn) -> Conn:
         if not self._broken(conn):
             return conn
@@ -111,8 +124,8 @@ class GroupCommitWriter:
             return conn  # the batch fails with the old connection's error; the next one tries again
 
     def _commit(self, conn: Conn, batch: list[Any]) -> None:
+        """Run the batch in the transaction ``_begin_on`` opened, a savepoint each, and commit it."""
         results: list[tuple[Future[Any] | None, Any, BaseException | None]] = []
-        conn.execute(self._begin)
         for fn, fut, _after in batch:
             conn.execute("SAVEPOINT op")
             try:
