@@ -105,16 +105,19 @@ class _Running:
         self.status_fd = status_fd
         self.state_fd = state_fd
         self.pidfd = exit_fd(proc.pid)
+        self.status_file = _open_status(proc.pid)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self.in_fd, self.out_fd, self.err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
         for fd in (self.in_fd, self.out_fd, self.err_fd, status_fd, state_fd):
             os.set_blocking(fd, False)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Not exited and not about to: a SIGKILL already sent to the idle shell (by its own session's code,
+        say) is pending before the process dies, and a call written to it then would be lost with it."""
+        return self.proc.poll() is None and not _kill_pending(self.status_file)
 
     def close(self) -> None:
-        for fd in (self.status_fd, self.state_fd, self.pidfd):
+        for fd in (self.status_fd, self.state_fd, self.pidfd, self.status_file):
             with contextlib.suppress(OSError):
                 os.close(fd)
         for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -286,6 +289,40 @@ class Shell:
         self._killed_all = alone
         self._swept = 0 if alone else REGISTRY.sweep(ident)
         return f"{secrets.token_hex(_NONCE_LEN // 2)} {'K' if alone else '-'}\n".encode()
+
+
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _open_status(pid: int) -> int:
+    """/proc/<pid>/status held open (-1 if it cannot be): re-read with one pread per call."""
+    try:
+        return os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _kill_pending(fd: int) -> bool:
+    """Whether the process behind a held /proc/<pid>/status is dying: a SIGKILL pending (to it or its thread
+    group), or a zombie, or gone. Unknown (no descriptor) counts as not."""
+    if fd < 0:
+        return False
+    try:
+        text = os.pread(fd, 4096, 0)
+    except OSError:
+        return True  # the process is gone
+    if not text:
+        return True
+    for line in text.split(b"\n"):
+        if line.startswith(b"State:") and line[6:].split()[:1] in ([b"Z"], [b"X"]):
+            return True
+        if line.startswith((b"SigPnd:", b"ShdPnd:")):
+            try:
+                if int(line.split()[1], 16) & _SIGKILL_BIT:
+                    return True
+            except (IndexError, ValueError):
+                continue
+    return False
 
 
 def _open_to_session(proc: subprocess.Popen[bytes], gid: int) -> None:

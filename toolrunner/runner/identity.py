@@ -239,29 +239,42 @@ def remove_ipc_of(uid: int, objects: list[tuple[str, int]]) -> int | None:
     """Remove System V IPC objects (("shm" | "msg" | "sem", id)) as `uid`, from this thread, as kill_all_of
     acts: the kernel lets their owner or creator remove them, and the runner holds no CAP_IPC_OWNER. Returns
     how many went, None if this machine cannot act this way."""
+    with _acting_as(uid) as acting:
+        if not acting:
+            return None
+        removed = 0
+        for kind, ident in objects:
+            if kind == "shm":
+                rc = _libc.shmctl(ident, _IPC_RMID, None)
+            elif kind == "msg":
+                rc = _libc.msgctl(ident, _IPC_RMID, None)
+            else:
+                rc = _libc.semctl(ident, 0, _IPC_RMID)
+            removed += rc == 0
+        return removed
+
+
+@contextlib.contextmanager
+def _acting_as(uid: int) -> Iterator[bool]:
+    """This thread alone as real uid KILLER_UID and effective uid `uid`, CAP_KILL out of its effective set
+    (see kill_all_of); yields False, changing nothing, where that cannot be done (no raw setresuid, not the
+    runner, or uid 0: an euid switch to 0 would copy CAP_KILL back into the effective set)."""
     if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID or uid == 0:
-        return None
-    removed = 0
+        yield False
+        return
     with _kill_lock:
         _capset(KEPT_CAPS & ~(1 << CAP_KILL), KEPT_CAPS)
         try:
             if _libc.syscall(_SYS_SETRESUID, KILLER_UID, uid, KILLER_UID) != 0:
-                return None
+                yield False
+                return
             try:
-                for kind, ident in objects:
-                    if kind == "shm":
-                        rc = _libc.shmctl(ident, _IPC_RMID, None)
-                    elif kind == "msg":
-                        rc = _libc.msgctl(ident, _IPC_RMID, None)
-                    else:
-                        rc = _libc.semctl(ident, 0, _IPC_RMID)
-                    removed += rc == 0
+                yield True
             finally:
                 if _libc.syscall(_SYS_SETRESUID, RUNNER_UID, RUNNER_UID, RUNNER_UID) != 0:
                     os._exit(70)  # a thread stuck with a session's uid: fail closed, the host replaces us
         finally:
             _capset(KEPT_CAPS, KEPT_CAPS)
-    return removed
 
 
 def kill_all_of(uid: int, sig: int = 9) -> int | None:
@@ -274,20 +287,9 @@ def kill_all_of(uid: int, sig: int = 9) -> int | None:
     not theirs) or trace it (the runner is not dumpable). It restores its credentials before anything else
     runs on it; if that ever failed the runner could not be trusted, so it exits.
     """
-    if _SYS_SETRESUID is None or os.geteuid() != RUNNER_UID or uid == 0:
-        # uid 0: an euid switch to 0 would copy CAP_KILL back into the effective set, and kill(-1) would then
-        # reach every process; the caller's forked child switches and empties its sets before it signals.
-        return None
-    with _kill_lock:
-        _capset(KEPT_CAPS & ~(1 << CAP_KILL), KEPT_CAPS)
-        try:
-            if _libc.syscall(_SYS_SETRESUID, KILLER_UID, uid, KILLER_UID) != 0:
-                return None
-            try:
-                found = _libc.kill(-1, sig) == 0
-            finally:
-                if _libc.syscall(_SYS_SETRESUID, RUNNER_UID, RUNNER_UID, RUNNER_UID) != 0:
-                    os._exit(70)  # a thread stuck with a session's uid: fail closed, the host replaces us
-            return 1 if found else 0
-        finally:
-            _capset(KEPT_CAPS, KEPT_CAPS)
+    # uid 0 is refused (None): kill(-1) with CAP_KILL back in effect would reach every process; the caller's
+    # forked child switches and empties its sets before it signals.
+    with _acting_as(uid) as acting:
+        if not acting:
+            return None
+        return 1 if _libc.kill(-1, sig) == 0 else 0

@@ -88,14 +88,16 @@ def sysv_objects_of(uid: int, root: str = "/proc/sysvipc") -> list[tuple[str, in
     return found
 
 
-def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
-    """Walk `path` (not following links): remove what `uid` owns, whole directories included."""
+def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int], *, everything: bool = False) -> bool:
+    """Walk `path` (not following links) and remove what `uid` owns, whole directories included; with
+    `everything` (a directory the uid owns) every entry goes, whoever owns it: the directory's owner may unlink
+    them. True when nothing of the uid is left."""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
         return True
     except PermissionError:  # another uid's private directory: nothing of ours is reachable in it
-        return True
+        return not everything
     except OSError:
         return False
     clean = True
@@ -110,26 +112,25 @@ def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
         except OSError:
             clean = False
             continue
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if st.st_uid == uid:
-            clean &= _remove(entry.path, is_dir, uid, deadline, budget)
-        elif is_dir:
-            clean &= _scrub_dir(entry.path, uid, deadline, budget)
+        ours = st.st_uid == uid
+        if stat.S_ISDIR(st.st_mode):
+            clean &= _remove_dir(entry.path, uid, deadline, budget) if ours else \
+                _scrub_dir(entry.path, uid, deadline, budget)
+        elif ours or everything:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                clean &= not ours  # another's file we may not unlink holds nothing of ours
     return clean
 
 
-def _remove(path: str, is_dir: bool, uid: int, deadline: float, budget: list[int]) -> bool:
-    if not is_dir:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
-        return True
+def _remove_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
+    """A directory the uid owns: emptied of everything, then removed."""
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)  # our own directory: make sure we may list and empty it
-    if not _scrub_everything(path, uid, deadline, budget):
+    if not _scrub_dir(path, uid, deadline, budget, everything=True):
         return False
     try:
         os.rmdir(path)
@@ -138,37 +139,3 @@ def _remove(path: str, is_dir: bool, uid: int, deadline: float, budget: list[int
     except OSError:
         return False
     return True
-
-
-def _scrub_everything(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
-    """Empty a directory the uid owns: its entries go whoever owns them (the directory's owner may unlink them,
-    unless it is sticky), their own directories are scrubbed as usual."""
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    clean = True
-    for entry in entries:
-        budget[0] -= 1
-        if budget[0] < 0 or time.monotonic() > deadline:
-            return False
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            clean = False
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            clean &= _remove(entry.path, True, uid, deadline, budget) if st.st_uid == uid else \
-                _scrub_dir(entry.path, uid, deadline, budget)
-            continue
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            clean &= st.st_uid != uid  # another's file we may not unlink holds nothing of ours
-    return clean
