@@ -253,8 +253,14 @@ def event_data(event: AnyEvent) -> dict[str, Any]:
 
 def encode_frame(type: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
     """One SSE frame; JSON escapes newlines, so a single `data:` line always suffices."""
+    return frame_of(type, _DUMPS(data), event_id)
+
+
+def frame_of(type: str, data_json: str, event_id: int | None = None) -> bytes:
+    """``encode_frame`` for data already encoded by the same encoder (compact, ``ensure_ascii=False``): a
+    session event's JSON is made once, for its SSE frame and its stored row alike."""
     head = f"event: {type}\nid: {event_id}\n" if event_id is not None else f"event: {type}\n"
-    return f"{head}data: {_DUMPS(data)}\n\n".encode()
+    return f"{head}data: {data_json}\n\n".encode()
 
 
 def encode(event: AnyEvent, event_id: int | None = None) -> bytes:

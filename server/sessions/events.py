@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.contract.events import ErrorEvent, SessionEvent, encode, encode_frame, event_data
+from server.contract.events import ErrorEvent, SessionEvent, encode, encode_frame, event_data, frame_of
 from server.errors import NotFound
 from server.store.sql import Conn
 from server.store.store import Store
@@ -165,10 +165,11 @@ class EventLog:
             raise RuntimeError(f"append before last_seq({session_id!r}) was awaited")
         seq = last + 1
         self._seq[session_id] = seq
-        event = Event(seq, type, data, encode_frame(type, data, seq))
+        text = _DUMPS(data)  # once: the SSE frame and the stored row carry the same JSON
+        event = Event(seq, type, data, frame_of(type, text, seq))
         with self._lock:
             self._pending.setdefault(session_id, {})[seq] = event
-        row = (session_id, seq, type, _DUMPS(data), time.time())
+        row = (session_id, seq, type, text, time.time())
 
         def insert(conn: Conn) -> None:
             conn.execute("INSERT INTO events (session_id, seq, type, data, created_at)"
