@@ -87,3 +87,28 @@ def test_sysv_objects_are_found_by_owner_or_creator(tmp_path: Path) -> None:
     (tmp_path / "sem").write_text("       key      semid perms      nsems   uid   gid  cuid  cgid\n")
     assert sysv_objects_of(SESSION, str(tmp_path)) == [("shm", 5), ("msg", 7)]
     assert sysv_objects_of(54999, str(tmp_path)) == []
+
+
+def test_links_are_removed_never_followed(scratch: Path) -> None:
+    """A symlink of the uid to a directory of its own elsewhere (as into /workspace) goes; what it points to
+    stays. Each step is relative to a held directory, so a swap on the way cannot lead the scrub elsewhere."""
+    elsewhere = Path(tempfile.mkdtemp(prefix="oa-scrub-ws-", dir="/tmp"))
+    try:
+        os.chown(elsewhere, SESSION, GID)
+        kept = made(elsewhere / "work", SESSION, 0o600)
+        link = scratch / "to-work"
+        link.symlink_to(elsewhere)
+        os.chown(link, SESSION, GID, follow_symlinks=False)
+        assert scrub(Ident(SESSION, GID), [str(scratch)])
+        assert not link.is_symlink() and kept.exists()
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_a_directory_of_its_own_with_no_permissions_is_still_removed(scratch: Path) -> None:
+    """chmod 000 on its own directory does not keep it (and what is inside) from the scrub."""
+    closed = made(scratch / "closed", SESSION, 0o700, directory=True)
+    made(closed / "inside", SESSION, 0o600)
+    closed.chmod(0)
+    assert scrub(Ident(SESSION, GID), [str(scratch)])
+    assert not closed.exists()

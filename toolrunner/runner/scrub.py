@@ -51,7 +51,7 @@ def scrub(ident: Ident, places: list[str] | None = None) -> bool:
     budget = [MAX_ENTRIES]
     try:
         with files_as(ident):
-            clean = all(_scrub_dir(place, ident.uid, deadline, budget) for place in places or scratch_places())
+            clean = all(_scrub_place(place, ident.uid, deadline, budget) for place in places or scratch_places())
     except IdentityError:
         return False
     return clean and _scrub_ipc(ident.uid)
@@ -88,25 +88,44 @@ def sysv_objects_of(uid: int, root: str = "/proc/sysvipc") -> list[tuple[str, in
     return found
 
 
-def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int], *, everything: bool = False) -> bool:
-    """Walk `path` (not following links) and remove what `uid` owns, whole directories included; with
-    `everything` (a directory the uid owns) every entry goes, whoever owns it: the directory's owner may unlink
-    them. True when nothing of the uid is left."""
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _scrub_place(place: str, uid: int, deadline: float, budget: list[int]) -> bool:
     try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
+        fd = os.open(place, _DIR_FLAGS | os.O_NOFOLLOW)
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
         return True
+    except OSError:
+        return False
+    try:
+        return _scrub_dir(fd, uid, deadline, budget)
+    finally:
+        os.close(fd)
+
+
+def _scrub_dir(dir_fd: int, uid: int, deadline: float, budget: list[int], *, everything: bool = False) -> bool:
+    """Remove what `uid` owns in the directory held by `dir_fd`, whole directories included; with `everything`
+    (a directory the uid owns) every entry goes, whoever owns it: the directory's owner may unlink them. True
+    when nothing of the uid is left.
+
+    Every step is relative to a held directory (``*at`` calls): another session of the tenant may swap a
+    directory on the way for a symlink, and a path string would then take the scrub, acting as this uid,
+    somewhere else (into /workspace, whose files the uid's group may delete)."""
+    try:
+        names = os.listdir(dir_fd)
     except PermissionError:  # another uid's private directory: nothing of ours is reachable in it
         return not everything
     except OSError:
         return False
     clean = True
-    for entry in entries:
+    for name in names:
         budget[0] -= 1
         if budget[0] < 0 or time.monotonic() > deadline:
             return False
         try:
-            st = entry.stat(follow_symlinks=False)
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             continue
         except OSError:
@@ -114,11 +133,10 @@ def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int], *, every
             continue
         ours = st.st_uid == uid
         if stat.S_ISDIR(st.st_mode):
-            clean &= _remove_dir(entry.path, uid, deadline, budget) if ours else \
-                _scrub_dir(entry.path, uid, deadline, budget)
+            clean &= _scrub_subdir(dir_fd, name, st, uid, deadline, budget)
         elif ours or everything:
             try:
-                os.unlink(entry.path)
+                os.unlink(name, dir_fd=dir_fd)  # unlinkat of the entry itself: a symlink goes, not its target
             except FileNotFoundError:
                 pass
             except OSError:
@@ -126,14 +144,41 @@ def _scrub_dir(path: str, uid: int, deadline: float, budget: list[int], *, every
     return clean
 
 
-def _remove_dir(path: str, uid: int, deadline: float, budget: list[int]) -> bool:
-    """A directory the uid owns: emptied of everything, then removed."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)  # our own directory: make sure we may list and empty it
-    if not _scrub_dir(path, uid, deadline, budget, everything=True):
+def _scrub_subdir(parent: int, name: str, st: os.stat_result, uid: int, deadline: float, budget: list[int]) -> bool:
+    """A directory entry: scrubbed, and removed whole when the uid owns it. It is opened without following a
+    link (O_PATH, so even a mode-000 directory of ours opens) and must still be the directory that was looked at."""
+    try:
+        handle = os.open(name, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=parent)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return st.st_uid != uid
+    try:
+        now = os.fstat(handle)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False  # swapped since it was looked at: try no further, keep the uid out
+        ours = now.st_uid == uid
+        if ours:
+            with contextlib.suppress(OSError):
+                os.chmod(f"/proc/self/fd/{handle}", 0o700)  # our own directory: we may list and empty it
+        try:
+            fd = os.open(f"/proc/self/fd/{handle}", _DIR_FLAGS)
+        except PermissionError:
+            return not ours
+        except OSError:
+            return False
+        try:
+            emptied = _scrub_dir(fd, uid, deadline, budget, everything=ours)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(handle)
+    if not ours:
+        return emptied
+    if not emptied:
         return False
     try:
-        os.rmdir(path)
+        os.rmdir(name, dir_fd=parent)
     except FileNotFoundError:
         pass
     except OSError:
